@@ -1,0 +1,7 @@
+"""What a device is: profiles (pure data), a catalogue, and flat-array fleets. No clock."""
+
+from .catalogue import CATALOGUE, get_profile
+from .fleet import Fleet, build_fleet
+from .profile import STATES, DeviceProfile
+
+__all__ = ["CATALOGUE", "STATES", "DeviceProfile", "Fleet", "build_fleet", "get_profile"]

@@ -1,0 +1,107 @@
+"""The built-in federated workload: a Flower ClientApp that trains the experiment's model on
+its device's partition with the objective its strategy asks for, and the server-side
+evaluation of the global model.
+
+The ClientApp is an ordinary Flower ClientApp; the simulator runs it exactly as it runs a
+user's. It adds one record to its reply, `ACTIVATION_PROBE_KEY`, with the mean last-hidden activation
+over its last local epoch (taken from the training forwards, so no extra computation); the
+simulator reads and removes it before the reply goes over the link.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from torch import nn
+
+from experiments.data import Dataset
+from strategies.objectives import ACTIVATION_PROBE_KEY, ClientObjective
+
+__all__ = ["FederatedTask", "evaluate_model", "make_client_app"]
+
+
+@dataclass
+class FederatedTask:
+    """What every client of the built-in workload shares: data, partitions, model, optimiser."""
+
+    data: Dataset
+    partitions: list[np.ndarray]
+    build_model: Callable[[], nn.Module]
+    local_epochs: int = 1
+    batch_size: int = 16
+    lr: float = 0.05
+    momentum: float = 0.5
+    weight_decay: float = 5e-4
+    lr_decay: float = 1.0
+
+
+def _train(task: FederatedTask, model: nn.Module, idx: np.ndarray, objective: ClientObjective, lr: float):
+    x, y = task.data.x_train[idx], task.data.y_train[idx]
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=task.momentum,
+                          nesterov=task.momentum > 0, weight_decay=task.weight_decay)
+    anchor = [p.detach().clone() for p in model.parameters()] if objective.mu > 0 else []
+    model.train()
+    total, count, feature_sum = 0.0, 0, None
+    for epoch in range(task.local_epochs):
+        last = epoch == task.local_epochs - 1
+        order = torch.randperm(len(idx))
+        for start in range(0, len(idx), task.batch_size):
+            b = order[start:start + task.batch_size]
+            logits, feats = model(x[b], with_features=True)
+            loss = objective.loss(logits, y[b], feats, list(model.parameters()), anchor)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if last:
+                total += loss.item() * len(b)
+                count += len(b)
+                s = feats.detach().sum(0)
+                feature_sum = s if feature_sum is None else feature_sum + s
+    return total / max(count, 1), (feature_sum / max(count, 1)).numpy()
+
+
+def make_client_app(task: FederatedTask) -> ClientApp:
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, ctx: Context) -> Message:
+        idx = task.partitions[int(ctx.node_config["partition-id"])]
+        config = msg.content["config"]
+        model = task.build_model()
+        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        lr = task.lr * task.lr_decay ** (int(config.get("server-round", 1)) - 1)
+        loss, mean_act = _train(task, model, idx, ClientObjective.from_config(config), lr)
+        content = RecordDict({
+            "arrays": ArrayRecord(model.state_dict()),
+            "metrics": MetricRecord({"train_loss": loss, "num-examples": len(idx)}),
+            ACTIVATION_PROBE_KEY: MetricRecord({"mean-activation": mean_act.astype(float).tolist()}),
+        })
+        return Message(content=content, reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, ctx: Context) -> Message:
+        idx = task.partitions[int(ctx.node_config["partition-id"])]
+        model = task.build_model()
+        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        loss, acc = evaluate_model(model, task.data.x_train[idx], task.data.y_train[idx])
+        metrics = MetricRecord({"loss": loss, "accuracy": acc, "num-examples": len(idx)})
+        return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+
+    return app
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy); a model whose weights went NaN scores NaN loss."""
+    model.eval()
+    loss, correct = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        logits = model(x[start:start + batch_size])
+        loss += float(F.cross_entropy(logits, y[start:start + batch_size], reduction="sum"))
+        correct += int((logits.argmax(1) == y[start:start + batch_size]).sum())
+    return loss / len(x), correct / len(x)

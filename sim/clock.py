@@ -1,0 +1,146 @@
+"""SimPy processes of one federated round: transfers over links, compute on devices, and
+the server's deadline. The real computation has already happened (its FLOPs and payload
+sizes are in each `ClientPlan`); these processes only decide *when* things happen and what
+they cost in energy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from channels import TransferOutcome
+
+__all__ = ["ClientPlan", "ClientTimeline", "EnergyLedger", "STATES", "run_round"]
+
+STATES = ("compute", "transmit", "receive", "idle")
+
+
+class EnergyLedger:
+    """Joules and busy seconds per device and state, in flat arrays (one row a device)."""
+
+    def __init__(self, power_w: np.ndarray):
+        self.power_w = power_w  # (devices, 4) in STATES order
+        self.energy_j = np.zeros_like(power_w, dtype=np.float64)
+        self.busy_s = np.zeros(len(power_w), dtype=np.float64)
+
+    def spend(self, device: int, state: str, seconds: float) -> float:
+        col = STATES.index(state)
+        joules = seconds * float(self.power_w[device, col])
+        self.energy_j[device, col] += joules
+        if state != "idle":
+            self.busy_s[device] += seconds
+        return joules
+
+    def close(self, total_s: float) -> None:
+        """Book every device's time not spent busy as idle, up to `total_s`."""
+        idle_s = np.maximum(total_s - self.busy_s, 0.0)
+        self.energy_j[:, STATES.index("idle")] = idle_s * self.power_w[:, STATES.index("idle")]
+
+
+@dataclass
+class ClientPlan:
+    """What one sampled device does in a round, as decided by the real computation."""
+
+    node_id: int
+    device: int
+    dropped: bool = False
+    down: TransferOutcome | None = None
+    down_flips: int = 0  # bits the raw channel flipped in the delivered arrays
+    fits: bool = True  # the memory check passed
+    compute_s: float = 0.0
+    up: TransferOutcome | None = None
+
+
+@dataclass
+class ClientTimeline:
+    """When each phase of a client's round ended, and what it cost; `status` says how it ended."""
+
+    node_id: int
+    status: str = "received"
+    down_s: float = 0.0
+    compute_s: float = 0.0
+    up_s: float = 0.0
+    energy_j: float = 0.0
+    arrival_s: float = float("nan")
+    end_s: float = 0.0  # when the device stopped working on this round
+
+
+def _client(env: simpy.Environment, plan: ClientPlan, tl: ClientTimeline, arrived: simpy.Event,
+            ledger: EnergyLedger, trace: list):
+    def log(event: str) -> None:
+        trace.append((round(env.now, 9), plan.node_id, event))
+        tl.end_s = env.now
+
+    if plan.dropped:
+        tl.status = "dropped"
+        log("dropped")
+        return
+    log("download")
+    yield env.timeout(plan.down.time_s)
+    tl.down_s = plan.down.time_s
+    tl.energy_j += ledger.spend(plan.device, "receive", plan.down.time_s)
+    if not plan.down.delivered:
+        tl.status = "lost_down"
+        log("lost_down")
+        return
+    if not plan.fits:
+        # the device cannot hold the training state: it fails at once and says so
+        tl.status = "out_of_memory"
+        log("out_of_memory")
+        yield from _send(env, plan, tl, ledger, log)
+        if tl.status == "out_of_memory":
+            arrived.succeed()
+        return
+    log("compute")
+    yield env.timeout(plan.compute_s)
+    tl.compute_s = plan.compute_s
+    tl.energy_j += ledger.spend(plan.device, "compute", plan.compute_s)
+    yield from _send(env, plan, tl, ledger, log)
+    if tl.status == "received":
+        tl.arrival_s = env.now
+        log("arrived")
+    if not tl.status.startswith("lost"):
+        arrived.succeed()  # a reply, or an error report, reached the server
+
+
+def _send(env: simpy.Environment, plan: ClientPlan, tl: ClientTimeline, ledger: EnergyLedger, log):
+    log("upload")
+    yield env.timeout(plan.up.time_s)
+    tl.up_s = plan.up.time_s
+    tl.energy_j += ledger.spend(plan.device, "transmit", plan.up.time_s)
+    if not plan.up.delivered:
+        tl.status = "lost_up"
+        log("lost_up")
+
+
+def _server(env: simpy.Environment, arrivals: list[simpy.Event], deadline_s: float, done: dict):
+    """The server stops waiting at the first of: every reply in, or the deadline."""
+    yield env.all_of(arrivals) | env.timeout(deadline_s)
+    done["end_s"] = env.now
+
+
+def run_round(start_s: float, plans: list[ClientPlan], deadline_s: float | None,
+              ledger: EnergyLedger, trace: list) -> tuple[float, list[ClientTimeline]]:
+    """Play one round from `start_s`; returns when the server stopped waiting, and each
+    client's timeline. Replies that arrive after the deadline are stragglers; devices finish
+    their work all the same (and spend its energy)."""
+    env = simpy.Environment(initial_time=start_s)
+    timelines = [ClientTimeline(p.node_id) for p in plans]
+    arrivals = [env.event() for _ in plans]
+    for plan, tl, ev in zip(plans, timelines, arrivals):
+        env.process(_client(env, plan, tl, ev, ledger, trace))
+    done: dict = {}
+    if deadline_s is None:
+        # No deadline: the server waits until every sampled device has finished or failed.
+        env.run()
+        return max([start_s] + [tl.end_s for tl in timelines]), timelines
+    env.process(_server(env, arrivals, deadline_s, done))
+    env.run()
+    end_s = done["end_s"]
+    for tl in timelines:
+        if tl.status == "received" and tl.arrival_s > end_s:
+            tl.status = "straggler"
+    return end_s, timelines
+

@@ -1,0 +1,143 @@
+"""Typed configuration: the dataclass schemas behind `conf/`, and their validation.
+
+Hydra registers these schemas (in `sim/__main__.py`); everything else sees only these
+dataclasses. `validate` turns a bad value into a `ConfigError` whose one-line message names
+the setting and what is allowed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+__all__ = [
+    "AppConfig", "ChannelConfig", "Config", "ConfigError", "DatasetConfig", "FleetConfig",
+    "StrategyConfig", "WorkloadConfig", "validate",
+]
+
+
+class ConfigError(ValueError):
+    """A setting has a value the simulator cannot use; the message is one line."""
+
+
+@dataclass
+class FleetConfig:
+    # profile name -> count (integers summing to num_devices) or fraction
+    mix: dict[str, float] = field(default_factory=lambda: {"rpi3_400mhz": 0.5, "odroid_xu4": 0.4, "cortex_m7_512kb": 0.1})
+    num_devices: int = 30
+    spread: float = 0.1  # per-device uniform factor in [1-s, 1+s] on FLOP rate and power
+    availability: float = 1.0  # probability that a sampled device takes part in a round
+
+
+@dataclass
+class ChannelConfig:
+    model: str = "independent"  # independent | gilbert_elliott
+    ber: float = 0.0  # mean bit error rate
+    bandwidth_bps: float = 1.0e6
+    latency_s: float = 0.01
+    mode: str = "arq"  # arq: CRC + resend; raw: no CRC, bits flipped in the payload
+    packet_bytes: int = 1024
+    header_bytes: int = 32
+    max_attempts: int = 8
+    burst_bits: float = 1000.0  # gilbert_elliott: mean length of a bad burst, in bits
+    bad_ber: float = 0.05  # gilbert_elliott: bit error rate inside a burst
+
+
+@dataclass
+class StrategyConfig:
+    name: str = "fedavg"
+    fraction_train: float = 0.3
+    fraction_evaluate: float = 0.0
+    min_train_nodes: int = 2
+    timeout_s: Optional[float] = 60.0  # round deadline in simulated seconds; null = none
+    params: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "digits"  # digits | synthetic | mnist | cifar10
+    path: Optional[str] = None  # local folder for mnist / cifar10
+    num_samples: Optional[int] = None  # synthetic only
+    partition: str = "iid"  # iid | dirichlet | shards
+    alpha: float = 0.5  # dirichlet concentration
+    shards_per_client: int = 2
+
+
+@dataclass
+class AppConfig:
+    """A user's own Flower apps, as `"package.module:attr"`; both unset = built-in apps."""
+
+    server: Optional[str] = None
+    client: Optional[str] = None
+    run_config: dict[str, Any] = field(default_factory=dict)
+    accuracy_metric: str = "accuracy"  # metric read from evaluate replies for rounds.csv
+    loss_metric: str = "loss"
+
+
+@dataclass
+class WorkloadConfig:
+    name: str = "federated"
+    model: str = "cnn"  # cnn | mlp | fedmax_cifar_cnn
+    rounds: int = 30
+    local_epochs: int = 2
+    batch_size: int = 16
+    lr: float = 0.05
+    momentum: float = 0.5
+    weight_decay: float = 5.0e-4
+    lr_decay: float = 0.996  # lr multiplied by this each round (FedMAX's schedule)
+    optimizer_copies: int = 1  # optimiser state, in copies of the parameters (SGD momentum: 1)
+    target_accuracy: float = 0.8
+    app: AppConfig = field(default_factory=AppConfig)
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    backend: str = "local"
+    compare: list[str] = field(default_factory=list)  # strategies run side by side in one job
+    log_level: str = "ERROR"  # Flower's own logging (INFO shows every round)
+    progress: bool = True
+    fleet: FleetConfig = field(default_factory=FleetConfig)
+    channel: ChannelConfig = field(default_factory=ChannelConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+
+
+def _check(ok: bool, setting: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{setting}={value!r}: {allowed}")
+
+
+def _positive(setting: str, value: float) -> None:
+    _check(isinstance(value, (int, float)) and math.isfinite(value) and value > 0, setting, value, "must be a positive number")
+
+
+def validate(cfg: Config) -> None:
+    """Reject values no run could use; names of registries are checked where they live."""
+    c = cfg.channel
+    _check(isinstance(c.ber, (int, float)) and 0.0 <= c.ber <= 0.5, "channel.ber", c.ber, "allowed range is [0, 0.5]")
+    _positive("channel.bandwidth_bps", c.bandwidth_bps)
+    _check(c.latency_s >= 0, "channel.latency_s", c.latency_s, "must be >= 0")
+    _check(c.mode in ("arq", "raw"), "channel.mode", c.mode, "allowed: arq, raw")
+    _check(c.model in ("independent", "gilbert_elliott"), "channel.model", c.model, "allowed: gilbert_elliott, independent")
+    _check(c.packet_bytes >= 1, "channel.packet_bytes", c.packet_bytes, "must be >= 1")
+    _check(c.max_attempts >= 1, "channel.max_attempts", c.max_attempts, "must be >= 1")
+    f = cfg.fleet
+    _check(bool(f.mix), "fleet.mix", dict(f.mix), "empty; give at least one device profile")
+    _check(f.num_devices >= 1, "fleet.num_devices", f.num_devices, "must be >= 1 (an empty fleet cannot train)")
+    _check(0.0 < f.availability <= 1.0, "fleet.availability", f.availability, "allowed range is (0, 1]")
+    s = cfg.strategy
+    _check(0.0 < s.fraction_train <= 1.0, "strategy.fraction_train", s.fraction_train, "allowed range is (0, 1]")
+    _check(0.0 <= s.fraction_evaluate <= 1.0, "strategy.fraction_evaluate", s.fraction_evaluate, "allowed range is [0, 1]")
+    if s.timeout_s is not None:
+        _positive("strategy.timeout_s", s.timeout_s)
+    w = cfg.workload
+    _check(w.rounds >= 1, "workload.rounds", w.rounds, "must be >= 1")
+    _check(w.local_epochs >= 1, "workload.local_epochs", w.local_epochs, "must be >= 1")
+    _check(w.batch_size >= 1, "workload.batch_size", w.batch_size, "must be >= 1")
+    _positive("workload.lr", w.lr)
+    _check(0.0 <= w.target_accuracy <= 1.0, "workload.target_accuracy", w.target_accuracy, "allowed range is [0, 1]")
+    _check((w.app.server is None) == (w.app.client is None), "workload.app", f"server={w.app.server}, client={w.app.client}",
+           "give both a ServerApp and a ClientApp as 'package.module:attr', or neither")
+    _check(cfg.backend in ("local",), "backend", cfg.backend, "allowed: local")

@@ -1,0 +1,307 @@
+"""The Flower bridge: a `flwr.serverapp.grid.Grid` whose messages travel over simulated links
+to simulated devices.
+
+A strategy (or a user's unmodified ServerApp) calls `send_and_receive`; for each message the
+grid decides whether the device takes part, how the download fares on its link (time,
+retransmissions, or flipped bits in the real arrays), runs the real `ClientApp` in-process
+under a `WorkMeter`, checks the device's memory against the measured footprint, sends the
+reply up the link the same way, and plays the round on the SimPy clock with the strategy's
+`timeout` as a deadline in simulated seconds. Late replies are stragglers and are withheld.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+
+from channels import Link, TransferOutcome, corrupt_arrays, transfer
+from devices import Fleet
+from sim.clock import STATES, ClientPlan, EnergyLedger, run_round
+from sim.meter import WorkMeter
+from sim.seeding import stream
+from strategies.objectives import ACTIVATION_PROBE_KEY as PROBE_KEY
+
+__all__ = ["ClientRow", "Execution", "LocalBackend", "PhaseStats", "SimGrid", "payload_bytes"]
+
+RUN_ID = 1
+SERVER_NODE_ID = 0
+
+
+@dataclass
+class Execution:
+    """The outcome of running a ClientApp on one message for real."""
+
+    reply: Message | None
+    flops: int
+    peak_bytes: int
+    error: str = ""
+
+
+class LocalBackend:
+    """Runs ClientApps one after another in this process; FLOP figures cached per shape."""
+
+    def __init__(self, optimizer_copies: int = 1):
+        self.optimizer_copies = optimizer_copies
+        self._cost_cache: dict = {}
+
+    def execute(self, app, jobs: list[tuple[Message, Context, int]]) -> list[Execution]:
+        return [self._one(app, *job) for job in jobs]
+
+    def _one(self, app, message: Message, context: Context, torch_seed: int) -> Execution:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch_seed)
+            meter = WorkMeter(self._cost_cache, self.optimizer_copies)
+            try:
+                with meter:
+                    reply = app(message, context)
+            except Exception as exc:  # a failing ClientApp is an error reply, as in Flower
+                return Execution(None, meter.flops, meter.peak_bytes, f"{type(exc).__name__}: {exc}")
+        return Execution(reply, meter.flops, meter.peak_bytes)
+
+
+@dataclass
+class ClientRow:
+    """One sampled client in one round and phase: the row of clients.csv."""
+
+    round: int
+    phase: str
+    node_id: int
+    device: str
+    status: str
+    download_s: float
+    compute_s: float
+    upload_s: float
+    energy_j: float
+    compute_flops: int
+    peak_memory_bytes: int
+    device_memory_bytes: int
+    bytes_down: int
+    bytes_up: int
+    attempts_down: int
+    attempts_up: int
+    retransmissions: int
+    bits_flipped: int
+    arrival_s: float
+
+
+@dataclass
+class PhaseStats:
+    """What one `send_and_receive` did: one train (or evaluate) phase of a round."""
+
+    round: int
+    phase: str
+    start_s: float
+    end_s: float
+    clients: list[ClientRow] = field(default_factory=list)
+    mean_activations: list[np.ndarray] = field(default_factory=list)
+    eval_metrics: list[tuple[int, dict]] = field(default_factory=list)
+
+
+def _arrays(content: RecordDict) -> list[tuple[str, ArrayRecord]]:
+    return [(k, v) for k, v in content.items() if isinstance(v, ArrayRecord)]
+
+
+def payload_bytes(content: RecordDict) -> int:
+    """Bytes the message's arrays occupy serialised (as Flower counts them)."""
+    return sum(rec.count_bytes() for _, rec in _arrays(content))
+
+
+def _data_positions(content: RecordDict, positions: np.ndarray) -> np.ndarray:
+    """Map bit positions in the serialised payload (each array's npy bytes and its key, in
+    order) to positions in the concatenated numeric data. Flips that land on an npy header
+    or a key are dropped: that framing travels in the packet header, under its CRC."""
+    keep, data_start, offset = [], 0, 0
+    for _, rec in _arrays(content):
+        for name, arr in rec.items():
+            nbytes = arr.numpy().nbytes
+            header = len(arr.data) - nbytes
+            lo, hi = (offset + header) * 8, (offset + header + nbytes) * 8
+            inside = positions[(positions >= lo) & (positions < hi)]
+            keep.append(inside - lo + data_start * 8)
+            data_start += nbytes
+            offset += len(arr.data) + len(name)
+    return np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64)
+
+
+def _corrupted(content: RecordDict, positions: np.ndarray) -> RecordDict:
+    """A copy of `content` with bit flips applied to the real array data."""
+    arrays = [arr.numpy() for _, rec in _arrays(content) for arr in rec.values()]
+    flipped = iter(corrupt_arrays(arrays, positions))
+    out = RecordDict()
+    for key, value in content.items():
+        if isinstance(value, ArrayRecord):
+            value = ArrayRecord({name: Array(next(flipped)) for name in value})
+        out[key] = value
+    return out
+
+
+def _deliver(content: RecordDict, outcome: TransferOutcome) -> tuple[RecordDict, int]:
+    """What arrives: the content, with the raw channel's flips applied; and the flip count."""
+    if outcome.flip_positions.size == 0:
+        return content, 0
+    positions = _data_positions(content, outcome.flip_positions)
+    if positions.size == 0:
+        return content, 0
+    return _corrupted(content, positions), int(positions.size)
+
+
+class SimGrid(Grid):
+    """A Grid over the simulated fleet: node `i + 1` is device `i` holding partition `i`."""
+
+    def __init__(self, *, fleet: Fleet, link: Link, client_app, seed: int, backend=None,
+                 availability: float = 1.0, run_config: dict | None = None):
+        self.fleet = fleet
+        self.link = link
+        self.client_app = client_app
+        self.seed = seed
+        self.backend = backend or LocalBackend()
+        self.availability = availability
+        self.run_config = dict(run_config or {})
+        self.now_s = 0.0
+        self.phases: list[PhaseStats] = []
+        self.observer = None  # called with each finished PhaseStats (progress bars)
+        self.trace: list[tuple[float, int, str]] = []
+        self._run = Run.create_empty(run_id=RUN_ID)
+        self._contexts: dict[int, Context] = {}
+        self._next_id = 0
+        self._round = 0
+        power = np.stack([getattr(fleet, f"{state}_w") for state in STATES], axis=1)
+        self.ledger = EnergyLedger(power)
+
+    # --- Grid interface -------------------------------------------------------------
+    def set_run(self, run: Run) -> None:
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        return self._run
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int,
+                       group_id: str, ttl: float | None = None) -> Message:
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return range(1, len(self.fleet) + 1)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        raise NotImplementedError("SimGrid delivers messages in simulated rounds: use send_and_receive")
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        raise NotImplementedError("SimGrid delivers messages in simulated rounds: use send_and_receive")
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        messages = sorted(messages, key=lambda m: m.metadata.dst_node_id)
+        if not messages:
+            return []
+        phase = "train" if messages[0].metadata.message_type.startswith("train") else "evaluate"
+        rnd = self._round_of(messages[0], phase)
+        stats = PhaseStats(rnd, phase, self.now_s, self.now_s)
+        plans: list[ClientPlan] = []
+        deliverable: list = []
+        rows: dict[int, ClientRow] = {}
+        for msg in messages:
+            plans.append(self._downlink(msg, rnd, phase, deliverable))
+        runs = self.backend.execute(self.client_app, [job for job, _ in deliverable])
+        replies: dict[int, Message] = {}
+        for (job, plan), ex in zip(deliverable, runs):
+            self._uplink(plan, ex, rnd, phase, replies, rows, stats)
+        end_s, timelines = run_round(self.now_s, plans, timeout, self.ledger, self.trace)
+        accepted = []
+        for plan, tl in zip(plans, timelines):
+            row = rows.get(plan.node_id) or self._row(plan, rnd, phase)
+            # the clock knows when things happened; a ClientApp error is only known here
+            row.status = "error" if row.status == "error" and tl.status in ("received", "straggler") else tl.status
+            row.download_s, row.compute_s, row.upload_s = tl.down_s, tl.compute_s, tl.up_s
+            row.energy_j, row.arrival_s = tl.energy_j, tl.arrival_s
+            stats.clients.append(row)
+            if row.status == "received" and plan.node_id in replies:
+                accepted.append(replies[plan.node_id])
+        stats.end_s = end_s
+        self.now_s = end_s
+        self.phases.append(stats)
+        if self.observer is not None:
+            self.observer(stats)
+        return accepted
+
+    # --- internals ------------------------------------------------------------------
+    def _round_of(self, msg: Message, phase: str) -> int:
+        config = msg.content.config_records.get("config") if hasattr(msg.content, "config_records") else None
+        if config is not None and "server-round" in config:
+            self._round = int(config["server-round"])
+        elif phase == "train":
+            self._round += 1
+        return self._round
+
+    def _context(self, node_id: int) -> Context:
+        ctx = self._contexts.get(node_id)
+        if ctx is None:
+            ctx = self._contexts[node_id] = Context(
+                run_id=RUN_ID, node_id=node_id,
+                node_config={"partition-id": node_id - 1, "num-partitions": len(self.fleet)},
+                state=RecordDict(), run_config=dict(self.run_config))
+        return ctx
+
+    def _row(self, plan: ClientPlan, rnd: int, phase: str) -> ClientRow:
+        d = plan.device
+        down = plan.down
+        return ClientRow(
+            round=rnd, phase=phase, node_id=plan.node_id, device=self.fleet.profile_name(d),
+            status="", download_s=0.0, compute_s=0.0, upload_s=0.0, energy_j=0.0,
+            compute_flops=0, peak_memory_bytes=0, device_memory_bytes=int(self.fleet.memory_bytes[d]),
+            bytes_down=0, bytes_up=0,
+            attempts_down=down.attempts if down else 0, attempts_up=0,
+            retransmissions=down.retransmissions if down else 0,
+            bits_flipped=plan.down_flips, arrival_s=float("nan"))
+
+    def _downlink(self, msg: Message, rnd: int, phase: str, deliverable: list) -> ClientPlan:
+        node = int(msg.metadata.dst_node_id)
+        device = node - 1
+        plan = ClientPlan(node_id=node, device=device)
+        if self.availability < 1.0 and stream(self.seed, "availability", rnd, node, phase).random() >= self.availability:
+            plan.dropped = True
+            return plan
+        plan.down = transfer(self.link, payload_bytes(msg.content), stream(self.seed, "downlink", rnd, node, phase))
+        if not plan.down.delivered:
+            return plan
+        self._next_id += 1
+        msg.metadata.__dict__["_message_id"] = f"{rnd}.{phase}.{node}.{self._next_id}"
+        msg.content, plan.down_flips = _deliver(msg.content, plan.down)
+        torch_seed = int(stream(self.seed, "torch", rnd, node, phase).integers(2**62))
+        deliverable.append(((msg, self._context(node), torch_seed), plan))
+        return plan
+
+    def _uplink(self, plan: ClientPlan, ex: Execution, rnd: int, phase: str,
+                replies: dict, rows: dict, stats: PhaseStats) -> None:
+        d = plan.device
+        row = rows[plan.node_id] = self._row(plan, rnd, phase)
+        row.bytes_down = plan.down.bits_sent // 8
+        row.compute_flops, row.peak_memory_bytes = ex.flops, ex.peak_bytes
+        plan.compute_s = ex.flops / float(self.fleet.flops_per_s[d])
+        plan.fits = ex.peak_bytes <= int(self.fleet.memory_bytes[d])
+        reply = ex.reply
+        if reply is None or reply.has_error() or not plan.fits:
+            plan.up = transfer(self.link, 0, stream(self.seed, "uplink", rnd, plan.node_id, phase))
+            row.status = "out_of_memory" if not plan.fits else "error"
+            return
+        probe = reply.content.get(PROBE_KEY) if PROBE_KEY in reply.content else None
+        if probe is not None:
+            del reply.content[PROBE_KEY]
+        plan.up = transfer(self.link, payload_bytes(reply.content), stream(self.seed, "uplink", rnd, plan.node_id, phase))
+        reply.content, flips = _deliver(reply.content, plan.up)
+        row.bytes_up = plan.up.bits_sent // 8
+        row.attempts_up = plan.up.attempts
+        row.retransmissions += plan.up.retransmissions
+        row.bits_flipped += flips
+        row.status = "received"
+        replies[plan.node_id] = reply
+        if probe is not None and "mean-activation" in probe:
+            stats.mean_activations.append(np.asarray(probe["mean-activation"], dtype=np.float64))
+        metrics = [v for v in reply.content.values() if isinstance(v, MetricRecord)]
+        if phase == "evaluate" and metrics:
+            stats.eval_metrics.append((plan.node_id, dict(metrics[0])))
+

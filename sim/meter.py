@@ -1,0 +1,137 @@
+"""Measure the work a real PyTorch computation performs: FLOPs and peak memory.
+
+`WorkMeter` watches every top-level module call made while it is active (a global
+forward hook, so it works on a user's unmodified ClientApp as well as on the built-in
+one). The first time it sees a (module structure, input shapes, training) key it counts
+that call's forward (and, when gradients flow, backward) FLOPs with PyTorch's own
+`FlopCounterMode` on a copy of the module, and the bytes of every activation the forward
+produces; later calls with the same key reuse the figures. Counting every step would make
+a small CNN's training several times slower; shapes repeat, so the cache is exact.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["CallCost", "WorkMeter", "parameter_bytes"]
+
+
+@dataclass(frozen=True)
+class CallCost:
+    """The measured cost of one top-level module call."""
+
+    flops: int
+    activation_bytes: int
+    parameter_bytes: int
+
+
+def parameter_bytes(module: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def _tensors(obj) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for o in obj for t in _tensors(o)]
+    if isinstance(obj, dict):
+        return [t for o in obj.values() for t in _tensors(o)]
+    return []
+
+
+def _key(module: nn.Module, args: tuple, training: bool) -> tuple:
+    shapes = tuple((tuple(t.shape), t.dtype) for t in _tensors(args))
+    params = tuple(tuple(p.shape) for p in module.parameters())
+    return (type(module).__qualname__, params, shapes, training)
+
+
+def _measure(module: nn.Module, args: tuple, training: bool) -> CallCost:
+    """Count FLOPs (forward, plus backward when training) and activation bytes."""
+    twin = copy.deepcopy(module)
+    inputs = tuple(
+        a.detach().clone().requires_grad_(a.requires_grad and training)
+        if isinstance(a, torch.Tensor) else a
+        for a in args
+    )
+    act_bytes = 0
+
+    def count_output(_m, _inp, out):
+        nonlocal act_bytes
+        act_bytes += sum(t.numel() * t.element_size() for t in _tensors(out))
+
+    leaves = [m for m in twin.modules() if not list(m.children())] or [twin]
+    handles = [m.register_forward_hook(count_output) for m in leaves]
+    try:
+        with FlopCounterMode(display=False) as counter, torch.enable_grad() if training else torch.no_grad():
+            out = twin(*inputs)
+            if training:
+                outs = [t for t in _tensors(out) if t.requires_grad]
+                if outs:
+                    torch.autograd.backward([t.sum() for t in outs])
+    finally:
+        for h in handles:
+            h.remove()
+    return CallCost(int(counter.get_total_flops()), act_bytes, parameter_bytes(module))
+
+
+class WorkMeter:
+    """Context manager that totals the FLOPs and the peak training footprint of the
+    top-level module calls made inside it.
+
+    `peak_bytes` = parameters × (1 + gradients + optimiser copies) + activations of the
+    largest call, the memory a device needs to run the same steps.
+    """
+
+    def __init__(self, cache: dict | None = None, optimizer_copies: int = 1):
+        self.cache: dict = {} if cache is None else cache
+        self.optimizer_copies = optimizer_copies
+        self.flops = 0
+        self.peak_bytes = 0
+        self.calls = 0
+        self._depth = 0
+        self._measuring = False
+        self._handles: list = []
+
+    def __enter__(self) -> "WorkMeter":
+        self._handles = [
+            nn.modules.module.register_module_forward_pre_hook(self._pre),
+            nn.modules.module.register_module_forward_hook(self._post, always_call=True),
+        ]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._depth = 0
+
+    def _pre(self, module: nn.Module, args: tuple) -> None:
+        if self._measuring:
+            return
+        if self._depth == 0:
+            self._top_args = args
+        self._depth += 1
+
+    def _post(self, module: nn.Module, args: tuple, _out) -> None:
+        if self._measuring:
+            return
+        self._depth -= 1
+        if self._depth:
+            return
+        training = torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters())
+        key = _key(module, self._top_args, training)
+        cost = self.cache.get(key)
+        if cost is None:
+            self._measuring = True
+            try:
+                cost = self.cache[key] = _measure(module, self._top_args, training)
+            finally:
+                self._measuring = False
+        self.flops += cost.flops
+        self.calls += 1
+        state_copies = 1 + (1 + self.optimizer_copies if training else 0)
+        self.peak_bytes = max(self.peak_bytes, cost.parameter_bytes * state_copies + cost.activation_bytes)

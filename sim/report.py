@@ -1,0 +1,67 @@
+"""Typed rows to CSV and plots. Every file is written whole or not at all (temp + rename)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["frame", "plot_accuracy", "write_csv"]
+
+FLOAT_FORMAT = "%.9g"
+
+
+def frame(rows) -> pd.DataFrame:
+    return pd.DataFrame([asdict(r) if is_dataclass(r) else dict(r) for r in rows])
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> Path:
+    """Write `df` to `path` atomically, with a fixed float format (byte-stable)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            df.to_csv(fh, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _label(row: pd.Series, keys: list[str]) -> str:
+    return ", ".join(f"{k}={row[k]}" for k in keys)
+
+
+def plot_accuracy(rounds: pd.DataFrame, label_keys: list[str], out_dir: Path, title: str = "") -> list[Path]:
+    """accuracy_vs_round.png and accuracy_vs_time.png: one line per distinct `label_keys`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    groups = list(rounds.groupby(label_keys, sort=False, dropna=False)) if label_keys else [((), rounds)]
+    for x, name, xlabel in (("round", "accuracy_vs_round.png", "round"),
+                            ("sim_time_s", "accuracy_vs_time.png", "simulated time (s)")):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for _, g in groups:
+            label = _label(g.iloc[0], label_keys) if label_keys else "run"
+            ax.plot(g[x], g["accuracy"], marker=".", label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test accuracy")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = Path(out_dir) / name
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".png")
+        os.close(fd)
+        fig.savefig(tmp, dpi=110, metadata={"Software": None})
+        plt.close(fig)
+        os.replace(tmp, path)
+        written.append(path)
+    return written

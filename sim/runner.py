@@ -1,0 +1,323 @@
+"""`run(cfg, out_dir)`: build the objects a config describes, simulate, write the reports.
+
+Plain Python with typed dataclasses in and files out; the Hydra entry point is a thin
+wrapper around it. The federated workload runs one simulation per compared strategy on the
+same data partition, fleet and channel, and writes one folder per strategy plus a
+comparison across them.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+from tqdm import tqdm
+
+from channels import GilbertElliott, IndependentBits, Link
+from devices import Fleet, build_fleet
+from experiments.data import Dataset, load_dataset
+from experiments.federated import FederatedTask, evaluate_model, make_client_app
+from experiments.models import build_model
+from experiments.partition import partition_indices
+from sim.config import ChannelConfig, Config, ConfigError, StrategyConfig, validate
+from sim.grid import RUN_ID, SERVER_NODE_ID, PhaseStats, SimGrid
+from sim.meter import WorkMeter
+from sim.report import frame, plot_accuracy, write_csv
+from sim.seeding import stream
+from strategies import STRATEGIES, activation_divergence, build_strategy
+
+__all__ = ["RoundRow", "VariantResult", "build_link", "run", "strategy_variants"]
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+@dataclass
+class RoundRow:
+    """One round of one run: the row of rounds.csv."""
+
+    round: int
+    sim_time_s: float
+    accuracy: float
+    loss: float
+    clients_sampled: int
+    clients_received: int
+    clients_straggled: int
+    clients_dropped: int
+    clients_lost: int
+    clients_out_of_memory: int
+    bytes_down: int
+    bytes_up: int
+    retransmissions: int
+    bits_flipped: int
+    energy_j: float
+    activation_divergence: float
+
+
+@dataclass
+class VariantResult:
+    strategy: str
+    rounds: pd.DataFrame
+    clients: pd.DataFrame
+    summary: pd.DataFrame
+
+
+# --- building --------------------------------------------------------------------------
+def build_link(c: ChannelConfig) -> Link:
+    if c.model == "independent":
+        errors = IndependentBits(c.ber)
+    else:
+        errors = GilbertElliott.from_mean_ber(c.ber, burst_bits=c.burst_bits, bad_ber=c.bad_ber)
+    return Link(bandwidth_bps=c.bandwidth_bps, latency_s=c.latency_s, errors=errors, mode=c.mode,
+                packet_bytes=c.packet_bytes, header_bytes=c.header_bytes, max_attempts=c.max_attempts)
+
+
+def strategy_variants(cfg: Config) -> list[StrategyConfig]:
+    """The strategies this job runs: `compare` names, or just `strategy`.
+
+    A compared strategy takes the shared settings of `strategy` (sampling, deadline); its own
+    parameters come from `conf/strategy/<name>.yaml`, or from `strategy.params` when it is the
+    selected strategy.
+    """
+    if not cfg.compare:
+        return [cfg.strategy]
+    out = []
+    for name in cfg.compare:
+        if name not in STRATEGIES:
+            raise ConfigError(f"compare: unknown strategy {name!r}; allowed: {', '.join(sorted(STRATEGIES))}")
+        if name == cfg.strategy.name:
+            out.append(cfg.strategy)
+            continue
+        params: dict = {}
+        path = CONF_DIR / "strategy" / f"{name}.yaml"
+        if path.exists():
+            from omegaconf import OmegaConf
+
+            params = dict(OmegaConf.to_container(OmegaConf.load(path)).get("params") or {})
+        out.append(replace(cfg.strategy, name=name, params=params))
+    return out
+
+
+def _load_app(ref: str, setting: str):
+    module, _, attr = ref.partition(":")
+    if not module or not attr:
+        raise ConfigError(f"{setting}={ref!r}: give it as 'package.module:attr'")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{setting}={ref!r}: cannot import it ({exc})") from None
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _check_fits_somewhere(cfg: Config, model: torch.nn.Module, data: Dataset, fleet: Fleet) -> None:
+    """Refuse a model that no device of the fleet could train (one batch, measured)."""
+    x = data.x_train[: cfg.workload.batch_size]
+    meter = WorkMeter(optimizer_copies=cfg.workload.optimizer_copies)
+    with meter:
+        model(x).sum().backward()
+    model.zero_grad(set_to_none=True)
+    largest = int(fleet.memory_bytes.max())
+    if meter.peak_bytes > largest:
+        raise ConfigError(
+            f"workload.model={cfg.workload.model!r}: training it with batch_size={cfg.workload.batch_size} needs "
+            f"{_human_bytes(meter.peak_bytes)}, but the largest device of fleet.mix has {_human_bytes(largest)}; "
+            "allowed: a smaller model or batch, or a fleet with a larger device")
+
+
+@contextlib.contextmanager
+def _flower_session(seed: int, log_level: str) -> Iterator[None]:
+    """Flower's strategies sample nodes with the global `random`: seed it for the run and
+    restore it after; set the task identity Flower's messages read; quiet Flower's log."""
+    state = random.getstate()
+    flwr_log = logging.getLogger("flwr")
+    old_level = flwr_log.level
+    random.seed(int(stream(seed, "sampling").integers(2**63)))
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = RUN_ID, SERVER_NODE_ID, 1
+    flwr_log.setLevel(log_level.upper())
+    try:
+        yield
+    finally:
+        random.setstate(state)
+        flwr_log.setLevel(old_level)
+
+
+# --- one simulation ----------------------------------------------------------------------
+def _round_rows(phases: list[PhaseStats], evals: dict[int, tuple[float, float]], app_cfg) -> list[RoundRow]:
+    rows = []
+    for rnd in sorted({p.round for p in phases}):
+        ps = [p for p in phases if p.round == rnd]
+        clients = [c for p in ps for c in p.clients]
+        train = [c for p in ps if p.phase == "train" for c in p.clients]
+        status = [c.status for c in train]
+        acts = [a for p in ps for a in p.mean_activations]
+        acc, loss = evals.get(rnd, (math.nan, math.nan))
+        if rnd not in evals:  # a user's app: weighted mean of the clients' evaluate metrics
+            ev = [m for p in ps for _, m in p.eval_metrics]
+            n = sum(float(m.get("num-examples", 1)) for m in ev)
+            if ev and n > 0:
+                acc = sum(float(m.get(app_cfg.accuracy_metric, math.nan)) * float(m.get("num-examples", 1)) for m in ev) / n
+                loss = sum(float(m.get(app_cfg.loss_metric, math.nan)) * float(m.get("num-examples", 1)) for m in ev) / n
+        rows.append(RoundRow(
+            round=rnd, sim_time_s=max(p.end_s for p in ps), accuracy=acc, loss=loss,
+            clients_sampled=len(train), clients_received=status.count("received"),
+            clients_straggled=status.count("straggler"), clients_dropped=status.count("dropped"),
+            clients_lost=status.count("lost_down") + status.count("lost_up") + status.count("error"),
+            clients_out_of_memory=status.count("out_of_memory"),
+            bytes_down=sum(c.bytes_down for c in clients), bytes_up=sum(c.bytes_up for c in clients),
+            retransmissions=sum(c.retransmissions for c in clients), bits_flipped=sum(c.bits_flipped for c in clients),
+            energy_j=sum(c.energy_j for c in clients),
+            activation_divergence=activation_divergence(np.stack(acts)) if len(acts) > 1 else math.nan,
+        ))
+    return rows
+
+
+def _summary(cfg: Config, scfg: StrategyConfig, rounds: pd.DataFrame, grid: SimGrid) -> dict:
+    c = cfg.channel
+    reached = rounds[rounds["accuracy"] >= cfg.workload.target_accuracy]
+    energy = grid.ledger.energy_j
+    return {
+        # the settings
+        "strategy": scfg.name, "seed": cfg.seed, "dataset": cfg.dataset.name, "partition": cfg.dataset.partition,
+        "model": cfg.workload.model, "num_devices": len(grid.fleet), "fraction_train": scfg.fraction_train,
+        "deadline_s": scfg.timeout_s, "channel_model": c.model, "channel_mode": c.mode, "channel_ber": c.ber,
+        "bandwidth_bps": c.bandwidth_bps, "latency_s": c.latency_s, "rounds": cfg.workload.rounds,
+        # the outcomes
+        "final_accuracy": rounds["accuracy"].iloc[-1], "best_accuracy": rounds["accuracy"].max(),
+        "final_loss": rounds["loss"].iloc[-1], "target_accuracy": cfg.workload.target_accuracy,
+        "rounds_to_target": int(reached["round"].iloc[0]) if len(reached) else math.nan,
+        "time_to_target_s": float(reached["sim_time_s"].iloc[0]) if len(reached) else math.nan,
+        "sim_time_s": grid.now_s,
+        "active_energy_j": float(energy[:, :3].sum()), "idle_energy_j": float(energy[:, 3].sum()),
+        "bytes_down": int(rounds["bytes_down"].sum()), "bytes_up": int(rounds["bytes_up"].sum()),
+        "retransmissions": int(rounds["retransmissions"].sum()), "bits_flipped": int(rounds["bits_flipped"].sum()),
+        "clients_straggled": int(rounds["clients_straggled"].sum()), "clients_dropped": int(rounds["clients_dropped"].sum()),
+        "clients_lost": int(rounds["clients_lost"].sum()),
+        "clients_out_of_memory": int(rounds["clients_out_of_memory"].sum()),
+        "mean_activation_divergence": rounds["activation_divergence"].mean(),
+    }
+
+
+def simulate(cfg: Config, scfg: StrategyConfig, fleet: Fleet, link: Link, task: FederatedTask | None,
+             progress: bool = True) -> VariantResult:
+    """One federated simulation with strategy `scfg` (built-in workload when `task` is given,
+    else the user's ServerApp/ClientApp of `cfg.workload.app`)."""
+    app_cfg = cfg.workload.app
+    client_app = make_client_app(task) if task is not None else _load_app(app_cfg.client, "workload.app.client")
+    grid = SimGrid(fleet=fleet, link=link, client_app=client_app, seed=cfg.seed,
+                   availability=cfg.fleet.availability, run_config=app_cfg.run_config)
+    evals: dict[int, tuple[float, float]] = {}
+    bar = tqdm(total=cfg.workload.rounds, desc=scfg.name, unit="round", disable=not progress, leave=False)
+    with _flower_session(cfg.seed, cfg.log_level), bar:
+        grid.observer = lambda stats: bar.update(1) if stats.phase == "train" else None
+        if task is not None:
+            strategy = build_strategy(
+                scfg.name, scfg.params, fraction_train=scfg.fraction_train, fraction_evaluate=scfg.fraction_evaluate,
+                min_train_nodes=scfg.min_train_nodes, min_evaluate_nodes=min(scfg.min_train_nodes, len(fleet)),
+                min_available_nodes=min(2, len(fleet)))
+            model = task.build_model()
+
+            def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord:
+                model.load_state_dict(arrays.to_torch_state_dict())
+                loss, acc = evaluate_model(model, task.data.x_test, task.data.y_test)
+                evals[rnd] = (acc, loss)
+                return MetricRecord({"accuracy": acc, "loss": loss})
+
+            strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=cfg.workload.rounds,
+                           timeout=scfg.timeout_s, train_config=ConfigRecord(), evaluate_fn=evaluate_fn)
+        else:
+            server_app = _load_app(app_cfg.server, "workload.app.server")
+            context = Context(run_id=RUN_ID, node_id=SERVER_NODE_ID, node_config={}, state=RecordDict(),
+                              run_config=dict(app_cfg.run_config))
+            server_app(grid, context)
+    grid.ledger.close(grid.now_s)
+    rounds = frame(_round_rows(grid.phases, evals, app_cfg))
+    clients = frame([c for p in grid.phases for c in p.clients])
+    summary = pd.DataFrame([_summary(cfg, scfg, rounds, grid)])
+    return VariantResult(scfg.name, rounds, clients, summary)
+
+
+# --- the job -------------------------------------------------------------------------------
+def _build_task(cfg: Config, fleet: Fleet) -> FederatedTask:
+    d, w = cfg.dataset, cfg.workload
+    try:
+        data = load_dataset(d.name, path=d.path, seed=cfg.seed, num_samples=d.num_samples)
+        parts = partition_indices(data.y_train.numpy(), len(fleet), d.partition, seed=int(stream(cfg.seed, "partition").integers(2**31)),
+                                  alpha=d.alpha, shards_per_client=d.shards_per_client)
+        model_seed = int(stream(cfg.seed, "model").integers(2**31))
+
+        def make_model() -> torch.nn.Module:
+            return build_model(w.model, data.input_shape, data.num_classes, seed=model_seed)
+
+        make_model()
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(str(exc).splitlines()[0]) from None
+    return FederatedTask(data=data, partitions=parts, build_model=make_model, local_epochs=w.local_epochs,
+                         batch_size=w.batch_size, lr=w.lr, momentum=w.momentum, weight_decay=w.weight_decay,
+                         lr_decay=w.lr_decay)
+
+
+def prepare(cfg: Config):
+    """Everything a job needs, built and checked before anything is written."""
+    validate(cfg)
+    variants = strategy_variants(cfg)
+    for v in variants:
+        if v.name not in STRATEGIES:
+            raise ConfigError(f"strategy.name={v.name!r}: unknown strategy; allowed: {', '.join(sorted(STRATEGIES))}")
+    try:
+        fleet = build_fleet(dict(cfg.fleet.mix), cfg.fleet.num_devices, spread=cfg.fleet.spread, rng=stream(cfg.seed, "fleet"))
+        link = build_link(cfg.channel)
+    except ValueError as exc:
+        raise ConfigError(str(exc).splitlines()[0]) from None
+    task = None
+    if cfg.workload.app.client is None:
+        task = _build_task(cfg, fleet)
+        _check_fits_somewhere(cfg, task.build_model(), task.data, fleet)
+    else:
+        _load_app(cfg.workload.app.server, "workload.app.server")
+        _load_app(cfg.workload.app.client, "workload.app.client")
+    return variants, fleet, link, task
+
+
+def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataFrame:
+    """Run the job `cfg` and write its reports under `out_dir`; returns the summary rows.
+
+    One strategy: rounds.csv, clients.csv, summary.csv in `out_dir`. Several (`compare`):
+    one folder per strategy, and comparison.csv with plots in `out_dir` (in a sweep the
+    comparison is written once for the whole sweep instead).
+    """
+    out_dir = Path(out_dir)
+    variants, fleet, link, task = prepare(cfg)
+    results = []
+    for scfg in variants:
+        try:
+            results.append(simulate(cfg, scfg, fleet, link, task, progress=cfg.progress))
+        except ValueError as exc:
+            raise ConfigError(str(exc).splitlines()[0]) from None
+    for res in results:
+        folder = out_dir / res.strategy if len(results) > 1 else out_dir
+        write_csv(res.rounds, folder / "rounds.csv")
+        write_csv(res.clients, folder / "clients.csv")
+        write_csv(res.summary, folder / "summary.csv")
+    summary = pd.concat([r.summary for r in results], ignore_index=True)
+    if len(results) > 1 and not in_sweep:
+        write_csv(summary, out_dir / "comparison.csv")
+        rounds = pd.concat([r.rounds.assign(strategy=r.strategy) for r in results], ignore_index=True)
+        plot_accuracy(rounds, ["strategy"], out_dir, title=f"{cfg.dataset.name}, {cfg.dataset.partition}")
+    return summary
+
