@@ -31,9 +31,27 @@ SETTING_COLUMNS = ("strategy", "seed", "dataset", "partition", "model", "num_dev
                    "channel_model", "channel_mode", "channel_ber", "bandwidth_bps", "latency_s", "rounds")
 
 
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("fleet", "channel", "strategy", "dataset", "workload", "experiment")
+
+
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def check_group_choices(args: list[str]) -> None:
+    """A one-line error for an unknown config-group option (`strategy=nosuch`), before
+    Hydra's multi-line one; sweeps (`strategy=fedavg,fedprox`) are checked option by option."""
+    for arg in args:
+        key, eq, value = arg.lstrip("+~").partition("=")
+        if not eq or key not in GROUPS:
+            continue
+        options = sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml"))
+        for choice in value.strip("[]").split(","):
+            choice = choice.strip()
+            if choice and not choice.startswith(("glob(", "choice(", "range(")) and choice not in options:
+                _fail(f"{key}={choice!r}: unknown option; allowed: {', '.join(options)}")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -79,4 +97,5 @@ class SweepComparison(Callback):
 
 
 if __name__ == "__main__":
+    check_group_choices(sys.argv[1:])
     main()
