@@ -36,8 +36,8 @@ class ChannelConfig:
     bandwidth_bps: float = 1.0e6
     latency_s: float = 0.01
     mode: str = "arq"  # arq: CRC + resend; raw: no CRC, bits flipped in the payload
-    packet_bytes: int = 1024
-    header_bytes: int = 32
+    packet_bytes: int = 256
+    header_bytes: int = 16
     max_attempts: int = 8
     burst_bits: float = 1000.0  # gilbert_elliott: mean length of a bad burst, in bits
     bad_ber: float = 0.05  # gilbert_elliott: bit error rate inside a burst

@@ -1,14 +1,17 @@
 """Typed rows to CSV and plots. Every file is written whole or not at all (temp + rename)."""
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["frame", "plot_accuracy", "write_csv"]
+__all__ = ["atomic_path", "frame", "plot_accuracy", "write_csv", "write_json"]
 
 FLOAT_FORMAT = "%.9g"
 
@@ -17,19 +20,31 @@ def frame(rows) -> pd.DataFrame:
     return pd.DataFrame([asdict(r) if is_dataclass(r) else dict(r) for r in rows])
 
 
-def write_csv(df: pd.DataFrame, path: Path) -> Path:
-    """Write `df` to `path` atomically, with a fixed float format (byte-stable)."""
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[str]:
+    """Yield a temporary name beside `path`; on success it replaces `path` in one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            df.to_csv(fh, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> Path:
+    """Write `df` to `path` atomically, with a fixed float format (byte-stable)."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+    return Path(path)
+
+
+def write_json(data: dict, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return Path(path)
 
 
 def _label(row: pd.Series, keys: list[str]) -> str:
@@ -58,10 +73,8 @@ def plot_accuracy(rounds: pd.DataFrame, label_keys: list[str], out_dir: Path, ti
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = Path(out_dir) / name
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".png")
-        os.close(fd)
-        fig.savefig(tmp, dpi=110, metadata={"Software": None})
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, metadata={"Software": None})
         plt.close(fig)
-        os.replace(tmp, path)
         written.append(path)
     return written

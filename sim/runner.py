@@ -12,6 +12,7 @@ import importlib
 import logging
 import math
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,7 +33,7 @@ from experiments.partition import partition_indices
 from sim.config import ChannelConfig, Config, ConfigError, StrategyConfig, validate
 from sim.grid import RUN_ID, SERVER_NODE_ID, PhaseStats, SimGrid
 from sim.meter import WorkMeter
-from sim.report import frame, plot_accuracy, write_csv
+from sim.report import frame, plot_accuracy, write_csv, write_json
 from sim.seeding import stream
 from strategies import STRATEGIES, activation_divergence, build_strategy
 
@@ -141,20 +142,36 @@ def _check_fits_somewhere(cfg: Config, model: torch.nn.Module, data: Dataset, fl
 
 
 @contextlib.contextmanager
-def _flower_session(seed: int, log_level: str) -> Iterator[None]:
-    """Flower's strategies sample nodes with the global `random`: seed it for the run and
-    restore it after; set the task identity Flower's messages read; quiet Flower's log."""
-    state = random.getstate()
+def _flower_log(log_level: str) -> Iterator[None]:
+    """Flower's own log at `log_level` (quiet by default), restored after."""
     flwr_log = logging.getLogger("flwr")
     old_level = flwr_log.level
-    random.seed(int(stream(seed, "sampling").integers(2**63)))
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = RUN_ID, SERVER_NODE_ID, 1
     flwr_log.setLevel(log_level.upper())
     try:
         yield
     finally:
-        random.setstate(state)
         flwr_log.setLevel(old_level)
+
+
+@contextlib.contextmanager
+def _flower_session(seed: int, log_level: str) -> Iterator[None]:
+    """Flower's strategies sample nodes with the global `random`: seed it for the run and
+    restore it after; set the task identity Flower's messages read; quiet Flower's log."""
+    state = random.getstate()
+    random.seed(int(stream(seed, "sampling").integers(2**63)))
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = RUN_ID, SERVER_NODE_ID, 1
+    try:
+        with _flower_log(log_level):
+            yield
+    finally:
+        random.setstate(state)
+
+
+def _strategy(scfg: StrategyConfig, num_devices: int):
+    return build_strategy(
+        scfg.name, scfg.params, fraction_train=scfg.fraction_train, fraction_evaluate=scfg.fraction_evaluate,
+        min_train_nodes=min(scfg.min_train_nodes, num_devices), min_evaluate_nodes=min(scfg.min_train_nodes, num_devices),
+        min_available_nodes=min(2, num_devices))
 
 
 # --- one simulation ----------------------------------------------------------------------
@@ -226,10 +243,7 @@ def simulate(cfg: Config, scfg: StrategyConfig, fleet: Fleet, link: Link, task: 
     with _flower_session(cfg.seed, cfg.log_level), bar:
         grid.observer = lambda stats: bar.update(1) if stats.phase == "train" else None
         if task is not None:
-            strategy = build_strategy(
-                scfg.name, scfg.params, fraction_train=scfg.fraction_train, fraction_evaluate=scfg.fraction_evaluate,
-                min_train_nodes=scfg.min_train_nodes, min_evaluate_nodes=min(scfg.min_train_nodes, len(fleet)),
-                min_available_nodes=min(2, len(fleet)))
+            strategy = _strategy(scfg, len(fleet))
             model = task.build_model()
 
             def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord:
@@ -277,8 +291,11 @@ def prepare(cfg: Config):
     validate(cfg)
     variants = strategy_variants(cfg)
     for v in variants:
-        if v.name not in STRATEGIES:
-            raise ConfigError(f"strategy.name={v.name!r}: unknown strategy; allowed: {', '.join(sorted(STRATEGIES))}")
+        try:
+            with _flower_log(cfg.log_level):
+                _strategy(v, cfg.fleet.num_devices)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc).splitlines()[0]) from None
     try:
         fleet = build_fleet(dict(cfg.fleet.mix), cfg.fleet.num_devices, spread=cfg.fleet.spread, rng=stream(cfg.seed, "fleet"))
         link = build_link(cfg.channel)
@@ -303,17 +320,18 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
     """
     out_dir = Path(out_dir)
     variants, fleet, link, task = prepare(cfg)
-    results = []
+    results, wall_s = [], {}
     for scfg in variants:
-        try:
-            results.append(simulate(cfg, scfg, fleet, link, task, progress=cfg.progress))
-        except ValueError as exc:
-            raise ConfigError(str(exc).splitlines()[0]) from None
+        t0 = time.perf_counter()
+        results.append(simulate(cfg, scfg, fleet, link, task, progress=cfg.progress))
+        wall_s[scfg.name] = round(time.perf_counter() - t0, 3)
     for res in results:
         folder = out_dir / res.strategy if len(results) > 1 else out_dir
         write_csv(res.rounds, folder / "rounds.csv")
         write_csv(res.clients, folder / "clients.csv")
         write_csv(res.summary, folder / "summary.csv")
+    # this machine's timings: not simulated, not reproducible, so never in a CSV
+    write_json({"wall_s_per_strategy": wall_s}, out_dir / "wallclock.json")
     summary = pd.concat([r.summary for r in results], ignore_index=True)
     if len(results) > 1 and not in_sweep:
         write_csv(summary, out_dir / "comparison.csv")
