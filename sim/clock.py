@@ -77,19 +77,14 @@ def _client(env: simpy.Environment, plan: ClientPlan, tl: ClientTimeline, arrive
         tl.status = "dropped"
         log("dropped")
         return
-    log("download")
-    yield env.timeout(plan.down.time_s)
-    tl.down_s = plan.down.time_s
-    tl.energy_j += ledger.spend(plan.device, "receive", plan.down.time_s)
-    if not plan.down.delivered:
-        tl.status = "lost_down"
-        log("lost_down")
+    yield from _over_link(env, plan, tl, ledger, log, "down")
+    if tl.status == "lost_down":
         return
     if not plan.fits:
         # the device cannot hold the training state: it fails at once and says so
         tl.status = "out_of_memory"
         log("out_of_memory")
-        yield from _send(env, plan, tl, ledger, log)
+        yield from _over_link(env, plan, tl, ledger, log, "up")
         if tl.status == "out_of_memory":
             arrived.succeed()
         return
@@ -97,7 +92,7 @@ def _client(env: simpy.Environment, plan: ClientPlan, tl: ClientTimeline, arrive
     yield env.timeout(plan.compute_s)
     tl.compute_s = plan.compute_s
     tl.energy_j += ledger.spend(plan.device, "compute", plan.compute_s)
-    yield from _send(env, plan, tl, ledger, log)
+    yield from _over_link(env, plan, tl, ledger, log, "up")
     if tl.status == "received":
         tl.arrival_s = env.now
         log("arrived")
@@ -105,14 +100,18 @@ def _client(env: simpy.Environment, plan: ClientPlan, tl: ClientTimeline, arrive
         arrived.succeed()  # a reply, or an error report, reached the server
 
 
-def _send(env: simpy.Environment, plan: ClientPlan, tl: ClientTimeline, ledger: EnergyLedger, log):
-    log("upload")
-    yield env.timeout(plan.up.time_s)
-    tl.up_s = plan.up.time_s
-    tl.energy_j += ledger.spend(plan.device, "transmit", plan.up.time_s)
-    if not plan.up.delivered:
-        tl.status = "lost_up"
-        log("lost_up")
+def _over_link(env: simpy.Environment, plan: ClientPlan, tl: ClientTimeline, ledger: EnergyLedger, log,
+               direction: str):
+    """The device receives ("down") or sends ("up") its message; a transfer that gives up
+    ends the client's round as lost."""
+    outcome, state = (plan.down, "receive") if direction == "down" else (plan.up, "transmit")
+    log("download" if direction == "down" else "upload")
+    yield env.timeout(outcome.time_s)
+    setattr(tl, f"{direction}_s", outcome.time_s)
+    tl.energy_j += ledger.spend(plan.device, state, outcome.time_s)
+    if not outcome.delivered:
+        tl.status = f"lost_{direction}"
+        log(tl.status)
 
 
 def _server(env: simpy.Environment, arrivals: list[simpy.Event], deadline_s: float, done: dict):
