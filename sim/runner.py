@@ -161,7 +161,10 @@ def _flower_session(seed: int, log_level: str) -> Iterator[None]:
     random.seed(int(stream(seed, "sampling").integers(2**63)))
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = RUN_ID, SERVER_NODE_ID, 1
     try:
-        with _flower_log(log_level):
+        # a user's ServerApp initialises its model from torch's global generator: seed it too;
+        # weights a raw channel turned to inf/NaN are an outcome to report, not to warn about
+        with _flower_log(log_level), torch.random.fork_rng(devices=[]), np.errstate(over="ignore", invalid="ignore"):
+            torch.manual_seed(int(stream(seed, "server").integers(2**62)))
             yield
     finally:
         random.setstate(state)
@@ -208,11 +211,13 @@ def _summary(cfg: Config, scfg: StrategyConfig, rounds: pd.DataFrame, grid: SimG
     c = cfg.channel
     reached = rounds[rounds["accuracy"] >= cfg.workload.target_accuracy]
     energy = grid.ledger.energy_j
+    user_app = cfg.workload.app.server is not None  # its own ServerApp picks strategy and deadline
     return {
         # the settings
-        "strategy": scfg.name, "seed": cfg.seed, "dataset": cfg.dataset.name, "partition": cfg.dataset.partition,
-        "model": cfg.workload.model, "num_devices": len(grid.fleet), "fraction_train": scfg.fraction_train,
-        "deadline_s": scfg.timeout_s, "channel_model": c.model, "channel_mode": c.mode, "channel_ber": c.ber,
+        "strategy": f"app:{cfg.workload.app.server}" if user_app else scfg.name, "seed": cfg.seed, "dataset": cfg.dataset.name, "partition": cfg.dataset.partition,
+        "model": "app" if user_app else cfg.workload.model, "num_devices": len(grid.fleet),
+        "fraction_train": math.nan if user_app else scfg.fraction_train,
+        "deadline_s": math.nan if user_app else scfg.timeout_s, "channel_model": c.model, "channel_mode": c.mode, "channel_ber": c.ber,
         "bandwidth_bps": c.bandwidth_bps, "latency_s": c.latency_s, "rounds": cfg.workload.rounds,
         # the outcomes
         "final_accuracy": rounds["accuracy"].iloc[-1], "best_accuracy": rounds["accuracy"].max(),
@@ -295,7 +300,8 @@ def prepare(cfg: Config):
             with _flower_log(cfg.log_level):
                 _strategy(v, cfg.fleet.num_devices)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(str(exc).splitlines()[0]) from None
+            message = str(exc).splitlines()[0]
+            raise ConfigError(message if message.startswith("strategy") else f"strategy.params={v.params}: {message}") from None
     try:
         fleet = build_fleet(dict(cfg.fleet.mix), cfg.fleet.num_devices, spread=cfg.fleet.spread, rng=stream(cfg.seed, "fleet"))
         link = build_link(cfg.channel)

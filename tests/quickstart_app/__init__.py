@@ -1,0 +1,1 @@
+"""quickstart_app: Flower's quickstart-pytorch (Message API), on scikit-learn's digits."""

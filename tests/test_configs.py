@@ -1,0 +1,130 @@
+"""Every config in conf/ composes with Hydra, converts to the typed schema and validates."""
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+import sim.__main__  # noqa: F401  (registers the structured schema `base_config`)
+from devices import CATALOGUE
+from sim.config import Config, ConfigError, validate
+from sim.runner import build_link, run, strategy_variants
+from strategies import STRATEGIES, build_strategy
+
+from .conftest import CONF_DIR
+
+GROUPS = ("fleet", "channel", "strategy", "dataset", "workload")
+NEEDS_PATH = {"mnist", "cifar10"}  # datasets read from a local folder (`path: ???`)
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _hydra():
+    """One Hydra initialisation for the module (composing is what each test does)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        yield
+
+
+def _compose(overrides: list[str]) -> Config:
+    dcfg = compose(config_name="config", overrides=overrides)
+    cfg = OmegaConf.to_object(dcfg)
+    assert isinstance(cfg, Config)
+    return cfg
+
+
+def _path_override(group: str, option: str) -> list[str]:
+    return ["dataset.path=/data/somewhere"] if group == "dataset" and option in NEEDS_PATH else []
+
+
+GROUP_OPTIONS = [pytest.param(g, o, id=f"{g}={o}") for g in GROUPS for o in _options(g)]
+EXPERIMENTS = _options("experiment")
+
+
+def test_conf_has_every_group_and_an_experiment() -> None:
+    for group in GROUPS:
+        assert _options(group), f"conf/{group}/ has no options"
+    assert "fedmax_noniid" in EXPERIMENTS
+
+
+def test_defaults_compose_and_validate() -> None:
+    cfg = _compose([])
+    validate(cfg)
+    assert cfg.compare == []
+    assert cfg.strategy.name in STRATEGIES
+
+
+@pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
+def test_group_option_composes_and_validates(group: str, option: str) -> None:
+    cfg = _compose([f"{group}={option}", *_path_override(group, option)])
+    validate(cfg)
+    if group == "strategy":
+        assert cfg.strategy.name == option
+        assert option in STRATEGIES
+        build_strategy(option, cfg.strategy.params, fraction_train=cfg.strategy.fraction_train)  # params accepted
+    elif group == "dataset":
+        assert cfg.dataset.name == option
+    elif group == "fleet":
+        assert set(cfg.fleet.mix) <= set(CATALOGUE)
+    elif group == "channel":
+        build_link(cfg.channel)
+    elif group == "workload":
+        assert cfg.workload.name == option
+
+
+@pytest.mark.parametrize("dataset", sorted(NEEDS_PATH & set(_options("dataset"))))
+def test_local_datasets_require_a_path(dataset: str, tmp_path) -> None:
+    # `path: ???` merged over the schema's `None` leaves None (OmegaConf ignores a MISSING
+    # source value); either way the job must be refused, naming dataset.path
+    try:
+        cfg = _compose([f"dataset={dataset}", "workload.model=mlp", "fleet.num_devices=4", "progress=false"])
+    except MissingMandatoryValue as exc:
+        assert "path" in str(exc)
+        return
+    assert cfg.dataset.path is None
+    with pytest.raises(ConfigError, match=r"dataset\.path"):
+        run(cfg, tmp_path)
+    assert not list(tmp_path.rglob("*.csv"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_validates(experiment: str) -> None:
+    cfg = _compose([f"+experiment={experiment}"])
+    validate(cfg)
+    for variant in strategy_variants(cfg):
+        assert variant.name in STRATEGIES
+
+
+def test_fedmax_noniid_compares_fedavg_and_fedmax_on_shards() -> None:
+    cfg = _compose(["+experiment=fedmax_noniid"])
+    assert cfg.compare == ["fedavg", "fedmax"]
+    assert cfg.dataset.partition == "shards"
+    assert cfg.strategy.name == "fedmax"
+    names = [v.name for v in strategy_variants(cfg)]
+    assert names == ["fedavg", "fedmax"]
+
+
+def test_overrides_reach_the_typed_config() -> None:
+    cfg = _compose(["channel.ber=1e-4", "fleet.num_devices=7", "strategy.timeout_s=null", "compare=[fedavg,fedprox]"])
+    assert cfg.channel.ber == 1e-4
+    assert cfg.fleet.num_devices == 7
+    assert cfg.strategy.timeout_s is None
+    assert cfg.compare == ["fedavg", "fedprox"]
+
+
+@pytest.mark.parametrize("override, setting", [
+    ("channel.ber=2", "channel.ber"),
+    ("channel.ber=-0.1", "channel.ber"),
+    ("channel.bandwidth_bps=0", "channel.bandwidth_bps"),
+    ("fleet.num_devices=0", "fleet.num_devices"),
+    ("strategy.fraction_train=0", "strategy.fraction_train"),
+    ("workload.rounds=0", "workload.rounds"),
+])
+def test_validate_names_the_bad_setting(override: str, setting: str) -> None:
+    cfg = _compose([override])
+    with pytest.raises(ConfigError, match=setting.replace(".", r"\.")) as info:
+        validate(cfg)
+    assert "\n" not in str(info.value)
