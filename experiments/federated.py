@@ -3,8 +3,8 @@ its device's partition with the objective its strategy asks for, and the server-
 evaluation of the global model.
 
 The ClientApp is an ordinary Flower ClientApp; the simulator runs it exactly as it runs a
-user's. It adds one record to its reply, `ACTIVATION_PROBE_KEY`, with the mean last-hidden activation
-over its last local epoch (taken from the training forwards, so no extra computation); the
+user's. It adds one record to its reply, `ACTIVATION_PROBE_KEY`, with the mean last-hidden
+activation over its last local epoch (taken from the training forwards, so no extra computation); the
 simulator reads and removes it before the reply goes over the link.
 """
 from __future__ import annotations
@@ -15,11 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from torch import nn
 
 from experiments.data import Dataset
+from experiments.records import to_state_dict
 from strategies.objectives import ACTIVATION_PROBE_KEY, ClientObjective
 
 __all__ = ["FederatedTask", "evaluate_model", "make_client_app"]
@@ -73,13 +74,13 @@ def make_client_app(task: FederatedTask) -> ClientApp:
         idx = task.partitions[int(ctx.node_config["partition-id"])]
         config = msg.content["config"]
         model = task.build_model()
-        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        model.load_state_dict(to_state_dict(msg.content["arrays"]))
         lr = task.lr * task.lr_decay ** (int(config.get("server-round", 1)) - 1)
         loss, mean_act = _train(task, model, idx, ClientObjective.from_config(config), lr)
         content = RecordDict({
             "arrays": ArrayRecord(model.state_dict()),
             "metrics": MetricRecord({"train_loss": loss, "num-examples": len(idx)}),
-            ACTIVATION_PROBE_KEY: MetricRecord({"mean-activation": mean_act.astype(float).tolist()}),
+            ACTIVATION_PROBE_KEY: ArrayRecord({"mean-activation": Array(mean_act)}),
         })
         return Message(content=content, reply_to=msg)
 
@@ -87,7 +88,7 @@ def make_client_app(task: FederatedTask) -> ClientApp:
     def evaluate(msg: Message, ctx: Context) -> Message:
         idx = task.partitions[int(ctx.node_config["partition-id"])]
         model = task.build_model()
-        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        model.load_state_dict(to_state_dict(msg.content["arrays"]))
         loss, acc = evaluate_model(model, task.data.x_train[idx], task.data.y_train[idx])
         metrics = MetricRecord({"loss": loss, "accuracy": acc, "num-examples": len(idx)})
         return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)

@@ -21,6 +21,7 @@ from flwr.supercore.run import Run
 
 from channels import Link, TransferOutcome, corrupt_arrays, transfer
 from devices import Fleet
+from experiments.records import array_view
 from sim.clock import STATES, ClientPlan, EnergyLedger, run_round
 from sim.meter import WorkMeter
 from sim.seeding import stream
@@ -118,7 +119,7 @@ def _data_positions(content: RecordDict, positions: np.ndarray) -> np.ndarray:
     keep, data_start, offset = [], 0, 0
     for _, rec in _arrays(content):
         for name, arr in rec.items():
-            nbytes = arr.numpy().nbytes
+            nbytes = array_view(arr).nbytes
             header = len(arr.data) - nbytes
             lo, hi = (offset + header) * 8, (offset + header + nbytes) * 8
             inside = positions[(positions >= lo) & (positions < hi)]
@@ -130,7 +131,7 @@ def _data_positions(content: RecordDict, positions: np.ndarray) -> np.ndarray:
 
 def _corrupted(content: RecordDict, positions: np.ndarray) -> RecordDict:
     """A copy of `content` with bit flips applied to the real array data."""
-    arrays = [arr.numpy() for _, rec in _arrays(content) for arr in rec.values()]
+    arrays = [array_view(arr) for _, rec in _arrays(content) for arr in rec.values()]
     flipped = iter(corrupt_arrays(arrays, positions))
     out = RecordDict()
     for key, value in content.items():
@@ -299,8 +300,8 @@ class SimGrid(Grid):
         row.bits_flipped += flips
         row.status = "received"
         replies[plan.node_id] = reply
-        if probe is not None and "mean-activation" in probe:
-            stats.mean_activations.append(np.asarray(probe["mean-activation"], dtype=np.float64))
+        if isinstance(probe, ArrayRecord) and "mean-activation" in probe:
+            stats.mean_activations.append(array_view(probe["mean-activation"]).astype(np.float64))
         metrics = [v for v in reply.content.values() if isinstance(v, MetricRecord)]
         if phase == "evaluate" and metrics:
             stats.eval_metrics.append((plan.node_id, dict(metrics[0])))

@@ -11,6 +11,7 @@ a small CNN's training several times slower; shapes repeat, so the cache is exac
 from __future__ import annotations
 
 import copy
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -43,10 +44,8 @@ def _tensors(obj) -> list[torch.Tensor]:
     return []
 
 
-def _key(module: nn.Module, args: tuple, training: bool) -> tuple:
-    shapes = tuple((tuple(t.shape), t.dtype) for t in _tensors(args))
-    params = tuple(tuple(p.shape) for p in module.parameters())
-    return (type(module).__qualname__, params, shapes, training)
+def _shapes(args: tuple) -> tuple:
+    return tuple((tuple(t.shape), t.dtype) for t in _tensors(args))
 
 
 def _measure(module: nn.Module, args: tuple, training: bool) -> CallCost:
@@ -92,38 +91,42 @@ class WorkMeter:
         self.flops = 0
         self.peak_bytes = 0
         self.calls = 0
-        self._depth = 0
+        self._top: nn.Module | None = None
+        self._top_args: tuple = ()
         self._measuring = False
         self._handles: list = []
+        self._watched: set[int] = set()
+        self._signature: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def __enter__(self) -> "WorkMeter":
-        self._handles = [
-            nn.modules.module.register_module_forward_pre_hook(self._pre),
-            nn.modules.module.register_module_forward_hook(self._post, always_call=True),
-        ]
+        # One global pre-hook spots top-level calls; each top-level module then gets its own
+        # post-hook, so nested calls cost a single cheap check.
+        self._handles = [nn.modules.module.register_module_forward_pre_hook(self._pre)]
         return self
 
     def __exit__(self, *exc) -> None:
         for h in self._handles:
             h.remove()
-        self._handles = []
-        self._depth = 0
+        self._handles, self._watched, self._top = [], set(), None
 
     def _pre(self, module: nn.Module, args: tuple) -> None:
-        if self._measuring:
+        if self._top is not None or self._measuring:
             return
-        if self._depth == 0:
-            self._top_args = args
-        self._depth += 1
+        self._top, self._top_args = module, args
+        if id(module) not in self._watched:
+            self._watched.add(id(module))
+            self._handles.append(module.register_forward_hook(self._post, always_call=True))
 
     def _post(self, module: nn.Module, args: tuple, _out) -> None:
-        if self._measuring:
+        if module is not self._top:
             return
-        self._depth -= 1
-        if self._depth:
-            return
-        training = torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters())
-        key = _key(module, self._top_args, training)
+        self._top = None
+        sig = self._signature.get(module)
+        if sig is None:
+            params = list(module.parameters())
+            sig = self._signature[module] = (tuple(tuple(p.shape) for p in params), any(p.requires_grad for p in params))
+        training = sig[1] and torch.is_grad_enabled()
+        key = (type(module).__qualname__, sig[0], _shapes(self._top_args), training)
         cost = self.cache.get(key)
         if cost is None:
             self._measuring = True

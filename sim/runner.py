@@ -29,9 +29,10 @@ from devices import Fleet, build_fleet
 from experiments.data import Dataset, load_dataset
 from experiments.federated import FederatedTask, evaluate_model, make_client_app
 from experiments.models import build_model
+from experiments.records import to_state_dict
 from experiments.partition import partition_indices
 from sim.config import ChannelConfig, Config, ConfigError, StrategyConfig, validate
-from sim.grid import RUN_ID, SERVER_NODE_ID, PhaseStats, SimGrid
+from sim.grid import RUN_ID, SERVER_NODE_ID, LocalBackend, PhaseStats, SimGrid
 from sim.meter import WorkMeter
 from sim.report import frame, plot_accuracy, write_csv, write_json
 from sim.seeding import stream
@@ -236,12 +237,13 @@ def _summary(cfg: Config, scfg: StrategyConfig, rounds: pd.DataFrame, grid: SimG
 
 
 def simulate(cfg: Config, scfg: StrategyConfig, fleet: Fleet, link: Link, task: FederatedTask | None,
-             progress: bool = True) -> VariantResult:
+             progress: bool = True, backend: LocalBackend | None = None) -> VariantResult:
     """One federated simulation with strategy `scfg` (built-in workload when `task` is given,
     else the user's ServerApp/ClientApp of `cfg.workload.app`)."""
     app_cfg = cfg.workload.app
     client_app = make_client_app(task) if task is not None else _load_app(app_cfg.client, "workload.app.client")
-    grid = SimGrid(fleet=fleet, link=link, client_app=client_app, seed=cfg.seed,
+    backend = backend or LocalBackend(cfg.workload.optimizer_copies)
+    grid = SimGrid(fleet=fleet, link=link, client_app=client_app, seed=cfg.seed, backend=backend,
                    availability=cfg.fleet.availability, run_config=app_cfg.run_config)
     evals: dict[int, tuple[float, float]] = {}
     bar = tqdm(total=cfg.workload.rounds, desc=scfg.name, unit="round", disable=not progress, leave=False)
@@ -252,7 +254,7 @@ def simulate(cfg: Config, scfg: StrategyConfig, fleet: Fleet, link: Link, task: 
             model = task.build_model()
 
             def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord:
-                model.load_state_dict(arrays.to_torch_state_dict())
+                model.load_state_dict(to_state_dict(arrays))
                 loss, acc = evaluate_model(model, task.data.x_test, task.data.y_test)
                 evals[rnd] = (acc, loss)
                 return MetricRecord({"accuracy": acc, "loss": loss})
@@ -327,9 +329,10 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
     out_dir = Path(out_dir)
     variants, fleet, link, task = prepare(cfg)
     results, wall_s = [], {}
+    backend = LocalBackend(cfg.workload.optimizer_copies)  # one FLOP cache for every strategy
     for scfg in variants:
         t0 = time.perf_counter()
-        results.append(simulate(cfg, scfg, fleet, link, task, progress=cfg.progress))
+        results.append(simulate(cfg, scfg, fleet, link, task, progress=cfg.progress, backend=backend))
         wall_s[scfg.name] = round(time.perf_counter() - t0, 3)
     for res in results:
         folder = out_dir / res.strategy if len(results) > 1 else out_dir

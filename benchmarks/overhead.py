@@ -1,0 +1,404 @@
+"""Overhead of the simulator: wall time of a FedAvg run through `sim.runner.simulate` against a
+plain PyTorch loop doing the same local training, as a ratio measured in one process.
+
+    python benchmarks/overhead.py [--rounds N] [--repeats K] [--experiment NAME] [--profile]
+
+The workload is the experiment's (default `fedmax_noniid`: digits, 2 label shards per client,
+the mixed fleet, the CNN, its rounds, local epochs and batch size), run with `strategy=fedavg`
+and `compare=[]`, composed with Hydra's compose API exactly as `python -m sim` would.
+
+The plain loop does the same work with no Flower, no SimPy and no meter: per round, the very
+clients whose `ClientApp` ran in the simulator (read from its clients.csv rows: everyone but
+the dropped and those whose download was lost; out-of-memory clients and stragglers did run
+the real training), each one building the model, loading the global weights and running
+`experiments.federated._train` under the same torch seed; then FedAvg over the clients whose
+reply the simulator accepted (weighted by examples, in Flower's order and arithmetic) and an
+evaluation of the global model on the test set (round 0 too, as Flower's `Strategy.start`).
+Both paths therefore compute the same models: the final accuracies are checked to agree.
+
+One-time start-up (imports, data, Flower's and torch's first-use costs) is excluded by a short
+warm-up of both paths; then sim and plain alternate `--repeats` times (ABBA order, same torch
+thread count); the medians and their ratio (the figure held against the 1.15 target; also the
+ratio of minima, the median of back-to-back pair ratios and the CPU-time ratio, which show how
+noisy the machine was) are printed as a table and as a last line `RESULT {json}`.
+
+`--profile` then runs the simulator once more under cProfile and lists the top project / flwr
+functions by cumulative time, the known overhead items (meter, Flower (de)serialisation,
+aggregation, channel, SimPy, pandas) and self time by package.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+warnings.filterwarnings("ignore", category=FutureWarning, module="pyarrow.*")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.config_store import ConfigStore  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from experiments.federated import FederatedTask, _train, evaluate_model  # noqa: E402
+from sim.config import Config  # noqa: E402
+from sim.runner import prepare, simulate  # noqa: E402
+from sim.seeding import stream  # noqa: E402
+from strategies.objectives import ClientObjective  # noqa: E402
+
+TARGET_RATIO = 1.15
+# statuses of clients.csv rows whose ClientApp never ran: no availability, or download lost
+NOT_RUN = ("dropped", "lost_down")
+
+
+# --- the job ------------------------------------------------------------------------------
+def compose_config(experiment: str, rounds: int | None, extra: list[str]) -> Config:
+    """The experiment's config as `python -m sim +experiment=NAME strategy=fedavg compare=[]`."""
+    ConfigStore.instance().store(name="base_config", node=Config)
+    overrides = [f"+experiment={experiment}", "strategy=fedavg", "compare=[]", "progress=false", *extra]
+    if rounds is not None:
+        overrides.append(f"workload.rounds={rounds}")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        dcfg = compose(config_name="config", overrides=overrides)
+    return OmegaConf.to_object(dcfg)
+
+
+def with_rounds(cfg: Config, rounds: int) -> Config:
+    return replace(cfg, workload=replace(cfg.workload, rounds=rounds))
+
+
+# --- the two paths --------------------------------------------------------------------------
+def run_sim(cfg: Config, job):
+    variants, fleet, link, task = job
+    return simulate(cfg, variants[0], fleet, link, task, progress=False)
+
+
+def schedule_of(clients: pd.DataFrame, rounds: int) -> list[tuple[list[int], list[int]]]:
+    """Per round: (node ids whose training ran, node ids whose reply was aggregated)."""
+    train = clients[clients["phase"] == "train"]
+    # a ClientApp that ran was metered: its row has FLOPs; one that never ran has none
+    ran_mask = ~train["status"].isin(NOT_RUN)
+    if not ((train["compute_flops"] > 0) == ran_mask).all():
+        raise SystemExit("clients.csv: statuses and measured FLOPs disagree on which clients ran")
+    out = []
+    for rnd in range(1, rounds + 1):
+        r = train[train["round"] == rnd].sort_values("node_id")
+        ran = r.loc[~r["status"].isin(NOT_RUN), "node_id"].astype(int).tolist()
+        received = r.loc[r["status"] == "received", "node_id"].astype(int).tolist()
+        out.append((ran, received))
+    return out
+
+
+def plain_loop(cfg: Config, task: FederatedTask, schedule) -> list[tuple[float, float]]:
+    """The same local training, FedAvg and evaluation, without Flower, SimPy or the meter.
+
+    Returns the (accuracy, loss) of the global model at rounds 0..R."""
+    seed = cfg.seed
+    objective = ClientObjective()  # FedAvg's train config asks for no extra loss terms
+    eval_model = task.build_model()
+    global_sd = {k: v.detach().clone() for k, v in eval_model.state_dict().items()}
+    loss, acc = evaluate_model(eval_model, task.data.x_test, task.data.y_test)
+    evals = [(acc, loss)]
+    for rnd, (ran, received) in enumerate(schedule, start=1):
+        lr = task.lr * task.lr_decay ** (rnd - 1)
+        results = []
+        for node in ran:
+            idx = task.partitions[node - 1]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(stream(seed, "torch", rnd, node, "train").integers(2**62)))
+                model = task.build_model()
+                model.load_state_dict(global_sd)
+                _train(task, model, idx, objective, lr)
+            if node in received:
+                results.append((model.state_dict(), len(idx)))
+        if results:  # Flower's aggregate_arrayrecords: sum of value * (n / total), in reply order
+            total = float(sum(n for _, n in results))
+            agg: dict[str, torch.Tensor] = {}
+            for sd, n in results:
+                w = n / total
+                for k, v in sd.items():
+                    agg[k] = v.detach() * w if k not in agg else agg[k].add_(v.detach() * w)
+            global_sd = agg
+        eval_model.load_state_dict(global_sd)
+        loss, acc = evaluate_model(eval_model, task.data.x_test, task.data.y_test)
+        evals.append((acc, loss))
+    return evals
+
+
+def timed(fn, *args):
+    """(wall s, this process's CPU s, result). CPU time is the steadier figure when other
+    processes compete for the cores (with one torch thread it is the work itself)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn(*args)
+    return time.perf_counter() - t0, time.process_time() - c0, out
+
+
+def busy_warning() -> None:
+    """Warn when the load average exceeds what this process's own torch threads explain."""
+    try:
+        one = os.getloadavg()[0]
+    except OSError:
+        return
+    if one > torch.get_num_threads() + 0.5:
+        print(f"warning: load average {one:.2f} > this benchmark's {torch.get_num_threads()} torch thread(s): other "
+              "processes compete for the cores and the timings are noisy (with several torch threads each path "
+              "slows down erratically, threads waiting on descheduled peers); rerun on a quiet machine")
+
+
+def load_note() -> str:
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return ""
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cpus"
+
+
+# --- profile --------------------------------------------------------------------------------
+def _is_project_or_flwr(filename: str) -> bool:
+    f = filename.replace("\\", "/")
+    if "/site-packages/flwr/" in f:
+        return True
+    return f.startswith(str(ROOT)) and "/benchmarks/" not in f
+
+
+def _where(filename: str) -> str:
+    f = filename.replace("\\", "/")
+    if "/site-packages/" in f:
+        return f.split("/site-packages/", 1)[1]
+    return os.path.relpath(f, ROOT) if f.startswith(str(ROOT)) else f
+
+
+def _bucket(filename: str, func: str) -> str:
+    f = filename.replace("\\", "/")
+    if f.startswith(str(ROOT)):
+        rel = os.path.relpath(f, ROOT)
+        return rel.split("/", 1)[0] + "/" + rel.split("/")[-1] if "/" in rel else rel
+    for name in ("flwr", "simpy", "pandas", "numpy", "torch", "google/protobuf", "tqdm", "omegaconf"):
+        if f"/site-packages/{name}/" in f:
+            return name
+    if f.startswith("~") or f == "~":  # C builtins: attribute by name
+        if "torch" in func:
+            return "torch (C)"
+        return "builtins (C)"
+    return "python stdlib/other"
+
+
+# Where the simulator's time goes beyond the plain loop's work: (label, [(path suffix, function[, "self"])]),
+# cumulative times summed. Items may nest in one another (aggregation builds an ArrayRecord),
+# so they are not additive; "both paths" rows are work the plain loop does too.
+ITEMS = [
+    ("FLOP/memory meter hooks (WorkMeter._pre/_post, _key, _measure)", [("sim/meter.py", "_pre"), ("sim/meter.py", "_post")]),
+    ("  of which FlopCounterMode measurements (_measure, cache misses)", [("sim/meter.py", "_measure")]),
+    ("  of which _key (input + parameter shapes, every top-level call)", [("sim/meter.py", "_key")]),
+    # self time only: `inner` runs the forward itself; its own time is the global hooks' dispatch,
+    # which every submodule call pays while the meter's hooks are registered (zero in the plain loop)
+    ("torch hooked-call slow path (module.py inner, self time)", [("torch/nn/modules/module.py", "inner", "self")]),
+    ("ArrayRecord(...) construction: torch/numpy -> npy bytes", [("flwr/app/message/arrayrecord.py", "__init__")]),
+    ("ArrayRecord.to_torch_state_dict: npy bytes -> torch", [("flwr/app/message/arrayrecord.py", "to_torch_state_dict")]),
+    ("Array.numpy (np.load of npy bytes, header via ast.literal_eval)", [("flwr/app/message/array.py", "numpy")]),
+    ("FedAvg aggregate_train (Array.numpy per reply + sum)", [("flwr/serverapp/strategy/fedavg.py", "aggregate_train")]),
+    ("FedAvg configure_train (sampling, messages)", [("flwr/serverapp/strategy/fedavg.py", "configure_train")]),
+    ("Flower Message construction", [("flwr/app/message/message.py", "__init__")]),
+    ("channel: transfer (packets, ARQ draws)", [("channels/link.py", "transfer")]),
+    ("channel: payload_bytes + _deliver (bit flips)", [("sim/grid.py", "payload_bytes"), ("sim/grid.py", "_deliver")]),
+    ("SimPy round (sim.clock.run_round)", [("sim/clock.py", "run_round")]),
+    ("seeded streams (sim.seeding.stream)", [("sim/seeding.py", "stream")]),
+    ("torch.random.fork_rng", [("torch/random.py", "fork_rng")]),
+    ("reports: _round_rows, frame (pandas), _summary", [("sim/runner.py", "_round_rows"), ("sim/report.py", "frame"),
+                                                         ("sim/runner.py", "_summary")]),
+    ("both paths: local training (_train)", [("experiments/federated.py", "_train")]),
+    ("both paths: model build per client (build_model)", [("experiments/models.py", "build_model")]),
+    ("both paths: server evaluation (evaluate_model)", [("experiments/federated.py", "evaluate_model")]),
+]
+
+
+def _item_times(st: pstats.Stats) -> list[tuple[str, float, int]]:
+    out = []
+    for label, funcs in ITEMS:
+        cum, calls = 0.0, 0
+        for (filename, _line, func), (_cc, nc, tt, ct, _callers) in st.stats.items():
+            f = filename.replace("\\", "/")
+            for suffix, name, *mode in funcs:
+                if f.endswith(suffix) and func == name:
+                    cum += tt if mode == ["self"] else ct
+                    calls += nc
+        out.append((label, cum, calls))
+    return out
+
+
+def profile_sim(cfg: Config, job, top: int = 25) -> dict:
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    run_sim(cfg, job)
+    prof.disable()
+    wall = time.perf_counter() - t0
+    st = pstats.Stats(prof, stream=io.StringIO())
+    total = st.total_tt
+    rows = []
+    for (filename, line, func), (cc, nc, tt, ct, _callers) in st.stats.items():
+        if _is_project_or_flwr(filename):
+            rows.append((ct, tt, nc, f"{_where(filename)}:{line}({func})"))
+    rows.sort(reverse=True)
+    print(f"\ncProfile of one simulator run: {wall:.2f} s under the profiler "
+          f"(profiled total {total:.2f} s); top {top} project/flwr functions by cumulative time")
+    print(f"{'cum s':>8} {'cum %':>6} {'self s':>8} {'calls':>8}  function")
+    for ct, tt, nc, name in rows[:top]:
+        print(f"{ct:8.3f} {100 * ct / total:5.1f}% {tt:8.3f} {nc:8d}  {name}")
+    rounds = cfg.workload.rounds
+    print("\nknown overhead items (cumulative, nested items overlap; under cProfile, so inflated):")
+    print(f"{'cum s':>8} {'share':>6} {'ms/rnd':>7} {'calls':>7}  item")
+    items = _item_times(st)
+    for label, cum, calls in items:
+        print(f"{cum:8.3f} {100 * cum / total:5.1f}% {1000 * cum / rounds:7.2f} {calls:7d}  {label}")
+    # self time by where it is spent: torch's own work vs everything around it
+    buckets: dict[str, float] = {}
+    for (filename, _line, func), (_cc, _nc, tt, _ct, _callers) in st.stats.items():
+        b = _bucket(filename, func)
+        buckets[b] = buckets.get(b, 0.0) + tt
+    print("\nself time by place (C builtins lumped; torch kernels show as builtins/methods):")
+    for b, t in sorted(buckets.items(), key=lambda kv: -kv[1])[:15]:
+        print(f"{t:8.3f} {100 * t / total:5.1f}%  {b}")
+    return {"profiled_total_s": total, "items": {label: round(cum, 4) for label, cum, _ in items},
+            "top": [{"cum_s": round(ct, 4), "self_s": round(tt, 4), "calls": nc, "function": n}
+                    for ct, tt, nc, n in rows[:top]]}
+
+
+# --- main -----------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--experiment", default="fedmax_noniid", help="conf/experiment/NAME.yaml (default: %(default)s)")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds (default: the experiment's)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed sim/plain pairs, alternating (default: %(default)s)")
+    ap.add_argument("--warmup-rounds", type=int, default=2, help="rounds of the untimed warm-up of each path")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for both paths (default: torch's)")
+    ap.add_argument("--profile", action="store_true", help="also profile one simulator run with cProfile")
+    ap.add_argument("--top", type=int, default=25, help="functions listed by --profile")
+    ap.add_argument("override", nargs="*", help="extra Hydra overrides, e.g. fleet=rpi channel.ber=1e-5")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    t_setup = time.perf_counter()
+    cfg = compose_config(args.experiment, args.rounds, args.override)
+    job = prepare(cfg)  # data, partition, fleet, link, model check: one-time, untimed
+    variants, fleet, _link, task = job
+    assert len(variants) == 1 and variants[0].name == "fedavg", variants
+    if task is None:
+        print("error: the experiment uses a user's ClientApp; the plain loop needs the built-in workload", file=sys.stderr)
+        return 2
+    rounds = cfg.workload.rounds
+    w, d, s = cfg.workload, cfg.dataset, variants[0]
+    print(f"workload: experiment={args.experiment} strategy={s.name} dataset={d.name} partition={d.partition} "
+          f"model={w.model} devices={len(fleet)} fraction_train={s.fraction_train} rounds={rounds} "
+          f"local_epochs={w.local_epochs} batch_size={w.batch_size} channel={cfg.channel.model}/{cfg.channel.mode} "
+          f"ber={cfg.channel.ber} availability={cfg.fleet.availability}")
+    print(f"torch {torch.__version__}, threads={torch.get_num_threads()}, python {platform.python_version()}, "
+          f"cpus={os.cpu_count()}")
+
+    # warm-up: both paths, a few rounds, untimed (first-use costs of flwr, torch, simpy, pandas)
+    wcfg = with_rounds(cfg, min(args.warmup_rounds, rounds))
+    warm = run_sim(wcfg, job)
+    plain_loop(wcfg, task, schedule_of(warm.clients, wcfg.workload.rounds))
+    print(f"set-up and warm-up: {time.perf_counter() - t_setup:.1f} s (untimed)")
+
+    load_before = load_note()
+    if load_before:
+        print(load_before)
+        busy_warning()
+    sim_s, plain_s, sim_cpu, plain_cpu = [], [], [], []
+    schedule, sim_evals, plain_evals = None, None, None
+
+    def sim_once() -> None:
+        nonlocal schedule, sim_evals
+        t, c, res = timed(run_sim, cfg, job)
+        sim_s.append(t)
+        sim_cpu.append(c)
+        sched = schedule_of(res.clients, rounds)
+        if schedule is None:
+            schedule = sched
+            sim_evals = res.rounds[["accuracy", "loss"]].to_numpy()
+        elif sched != schedule:
+            raise SystemExit("the simulator sampled different clients in two runs of one seed: not comparable")
+
+    def plain_once() -> None:
+        nonlocal plain_evals
+        t, c, plain_evals = timed(plain_loop, cfg, task, schedule)
+        plain_s.append(t)
+        plain_cpu.append(c)
+
+    # alternating, in ABBA order (sim first on even repeats, plain first on odd ones) so a slow
+    # drift of the machine's speed weighs on both paths alike; the first run is the simulator's,
+    # whose clients.csv gives the plain loop its clients
+    for k in range(args.repeats):
+        for step in ((sim_once, plain_once) if k % 2 == 0 else (plain_once, sim_once)):
+            step()
+        print(f"repeat {k + 1}/{args.repeats} ({'sim, plain' if k % 2 == 0 else 'plain, sim'}): sim {sim_s[-1]:.3f} s, "
+              f"plain {plain_s[-1]:.3f} s, ratio {sim_s[-1] / plain_s[-1]:.3f}")
+
+    # the same work: same clients, and the same models (accuracies of rounds 1..R agree)
+    ran = sum(len(r) for r, _ in schedule)
+    received = sum(len(a) for _, a in schedule)
+    plain_acc = np.array([a for a, _ in plain_evals[1:]])
+    acc_diff = float(np.nanmax(np.abs(plain_acc - sim_evals[:, 0]))) if len(plain_acc) else 0.0
+    same = acc_diff <= 0.01
+
+    sim_med, plain_med = statistics.median(sim_s), statistics.median(plain_s)
+    ratio = sim_med / plain_med
+    ratio_min = min(sim_s) / min(plain_s)
+    ratio_cpu = statistics.median(sim_cpu) / statistics.median(plain_cpu)
+    ratio_pairs = statistics.median(a / b for a, b in zip(sim_s, plain_s))  # each pair ran back to back
+    load_after = load_note()
+    print()
+    print(f"{'path':<8} {'median s':>9} {'min s':>8} {'max s':>8} {'per round':>10} {'median cpu s':>13}")
+    for name, ts, cs in (("sim", sim_s, sim_cpu), ("plain", plain_s, plain_cpu)):
+        med = statistics.median(ts)
+        print(f"{name:<8} {med:9.3f} {min(ts):8.3f} {max(ts):8.3f} {1000 * med / rounds:7.1f} ms {statistics.median(cs):13.3f}")
+    print(f"{'ratio':<8} {ratio:9.3f} {ratio_min:8.3f}  (sim / plain: of medians, of mins; median of pairs "
+          f"{ratio_pairs:.3f}; of cpu-time medians {ratio_cpu:.3f}); "
+          f"target <= {TARGET_RATIO}: {'met' if ratio <= TARGET_RATIO else 'NOT met'}")
+    print(f"{'':<8} overhead {1000 * (sim_med - plain_med) / rounds:.1f} ms/round, "
+          f"{1000 * (sim_med - plain_med) / max(ran, 1):.1f} ms/client")
+    print(f"work: {rounds} rounds, {ran} client trainings ran ({received} aggregated); "
+          f"final accuracy sim {sim_evals[-1, 0]:.4f} plain {plain_acc[-1]:.4f} "
+          f"(max |diff| over rounds {acc_diff:.2g}: {'same models' if same else 'MODELS DIFFER'})")
+
+    result = {
+        "experiment": args.experiment, "strategy": s.name, "rounds": rounds, "repeats": args.repeats,
+        "threads": torch.get_num_threads(), "clients_trained": ran, "clients_aggregated": received,
+        "sim_s": [round(t, 4) for t in sim_s], "plain_s": [round(t, 4) for t in plain_s],
+        "sim_cpu_s": [round(t, 4) for t in sim_cpu], "plain_cpu_s": [round(t, 4) for t in plain_cpu],
+        "sim_median_s": round(sim_med, 4), "plain_median_s": round(plain_med, 4), "ratio": round(ratio, 4),
+        "ratio_of_mins": round(ratio_min, 4), "ratio_median_of_pairs": round(ratio_pairs, 4), "ratio_cpu": round(ratio_cpu, 4),
+        "target_ratio": TARGET_RATIO, "within_target": ratio <= TARGET_RATIO,
+        "same_models": same, "max_accuracy_diff": acc_diff, "load_before": load_before, "load_after": load_after,
+    }
+    if load_after:
+        print(load_after)
+        busy_warning()
+    if args.profile:
+        prof = profile_sim(cfg, job, args.top)
+        result["profiled_total_s"] = round(prof["profiled_total_s"], 4)
+    print("RESULT " + json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
