@@ -48,9 +48,10 @@ def _shapes(args: tuple) -> tuple:
     return tuple((tuple(t.shape), t.dtype) for t in _tensors(args))
 
 
-def _measure(module: nn.Module, args: tuple, training: bool) -> CallCost:
-    """Count FLOPs (forward, plus backward when training) and activation bytes."""
-    twin = copy.deepcopy(module)
+def _measure(module: nn.Module, args: tuple, training: bool, keep: object = None) -> CallCost:
+    """Count FLOPs (forward, plus backward when training) and activation bytes, on a copy
+    of `module` (the copy shares `keep`, e.g. the meter its hooks belong to)."""
+    twin = copy.deepcopy(module, {id(keep): keep})
     inputs = tuple(
         a.detach().clone().requires_grad_(a.requires_grad and training)
         if isinstance(a, torch.Tensor) else a
@@ -131,7 +132,7 @@ class WorkMeter:
         if cost is None:
             self._measuring = True
             try:
-                cost = self.cache[key] = _measure(module, self._top_args, training)
+                cost = self.cache[key] = _measure(module, self._top_args, training, keep=self)
             finally:
                 self._measuring = False
         self.flops += cost.flops

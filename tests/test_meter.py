@@ -62,3 +62,14 @@ def test_meter_leaves_no_hooks_behind():
     before = meter.flops
     model(torch.randn(2, 1, 8, 8))
     assert meter.flops == before
+
+
+def test_a_model_called_twice_in_one_step_and_seen_again_later():
+    """The model's own hook must not drag the meter (and the tensors it holds) into the copy
+    it measures; a repeated top-level call is counted each time."""
+    model = _net()
+    x = torch.randn(4, 1, 8, 8, requires_grad=True)
+    with WorkMeter() as meter:
+        (model(x * 2).sum() + model(x).sum()).backward()
+        model(torch.randn(5, 1, 8, 8)).sum().backward()
+    assert meter.calls == 3 and meter.flops > 0
