@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
@@ -99,8 +99,8 @@ class PhaseStats:
     start_s: float
     end_s: float
     clients: list[ClientRow] = field(default_factory=list)
-    mean_activations: list[np.ndarray] = field(default_factory=list)
-    eval_metrics: list[tuple[int, dict]] = field(default_factory=list)
+    mean_activations: list[np.ndarray] = field(default_factory=list)  # of the received replies
+    eval_metrics: list[tuple[int, dict]] = field(default_factory=list)  # of the received replies
 
 
 def _arrays(content: RecordDict) -> list[tuple[str, ArrayRecord]]:
@@ -208,9 +208,9 @@ class SimGrid(Grid):
         for msg in messages:
             plans.append(self._downlink(msg, rnd, phase, deliverable))
         runs = self.backend.execute(self.client_app, [job for job, _ in deliverable])
-        replies: dict[int, Message] = {}
-        for (job, plan), ex in zip(deliverable, runs):
-            self._uplink(plan, ex, rnd, phase, replies, rows, stats)
+        replies: dict[int, tuple[Message, np.ndarray | None]] = {}
+        for (_, plan), ex in zip(deliverable, runs):
+            self._uplink(plan, ex, rnd, phase, replies, rows)
         end_s, timelines = run_round(self.now_s, plans, timeout, self.ledger, self.trace)
         accepted = []
         for plan, tl in zip(plans, timelines):
@@ -220,8 +220,14 @@ class SimGrid(Grid):
             row.download_s, row.compute_s, row.upload_s = tl.down_s, tl.compute_s, tl.up_s
             row.energy_j, row.arrival_s = tl.energy_j, tl.arrival_s
             stats.clients.append(row)
-            if row.status == "received" and plan.node_id in replies:
-                accepted.append(replies[plan.node_id])
+            if row.status == "received":
+                reply, activation = replies[plan.node_id]
+                accepted.append(reply)
+                if activation is not None:
+                    stats.mean_activations.append(activation)
+                metrics = [v for v in reply.content.values() if isinstance(v, MetricRecord)]
+                if phase == "evaluate" and metrics:
+                    stats.eval_metrics.append((plan.node_id, dict(metrics[0])))
         stats.end_s = end_s
         self.now_s = end_s
         self.phases.append(stats)
@@ -231,8 +237,8 @@ class SimGrid(Grid):
 
     # --- internals ------------------------------------------------------------------
     def _round_of(self, msg: Message, phase: str) -> int:
-        config = msg.content.config_records.get("config") if hasattr(msg.content, "config_records") else None
-        if config is not None and "server-round" in config:
+        config = msg.content.get("config") if "config" in msg.content else None
+        if isinstance(config, ConfigRecord) and "server-round" in config:
             self._round = int(config["server-round"])
         elif phase == "train":
             self._round += 1
@@ -276,8 +282,7 @@ class SimGrid(Grid):
         deliverable.append(((msg, self._context(node), torch_seed), plan))
         return plan
 
-    def _uplink(self, plan: ClientPlan, ex: Execution, rnd: int, phase: str,
-                replies: dict, rows: dict, stats: PhaseStats) -> None:
+    def _uplink(self, plan: ClientPlan, ex: Execution, rnd: int, phase: str, replies: dict, rows: dict) -> None:
         d = plan.device
         row = rows[plan.node_id] = self._row(plan, rnd, phase)
         row.bytes_down = plan.down.bits_sent // 8
@@ -289,9 +294,12 @@ class SimGrid(Grid):
             plan.up = transfer(self.link, 0, stream(self.seed, "uplink", rnd, plan.node_id, phase))
             row.status = "out_of_memory" if not plan.fits else "error"
             return
-        probe = reply.content.get(PROBE_KEY) if PROBE_KEY in reply.content else None
-        if probe is not None:
+        activation = None
+        if PROBE_KEY in reply.content:
+            probe = reply.content[PROBE_KEY]
             del reply.content[PROBE_KEY]
+            if isinstance(probe, ArrayRecord) and "mean-activation" in probe:
+                activation = array_view(probe["mean-activation"]).astype(np.float64)
         plan.up = transfer(self.link, payload_bytes(reply.content), stream(self.seed, "uplink", rnd, plan.node_id, phase))
         reply.content, flips = _deliver(reply.content, plan.up)
         row.bytes_up = plan.up.bits_sent // 8
@@ -299,10 +307,5 @@ class SimGrid(Grid):
         row.retransmissions += plan.up.retransmissions
         row.bits_flipped += flips
         row.status = "received"
-        replies[plan.node_id] = reply
-        if isinstance(probe, ArrayRecord) and "mean-activation" in probe:
-            stats.mean_activations.append(array_view(probe["mean-activation"]).astype(np.float64))
-        metrics = [v for v in reply.content.values() if isinstance(v, MetricRecord)]
-        if phase == "evaluate" and metrics:
-            stats.eval_metrics.append((plan.node_id, dict(metrics[0])))
+        replies[plan.node_id] = (reply, activation)
 

@@ -179,6 +179,13 @@ def _strategy(scfg: StrategyConfig, num_devices: int):
 
 
 # --- one simulation ----------------------------------------------------------------------
+def _weighted_mean(metrics: list[dict], key: str) -> float:
+    weights = [float(m.get("num-examples", 1)) for m in metrics]
+    if not metrics or sum(weights) <= 0:
+        return math.nan
+    return sum(float(m.get(key, math.nan)) * w for m, w in zip(metrics, weights)) / sum(weights)
+
+
 def _round_rows(phases: list[PhaseStats], evals: dict[int, tuple[float, float]], app_cfg) -> list[RoundRow]:
     rows = []
     for rnd in sorted({p.round for p in phases}):
@@ -188,12 +195,9 @@ def _round_rows(phases: list[PhaseStats], evals: dict[int, tuple[float, float]],
         status = [c.status for c in train]
         acts = [a for p in ps for a in p.mean_activations]
         acc, loss = evals.get(rnd, (math.nan, math.nan))
-        if rnd not in evals:  # a user's app: weighted mean of the clients' evaluate metrics
+        if rnd not in evals:  # a user's app: the clients' evaluate metrics, weighted by examples
             ev = [m for p in ps for _, m in p.eval_metrics]
-            n = sum(float(m.get("num-examples", 1)) for m in ev)
-            if ev and n > 0:
-                acc = sum(float(m.get(app_cfg.accuracy_metric, math.nan)) * float(m.get("num-examples", 1)) for m in ev) / n
-                loss = sum(float(m.get(app_cfg.loss_metric, math.nan)) * float(m.get("num-examples", 1)) for m in ev) / n
+            acc, loss = _weighted_mean(ev, app_cfg.accuracy_metric), _weighted_mean(ev, app_cfg.loss_metric)
         rows.append(RoundRow(
             round=rnd, sim_time_s=max(p.end_s for p in ps), accuracy=acc, loss=loss,
             clients_sampled=len(train), clients_received=status.count("received"),
