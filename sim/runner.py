@@ -327,8 +327,8 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
     """Run the job `cfg` and write its reports under `out_dir`; returns the summary rows.
 
     One strategy: rounds.csv, clients.csv, summary.csv in `out_dir`. Several (`compare`):
-    one folder per strategy, and comparison.csv with plots in `out_dir` (in a sweep the
-    comparison is written once for the whole sweep instead).
+    one folder per strategy, and comparison.csv in `out_dir`. Accuracy plots beside them (in
+    a sweep, the comparison and the plots are written once for the whole sweep instead).
     """
     out_dir = Path(out_dir)
     variants, fleet, link, task = prepare(cfg)
@@ -346,8 +346,9 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
     # this machine's timings: not simulated, not reproducible, so never in a CSV
     write_json({"wall_s_per_strategy": wall_s}, out_dir / "wallclock.json")
     summary = pd.concat([r.summary for r in results], ignore_index=True)
-    if len(results) > 1 and not in_sweep:
-        write_csv(summary, out_dir / "comparison.csv")
+    if not in_sweep:  # a sweep compares and plots once, over all its jobs
+        if len(results) > 1:
+            write_csv(summary, out_dir / "comparison.csv")
         rounds = pd.concat([r.rounds.assign(strategy=r.strategy) for r in results], ignore_index=True)
         plot_accuracy(rounds, ["strategy"], out_dir, title=f"{cfg.dataset.name}, {cfg.dataset.partition}")
     return summary
