@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
@@ -22,47 +21,15 @@ from flwr.supercore.run import Run
 from channels import Link, TransferOutcome, corrupt_arrays, transfer
 from devices import Fleet
 from experiments.records import array_view
+from sim.backends import Execution, LocalBackend
 from sim.clock import STATES, ClientPlan, EnergyLedger, run_round
-from sim.meter import WorkMeter
 from sim.seeding import stream
 from strategies.objectives import ACTIVATION_PROBE_KEY as PROBE_KEY
 
-__all__ = ["ClientRow", "Execution", "LocalBackend", "PhaseStats", "SimGrid", "payload_bytes"]
+__all__ = ["ClientRow", "PhaseStats", "SimGrid", "payload_bytes"]
 
 RUN_ID = 1
 SERVER_NODE_ID = 0
-
-
-@dataclass
-class Execution:
-    """The outcome of running a ClientApp on one message for real."""
-
-    reply: Message | None
-    flops: int
-    peak_bytes: int
-    error: str = ""
-
-
-class LocalBackend:
-    """Runs ClientApps one after another in this process; FLOP figures cached per shape."""
-
-    def __init__(self, optimizer_copies: int = 1):
-        self.optimizer_copies = optimizer_copies
-        self._cost_cache: dict = {}
-
-    def execute(self, app, jobs: list[tuple[Message, Context, int]]) -> list[Execution]:
-        return [self._one(app, *job) for job in jobs]
-
-    def _one(self, app, message: Message, context: Context, torch_seed: int) -> Execution:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(torch_seed)
-            meter = WorkMeter(self._cost_cache, self.optimizer_copies)
-            try:
-                with meter:
-                    reply = app(message, context)
-            except Exception as exc:  # a failing ClientApp is an error reply, as in Flower
-                return Execution(None, meter.flops, meter.peak_bytes, f"{type(exc).__name__}: {exc}")
-        return Execution(reply, meter.flops, meter.peak_bytes)
 
 
 @dataclass

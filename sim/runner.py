@@ -32,7 +32,8 @@ from experiments.models import build_model
 from experiments.records import to_state_dict
 from experiments.partition import partition_indices
 from sim.config import ChannelConfig, Config, ConfigError, StrategyConfig, validate
-from sim.grid import RUN_ID, SERVER_NODE_ID, LocalBackend, PhaseStats, SimGrid
+from sim.backends import LocalBackend
+from sim.grid import RUN_ID, SERVER_NODE_ID, PhaseStats, SimGrid
 from sim.meter import WorkMeter
 from sim.report import frame, plot_accuracy, write_csv, write_json
 from sim.seeding import stream
