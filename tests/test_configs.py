@@ -98,13 +98,16 @@ def test_experiment_composes_and_validates(experiment: str) -> None:
         assert variant.name in STRATEGIES
 
 
-def test_fedmax_noniid_compares_fedavg_and_fedmax_on_shards() -> None:
+def test_fedmax_noniid_compares_fedmax_with_its_baselines_on_shards() -> None:
     cfg = _compose(["+experiment=fedmax_noniid"])
-    assert cfg.compare == ["fedavg", "fedmax"]
+    assert cfg.compare == ["fedavg", "fedprox", "fedmax"]
     assert cfg.dataset.partition == "shards"
     assert cfg.strategy.name == "fedmax"
-    names = [v.name for v in strategy_variants(cfg)]
-    assert names == ["fedavg", "fedmax"]
+    iid = _compose(["+experiment=fedmax_iid"])
+    assert iid.dataset.partition == "iid" and iid.compare == cfg.compare
+    variants = strategy_variants(cfg)
+    assert [v.name for v in variants] == ["fedavg", "fedprox", "fedmax"]
+    assert variants[1].params == {"proximal_mu": 1.0} and variants[2].params == {"beta": 1000.0}
 
 
 def test_overrides_reach_the_typed_config() -> None:
