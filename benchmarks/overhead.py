@@ -52,7 +52,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
@@ -70,7 +69,8 @@ NOT_RUN = ("dropped", "lost_down")
 # --- the job ------------------------------------------------------------------------------
 def compose_config(experiment: str, rounds: int | None, extra: list[str]) -> Config:
     """The experiment's config as `python -m sim +experiment=NAME strategy=fedavg compare=[]`."""
-    ConfigStore.instance().store(name="base_config", node=Config)
+    import sim.__main__  # noqa: F401  (registers the config schema, as `python -m sim` does)
+
     overrides = [f"+experiment={experiment}", "strategy=fedavg", "compare=[]", "progress=false", *extra]
     if rounds is not None:
         overrides.append(f"workload.rounds={rounds}")

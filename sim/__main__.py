@@ -23,9 +23,11 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
-from sim.config import Config, ConfigError  # noqa: E402
+from sim.config import Config, ConfigError, FleetConfig  # noqa: E402
 
-ConfigStore.instance().store(name="base_config", node=Config)
+# OmegaConf merges dicts: with the schema's default mix in place, `fleet=mcu` would add the
+# microcontrollers to the default mix instead of replacing it. The fleet option supplies it.
+ConfigStore.instance().store(name="base_config", node=Config(fleet=FleetConfig(mix={})))
 
 SETTING_COLUMNS = ("strategy", "seed", "dataset", "partition", "model", "num_devices", "fraction_train", "deadline_s",
                    "channel_model", "channel_mode", "channel_ber", "bandwidth_bps", "latency_s", "rounds")

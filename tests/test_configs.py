@@ -110,6 +110,12 @@ def test_fedmax_noniid_compares_fedmax_with_its_baselines_on_shards() -> None:
     assert variants[1].params == {"proximal_mu": 1.0} and variants[2].params == {"beta": 1000.0}
 
 
+@pytest.mark.parametrize("option, mix", [("mcu", {"cortex_m7_512kb": 1.0}), ("rpi", {"rpi3_400mhz": 1.0})])
+def test_a_fleet_option_replaces_the_mix(option: str, mix: dict) -> None:
+    assert _compose([f"fleet={option}"]).fleet.mix == mix
+    assert _compose(["+experiment=fedmax_noniid", f"fleet={option}"]).fleet.mix == mix
+
+
 def test_overrides_reach_the_typed_config() -> None:
     cfg = _compose(["channel.ber=1e-4", "fleet.num_devices=7", "strategy.timeout_s=null", "compare=[fedavg,fedprox]"])
     assert cfg.channel.ber == 1e-4
