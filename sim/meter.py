@@ -96,7 +96,7 @@ class WorkMeter:
         self._top_args: tuple = ()
         self._measuring = False
         self._handles: list = []
-        self._watched: set[int] = set()
+        self._watched: weakref.WeakSet = weakref.WeakSet()  # by object, not id: ids are reused
         self._signature: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def __enter__(self) -> "WorkMeter":
@@ -108,14 +108,14 @@ class WorkMeter:
     def __exit__(self, *exc) -> None:
         for h in self._handles:
             h.remove()
-        self._handles, self._watched, self._top = [], set(), None
+        self._handles, self._watched, self._top = [], weakref.WeakSet(), None
 
     def _pre(self, module: nn.Module, args: tuple) -> None:
         if self._top is not None or self._measuring:
             return
         self._top, self._top_args = module, args
-        if id(module) not in self._watched:
-            self._watched.add(id(module))
+        if module not in self._watched:
+            self._watched.add(module)
             self._handles.append(module.register_forward_hook(self._post, always_call=True))
 
     def _post(self, module: nn.Module, args: tuple, _out) -> None:

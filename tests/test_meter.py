@@ -73,3 +73,13 @@ def test_a_model_called_twice_in_one_step_and_seen_again_later():
         (model(x * 2).sum() + model(x).sum()).backward()
         model(torch.randn(5, 1, 8, 8)).sum().backward()
     assert meter.calls == 3 and meter.flops > 0
+
+
+def test_every_fresh_model_is_counted_even_when_python_reuses_an_address():
+    """A ClientApp may build and drop several models in one call; a new model can take a freed
+    one's id, and must still be seen."""
+    x = torch.randn(2, 1, 8, 8)
+    with WorkMeter() as meter:
+        for _ in range(50):
+            _net()(x)
+    assert meter.calls == 50
