@@ -12,8 +12,12 @@ from typing import Any, Optional
 
 __all__ = [
     "AppConfig", "ChannelConfig", "Config", "ConfigError", "DatasetConfig", "FleetConfig",
-    "StrategyConfig", "WorkloadConfig", "validate",
+    "StrategyConfig", "WorkloadConfig", "validate", "WORKLOADS",
+    "NonnConfig", "NairConfig", "McpipeConfig",
 ]
+
+# workload name -> the module of `sim` that runs it (`run(cfg, out_dir, in_sweep=)`)
+WORKLOADS = {"federated": "sim.runner", "nonn": "sim.nonn", "nair": "sim.nair", "mcpipe": "sim.mcpipe"}
 
 
 class ConfigError(ValueError):
@@ -90,9 +94,30 @@ class WorkloadConfig:
     app: AppConfig = field(default_factory=AppConfig)
 
 
+# --- NoNN (issue 3): settings of `sim/nonn.py`; `conf/workload/nonn.yaml` selects it -------------
+@dataclass
+class NonnConfig:
+    pass
+
+
+# --- NAIR (issue 4): settings of `sim/nair.py`; `conf/workload/nair.yaml` selects it ---------------
+@dataclass
+class NairConfig:
+    pass
+
+
+# --- mcPipe (issue 5): settings of `sim/mcpipe.py`; `conf/workload/mcpipe.yaml` selects it ---------
+@dataclass
+class McpipeConfig:
+    pass
+
+
 @dataclass
 class Config:
     seed: int = 0
+    # trained models (a NoNN teacher, NAIR's original model, ...) cached here, keyed by their
+    # config, so a sweep does not retrain them; null = no cache
+    cache_dir: Optional[str] = ".cache/edgesim"
     backend: str = "local"
     compare: list[str] = field(default_factory=list)  # strategies run side by side in one job
     log_level: str = "ERROR"  # Flower's own logging (INFO shows every round)
@@ -102,6 +127,9 @@ class Config:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    nonn: NonnConfig = field(default_factory=NonnConfig)
+    nair: NairConfig = field(default_factory=NairConfig)
+    mcpipe: McpipeConfig = field(default_factory=McpipeConfig)
 
 
 def _check(ok: bool, setting: str, value: Any, allowed: str) -> None:
@@ -133,6 +161,7 @@ def validate(cfg: Config) -> None:
     if s.timeout_s is not None:
         _positive("strategy.timeout_s", s.timeout_s)
     w = cfg.workload
+    _check(w.name in WORKLOADS, "workload.name", w.name, f"allowed: {', '.join(sorted(WORKLOADS))}")
     _check(w.rounds >= 1, "workload.rounds", w.rounds, "must be >= 1")
     _check(w.local_epochs >= 1, "workload.local_epochs", w.local_epochs, "must be >= 1")
     _check(w.batch_size >= 1, "workload.batch_size", w.batch_size, "must be >= 1")

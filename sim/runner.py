@@ -31,7 +31,7 @@ from experiments.federated import FederatedTask, evaluate_model, make_client_app
 from experiments.models import build_model
 from experiments.records import to_state_dict
 from experiments.partition import partition_indices
-from sim.config import ChannelConfig, Config, ConfigError, StrategyConfig, validate
+from sim.config import WORKLOADS, ChannelConfig, Config, ConfigError, StrategyConfig, validate
 from sim.backends import LocalBackend
 from sim.grid import RUN_ID, SERVER_NODE_ID, PhaseStats, SimGrid
 from sim.meter import WorkMeter
@@ -332,6 +332,11 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
     one folder per strategy, and comparison.csv in `out_dir`. Accuracy plots beside them (in
     a sweep, the comparison and the plots are written once for the whole sweep instead).
     """
+    if cfg.workload.name != "federated":  # NoNN, NAIR, mcPipe: each runs from its own module
+        name = cfg.workload.name
+        if name not in WORKLOADS:
+            raise ConfigError(f"workload.name={name!r}: allowed: {', '.join(sorted(WORKLOADS))}")
+        return importlib.import_module(WORKLOADS[name]).run(cfg, out_dir, in_sweep=in_sweep)
     out_dir = Path(out_dir)
     variants, fleet, link, task = prepare(cfg)
     results, wall_s = [], {}
