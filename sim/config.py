@@ -97,7 +97,43 @@ class WorkloadConfig:
 # --- NoNN (issue 3): settings of `sim/nonn.py`; `conf/workload/nonn.yaml` selects it -------------
 @dataclass
 class NonnConfig:
-    pass
+    num_students: int = 2  # k: partitions of the teacher's fconv, one student each
+    # teacher: a pre-activation WRN-depth-width, trained on (1 - val_fraction) of the training set
+    teacher_depth: int = 16
+    teacher_width: float = 4.0
+    teacher_epochs: int = 15
+    val_fraction: float = 0.1
+    # knowledge partitioning (filter activation network, Louvain)
+    rule: str = "ah"  # ah (activation hubs) | ca (co-activation)
+    top_filters: Optional[int] = 50  # per image, only this many most active filters connect; null = all
+    edge_percentile: float = 99.0  # edges below this percentile of the non-zero weights are dropped
+    resolution: float = 0.7  # Louvain resolution
+    # students: sized to the per-device budgets (memory = params x bytes_per_param)
+    student_depth: int = 16
+    student_width: Optional[float] = None  # WRN width multiplier; null = the widest that meets both budgets
+    common_group: bool = True  # the first group shared by all students (replicated on every device)
+    memory_budget_bytes: int = 131072
+    bytes_per_param: float = 1.0  # 8-bit quantised weights
+    flop_budget: float = 3.5e6  # FLOPs per image per student (PyTorch count: 2 per multiply-accumulate)
+    student_epochs: int = 15
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5.0e-4
+    # distillation: (1 - alpha) CE + alpha * kd_scale * KL(T-softened), + beta * activation transfer
+    alpha: float = 0.9
+    temperature: float = 4.0
+    kd_scale: Optional[float] = None  # null = 2 T^2 (the authors' code); 1 = the paper's eq. 1 as written
+    beta: float = 1.0e4
+    at_beta: float = 1.0e3  # attention transfer weight of the ATKD baseline
+    baselines: bool = True  # train the single KD and ATKD students and NoNN with KD alone
+    # distributed inference on the simulated fleet
+    device: str = "rpi3_400mhz"  # one student per device (homogeneous case)
+    big_device: str = "odroid_xu4"  # the heterogeneous case: this device takes 1..k students
+    server: str = "edge_server"  # the aggregator: sends images, applies the FC layer
+    split_model: str = "atkd"  # the horizontally split baseline: atkd (the single student) | teacher
+    deadline_s: float = 2.0  # the aggregator applies the FC to what arrived by then (simulated s)
+    timing_images: int = 20  # inferences simulated per scenario for latency and energy
 
 
 # --- NAIR (issue 4): settings of `sim/nair.py`; `conf/workload/nair.yaml` selects it ---------------

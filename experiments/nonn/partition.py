@@ -1,0 +1,139 @@
+"""Knowledge partitioning: the teacher's filter activation network, its communities, and the
+merge of those communities into P0 (dropped) and k students' partitions of nearly equal size.
+
+Pure numpy + networkx; no clock. Follows the NoNN paper (section 4.2) with the authors'
+code's details: per image, activities are clipped at 0 and divided by their maximum, only the
+`top` most active filters connect; edge weights are normalised by the largest, edges below a
+percentile of the non-zero weights are dropped, and Louvain finds the communities.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+
+__all__ = ["RULES", "KnowledgePartition", "activation_network", "detect_communities", "merge_communities",
+           "partition_filters"]
+
+RULES = ("ah", "ca")
+
+
+def _pair_weights(a: np.ndarray, rule: str) -> np.ndarray:
+    """(n, F) activities -> (F, F) summed pair weights: AH a_i a_j |a_i - a_j|, CA a_i a_j / (|a_i - a_j| + 1)."""
+    prod = a[:, :, None] * a[:, None, :]
+    diff = np.abs(a[:, :, None] - a[:, None, :])
+    w = prod * diff if rule == "ah" else prod / (diff + 1.0)
+    return w.sum(axis=0)
+
+
+def activation_network(activity: np.ndarray, rule: str = "ah", top: int | None = 50,
+                       chunk: int = 256) -> np.ndarray:
+    """The filter activation network F (F x F, zero diagonal) from per-image average filter
+    activities `activity` (n_images x F), with rule `ah` (activation hubs, eq. 3 / 4) or `ca`
+    (co-activation). Each image's activities are clipped at 0 and divided by their maximum;
+    only its `top` most active filters take part (None: all)."""
+    if rule not in RULES:
+        raise ValueError(f"rule={rule!r}: allowed: {', '.join(RULES)}")
+    a = np.clip(np.asarray(activity, dtype=np.float64), 0.0, None)
+    peak = a.max(axis=1, keepdims=True)
+    a = np.divide(a, peak, out=np.zeros_like(a), where=peak > 0)
+    if top is not None and top < a.shape[1]:
+        # keep each image's `top` largest activities (ties broken by filter index, stably)
+        order = np.argsort(-a, axis=1, kind="stable")
+        mask = np.zeros_like(a, dtype=bool)
+        np.put_along_axis(mask, order[:, :top], True, axis=1)
+        a = np.where(mask, a, 0.0)
+    net = np.zeros((a.shape[1], a.shape[1]))
+    for s in range(0, a.shape[0], chunk):
+        net += _pair_weights(a[s:s + chunk], rule)
+    np.fill_diagonal(net, 0.0)
+    return net
+
+
+def detect_communities(net: np.ndarray, *, percentile: float = 99.0, resolution: float = 0.7,
+                       seed: int = 0) -> tuple[list[list[int]], float, nx.Graph]:
+    """Louvain communities of the network after normalising weights by the largest and
+    dropping edges below `percentile` of the non-zero weights. Filters left without an edge
+    are singletons. Returns (communities as sorted filter lists, modularity, graph)."""
+    w = np.triu(np.asarray(net, dtype=np.float64), k=1)
+    if w.max() > 0:
+        w = w / w.max()
+    nz = w[w > 0]
+    cut = np.percentile(nz, percentile) if nz.size else 0.0
+    g = nx.Graph()
+    g.add_nodes_from(range(w.shape[0]))
+    rows, cols = np.nonzero(w >= cut) if nz.size else (np.empty(0, int), np.empty(0, int))
+    g.add_weighted_edges_from((int(i), int(j), float(w[i, j])) for i, j in zip(rows, cols) if w[i, j] > 0)
+    communities = nx.community.louvain_communities(g, weight="weight", resolution=resolution, seed=seed)
+    communities = sorted((sorted(int(v) for v in c) for c in communities), key=lambda c: (-len(c), c[0]))
+    modularity = nx.community.modularity(g, communities, weight="weight", resolution=resolution) if g.number_of_edges() else 0.0
+    return communities, float(modularity), g
+
+
+@dataclass(frozen=True)
+class KnowledgePartition:
+    """P0 (filters dropped) and the k students' partitions P_1..P_k (teacher filter indices)."""
+
+    p0: tuple[int, ...]
+    parts: tuple[tuple[int, ...], ...]
+    communities: int
+    modularity: float
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(p) for p in self.parts]
+
+    @property
+    def order(self) -> list[int]:
+        """Teacher filters in partition order (P_1, then P_2, ...): the reordered teacher map."""
+        return [f for p in self.parts for f in p]
+
+
+def merge_communities(communities: list[list[int]], k: int) -> tuple[list[int], list[list[int]]]:
+    """(P0, [P_1..P_k]) from communities.
+
+    Singletons (filters with no edge) are pooled into one group; groups are sorted by size;
+    the largest is P0. The next k groups seed the k partitions; each remaining group joins the
+    partition with the fewest filters (ties: the lowest index). If fewer than k groups remain,
+    the largest partition is halved until there are k (a partition needs at least one filter).
+    """
+    if k < 1:
+        raise ValueError(f"k={k}: need at least one partition")
+    singles = sorted(c[0] for c in communities if len(c) == 1)
+    groups = [sorted(c) for c in communities if len(c) > 1]
+    if singles:
+        groups.append(singles)
+    groups.sort(key=lambda c: (-len(c), c[0]))
+    if not groups:
+        raise ValueError("no communities to partition")
+    p0, rest = groups[0], groups[1:]
+    parts = [list(c) for c in rest[:k]]
+    for c in rest[k:]:
+        smallest = min(range(len(parts)), key=lambda i: (len(parts[i]), i))
+        parts[smallest] = sorted(parts[smallest] + c)
+    while len(parts) < k:
+        if not parts or max(len(p) for p in parts) < 2:
+            # too few filters outside P0: take them from P0, the largest group
+            if len(p0) < 2:
+                raise ValueError(f"cannot form {k} non-empty partitions from {sum(map(len, communities))} filters")
+            half = len(p0) // 2
+            parts.append(p0[half:])
+            p0 = p0[:half]
+            continue
+        big = max(range(len(parts)), key=lambda i: (len(parts[i]), -i))
+        p = parts.pop(big)
+        half = len(p) // 2
+        parts += [p[:half], p[half:]]
+    parts.sort(key=lambda p: (-len(p), p[0]))
+    return sorted(p0), parts
+
+
+def partition_filters(activity: np.ndarray, k: int, *, rule: str = "ah", top: int | None = 50,
+                      percentile: float = 99.0, resolution: float = 0.7, seed: int = 0) -> KnowledgePartition:
+    """The whole pipeline: activity -> network -> communities -> P0 and k partitions."""
+    net = activation_network(activity, rule, top)
+    communities, modularity, _ = detect_communities(net, percentile=percentile, resolution=resolution, seed=seed)
+    p0, parts = merge_communities(communities, k)
+    return KnowledgePartition(p0=tuple(p0), parts=tuple(tuple(p) for p in parts), communities=len(communities),
+                              modularity=modularity)

@@ -1,0 +1,201 @@
+"""NoNN: the filter activation network, partition merging, student budgets, the split
+baseline's exchanged bytes, the inference timeline, and a tiny end-to-end run."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from channels import IndependentBits, Link
+from devices import DeviceProfile
+from experiments.nonn.budget import WIDTH_CANDIDATES, size_students
+from experiments.nonn.models import WRN, NoNN, StudentSpec
+from experiments.nonn.partition import activation_network, merge_communities, partition_filters
+from experiments.nonn.split import split_work
+from sim.nonn import DeviceLoad, InferencePlan, simulate_inference, simulate_split
+
+# two validation images, three filters; the second row is already divided by its maximum, the
+# first is twice [1, 0.5, 0] and has a negative activity that must be clipped
+ACT = np.array([[2.0, 1.0, -3.0], [0.2, 1.0, 0.6]])
+
+
+def test_ah_weights_by_hand():
+    f = activation_network(ACT, "ah", top=None)
+    # a_i a_j |a_i - a_j| summed over the images: [1, .5, 0] and [.2, 1, .6]
+    expected = {(0, 1): 1 * .5 * .5 + .2 * 1 * .8, (0, 2): 0 + .2 * .6 * .4, (1, 2): 0 + 1 * .6 * .4}
+    for (i, j), w in expected.items():
+        assert f[i, j] == pytest.approx(w) and f[j, i] == pytest.approx(w)
+    assert np.all(np.diag(f) == 0)
+
+
+def test_ca_weights_by_hand():
+    f = activation_network(ACT, "ca", top=None)
+    expected = {(0, 1): .5 / 1.5 + .2 / 1.8, (0, 2): 0 + .12 / 1.4, (1, 2): 0 + .6 / 1.4}
+    for (i, j), w in expected.items():
+        assert f[i, j] == pytest.approx(w)
+
+
+def test_top_filters_keeps_only_the_most_active_per_image():
+    f = activation_network(ACT, "ah", top=2)
+    # image 2 keeps filters 1 and 2 (1.0, 0.6): its (0, 1) and (0, 2) terms vanish
+    assert f[0, 1] == pytest.approx(.25) and f[0, 2] == pytest.approx(0) and f[1, 2] == pytest.approx(.24)
+
+
+def test_merge_follows_the_papers_example():
+    # P0: the pooled singletons (the largest group); then {12, 14, 25, 30} into 2 partitions
+    ids = iter(range(1000))
+    groups = {size: [next(ids) for _ in range(size)] for size in (12, 14, 25, 30)}
+    singles = [[next(ids)] for _ in range(40)]
+    p0, parts = merge_communities(list(groups.values()) + singles, 2)
+    assert len(p0) == 40 and sorted(len(p) for p in parts) == [39, 42]
+    assert sorted(parts[0]) == sorted(groups[30] + groups[12]) and sorted(parts[1]) == sorted(groups[25] + groups[14])
+
+
+def test_merge_splits_when_there_are_fewer_groups_than_students():
+    p0, parts = merge_communities([[0], [1], [2], list(range(3, 13))], 3)
+    assert p0 == list(range(3, 13)) or len(p0) >= 1
+    assert len(parts) == 3 and all(parts)
+    assert sorted(f for p in parts for f in p) + sorted(p0) != []
+    everything = sorted(list(p0) + [f for p in parts for f in p])
+    assert everything == list(range(13))  # disjoint and complete
+
+
+def test_partition_pipeline_is_disjoint_and_seeded():
+    rng = np.random.default_rng(0)
+    act = rng.random((60, 40)) ** 3
+    a = partition_filters(act, 3, top=10, percentile=90, seed=5)
+    b = partition_filters(act, 3, top=10, percentile=90, seed=5)
+    assert a == b and len(a.parts) == 3
+    filters = list(a.p0) + a.order
+    assert sorted(filters) == list(range(40))
+
+
+def test_budget_picks_the_widest_student_that_fits():
+    sizes, shape = [20, 18], (1, 8, 8)
+    budget = 40_000
+    spec, width, costs = size_students(10, sizes, shape, 10, memory_budget_bytes=budget, bytes_per_param=1.0,
+                                       flop_budget=1e9)
+    assert all(c.fits and c.memory_bytes <= budget for c in costs)
+    wider = WIDTH_CANDIDATES[WIDTH_CANDIDATES.index(width) + 1]
+    _, _, over = size_students(10, sizes, shape, 10, memory_budget_bytes=budget, bytes_per_param=1.0, flop_budget=1e9,
+                               width=wider)
+    assert not all(c.fits for c in over)
+    # 4 bytes per parameter (float32) needs a narrower student for the same budget
+    _, w32, _ = size_students(10, sizes, shape, 10, memory_budget_bytes=budget, bytes_per_param=4.0, flop_budget=1e9)
+    assert w32 < width
+
+
+def test_budget_that_nothing_meets_is_reported_not_hidden():
+    spec, width, costs = size_students(10, [30], (1, 8, 8), 10, memory_budget_bytes=100, bytes_per_param=1.0,
+                                       flop_budget=1e9)
+    assert width == WIDTH_CANDIDATES[0] and not costs[0].fits and costs[0].memory_bytes > 100
+
+
+def test_student_params_count_the_replicated_common_group():
+    model = NoNN(StudentSpec(10, (4, 8, 8)), [3, 5], 1, 10)
+    common = sum(p.numel() for p in model.common.parameters())
+    assert model.student_params(0) == common + sum(p.numel() for p in model.branches[0].parameters())
+    logits, maps = model.forward_with_maps(torch.zeros(2, 1, 8, 8))
+    assert logits.shape == (2, 10) and [m.shape[1] for m in maps] == [3, 5]
+
+
+def test_split_exchanges_the_real_slices():
+    torch.manual_seed(0)
+    model = WRN(10, (4, 8, 8), 1, 10)  # stem 16 channels; one block per group
+    layers, pooled = split_work(model, torch.randn(1, 1, 8, 8), 2)
+    names = [l.name for l in layers]
+    assert names == ["stem", "groups.0.0.conv1", "groups.0.0.conv2", "groups.0.0.shortcut", "groups.1.0.conv1",
+                     "groups.1.0.conv2", "groups.1.0.shortcut", "groups.2.0.conv1", "groups.2.0.conv2",
+                     "groups.2.0.shortcut"]
+    # bytes of each device's half of each convolution's input (float32), sent to the other device
+    per_layer = [0, 8 * 64 * 4, 2 * 64 * 4, 0, 2 * 64 * 4, 4 * 16 * 4, 0, 4 * 16 * 4, 4 * 4 * 4, 0]
+    assert [l.exchange_bytes for l in layers] == [(b, b) for b in per_layer]
+    assert pooled == (16, 16)
+    # three devices: uneven channel slices (16 -> 6, 5, 5)
+    layers3, pooled3 = split_work(model, torch.randn(1, 1, 8, 8), 3)
+    assert layers3[1].exchange_bytes == (6 * 256, 5 * 256, 5 * 256) and pooled3 == (12, 12, 8)
+    assert sum(sum(l.flops) for l in layers3) == sum(sum(l.flops) for l in layers)
+
+
+def _profile(rate: float) -> DeviceProfile:
+    return DeviceProfile("test", 1 << 20, rate, 2.0, 1.0, 0.5, 0.1, "test")
+
+
+# 1 s per message; payload time negligible (1 Tbit/s)
+LINK = Link(bandwidth_bps=1e12, latency_s=1.0, errors=IndependentBits(0.0), packet_bytes=1000, header_bytes=0)
+PLAN = InferencePlan(common_flops=2, branch_flops=(3, 5), image_bytes=4, feature_bytes=(4, 4), fc_flops=0)
+
+
+def test_inference_timeline_by_hand():
+    rng = np.random.default_rng(0)
+    dev = _profile(1.0)  # 1 FLOP/s: compute seconds = FLOPs
+    out = simulate_inference(PLAN, [DeviceLoad(dev, (0,)), DeviceLoad(dev, (1,))], _profile(1e9), LINK, rng)
+    # d0: image 0-1, compute 2+3 -> 6, up 6-7; d1: image 1-2, compute 2+5 -> 9, up 9-10
+    assert out.latency_s == pytest.approx(10.0, abs=1e-6) and set(out.arrived) == {0, 1}
+    assert [t.compute_s for t in out.devices] == [5.0, 7.0]
+    # one device runs both students: the common part once; each student's features sent when ready
+    out = simulate_inference(PLAN, [DeviceLoad(dev, (0, 1))], _profile(1e9), LINK, rng)
+    assert out.latency_s == pytest.approx(13.0, abs=1e-6) and out.devices[0].compute_flops == 10
+    # a failed device: the aggregator waits for its deadline, then uses what arrived
+    out = simulate_inference(PLAN, [DeviceLoad(dev, (0,)), DeviceLoad(dev, (1,))], _profile(1e9), LINK, rng,
+                             failed=frozenset({1}), deadline_s=20.0)
+    assert out.latency_s == pytest.approx(20.0) and set(out.arrived) == {0} and out.devices[1].energy_j == 0
+
+
+def test_split_timeline_by_hand():
+    from experiments.nonn.split import SplitLayer
+
+    rng = np.random.default_rng(0)
+    dev = _profile(1.0)
+    layers = [SplitLayer("a", (2, 2), (0, 0)), SplitLayer("b", (3, 3), (8, 8))]
+    out = simulate_split(layers, (4, 4), 4, 0, [dev, dev], _profile(1e9), LINK, rng)
+    # images at 1 and 2; layer a: d0 1-3, d1 2-4; exchange: d0 sends 3-4, d1 sends 4-5;
+    # layer b: d0 5-8, d1 4? no: d1 waits for d0's slice (4) -> 4-7; results to the server one at a
+    # time: d1 7-8, d0 8-9 -> 9
+    assert out.latency_s == pytest.approx(9.0, abs=1e-6)
+
+
+def test_lossy_link_gives_up_and_the_student_is_missing():
+    bad = Link(bandwidth_bps=1e6, latency_s=0.0, errors=IndependentBits(0.5), packet_bytes=64, header_bytes=0,
+               max_attempts=1)
+    out = simulate_inference(PLAN, [DeviceLoad(_profile(1.0), (0,))], _profile(1e9), bad, np.random.default_rng(1),
+                             deadline_s=30.0)
+    assert out.arrived == {} and out.latency_s == pytest.approx(30.0)
+
+
+TINY = ["+experiment=nonn", "nonn.teacher_depth=10", "nonn.teacher_width=0.5", "nonn.teacher_epochs=1",
+        "nonn.student_depth=10", "nonn.student_epochs=1", "nonn.num_students=3", "nonn.timing_images=2",
+        "nonn.memory_budget_bytes=20000", "nonn.flop_budget=1e6", "nonn.top_filters=8", "nonn.edge_percentile=80",
+        "progress=false"]
+
+
+def test_tiny_end_to_end_is_deterministic_through_the_cache(run_sim, tmp_path):
+    outs = []
+    for i in range(2):
+        d = tmp_path / f"run{i}"
+        res = run_sim(*TINY, f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={d}")
+        assert res.returncode == 0, res.stderr[-2000:]
+        outs.append(d)
+    names = ["partition.csv", "students.csv", "comparison.csv", "inference.csv", "inference_devices.csv",
+             "robustness.csv", "calibration.csv", "summary.csv"]
+    for name in names:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    assert (outs[0] / "robustness.png").exists() and (outs[0] / "latency.png").exists()
+    s = pd.read_csv(outs[0] / "summary.csv").iloc[0]
+    assert s["num_students"] == 3 and s["speedup_vs_split"] > 1
+    rob = pd.read_csv(outs[0] / "robustness.csv")
+    assert list(rob["subsets"]) == [3, 3, 1]  # C(3, m) subsets of active devices
+    assert (rob["accuracy_min"] <= rob["accuracy_mean"]).all() and (rob["accuracy_mean"] <= rob["accuracy_max"]).all()
+    comp = pd.read_csv(outs[0] / "comparison.csv")
+    assert list(comp["model"]) == ["teacher", "NoNN", "NoNN, KD only", "KD student", "ATKD student"]
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 5  # teacher, 2 NoNNs, 2 single students
+
+
+def test_bad_nonn_setting_is_one_line_and_writes_nothing(run_sim, tmp_path):
+    res = run_sim("+experiment=nonn", "nonn.rule=xx", f"hydra.run.dir={tmp_path / 'r'}")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "error: nonn.rule='xx': allowed: ah, ca"
+    assert not list(tmp_path.rglob("*.csv"))
