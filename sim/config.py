@@ -108,6 +108,7 @@ class NonnConfig:
     top_filters: Optional[int] = 50  # per image, only this many most active filters connect; null = all
     edge_percentile: float = 99.0  # edges below this percentile of the non-zero weights are dropped
     resolution: float = 0.7  # Louvain resolution
+    balance: bool = True  # cut communities larger than 1/k of the kept filters so partitions come out near-equal
     # students: sized to the per-device budgets (memory = params x bytes_per_param)
     student_depth: int = 16
     student_width: Optional[float] = None  # WRN width multiplier; null = the widest that meets both budgets
@@ -124,8 +125,11 @@ class NonnConfig:
     alpha: float = 0.9
     temperature: float = 4.0
     kd_scale: Optional[float] = None  # null = 2 T^2 (the authors' code); 1 = the paper's eq. 1 as written
-    beta: float = 1.0e4
-    at_beta: float = 1.0e3  # attention transfer weight of the ATKD baseline
+    beta: float = 1.0e4  # activation-transfer weight (the authors' code), when beta_search is empty
+    at_beta: float = 1.0e3  # attention-transfer weight of the ATKD baseline, when at_beta_search is empty
+    # the paper picks the best beta for NoNN and for ATKD from 1e1..1e4: by validation accuracy here
+    beta_search: list[float] = field(default_factory=lambda: [1.0e1, 1.0e2, 1.0e3, 1.0e4])
+    at_beta_search: list[float] = field(default_factory=lambda: [1.0e1, 1.0e2, 1.0e3, 1.0e4])
     baselines: bool = True  # train the single KD and ATKD students and NoNN with KD alone
     # distributed inference on the simulated fleet
     device: str = "rpi3_400mhz"  # one student per device (homogeneous case)

@@ -14,7 +14,7 @@ import itertools
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -70,6 +70,8 @@ def validate_nonn(n: NonnConfig) -> None:
     _check(0 <= n.alpha <= 1, "alpha", n.alpha, "allowed range is [0, 1]")
     for name in ("beta", "at_beta", "momentum", "weight_decay"):
         _check(getattr(n, name) >= 0, name, getattr(n, name), "must be >= 0")
+    for name in ("beta_search", "at_beta_search"):
+        _check(all(b >= 0 for b in getattr(n, name)), name, list(getattr(n, name)), "weights must be >= 0 ([] = use beta / at_beta)")
     _check(n.kd_scale is None or n.kd_scale >= 0, "kd_scale", n.kd_scale, "must be >= 0 or null (2 T^2)")
     for name in ("device", "big_device", "server"):
         _check(getattr(n, name) in CATALOGUE, name, getattr(n, name), f"allowed: {', '.join(sorted(CATALOGUE))}")
@@ -342,6 +344,9 @@ class Trained:
     baseline_width: float | None
     teacher_val_accuracy: float
     p0_val_accuracy: float
+    beta: float
+    at_beta: float | None
+    beta_search: pd.DataFrame
 
 
 def _split_validation(data: Dataset, fraction: float, seed: int):
@@ -386,7 +391,7 @@ def train_all(cfg: Config, data: Dataset) -> Trained:
         _, f_val = teacher.features(x_val)
     activity = f_val.mean(dim=(2, 3)).numpy()
     kp = partition_filters(activity, n.num_students, rule=n.rule, top=n.top_filters, percentile=n.edge_percentile,
-                           resolution=n.resolution, seed=int(stream(seed, "nonn-louvain").integers(2**31)))
+                           resolution=n.resolution, seed=int(stream(seed, "nonn-louvain").integers(2**31)), balance=n.balance)
     spec, width, costs = size_students(n.student_depth, kp.sizes, data.input_shape, k,
                                        memory_budget_bytes=n.memory_budget_bytes, bytes_per_param=n.bytes_per_param,
                                        flop_budget=n.flop_budget, common_group=n.common_group, width=n.student_width)
@@ -394,33 +399,49 @@ def train_all(cfg: Config, data: Dataset) -> Trained:
     kd_scale = 2 * n.temperature**2 if n.kd_scale is None else n.kd_scale
     ds = DistillSettings(n.alpha, n.temperature, kd_scale, n.beta, n.at_beta)
     s_key = {"teacher": t_key, "partition": [list(p) for p in kp.parts], "spec": asdict(spec), "epochs": n.student_epochs,
-             "distill": asdict(ds), **ts}
+             "alpha": n.alpha, "temperature": n.temperature, "kd_scale": kd_scale, **ts}
     order = [list(p) for p in kp.parts]
+    search: list[dict] = []
 
-    def nonn_model(name: str, at: bool) -> NoNN:
+    def best(name: str, betas: list[float], train_one) -> tuple[torch.nn.Module, float]:
+        """Train one model per beta; keep the best on the validation set (ties: the first)."""
+        found = None
+        for beta in betas:
+            model = train_one(beta)
+            val = accuracy(model, x_val, y_val)
+            search.append({"model": name, "beta": beta, "val_accuracy": val})
+            if found is None or val > found[2]:
+                found = (model, beta, val)
+        return found[0], found[1]
+
+    def nonn_model(name: str, at: bool, beta: float) -> NoNN:
         s = int(stream(seed, name).integers(2**31))
         model = _seeded(s, lambda: NoNN(spec, kp.sizes, c, k))
-        cached_model(cfg.cache_dir, name, {**s_key, "activation_transfer": at}, model,
-                     lambda m: train_nonn(m, x_tr, y_tr, targets, order, TrainSettings(n.student_epochs, seed=s, **ts), ds, at) or {})
+        d = replace(ds, beta=beta)
+        cached_model(cfg.cache_dir, name, {**s_key, "activation_transfer": at, "beta": beta if at else None}, model,
+                     lambda m: train_nonn(m, x_tr, y_tr, targets, order, TrainSettings(n.student_epochs, seed=s, **ts), d, at) or {})
         return model.eval()
 
-    nonn = nonn_model("nonn-students", True)
+    nonn, beta = best("NoNN", list(n.beta_search) or [n.beta], lambda b: nonn_model("nonn-students", True, b))
     nonn_kd = kd = atkd = None
-    b_width = None
+    b_width = at_beta = None
     if n.baselines:
-        nonn_kd = nonn_model("nonn-students-kd", False)
+        nonn_kd = nonn_model("nonn-students-kd", False, 0.0)
         b_width = match_width(n.student_depth, count_params(nonn), c, k)
 
-        def single(name: str, at: bool) -> WRN:
+        def single(name: str, at: bool, beta: float) -> WRN:
             s = int(stream(seed, name).integers(2**31))
             model = _seeded(s, lambda: WRN(n.student_depth, scaled_widths(b_width), c, k))
-            cached_model(cfg.cache_dir, name, {**s_key, "width": b_width, "attention_transfer": at}, model,
-                         lambda m: train_single(m, x_tr, y_tr, targets, TrainSettings(n.student_epochs, seed=s, **ts), ds, at) or {})
+            d = replace(ds, at_beta=beta)
+            cached_model(cfg.cache_dir, name, {**s_key, "width": b_width, "attention_transfer": at, "at_beta": beta if at else None},
+                         model, lambda m: train_single(m, x_tr, y_tr, targets, TrainSettings(n.student_epochs, seed=s, **ts), d, at) or {})
             return model.eval()
 
-        kd, atkd = single("nonn-kd-student", False), single("nonn-atkd-student", True)
+        kd = single("nonn-kd-student", False, 0.0)
+        atkd, at_beta = best("ATKD student", list(n.at_beta_search) or [n.at_beta], lambda b: single("nonn-atkd-student", True, b))
     return Trained(teacher, nonn, nonn_kd, kd, atkd, kp, costs, width, b_width,
-                   accuracy(teacher, x_val, y_val), _p0_accuracy(teacher, x_val, y_val, kp.p0))
+                   accuracy(teacher, x_val, y_val), _p0_accuracy(teacher, x_val, y_val, kp.p0), beta, at_beta,
+                   pd.DataFrame(search))
 
 
 @torch.no_grad()
@@ -670,7 +691,8 @@ def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
         "memory_budget_bytes": n.memory_budget_bytes, "flop_budget": n.flop_budget,
         "teacher_accuracy": accs["teacher"], "nonn_accuracy": accs["NoNN"],
         "nonn_kd_only_accuracy": accs.get("NoNN, KD only", math.nan), "kd_student_accuracy": accs.get("KD student", math.nan),
-        "atkd_student_accuracy": accs.get("ATKD student", math.nan), "nonn_delivered_accuracy": delivered,
+        "atkd_student_accuracy": accs.get("ATKD student", math.nan), "nonn_beta": tr.beta,
+        "atkd_beta": math.nan if tr.at_beta is None else tr.at_beta, "nonn_delivered_accuracy": delivered,
         "communities": kp.communities, "modularity": kp.modularity, "p0_filters": len(kp.p0),
         "partition_sizes": " ".join(map(str, kp.sizes)), "teacher_val_accuracy": tr.teacher_val_accuracy,
         "p0_zeroed_val_accuracy": tr.p0_val_accuracy, "delta_val_accuracy": tr.p0_val_accuracy - tr.teacher_val_accuracy,
@@ -689,6 +711,7 @@ def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
     write_csv(devices, out_dir / "inference_devices.csv")
     write_csv(robustness, out_dir / "robustness.csv")
     write_csv(calib, out_dir / "calibration.csv")
+    write_csv(tr.beta_search, out_dir / "beta_search.csv")
     write_csv(summary, out_dir / "summary.csv")
     write_json({"wall_s": wall}, out_dir / "wallclock.json")
     _plots(out_dir, scenarios, robustness, k)

@@ -49,9 +49,21 @@ def test_merge_follows_the_papers_example():
     ids = iter(range(1000))
     groups = {size: [next(ids) for _ in range(size)] for size in (12, 14, 25, 30)}
     singles = [[next(ids)] for _ in range(40)]
-    p0, parts = merge_communities(list(groups.values()) + singles, 2)
+    p0, parts = merge_communities(list(groups.values()) + singles, 2, balance=False)
     assert len(p0) == 40 and sorted(len(p) for p in parts) == [39, 42]
     assert sorted(parts[0]) == sorted(groups[30] + groups[12]) and sorted(parts[1]) == sorted(groups[25] + groups[14])
+    _, even = merge_communities(list(groups.values()) + singles, 2)  # balance moves one filter
+    assert sorted(len(p) for p in even) == [40, 41]
+
+
+def test_balance_cuts_large_communities_into_near_equal_partitions():
+    communities = [list(range(0, 41)), list(range(41, 74)), list(range(74, 88))] + [[f] for f in range(88, 220)]
+    p0, parts = merge_communities(communities, 8)
+    assert len(p0) == 132
+    sizes = sorted(len(p) for p in parts)
+    assert sizes == [11] * 8
+    _, whole = merge_communities(communities, 8, balance=False)
+    assert max(len(p) for p in whole) == 41  # without balance a community stays whole
 
 
 def test_merge_splits_when_there_are_fewer_groups_than_students():
@@ -169,7 +181,7 @@ def test_lossy_link_gives_up_and_the_student_is_missing():
 TINY = ["+experiment=nonn", "nonn.teacher_depth=10", "nonn.teacher_width=0.5", "nonn.teacher_epochs=1",
         "nonn.student_depth=10", "nonn.student_epochs=1", "nonn.num_students=3", "nonn.timing_images=2",
         "nonn.memory_budget_bytes=20000", "nonn.flop_budget=1e6", "nonn.top_filters=8", "nonn.edge_percentile=80",
-        "progress=false"]
+        "nonn.beta_search=[100]", "nonn.at_beta_search=[]", "progress=false"]
 
 
 def test_tiny_end_to_end_is_deterministic_through_the_cache(run_sim, tmp_path):
@@ -180,7 +192,7 @@ def test_tiny_end_to_end_is_deterministic_through_the_cache(run_sim, tmp_path):
         assert res.returncode == 0, res.stderr[-2000:]
         outs.append(d)
     names = ["partition.csv", "students.csv", "comparison.csv", "inference.csv", "inference_devices.csv",
-             "robustness.csv", "calibration.csv", "summary.csv"]
+             "robustness.csv", "calibration.csv", "beta_search.csv", "summary.csv"]
     for name in names:
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
     assert (outs[0] / "robustness.png").exists() and (outs[0] / "latency.png").exists()

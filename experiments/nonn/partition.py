@@ -90,13 +90,18 @@ class KnowledgePartition:
         return [f for p in self.parts for f in p]
 
 
-def merge_communities(communities: list[list[int]], k: int) -> tuple[list[int], list[list[int]]]:
+def merge_communities(communities: list[list[int]], k: int, balance: bool = True) -> tuple[list[int], list[list[int]]]:
     """(P0, [P_1..P_k]) from communities.
 
     Singletons (filters with no edge) are pooled into one group; groups are sorted by size;
-    the largest is P0. The next k groups seed the k partitions; each remaining group joins the
-    partition with the fewest filters (ties: the lowest index). If fewer than k groups remain,
-    the largest partition is halved until there are k (a partition needs at least one filter).
+    the largest is P0. With `balance`, a group larger than ceil(n / k) (n: filters outside P0)
+    is first cut into near-equal runs of its filters, so that the partitions can come out nearly
+    equal however few communities there are (the paper's "almost equal" sizes; for more than
+    two students its authors shuffled filters between partitions). The k largest groups then
+    seed the k partitions and each remaining group joins the partition with the fewest filters
+    (ties: the lowest index). If fewer than k groups remain, the largest partition is halved
+    until there are k (a partition needs at least one filter). With `balance`, filters then move
+    one at a time from the largest partition to the smallest until sizes differ by at most one.
     """
     if k < 1:
         raise ValueError(f"k={k}: need at least one partition")
@@ -108,6 +113,13 @@ def merge_communities(communities: list[list[int]], k: int) -> tuple[list[int], 
     if not groups:
         raise ValueError("no communities to partition")
     p0, rest = groups[0], groups[1:]
+    if balance and rest:
+        target = -(-sum(map(len, rest)) // k)
+        cut = []
+        for c in rest:
+            pieces = -(-len(c) // target)
+            cut += [list(a) for a in np.array_split(np.asarray(c), pieces)]
+        rest = sorted(([int(f) for f in c] for c in cut), key=lambda c: (-len(c), c[0]))
     parts = [list(c) for c in rest[:k]]
     for c in rest[k:]:
         smallest = min(range(len(parts)), key=lambda i: (len(parts[i]), i))
@@ -125,15 +137,20 @@ def merge_communities(communities: list[list[int]], k: int) -> tuple[list[int], 
         p = parts.pop(big)
         half = len(p) // 2
         parts += [p[:half], p[half:]]
+    while balance and max(map(len, parts)) - min(map(len, parts)) > 1:  # even out what the cuts left
+        big = max(range(k), key=lambda i: (len(parts[i]), -i))
+        small = min(range(k), key=lambda i: (len(parts[i]), i))
+        parts[small] = sorted(parts[small] + [parts[big].pop()])
     parts.sort(key=lambda p: (-len(p), p[0]))
     return sorted(p0), parts
 
 
 def partition_filters(activity: np.ndarray, k: int, *, rule: str = "ah", top: int | None = 50,
-                      percentile: float = 99.0, resolution: float = 0.7, seed: int = 0) -> KnowledgePartition:
+                      percentile: float = 99.0, resolution: float = 0.7, seed: int = 0,
+                      balance: bool = True) -> KnowledgePartition:
     """The whole pipeline: activity -> network -> communities -> P0 and k partitions."""
     net = activation_network(activity, rule, top)
     communities, modularity, _ = detect_communities(net, percentile=percentile, resolution=resolution, seed=seed)
-    p0, parts = merge_communities(communities, k)
+    p0, parts = merge_communities(communities, k, balance)
     return KnowledgePartition(p0=tuple(p0), parts=tuple(tuple(p) for p in parts), communities=len(communities),
                               modularity=modularity)
