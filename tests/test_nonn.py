@@ -62,7 +62,7 @@ def test_balance_cuts_large_communities_into_near_equal_partitions():
     assert len(p0) == 132
     sizes = sorted(len(p) for p in parts)
     assert sizes == [11] * 8
-    _, whole = merge_communities(communities, 8, balance=False)
+    _, whole = merge_communities(communities, 3, balance=False)
     assert max(len(p) for p in whole) == 41  # without balance a community stays whole
 
 
