@@ -138,6 +138,7 @@ class NonnConfig:
     split_model: str = "atkd"  # the horizontally split baseline: atkd (the single student) | teacher
     deadline_s: float = 2.0  # the aggregator applies the FC to what arrived by then (simulated s)
     timing_images: int = 20  # inferences simulated per scenario for latency and energy
+    calibrate: bool = True  # also simulate the paper's own deployments (tables 6-8) into calibration.csv
 
 
 # --- NAIR (issue 4): settings of `sim/nair.py`; `conf/workload/nair.yaml` selects it ---------------
