@@ -123,6 +123,7 @@ class InferenceOutcome:
     devices: list[DeviceTrace]
     arrived: dict[int, np.ndarray] = field(default_factory=dict)  # student -> flip positions in its features
     bits_flipped: int = 0
+    image_flips: dict[int, np.ndarray] = field(default_factory=dict)  # device -> flips in its copy of the image (raw)
 
 
 def _energy(tr: DeviceTrace, p: DeviceProfile, total_s: float) -> float:
@@ -148,6 +149,7 @@ def simulate_inference(plan: InferencePlan, loads: Sequence[DeviceLoad], server:
     traces = [DeviceTrace(d, l.profile.name, l.students, failed=d in failed) for d, l in enumerate(loads)]
     expected = sum(len(l.students) for l in loads)  # the aggregator does not know who failed
     arrivals: dict[int, np.ndarray] = {}
+    image_flips: dict[int, np.ndarray] = {}
     all_in = env.event()
     flips = [0]
 
@@ -168,6 +170,9 @@ def simulate_inference(plan: InferencePlan, loads: Sequence[DeviceLoad], server:
         got = yield from over_link(tr, plan.image_bytes, "down")
         if not got.delivered:
             return
+        if len(got.flip_positions):
+            image_flips[d] = got.flip_positions
+            flips[0] += len(got.flip_positions)
         for j, s in enumerate(load.students):
             flops = plan.branch_flops[s] + (plan.common_flops if j == 0 else 0)
             dt = flops / load.profile.flops_per_s
@@ -196,7 +201,7 @@ def simulate_inference(plan: InferencePlan, loads: Sequence[DeviceLoad], server:
     total = env.now
     for tr, load in zip(traces, loads):
         tr.energy_j = 0.0 if tr.failed else _energy(tr, load.profile, total)
-    return InferenceOutcome(total, traces, dict(arrivals), flips[0])
+    return InferenceOutcome(total, traces, dict(arrivals), flips[0], dict(image_flips))
 
 
 def simulate_split(layers, pooled_bytes: Sequence[int], image_bytes: int, fc_flops: int, profiles: Sequence[DeviceProfile],
@@ -525,7 +530,7 @@ def simulate_fleet(cfg: Config, tr: Trained, data: Dataset, link: Link):
     scen_rows, dev_rows = [], []
 
     # NoNN on each scenario; the homogeneous small-device one also gives the delivered accuracy
-    delivered_acc = math.nan
+    delivered_acc, flipped = math.nan, 0
     for si, (name, loads) in enumerate(_scenarios(k, small, big)):
         outs, device_runs = [], []
         n_images = len(y) if si == 0 else n.timing_images
@@ -537,8 +542,17 @@ def simulate_fleet(cfg: Config, tr: Trained, data: Dataset, link: Link):
                 params = [common_p + sum(branch_p[s] for s in l.students) for l in loads]
                 device_runs.append(_device_rows(name, "NoNN", out, params, n.bytes_per_param, [l.profile for l in loads]))
             if si == 0:
+                flipped += out.bits_flipped
+                redo = {}  # raw mode: a device whose copy of the image was corrupted computes on it
+                for d, flips in out.image_flips.items():
+                    bad = data.x_test[img:img + 1].numpy().copy()
+                    flip_bits(bad.view(np.uint8).reshape(-1), flips)
+                    with torch.no_grad(), np.errstate(over="ignore", invalid="ignore"):
+                        maps = tr.nonn.student_maps(torch.from_numpy(bad), list(loads[d].students))
+                    redo.update({s: m.mean(dim=(2, 3))[0].numpy().astype(np.float32)
+                                 for s, m in zip(loads[d].students, maps)})
                 for s, flips in out.arrived.items():
-                    row = pooled[s][img].copy()
+                    row = redo[s].copy() if s in redo else pooled[s][img].copy()
                     if len(flips):
                         flip_bits(row.view(np.uint8), flips)
                     received[s][img] = row
@@ -611,7 +625,7 @@ def simulate_fleet(cfg: Config, tr: Trained, data: Dataset, link: Link):
         rob.append({"active_devices": active_n, "failed_devices": k - active_n, "subsets": len(accs),
                     "accuracy_min": min(accs), "accuracy_mean": float(np.mean(accs)), "accuracy_max": max(accs),
                     "latency_mean_s": float(np.mean(lats))})
-    return pd.DataFrame(scen_rows), pd.DataFrame(dev_rows), pd.DataFrame(rob), delivered_acc
+    return pd.DataFrame(scen_rows), pd.DataFrame(dev_rows), pd.DataFrame(rob), (delivered_acc, flipped)
 
 
 def _plots(out_dir, scenarios: pd.DataFrame, robustness: pd.DataFrame, k: int) -> None:
@@ -671,7 +685,7 @@ def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
     tr = train_all(cfg, data)
     wall = {"train_s": round(time.perf_counter() - t0, 3)}
     t0 = time.perf_counter()
-    scenarios, devices, robustness, delivered = simulate_fleet(cfg, tr, data, link)
+    scenarios, devices, robustness, (delivered, flipped) = simulate_fleet(cfg, tr, data, link)
     wall["simulate_s"] = round(time.perf_counter() - t0, 3)
     k = len(tr.nonn.sizes)
 
@@ -712,6 +726,7 @@ def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
         "nonn_kd_only_accuracy": accs.get("NoNN, KD only", math.nan), "kd_student_accuracy": accs.get("KD student", math.nan),
         "atkd_student_accuracy": accs.get("ATKD student", math.nan), "nonn_beta": tr.beta,
         "atkd_beta": math.nan if tr.at_beta is None else tr.at_beta, "nonn_delivered_accuracy": delivered,
+        "nonn_bits_flipped": flipped,
         "communities": kp.communities, "modularity": kp.modularity, "p0_filters": len(kp.p0),
         "partition_sizes": " ".join(map(str, kp.sizes)), "teacher_val_accuracy": tr.teacher_val_accuracy,
         "p0_zeroed_val_accuracy": tr.p0_val_accuracy, "delta_val_accuracy": tr.p0_val_accuracy - tr.teacher_val_accuracy,

@@ -232,3 +232,14 @@ def test_calibration_against_the_papers_tables():
     assert two["sim_compute_ms"] == pytest.approx(101.91, rel=1e-6)
     assert abs(two["latency_error_pct"]) < 5 and abs(df.loc[("NoNN-8S", "rpi3_400mhz"), "latency_error_pct"]) < 10
     assert df.loc[("split ATKD WRN40-2 over 8", "rpi3_400mhz"), "sim_latency_ms"] > 5 * two["sim_latency_ms"]
+
+
+def test_raw_link_flips_bits_in_the_real_payloads(run_sim, tmp_path):
+    d = tmp_path / "raw"
+    res = run_sim(*TINY, "nonn.num_students=2", "nonn.baselines=false", "nonn.split_model=teacher", "channel.mode=raw",
+                  "channel.ber=0.002", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={d}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    s = pd.read_csv(d / "summary.csv").iloc[0]
+    # ~360 images x (256-byte image + 2 feature payloads) x 8 bits x 0.002
+    assert s["nonn_bits_flipped"] > 1000
+    assert s["nonn_delivered_accuracy"] != s["nonn_accuracy"]
