@@ -22,8 +22,9 @@ __all__ = ["cache_key", "cached_model"]
 
 
 def cache_key(parts: dict[str, Any]) -> str:
-    """A short stable digest of `parts` (plus the torch version, which changes the weights)."""
-    text = json.dumps({**parts, "torch": torch.__version__}, sort_keys=True, default=str)
+    """A short stable digest of `parts`, plus what else changes trained weights: the torch
+    version and its intra-op thread count (the order of float summations)."""
+    text = json.dumps({**parts, "torch": torch.__version__, "threads": torch.get_num_threads()}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 

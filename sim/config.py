@@ -139,6 +139,10 @@ class NonnConfig:
     deadline_s: float = 2.0  # the aggregator applies the FC to what arrived by then (simulated s)
     timing_images: int = 20  # inferences simulated per scenario for latency and energy
     calibrate: bool = True  # also simulate the paper's own deployments (tables 6-8) into calibration.csv
+    # torch intra-op threads while the job runs (restored after): float results depend on the
+    # thread count (summation order), so fixing it keeps CSVs identical across machines; and on
+    # these small convolutions one thread is about as fast as two
+    torch_threads: int = 1
 
 
 # --- NAIR (issue 4): settings of `sim/nair.py`; `conf/workload/nair.yaml` selects it ---------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 
@@ -26,13 +27,13 @@ from devices import CATALOGUE, DeviceProfile
 from experiments.cache import cached_model
 from experiments.data import Dataset, load_dataset
 from experiments.nonn.budget import StudentCost, forward_flops, match_width, size_students
-from experiments.nonn.models import WRN, NoNN, count_params, scaled_widths, wrn_blocks
+from experiments.nonn.models import WRN, NoNN, count_params, scaled_widths
 from experiments.nonn.partition import RULES, KnowledgePartition, partition_filters
 from experiments.nonn.split import split_work
 from experiments.nonn.train import (DistillSettings, TrainSettings, accuracy, teacher_targets, train_nonn,
                                     train_single, train_teacher)
-from sim.config import Config, ConfigError, NonnConfig
-from sim.report import atomic_path, frame, write_csv, write_json
+from sim.config import Config, ConfigError, NonnConfig, validate
+from sim.report import atomic_path, write_csv, write_json
 from sim.runner import build_link
 from sim.seeding import stream
 
@@ -55,7 +56,7 @@ def validate_nonn(n: NonnConfig) -> None:
         _check(isinstance(v, int) and v >= 10 and (v - 4) % 6 == 0, name, v, "a WRN depth 6n + 4 (10, 16, 22, 28, 40, ...)")
     _check(n.teacher_width > 0, "teacher_width", n.teacher_width, "must be > 0")
     _check(n.student_width is None or n.student_width > 0, "student_width", n.student_width, "must be > 0 or null")
-    for name in ("teacher_epochs", "student_epochs", "batch_size", "timing_images"):
+    for name in ("teacher_epochs", "student_epochs", "batch_size", "timing_images", "torch_threads"):
         _check(isinstance(getattr(n, name), int) and getattr(n, name) >= 1, name, getattr(n, name), "must be an integer >= 1")
     _check(0 < n.val_fraction < 1, "val_fraction", n.val_fraction, "allowed range is (0, 1)")
     _check(n.rule in RULES, "rule", n.rule, f"allowed: {', '.join(RULES)}")
@@ -665,14 +666,18 @@ def _plots(out_dir, scenarios: pd.DataFrame, robustness: pd.DataFrame, k: int) -
 
 def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
     """The NoNN job; returns its summary row."""
-    from pathlib import Path
-
-    from sim.config import validate
-
     validate(cfg)
     validate_nonn(cfg.nonn)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.nonn.torch_threads)
+    try:
+        return _run(cfg, Path(out_dir))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: Config, out_dir) -> pd.DataFrame:
     n = cfg.nonn
-    out_dir = Path(out_dir)
     try:
         link = build_link(cfg.channel)
         data = load_dataset(cfg.dataset.name, path=cfg.dataset.path, seed=cfg.seed, num_samples=cfg.dataset.num_samples)
