@@ -124,7 +124,7 @@ class NairConfig:
     retune_epochs: int = 4
     retune_lr: float = 0.01  # cosine-annealed from here (the paper: 1e-2)
     retune_batch_size: int = 80  # the paper: 80
-X
+    clio_training: str = "sum"  # sum: every width each minibatch (the paper's eqs. 3-4) | sample: one drawn width (CLIO's code)
     clio_head_emphasis: float = 0.0  # alpha_j ~ (J-j+1)^this; 0 = equal (CLIO^n), > 0 favours narrow prefixes (CLIO^l)
     # figure 5: accuracy when a fraction of the elements sent at a split is corrupted
     corruption_fractions: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5])
