@@ -129,6 +129,10 @@ class NairConfig:
     # figure 5: accuracy when a fraction of the elements sent at a split is corrupted
     corruption_fractions: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5])
     corruption_mode: str = "erase"  # erase: corrupted elements arrive as 0 | noise: uniform in the tensor's range
+    # torch intra-op threads while the job runs (restored after): these convolutions are tiny, so
+    # one thread is faster than several on a shared machine, and the float results (summation
+    # order) depend on the thread count: fixing it keeps CSVs identical across machines
+    torch_threads: int = 1
     # data subsets (null = all): tiny runs and tests
     train_samples: Optional[int] = None
     test_samples: Optional[int] = None
