@@ -146,7 +146,7 @@ def test_multi_tail_has_one_narrow_tail_per_width():
     assert sum(count_parameters(t) for t in tails) > 6 * single
 
 
-TINY = {"epochs": 1, "retune_epochs": 1, "train_samples": 120, "test_samples": 40}
+TINY = {"epochs": 1, "retune_epochs": 1, "train_samples": 60, "test_samples": 20}
 
 
 def _tiny_cfg() -> Config:
@@ -202,6 +202,3 @@ def test_tiny_end_to_end_run(run_sim, tmp_path):
     for name in ("latency.csv", "ablation.csv", "importance.csv", "comparison.csv", "accuracy_vs_latency.png",
                  "accuracy_vs_corruption.png"):
         assert (out / name).exists(), name
-    bad = run_sim("+experiment=nair", "nair.split=99", f"hydra.run.dir={tmp_path / 'bad'}")
-    assert bad.returncode == 2 and "nair.split" in bad.stderr and "Traceback" not in bad.stderr
-    assert not list((tmp_path / "bad").rglob("*.csv"))
