@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 __all__ = ["FLOAT_BITS", "SlicePlan", "assemble", "decode_slice", "encode_slices", "importance_order",
-           "prefix_masks", "slice_bytes", "unit_importance", "units_in_budget"]
+           "prefix_masks", "unit_importance", "units_in_budget"]
 
 FLOAT_BITS = 32  # bits per element meaning "send float32 as is"
 _RANGE_BYTES = 8  # a quantised slice carries its float32 min and max
@@ -94,10 +94,6 @@ class SlicePlan:
         if self.send_index:
             sizes[0] += self.units
         return sizes
-
-
-def slice_bytes(plan: SlicePlan) -> list[int]:
-    return plan.slice_sizes()
 
 
 def _pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
