@@ -148,7 +148,39 @@ class NonnConfig:
 # --- NAIR (issue 4): settings of `sim/nair.py`; `conf/workload/nair.yaml` selects it ---------------
 @dataclass
 class NairConfig:
-    pass
+    # the network and the split
+    split: int = 3  # O_k sent after stage k of the MobileNetV2-style net: 1 (stem) .. 8 (last 1x1 conv)
+    input_size: int = 16  # the sensor image is upsampled to input_size x input_size in the head (>= 8)
+    channels_per_unit: int = 2  # channels per slice unit (the paper: every second channel); divides C_k
+    bits_per_element: int = 32  # 32 = float32 as is; 1..16 = uniform quantisation between a slice's min and max
+    fold_bn: bool = True  # eq. 8 on the filter as applied (conv x BN scale); false = raw conv weights
+    # latency budgets (s) from the sensor reading to the tail's input: table II's columns
+    latencies_s: list[float] = field(default_factory=lambda: [0.03, 0.05, 0.07, 0.09, 0.12, 0.16])
+    device: str = "rpi3_400mhz"  # the IoT device running the head (a devices.CATALOGUE name)
+    server: str = "edge_server"  # the edge server running the tail(s)
+    # the original model
+    epochs: int = 20
+    lr: float = 0.05
+    batch_size: int = 64
+    weight_decay: float = 5.0e-4
+    # NAIR's re-tuning (algorithm 2) and CLIO's retraining, both from the original weights
+    w_non: float = 2.0  # eq. 11 non-linear mapping weight
+    penalty_weight: float = 0.01  # coefficient of the penalty P of eq. 12 in the loss (eq. 13)
+    retune_epochs: int = 4
+    retune_lr: float = 0.01  # cosine-annealed from here (the paper: 1e-2)
+    retune_batch_size: int = 80  # the paper: 80
+    clio_training: str = "sum"  # sum: every width each minibatch (the paper's eqs. 3-4) | sample: one drawn width (CLIO's code)
+    clio_head_emphasis: float = 0.0  # alpha_j ~ (J-j+1)^this; 0 = equal (CLIO^n), > 0 favours narrow prefixes (CLIO^l)
+    # figure 5: accuracy when a fraction of the elements sent at a split is corrupted
+    corruption_fractions: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5])
+    corruption_mode: str = "erase"  # erase: corrupted elements arrive as 0 | noise: uniform in the tensor's range
+    # torch intra-op threads while the job runs (restored after): these convolutions are tiny, so
+    # one thread is faster than several on a shared machine, and the float results (summation
+    # order) depend on the thread count: fixing it keeps CSVs identical across machines
+    torch_threads: int = 1
+    # data subsets (null = all): tiny runs and tests
+    train_samples: Optional[int] = None
+    test_samples: Optional[int] = None
 
 
 # --- mcPipe (issue 5): settings of `sim/mcpipe.py`; `conf/workload/mcpipe.yaml` selects it ---------
