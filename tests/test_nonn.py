@@ -2,7 +2,6 @@
 baseline's exchanged bytes, the inference timeline, and a tiny end-to-end run."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pandas as pd
