@@ -123,6 +123,9 @@ class McpipeConfig:
     microbatch: int = 16  # samples per microbatch (one pipeline step, one weight update)
     depth: Optional[int] = None  # m: microbatches in flight at the first stage (stage s: m - s); null = N
     store: str = "vectors"  # mcPipe per layer: vectors (the paper) | weights | auto (the smaller of a pair and a version)
+    # mcPipe, a later version: materialize (the paper: computed when needed, then deleted) |
+    # lowrank (linear layers, plain SGD: kept weights plus the pairs' low-rank terms, never formed)
+    rebuild: str = "materialize"
     lr: float = 0.05  # SGD learning rate
     momentum: float = 0.0  # SGD momentum in [0, 1); mcPipe replays updates in order when > 0
     weight_decay: float = 0.0  # L2 coefficient, >= 0

@@ -44,6 +44,7 @@ __all__ = ["SCHEDULES", "PIPELINES", "Job", "run", "simulate", "prepare"]
 
 SCHEDULES = ("local", "data_parallel", "pipedream", "mcpipe", "greedy")
 PIPELINES = ("pipedream", "mcpipe", "greedy")
+REBUILDS = ("materialize", "lowrank")
 F32 = 4  # bytes per float32 element (theorem 1 counts elements)
 
 
@@ -89,6 +90,9 @@ def check_settings(cfg: Config) -> None:
                f"{len(b)} cuts make {len(b) + 1} stages; set mcpipe.workers=[{len(b) + 1}]")
     _check(m.depth is None or (isinstance(m.depth, int) and m.depth >= 1), "depth", m.depth, "must be null or an integer >= 1")
     _check(m.store in STORES, "store", m.store, f"allowed: {', '.join(STORES)}")
+    _check(m.rebuild in REBUILDS, "rebuild", m.rebuild, f"allowed: {', '.join(REBUILDS)}")
+    _check(m.rebuild != "lowrank" or (m.momentum == 0 and m.weight_decay == 0), "rebuild", m.rebuild,
+           "lowrank needs plain SGD (mcpipe.momentum=0, mcpipe.weight_decay=0)")
     _check(math.isfinite(m.lr) and m.lr > 0, "lr", m.lr, "must be a positive number")
     _check(0.0 <= m.momentum < 1.0, "momentum", m.momentum, "allowed range is [0, 1)")
     _check(math.isfinite(m.weight_decay) and m.weight_decay >= 0, "weight_decay", m.weight_decay, "must be >= 0")
@@ -294,8 +298,8 @@ def _monitor(env: simpy.Environment, job: Job, params: Callable[[], list], count
 
 def _stage_of(job: Job, schedule: str, index: int, first: int, end: int, init, first_stage: bool, last_stage: bool) -> Stage:
     opt = job.opt()
-    stores = [make_store(schedule, job.layers[i], init[i], opt, job.flops, store=job.m.store, pair_bytes=job.pair_bytes[i])
-              for i in range(first, end)]
+    stores = [make_store(schedule, job.layers[i], init[i], opt, job.flops, store=job.m.store, pair_bytes=job.pair_bytes[i],
+                         lowrank=job.m.rebuild == "lowrank") for i in range(first, end)]
     return Stage(index, job.layers[first:end], stores, job.flops, first=first_stage, last=last_stage)
 
 
@@ -536,6 +540,7 @@ def _result(job: Job, schedule: str, n: int, rows: list[dict], net: Net, mems: l
     summary = {
         **settings, "seed": job.cfg.seed, "dataset": job.cfg.dataset.name, "microbatch": m.microbatch,
         "depth": depth if schedule in PIPELINES else math.nan, "store": m.store if schedule == "mcpipe" else "",
+        "rebuild": m.rebuild if schedule == "mcpipe" else "",
         "partition": m.partition if schedule in PIPELINES else "", "lr": m.lr, "momentum": m.momentum,
         "channel_model": c.model, "channel_mode": c.mode, "channel_ber": c.ber, "bandwidth_bps": c.bandwidth_bps,
         "latency_s": c.latency_s, "sim_time_s": m.sim_time_s,

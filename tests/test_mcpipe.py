@@ -195,15 +195,22 @@ def test_a_worker_over_its_memory_is_reported() -> None:
     assert pd_mem[0]["peak_weights_bytes"] == 8 * (64 * 256 + 256) * 4
     assert pd_mem[0]["exceeds_memory"] and pd_mem[0]["peak_total_bytes"] > 512 * 1024
     assert not mc_mem[0]["exceeds_memory"] and mc_mem[0]["peak_total_bytes"] < 512 * 1024
+    assert mc_mem[0]["peak_working_bytes"] == (64 * 256 + 256) * 4  # the rebuilt version, while used
+    cfg.mcpipe.rebuild = "lowrank"
+    low = M.simulate(M.prepare(cfg)[0], "mcpipe", 2).memory
+    assert 0 < low[0]["peak_working_bytes"] < (64 * 256 + 256) * 4 / 10  # only low-rank temporaries
 
 
 # --- equivalence -------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 1e-3)])
-def test_mcpipe_weights_equal_pipedreams_at_every_step(momentum: float, weight_decay: float) -> None:
+@pytest.mark.parametrize("momentum, weight_decay, rebuild", [(0.0, 0.0, "materialize"), (0.9, 1e-3, "materialize"),
+                                                             (0.0, 0.0, "lowrank")])
+def test_mcpipe_weights_equal_pipedreams_at_every_step(momentum: float, weight_decay: float, rebuild: str) -> None:
     """Replaying one simulated 1F1B schedule with PipeDream's stash and with mcPipe's
     (activation, error) pairs gives the same weights after every update (plain SGD: exact;
-    momentum and weight decay: replayed in order); GreedyUpdates' do differ."""
-    cfg = _cfg(depth=4, sim_time_s=0.06, eval_every_s=0.06, momentum=momentum, weight_decay=weight_decay)
+    momentum and weight decay: replayed in order; low-rank application: within rounding);
+    GreedyUpdates' do differ."""
+    cfg = _cfg(depth=4, sim_time_s=0.02, eval_every_s=0.02, momentum=momentum, weight_decay=weight_decay,
+               rebuild=rebuild)
     job = M.prepare(cfg)[0]
     ops = [(w, op, k) for (_, w, op, k, _v) in M.simulate(job, "pipedream", 3).trace]
     assert sum(op == "B" for _, op, _ in ops) > 30
@@ -226,7 +233,7 @@ def test_mcpipe_weights_equal_pipedreams_at_every_step(momentum: float, weight_d
     ("models", ["resnet"], "mcpipe.models"), ("schedules", ["gpipe"], "mcpipe.schedules"),
     ("workers", [9], "mcpipe.workers"), ("workers", [], "mcpipe.workers"), ("devices", ["cray"], "mcpipe.devices"),
     ("partition", "random", "mcpipe.partition"), ("microbatch", 0, "mcpipe.microbatch"), ("depth", 0, "mcpipe.depth"),
-    ("store", "disk", "mcpipe.store"), ("lr", -1.0, "mcpipe.lr"), ("momentum", 1.0, "mcpipe.momentum"),
+    ("store", "disk", "mcpipe.store"), ("rebuild", "lazy", "mcpipe.rebuild"), ("lr", -1.0, "mcpipe.lr"), ("momentum", 1.0, "mcpipe.momentum"),
     ("sim_time_s", 0.0, "mcpipe.sim_time_s"), ("eval_every_s", 1.0, "mcpipe.eval_every_s"),
     ("target_accuracy", 2.0, "mcpipe.target_accuracy"), ("accuracy_at_s", 5.0, "mcpipe.accuracy_at_s"),
 ])
@@ -241,3 +248,8 @@ def test_layer_boundaries_setting() -> None:
     assert M.prepare(cfg)[0].partition(2) == [(0, 2), (2, 3)]
     with pytest.raises(ConfigError, match="mcpipe.boundaries"):
         M.prepare(_cfg(partition="layers", boundaries=[2], workers=[3]))
+
+
+def test_lowrank_needs_plain_sgd() -> None:
+    with pytest.raises(ConfigError, match=r"mcpipe\.rebuild='lowrank': lowrank needs plain SGD"):
+        M.prepare(_cfg(rebuild="lowrank", momentum=0.5))

@@ -69,8 +69,13 @@ class Stage:
         a = model_input(self.layers, x) if self.first else x
         rec = Record(v, [], [])
         for i, layer in enumerate(self.layers):
-            p = self._params(i, v, cost)
-            z, f = self.flops.run(("fwd", layer.index, tuple(a.shape)), lambda: layer.op(a, p))
+            if getattr(self.stores[i], "lowrank", False):
+                z, f, r, w = self.stores[i].linear_apply(v, a, "forward")
+                cost.rebuild_flops += r
+                cost.working_bytes = max(cost.working_bytes, w)
+            else:
+                p = self._params(i, v, cost)
+                z, f = self.flops.run(("fwd", layer.index, tuple(a.shape)), lambda: layer.op(a, p))
             cost.flops += f
             rec.inputs.append(a)
             rec.pre.append(z)
@@ -101,8 +106,13 @@ class Stage:
             if self.first and i == 0:
                 d = None  # nothing below the first layer needs an error
                 break
-            p = self._params(i, rec.version, cost)
-            d, f = self.flops.run(("bwd", layer.index, tuple(dz.shape)), lambda: layer.input_grad(a.shape, p, dz))
+            if getattr(self.stores[i], "lowrank", False):
+                d, f, r, w = self.stores[i].linear_apply(rec.version, dz, "input")
+                cost.rebuild_flops += r
+                cost.working_bytes = max(cost.working_bytes, w)
+            else:
+                p = self._params(i, rec.version, cost)
+                d, f = self.flops.run(("bwd", layer.index, tuple(dz.shape)), lambda: layer.input_grad(a.shape, p, dz))
             cost.flops += f
         return d, pairs, cost
 

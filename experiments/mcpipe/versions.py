@@ -123,12 +123,45 @@ class VectorStore(_Store):
 
     kind = "vectors"
 
-    def __init__(self, layer: Layer, params: Params, opt: SGD, flops: FlopCache) -> None:
+    def __init__(self, layer: Layer, params: Params, opt: SGD, flops: FlopCache, lowrank: bool = False) -> None:
         super().__init__(layer, params, opt, flops)
         self.base_v = 0
         self.base: Params = params
         self.base_buf: Params | None = None
         self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # `rebuild=lowrank`: a linear layer under plain SGD applies a later version without
+        # forming it (W_v = W_b - lr * sum_j dz_j^T a_j is the kept weights plus low-rank terms)
+        self.lowrank = lowrank and layer.kind == "linear" and not opt.momentum and not opt.weight_decay
+        if self.lowrank:
+            self.base = tuple(t.clone() for t in params)  # updated in place when it moves forward
+
+    def linear_apply(self, v: int, x: torch.Tensor, side: str) -> tuple[torch.Tensor, int, int, int]:
+        """Version v of a linear layer applied to `x` without forming its weights:
+        side 'forward': x W_v^T + b_v = x W_b^T + b_b - lr * sum_j ((x a_j^T) dz_j + sum(dz_j));
+        side 'input' (x is an error dz): dz W_v = dz W_b - lr * sum_j (dz dz_j^T) a_j.
+        Returns (result, FLOPs with the kept version, FLOPs of the low-rank terms, bytes of the
+        largest temporary)."""
+        if not self.base_v <= v <= self.latest:
+            raise KeyError(f"layer {self.layer.index}: version {v} not rebuildable from {self.base_v}..{self.latest}")
+        (w, b), lr, idx = self.base, self.opt.lr, self.layer.index
+        pairs = self.pairs[: v - self.base_v]
+        if side == "forward":
+            out, f = self.flops.run(("fwd", idx, tuple(x.shape)), lambda: torch.nn.functional.linear(x, w, b))
+        else:
+            out, f = self.flops.run(("bwd", idx, tuple(x.shape)), lambda: x @ w)
+
+        def corrections(out: torch.Tensor) -> torch.Tensor:
+            for a_j, dz_j in pairs:
+                if side == "forward":
+                    out = out - lr * ((x @ a_j.t()) @ dz_j + dz_j.sum(0))
+                else:
+                    out = out - lr * ((x @ dz_j.t()) @ a_j)
+            return out
+
+        shapes = tuple(tuple(a.shape) for a, _ in pairs)
+        out, r = self.flops.run(("lowrank", side, idx, tuple(x.shape), shapes), lambda: corrections(out))
+        temp = max((x.shape[0] * a.shape[0] for a, _ in pairs), default=0) + (out.numel() if pairs else 0)
+        return out, f, r, temp * out.element_size()
 
     def get(self, v: int) -> tuple[Params, int, int]:
         if not self.base_v <= v <= self.latest:
@@ -151,8 +184,14 @@ class VectorStore(_Store):
         spent = 0
         while self.base_v < min(v_min, self.latest):
             a, dz = self.pairs.pop(0)
-            g, f = self._grad(a, dz)
-            self.base, self.base_buf = self.opt.step(self.base, self.base_buf, g)
+            if self.lowrank:  # in place: W_b <- W_b - lr dz^T a, with no gradient-sized buffer
+                w, b = self.base
+                _, f = self.flops.run(("wgrad", self.layer.index, tuple(a.shape)),
+                                      lambda: (w.addmm_(dz.t(), a, alpha=-self.opt.lr), b.add_(dz.sum(0), alpha=-self.opt.lr)))
+                f += self.opt.elementwise_flops(self.layer.num_params)
+            else:
+                g, f = self._grad(a, dz)
+                self.base, self.base_buf = self.opt.step(self.base, self.base_buf, g)
             self.base_v += 1
             spent += f
         return spent
@@ -175,11 +214,12 @@ class VectorStore(_Store):
 
 
 def make_store(schedule: str, layer: Layer, params: Params, opt: SGD, flops: FlopCache, *, store: str = "vectors",
-               pair_bytes: int = 0) -> StashStore | VectorStore:
+               pair_bytes: int = 0, lowrank: bool = False) -> StashStore | VectorStore:
     """The store a layer gets under `schedule`: 'pipedream' stashes weights, 'greedy' keeps
     the latest only, 'mcpipe' keeps pairs (`store='vectors'`, the paper), weights
     (`'weights'`), or per layer whichever of one pair (`pair_bytes`) and one weight version
-    is smaller (`'auto'`)."""
+    is smaller (`'auto'`); `lowrank` applies later versions of its linear layers without
+    forming them (plain SGD only)."""
     if schedule == "pipedream":
         return StashStore(layer, params, opt, flops)
     if schedule == "greedy":
@@ -187,7 +227,7 @@ def make_store(schedule: str, layer: Layer, params: Params, opt: SGD, flops: Flo
     if schedule != "mcpipe":
         raise ValueError(f"schedule {schedule!r} has no weight-version store")
     if store == "vectors" or (store == "auto" and pair_bytes < nbytes(*params)):
-        return VectorStore(layer, params, opt, flops)
+        return VectorStore(layer, params, opt, flops, lowrank=lowrank)
     if store in ("weights", "auto"):
         return StashStore(layer, params, opt, flops)
     raise ValueError(f"mcpipe.store={store!r}: allowed: {', '.join(STORES)}")
