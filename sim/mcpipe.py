@@ -563,8 +563,7 @@ def _layer_rows(job: Job) -> list[dict]:
         wb = nbytes(*p)
         rows.append({"model": job.model, "layer": layer.index, "kind": layer.kind, "params": layer.num_params,
                      "weight_bytes": wb, "pair_bytes": pb, "microbatch": job.m.microbatch,
-                     "cheaper_to_store": "vectors" if pb < wb else "weights", "train_flops": f,
-                     "store_auto": "vectors" if pb < wb else "weights"})
+                     "cheaper_to_store": "vectors" if pb < wb else "weights", "train_flops": f})
     return rows
 
 
