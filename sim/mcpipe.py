@@ -622,15 +622,9 @@ def _plot_memory(memory: pd.DataFrame, out_dir: Path) -> None:
     plt.close(fig)
 
 
-def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataFrame:
-    """Train every model under every schedule on every pipeline size; write curves.csv,
-    memory.csv, layers.csv, summary.csv (and comparison.csv outside a sweep), the plots, and
-    trace.csv (the event order of every run). Returns the summary rows."""
-    out_dir = Path(out_dir)
-    jobs = prepare(cfg)
+def _run_all(cfg: Config, jobs: list[Job], results: list[RunResult], wall: dict[str, float]) -> None:
+    """Every model x pipeline size x schedule (local once per model), appended to `results`."""
     m = cfg.mcpipe
-    results: list[RunResult] = []
-    wall: dict[str, float] = {}
     with torch.random.fork_rng(devices=[]):
         for job in jobs:
             local = None
@@ -649,6 +643,25 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
                         s = res.summary
                         print(f"{job.model} N={n} {schedule:13s} acc@{s['accuracy_at_s']:g}s={s['accuracy_at_time']:.3f} "
                               f"t_target={s['time_to_target_s']:.3g}s peak={s['max_peak_state_bytes']}B", flush=True)
+
+
+def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataFrame:
+    """Train every model under every schedule on every pipeline size; write curves.csv,
+    memory.csv, layers.csv, summary.csv (and comparison.csv outside a sweep), the plots, and
+    trace.csv (the event order of every run). Returns the summary rows."""
+    out_dir = Path(out_dir)
+    jobs = prepare(cfg)
+    m = cfg.mcpipe
+    results: list[RunResult] = []
+    wall: dict[str, float] = {}
+    # one intra-op thread: the tensors are tiny (threads only add overhead), and the results do
+    # not depend on how many cores the machine has
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _run_all(cfg, jobs, results, wall)
+    finally:
+        torch.set_num_threads(threads)
     curves = frame(r for res in results for r in res.curve)
     memory = frame(r for res in results for r in res.memory)
     summary = frame(res.summary for res in results)
