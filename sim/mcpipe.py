@@ -255,7 +255,8 @@ class Net:
 
     def send(self, src: str, payload: list[torch.Tensor], deliver: Callable[[list[torch.Tensor]], None]) -> Iterator:
         """Process: hold `src`'s radio while the tensors cross the link (resent whole if the
-        link gives up on a packet), then hand them over; in raw mode with the flipped bits."""
+        link gives up on a packet), then hand them over; in raw mode with the flipped bits
+        (floating-point tensors only: labels are not corrupted)."""
         radio = self.radios.setdefault(src, simpy.Resource(self.env, capacity=1))
         rng = self.rngs.setdefault(src, stream(self.seed, "link", *self.key, src))
         size = nbytes(*payload)
@@ -272,7 +273,9 @@ class Net:
         if out.bits_flipped:
             self.bits_flipped += out.bits_flipped
             arrays = corrupt_arrays([t.contiguous().numpy() for t in payload], out.flip_positions)
-            payload = [torch.from_numpy(a) for a in arrays]
+            # float payloads arrive as corrupted; integer labels are taken to travel with a
+            # checksum (a few bytes of control data), so a raw link cannot make a class out of range
+            payload = [torch.from_numpy(a) if t.is_floating_point() else t for a, t in zip(arrays, payload)]
         deliver(payload)
 
 
