@@ -253,3 +253,12 @@ def test_layer_boundaries_setting() -> None:
 def test_lowrank_needs_plain_sgd() -> None:
     with pytest.raises(ConfigError, match=r"mcpipe\.rebuild='lowrank': lowrank needs plain SGD"):
         M.prepare(_cfg(rebuild="lowrank", momentum=0.5))
+
+
+def test_raw_link_corrupts_activations_not_labels() -> None:
+    """A raw link delivers flipped bits into the float tensors; the run goes on (labels arrive
+    intact, so the loss never sees a class out of range)."""
+    cfg = _cfg(workers=[2], sim_time_s=0.004, eval_every_s=0.004)
+    cfg.channel.mode, cfg.channel.ber = "raw", 1e-3
+    res = M.simulate(M.prepare(cfg)[0], "pipedream", 2)
+    assert res.summary["bits_flipped"] > 0 and res.summary["updates"] > 0
