@@ -186,7 +186,35 @@ class NairConfig:
 # --- mcPipe (issue 5): settings of `sim/mcpipe.py`; `conf/workload/mcpipe.yaml` selects it ---------
 @dataclass
 class McpipeConfig:
-    pass
+    # models trained under every schedule: vgg (VGG-style CNN) | fc (fully connected)
+    models: list[str] = field(default_factory=lambda: ["vgg"])
+    # pipeline sizes N compared in one job (1 <= N <= the model's layers); figures 2 and 3: 2 and 3
+    workers: list[int] = field(default_factory=lambda: [2, 3])
+    # schedules: local | data_parallel | pipedream | mcpipe | greedy
+    schedules: list[str] = field(default_factory=lambda: ["local", "data_parallel", "pipedream", "mcpipe", "greedy"])
+    # device profile of worker i (devices/catalogue.py): devices[i % len(devices)]; local runs on worker 0's
+    devices: list[str] = field(default_factory=lambda: ["rpi3_400mhz", "rpi3_400mhz", "rpi3_400mhz"])
+    master_device: str = "odroid_xu4"  # holds the data set; only sends (data, labels, averaged weights)
+    partition: str = "flops"  # flops: balance training FLOPs | time: balance FLOPs / device rate | layers: use boundaries
+    boundaries: list[int] = field(default_factory=list)  # partition=layers: first layer index of stages 2..N
+    microbatch: int = 16  # samples per microbatch (one pipeline step, one weight update)
+    depth: Optional[int] = None  # m: microbatches in flight at the first stage (stage s: m - s); null = N
+    store: str = "vectors"  # mcPipe per layer: vectors (the paper) | weights | auto (the smaller of a pair and a version)
+    # mcPipe, a later version: materialize (the paper: computed when needed, then deleted) |
+    # lowrank (linear layers, plain SGD: kept weights plus the pairs' low-rank terms, never formed)
+    rebuild: str = "materialize"
+    lr: float = 0.05  # SGD learning rate
+    momentum: float = 0.0  # SGD momentum in [0, 1); mcPipe replays updates in order when > 0
+    weight_decay: float = 0.0  # L2 coefficient, >= 0
+    sim_time_s: float = 4.0  # simulated training time of every run, in seconds
+    eval_every_s: float = 0.1  # test accuracy recorded every this many simulated seconds
+    accuracy_at_s: Optional[float] = None  # the fixed time the summary reports accuracy at; null = sim_time_s
+    target_accuracy: float = 0.9  # for time_to_target_s
+    prefetch: int = 2  # microbatches the master may have queued at the first stage
+    vgg_widths: list[int] = field(default_factory=lambda: [16, 32])  # channels of each block of two 3x3 convs
+    vgg_hidden: int = 64  # units of the fully connected hidden layer after the convolutions
+    fc_hidden: int = 256  # fc model: units per hidden layer
+    fc_depth: int = 3  # fc model: hidden layers
 
 
 @dataclass
