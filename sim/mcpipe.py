@@ -37,7 +37,7 @@ from experiments.mcpipe import (MODELS, PARTITIONS, SGD, FlopCache, Layer, Stage
                                 make_store, stage_bounds)
 from experiments.mcpipe.versions import STORES, nbytes
 from sim.config import Config, ConfigError, McpipeConfig, validate
-from sim.report import atomic_path, frame, write_csv, write_json
+from sim.report import frame, save_figure, write_csv, write_csvs, write_json
 from sim.seeding import stream
 
 __all__ = ["SCHEDULES", "PIPELINES", "Job", "run", "simulate", "prepare"]
@@ -590,9 +590,7 @@ def _plot_curves(curves: pd.DataFrame, out_dir: Path, acc_t: float) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(out_dir / "accuracy_vs_time.png") as tmp:
-        fig.savefig(tmp, dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, out_dir / "accuracy_vs_time.png")
 
 
 def _plot_memory(memory: pd.DataFrame, out_dir: Path) -> None:
@@ -620,9 +618,7 @@ def _plot_memory(memory: pd.DataFrame, out_dir: Path) -> None:
         ax.set_xticks(range(n))
         ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(out_dir / "memory.png") as tmp:
-        fig.savefig(tmp, dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, out_dir / "memory.png")
 
 
 def _run_all(cfg: Config, jobs: list[Job], results: list[RunResult], wall: dict[str, float]) -> None:
@@ -671,11 +667,8 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
     trace = frame({"model": res.summary["model"], "workers": res.summary["workers"], "schedule": res.summary["schedule"],
                    "sim_time_s": t, "worker": w, "op": op, "microbatch": k, "version": v}
                   for res in results for (t, w, op, k, v) in res.trace)
-    write_csv(curves, out_dir / "curves.csv")
-    write_csv(memory, out_dir / "memory.csv")
-    write_csv(frame(r for job in jobs for r in _layer_rows(job)), out_dir / "layers.csv")
-    write_csv(trace, out_dir / "trace.csv")
-    write_csv(summary, out_dir / "summary.csv")
+    write_csvs(out_dir, {"curves.csv": curves, "memory.csv": memory, "trace.csv": trace, "summary.csv": summary,
+                         "layers.csv": frame(r for job in jobs for r in _layer_rows(job))})
     write_json({"wall_s_per_run": wall}, out_dir / "wallclock.json")
     if not in_sweep:
         write_csv(summary, out_dir / "comparison.csv")

@@ -42,7 +42,7 @@ from experiments.nair.slicing import FLOAT_BITS, SlicePlan, assemble, decode_sli
 from experiments.nair.training import TrainSettings, accuracy, retune_nair, train_clio, train_original
 from sim.config import Config, ConfigError, NairConfig, validate
 from sim.meter import WorkMeter
-from sim.report import atomic_path, frame, write_csv, write_json
+from sim.report import frame, save_figure, write_csv, write_csvs, write_json
 from sim.runner import build_link
 from sim.seeding import stream
 
@@ -520,9 +520,7 @@ def _plots(out_dir: Path, latency: pd.DataFrame, corruption: pd.DataFrame, impor
 
     def save(fig, name):
         fig.tight_layout()
-        with atomic_path(out_dir / name) as tmp:
-            fig.savefig(tmp, dpi=110, metadata={"Software": None})
-        plt.close(fig)
+        save_figure(fig, out_dir / name)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method, g in latency.groupby("method", sort=False):
@@ -666,13 +664,8 @@ def _run(cfg: Config, out_dir: Path, in_sweep: bool) -> pd.DataFrame:
     summary = summary.merge(cost[["method", "num_tails", "tail_params", "head_flops", "payload_bytes", "transfer_s"]],
                             on="method", how="left")
 
-    write_csv(table, out_dir / "table2.csv")
-    write_csv(latency, out_dir / "latency.csv")
-    write_csv(ablation, out_dir / "ablation.csv")
-    write_csv(corruption, out_dir / "corruption.csv")
-    write_csv(importance, out_dir / "importance.csv")
-    write_csv(cost, out_dir / "cost.csv")
-    write_csv(summary, out_dir / "summary.csv")
+    write_csvs(out_dir, {"table2.csv": table, "latency.csv": latency, "ablation.csv": ablation, "corruption.csv": corruption,
+                         "importance.csv": importance, "cost.csv": cost, "summary.csv": summary})
     if not in_sweep:
         write_csv(summary, out_dir / "comparison.csv")
     _plots(out_dir, latency, corruption, importance,

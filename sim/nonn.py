@@ -33,7 +33,7 @@ from experiments.nonn.split import split_work
 from experiments.nonn.train import (DistillSettings, TrainSettings, accuracy, teacher_targets, train_nonn,
                                     train_single, train_teacher)
 from sim.config import Config, ConfigError, NonnConfig, validate
-from sim.report import atomic_path, write_csv, write_json
+from sim.report import save_figure, write_csvs, write_json
 from sim.runner import build_link
 from sim.seeding import stream
 
@@ -133,6 +133,16 @@ def _energy(tr: DeviceTrace, p: DeviceProfile, total_s: float) -> float:
             + p.idle_w * max(0.0, total_s - busy))
 
 
+def _send(env: simpy.Environment, nic: simpy.Resource, link: Link, nbytes: int, rng: np.random.Generator):
+    """One message through a network interface that sends one message at a time: waits for
+    the interface, holds it for the transfer's time; returns the TransferOutcome."""
+    with nic.request() as req:
+        yield req
+        out = transfer(link, nbytes, rng)
+        yield env.timeout(out.time_s)
+    return out
+
+
 def simulate_inference(plan: InferencePlan, loads: Sequence[DeviceLoad], server: DeviceProfile, link: Link,
                        rng: np.random.Generator, *, failed: frozenset[int] = frozenset(),
                        deadline_s: float = math.inf) -> InferenceOutcome:
@@ -155,10 +165,7 @@ def simulate_inference(plan: InferencePlan, loads: Sequence[DeviceLoad], server:
     flips = [0]
 
     def over_link(tr: DeviceTrace, nbytes: int, direction: str):
-        with nic.request() as req:
-            yield req
-            out = transfer(link, nbytes, rng)
-            yield env.timeout(out.time_s)
+        out = yield from _send(env, nic, link, nbytes, rng)
         tr.retransmissions += out.attempts - out.packets
         if direction == "down":
             tr.download_s += out.time_s
@@ -224,10 +231,7 @@ def simulate_split(layers, pooled_bytes: Sequence[int], image_bytes: int, fc_flo
     lost = [False]
 
     def send(src: int, dst: int, nbytes: int, ev: simpy.Event):
-        with nic[src].request() as req:
-            yield req
-            out = transfer(link, nbytes, rng)
-            yield env.timeout(out.time_s)
+        out = yield from _send(env, nic[src], link, nbytes, rng)
         traces[src].upload_s += out.time_s
         traces[dst].receive_s += out.time_s
         traces[src].retransmissions += out.attempts - out.packets
@@ -240,10 +244,7 @@ def simulate_split(layers, pooled_bytes: Sequence[int], image_bytes: int, fc_flo
 
     def broadcast():
         for d in range(n):
-            with server_nic.request() as req:
-                yield req
-                out = transfer(link, image_bytes, rng)
-                yield env.timeout(out.time_s)
+            out = yield from _send(env, server_nic, link, image_bytes, rng)
             traces[d].download_s += out.time_s
             if out.delivered:
                 image_in[d].succeed()
@@ -265,10 +266,7 @@ def simulate_split(layers, pooled_bytes: Sequence[int], image_bytes: int, fc_flo
             traces[d].compute_flops += layer.flops[d]
             traces[d].compute_s += dt
             yield env.timeout(dt)
-        with server_nic.request() as req:
-            yield req
-            out = transfer(link, pooled_bytes[d], rng)
-            yield env.timeout(out.time_s)
+        out = yield from _send(env, server_nic, link, pooled_bytes[d], rng)
         traces[d].upload_s += out.time_s
         if out.delivered:
             results[d].succeed()
@@ -645,9 +643,7 @@ def _plots(out_dir, scenarios: pd.DataFrame, robustness: pd.DataFrame, k: int) -
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    with atomic_path(out_dir / "robustness.png") as tmp:
-        fig.savefig(tmp, dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, out_dir / "robustness.png")
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     s = scenarios
@@ -659,9 +655,7 @@ def _plots(out_dir, scenarios: pd.DataFrame, robustness: pd.DataFrame, k: int) -
     ax.tick_params(axis="y", labelsize=6)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(out_dir / "latency.png") as tmp:
-        fig.savefig(tmp, dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, out_dir / "latency.png")
 
 
 def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
@@ -743,16 +737,10 @@ def _run(cfg: Config, out_dir) -> pd.DataFrame:
         "accuracy_one_device_failed_mean": robustness.iloc[-2]["accuracy_mean"] if k > 1 else math.nan,
         "accuracy_one_device_active_max": robustness.iloc[0]["accuracy_max"],
     }])
-    write_csv(partition, out_dir / "partition.csv")
-    write_csv(students, out_dir / "students.csv")
-    write_csv(comparison, out_dir / "comparison.csv")
-    write_csv(scenarios, out_dir / "inference.csv")
-    write_csv(devices, out_dir / "inference_devices.csv")
-    write_csv(robustness, out_dir / "robustness.csv")
-    if calib is not None:
-        write_csv(calib, out_dir / "calibration.csv")
-    write_csv(tr.beta_search, out_dir / "beta_search.csv")
-    write_csv(summary, out_dir / "summary.csv")
+    tables = {"partition.csv": partition, "students.csv": students, "comparison.csv": comparison,
+              "inference.csv": scenarios, "inference_devices.csv": devices, "robustness.csv": robustness,
+              "calibration.csv": calib, "beta_search.csv": tr.beta_search, "summary.csv": summary}
+    write_csvs(out_dir, {name: df for name, df in tables.items() if df is not None})
     write_json({"wall_s": wall}, out_dir / "wallclock.json")
     _plots(out_dir, scenarios, robustness, k)
     if cfg.progress:

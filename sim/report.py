@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["atomic_path", "frame", "plot_accuracy", "write_csv", "write_json"]
+__all__ = ["atomic_path", "frame", "plot_accuracy", "save_figure", "write_csv", "write_csvs", "write_json"]
 
 FLOAT_FORMAT = "%.9g"
 
@@ -38,6 +38,21 @@ def write_csv(df: pd.DataFrame, path: Path) -> Path:
     """Write `df` to `path` atomically, with a fixed float format (byte-stable)."""
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+    return Path(path)
+
+
+def write_csvs(out_dir: Path, tables: dict[str, pd.DataFrame]) -> list[Path]:
+    """Write each `name -> table` as `out_dir/name` (atomically, fixed float format)."""
+    return [write_csv(df, Path(out_dir) / name) for name, df in tables.items()]
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Save a matplotlib figure atomically and byte-stably (no software stamp), then close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, metadata={"Software": None})
+    plt.close(fig)
     return Path(path)
 
 
@@ -72,9 +87,5 @@ def plot_accuracy(rounds: pd.DataFrame, label_keys: list[str], out_dir: Path, ti
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        path = Path(out_dir) / name
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, metadata={"Software": None})
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, Path(out_dir) / name))
     return written
