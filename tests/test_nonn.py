@@ -242,3 +242,15 @@ def test_raw_link_flips_bits_in_the_real_payloads(run_sim, tmp_path):
     # ~360 images x (256-byte image + 2 feature payloads) x 8 bits x 0.002
     assert s["nonn_bits_flipped"] > 1000
     assert s["nonn_delivered_accuracy"] != s["nonn_accuracy"]
+
+
+def test_sweep_over_link_quality_gives_one_comparison_and_reuses_the_cache(run_sim, tmp_path):
+    res = run_sim("-m", *TINY, "nonn.num_students=2", "nonn.baselines=false", "nonn.split_model=teacher",
+                  "channel.mode=raw", "channel.ber=0,0.001", f"cache_dir={tmp_path / 'cache'}",
+                  f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "sweep" / "comparison.csv")
+    assert list(table["channel_ber"]) == [0, 0.001] and list(table["job"]) == [0, 1]
+    assert table["nonn_bits_flipped"].iloc[0] == 0 < table["nonn_bits_flipped"].iloc[1]
+    assert table["nonn_accuracy"].nunique() == 1  # the same trained students in both jobs
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2  # teacher and NoNN, trained once
