@@ -32,7 +32,7 @@ from experiments.models import build_model
 from experiments.records import to_state_dict
 from experiments.partition import partition_indices
 from sim.config import WORKLOADS, ChannelConfig, Config, ConfigError, StrategyConfig, validate
-from sim.backends import LocalBackend
+from sim.backends import LocalBackend, make_backend
 from sim.grid import RUN_ID, SERVER_NODE_ID, PhaseStats, SimGrid
 from sim.meter import WorkMeter
 from sim.report import frame, plot_accuracy, write_csv, write_json
@@ -243,12 +243,12 @@ def _summary(cfg: Config, scfg: StrategyConfig, rounds: pd.DataFrame, grid: SimG
 
 
 def simulate(cfg: Config, scfg: StrategyConfig, fleet: Fleet, link: Link, task: FederatedTask | None,
-             progress: bool = True, backend: LocalBackend | None = None) -> VariantResult:
+             progress: bool = True, backend=None) -> VariantResult:
     """One federated simulation with strategy `scfg` (built-in workload when `task` is given,
     else the user's ServerApp/ClientApp of `cfg.workload.app`)."""
     app_cfg = cfg.workload.app
     client_app = make_client_app(task) if task is not None else _load_app(app_cfg.client, "workload.app.client")
-    backend = backend or LocalBackend(cfg.workload.optimizer_copies)
+    backend = backend or LocalBackend(cfg.workload.optimizer_copies, cfg.torch_threads)
     grid = SimGrid(fleet=fleet, link=link, client_app=client_app, seed=cfg.seed, backend=backend,
                    availability=cfg.fleet.availability, run_config=app_cfg.run_config)
     evals: dict[int, tuple[float, float]] = {}
@@ -340,18 +340,21 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
     out_dir = Path(out_dir)
     variants, fleet, link, task = prepare(cfg)
     results, wall_s = [], {}
-    backend = LocalBackend(cfg.workload.optimizer_copies)  # one FLOP cache for every strategy
-    for scfg in variants:
-        t0 = time.perf_counter()
-        results.append(simulate(cfg, scfg, fleet, link, task, progress=cfg.progress, backend=backend))
-        wall_s[scfg.name] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
+    with make_backend(cfg) as backend:  # one for every strategy (one FLOP cache; Ray started once)
+        start_s = round(time.perf_counter() - t0, 3)
+        for scfg in variants:
+            t0 = time.perf_counter()
+            results.append(simulate(cfg, scfg, fleet, link, task, progress=cfg.progress, backend=backend))
+            wall_s[scfg.name] = round(time.perf_counter() - t0, 3)
     for res in results:
         folder = out_dir / res.strategy if len(results) > 1 else out_dir
         write_csv(res.rounds, folder / "rounds.csv")
         write_csv(res.clients, folder / "clients.csv")
         write_csv(res.summary, folder / "summary.csv")
     # this machine's timings: not simulated, not reproducible, so never in a CSV
-    write_json({"wall_s_per_strategy": wall_s}, out_dir / "wallclock.json")
+    write_json({"backend": cfg.backend, "backend_start_s": start_s, "wall_s_per_strategy": wall_s},
+               out_dir / "wallclock.json")
     summary = pd.concat([r.summary for r in results], ignore_index=True)
     if not in_sweep:  # a sweep compares and plots once, over all its jobs
         if len(results) > 1:
