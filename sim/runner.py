@@ -360,6 +360,7 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
         if len(results) > 1:
             write_csv(summary, out_dir / "comparison.csv")
         rounds = pd.concat([r.rounds.assign(strategy=r.strategy) for r in results], ignore_index=True)
-        plot_accuracy(rounds, ["strategy"], out_dir, title=f"{cfg.dataset.name}, {cfg.dataset.partition}")
+        if rounds["accuracy"].notna().any():  # a user's app that reports no accuracy has nothing to plot
+            plot_accuracy(rounds, ["strategy"], out_dir, title=f"{cfg.dataset.name}, {cfg.dataset.partition}")
     return summary
 
