@@ -9,7 +9,7 @@ simulator reads and removes it before the reply goes over the link.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +31,7 @@ class FederatedTask:
     """What every client of the built-in workload shares: data, partitions, model, optimiser."""
 
     data: Dataset
-    partitions: list[np.ndarray]
+    partitions: Sequence[np.ndarray]  # device i's training indices (a list, or lazy SampledPartitions)
     build_model: Callable[[], nn.Module]
     local_epochs: int = 1
     batch_size: int = 16

@@ -62,7 +62,8 @@ class DatasetConfig:
     name: str = "digits"  # digits | synthetic | mnist | cifar10
     path: Optional[str] = None  # local folder for mnist / cifar10
     num_samples: Optional[int] = None  # synthetic only
-    partition: str = "iid"  # iid | dirichlet | shards
+    partition: str = "iid"  # iid | dirichlet | shards | sampled (lazy: any number of devices, see below)
+    samples_per_device: Optional[int] = None  # sampled: distinct samples each device draws (null = samples / devices, >= 1)
     alpha: float = 0.5  # dirichlet concentration
     shards_per_client: int = 2
 
@@ -226,6 +227,9 @@ def validate(cfg: Config) -> None:
     _check(0.0 <= w.target_accuracy <= 1.0, "workload.target_accuracy", w.target_accuracy, "allowed range is [0, 1]")
     _check((w.app.server is None) == (w.app.client is None), "workload.app", f"server={w.app.server}, client={w.app.client}",
            "give both a ServerApp and a ClientApp as 'package.module:attr', or neither")
+    d = cfg.dataset
+    _check(d.samples_per_device is None or (isinstance(d.samples_per_device, int) and d.samples_per_device >= 1),
+           "dataset.samples_per_device", d.samples_per_device, "must be an integer >= 1, or null")
     _check(cfg.backend in ("local", "ray"), "backend", cfg.backend, "allowed: local, ray")
     r = cfg.ray
     for name in ("num_cpus", "num_workers"):

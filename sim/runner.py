@@ -30,7 +30,7 @@ from experiments.data import Dataset, load_dataset
 from experiments.federated import FederatedTask, evaluate_model, make_client_app
 from experiments.models import build_model
 from experiments.records import to_state_dict
-from experiments.partition import partition_indices
+from experiments.partition import SampledPartitions, partition_indices
 from sim.config import WORKLOADS, ChannelConfig, Config, ConfigError, StrategyConfig, validate
 from sim.backends import LocalBackend, make_backend
 from sim.grid import RUN_ID, SERVER_NODE_ID, PhaseStats, SimGrid
@@ -284,8 +284,12 @@ def _build_task(cfg: Config, fleet: Fleet) -> FederatedTask:
     d, w = cfg.dataset, cfg.workload
     try:
         data = load_dataset(d.name, path=d.path, seed=cfg.seed, num_samples=d.num_samples)
-        parts = partition_indices(data.y_train.numpy(), len(fleet), d.partition, seed=int(stream(cfg.seed, "partition").integers(2**31)),
-                                  alpha=d.alpha, shards_per_client=d.shards_per_client)
+        part_seed = int(stream(cfg.seed, "partition").integers(2**31))
+        if d.partition == "sampled":  # lazy: a device's partition is drawn when it is sampled
+            parts = SampledPartitions(len(data.y_train), len(fleet), d.samples_per_device, seed=part_seed)
+        else:
+            parts = partition_indices(data.y_train.numpy(), len(fleet), d.partition, seed=part_seed,
+                                      alpha=d.alpha, shards_per_client=d.shards_per_client)
         model_seed = int(stream(cfg.seed, "model").integers(2**31))
 
         def make_model() -> torch.nn.Module:
