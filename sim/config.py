@@ -173,9 +173,10 @@ class Config:
     cache_dir: Optional[str] = ".cache/edgesim"
     backend: str = "local"  # local: in this process, one client after another | ray: in parallel on Ray
     ray: RayConfig = field(default_factory=RayConfig)
-    # torch intra-op threads of every client computation, on every back end: fixed, so that the
-    # results do not depend on the back end or the cores of the machine running a job (torch
-    # splits some reductions by thread); null = this process's count, whatever it is
+    # torch intra-op threads of every computation of a job (clients on every back end, and the
+    # server): fixed, so that the results do not depend on the back end, the launcher or the
+    # cores of the machine (torch splits some float reductions by thread, which changes the
+    # last bits); null = whatever the process has
     torch_threads: Optional[int] = 1
     compare: list[str] = field(default_factory=list)  # strategies run side by side in one job
     log_level: str = "ERROR"  # Flower's own logging (INFO shows every round)

@@ -31,10 +31,48 @@ from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 from sim.backends import Execution, run_job, torch_threads  # noqa: E402
 from sim.config import ConfigError  # noqa: E402
 
-__all__ = ["RayBackend"]
+__all__ = ["RayBackend", "cluster_address", "run_parallel", "start_ray", "stop_ray"]
 
 ROOT = Path(__file__).resolve().parent.parent
 _APPS_KEPT = 2  # ClientApps a worker keeps deserialised (the runner's strategies run one after another)
+
+
+def start_ray(address: str | None, num_cpus: int | None) -> bool:
+    """Join the cluster at `address`, or start a local instance with `num_cpus` CPUs (all when
+    None), unless Ray is up already; True when this call started or joined it."""
+    if ray.is_initialized():
+        return False
+    env = {"FLWR_TELEMETRY_ENABLED": os.environ.get("FLWR_TELEMETRY_ENABLED", "0"),
+           "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0"),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    kwargs: dict = {"runtime_env": {"env_vars": env}, "log_to_driver": False, "configure_logging": False}
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs.update(num_cpus=num_cpus, include_dashboard=False)
+    try:
+        ray.init(**kwargs)
+    except Exception as exc:  # noqa: BLE001  (Ray raises many kinds; all mean the same here)
+        where = f"ray.address={address!r}: cannot join the cluster" if address else "backend=ray: cannot start Ray"
+        raise ConfigError(f"{where} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    return True
+
+
+def cluster_address() -> str:
+    """The address of the Ray cluster this process is connected to (for `ray.address`)."""
+    return ray.get_runtime_context().gcs_address
+
+
+def stop_ray() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def run_parallel(fn, calls: list[tuple], num_cpus: float = 1.0) -> list:
+    """`[fn(*args) for args in calls]`, each call a Ray task with `num_cpus` CPUs, in parallel;
+    results in the order of `calls`. (Hydra's multirun on Ray: `hydra_plugins/edgesim_ray_launcher`.)"""
+    remote = ray.remote(num_cpus=num_cpus, max_retries=0)(fn)
+    return ray.get([remote.remote(*args) for args in calls])
 
 
 @ray.remote(num_cpus=1)
@@ -78,22 +116,7 @@ class RayBackend:
         self.optimizer_copies = optimizer_copies
         # None: the driver's own count, so the workers compute as this process would
         self.torch_threads = torch_threads or torch.get_num_threads()
-        self._started = False
-        if not ray.is_initialized():
-            env = {"FLWR_TELEMETRY_ENABLED": os.environ.get("FLWR_TELEMETRY_ENABLED", "0"),
-                   "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
-                   "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-            kwargs: dict = {"runtime_env": {"env_vars": env}, "log_to_driver": False, "configure_logging": False}
-            if address:
-                kwargs["address"] = address
-            else:
-                kwargs.update(num_cpus=num_cpus, include_dashboard=False)
-            try:
-                ray.init(**kwargs)
-            except Exception as exc:  # noqa: BLE001  (Ray raises many kinds; all mean the same here)
-                where = f"ray.address={address!r}: cannot join the cluster" if address else "backend=ray: cannot start Ray"
-                raise ConfigError(f"{where} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-            self._started = True
+        self._started = start_ray(address, num_cpus)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         n = num_workers or max(cpus, 1)
         self._workers = [_Worker.remote(optimizer_copies, self.torch_threads) for _ in range(n)]
@@ -135,8 +158,8 @@ class RayBackend:
 
     def close(self) -> None:
         self.stop_workers()
-        if self._started and ray.is_initialized():
-            ray.shutdown()
+        if self._started:
+            stop_ray()
         self._started = False
 
     def __enter__(self):

@@ -32,7 +32,7 @@ from experiments.models import build_model
 from experiments.records import to_state_dict
 from experiments.partition import SampledPartitions, partition_indices
 from sim.config import WORKLOADS, ChannelConfig, Config, ConfigError, StrategyConfig, validate
-from sim.backends import LocalBackend, make_backend
+from sim.backends import LocalBackend, make_backend, torch_threads
 from sim.grid import RUN_ID, SERVER_NODE_ID, PhaseStats, SimGrid
 from sim.meter import WorkMeter
 from sim.report import frame, plot_accuracy, write_csv, write_json
@@ -253,7 +253,9 @@ def simulate(cfg: Config, scfg: StrategyConfig, fleet: Fleet, link: Link, task: 
                    availability=cfg.fleet.availability, run_config=app_cfg.run_config)
     evals: dict[int, tuple[float, float]] = {}
     bar = tqdm(total=cfg.workload.rounds, desc=scfg.name, unit="round", disable=not progress, leave=False)
-    with _flower_session(cfg.seed, cfg.log_level), bar:
+    # the server's computations too (aggregation, evaluation) with a fixed thread count: a job's
+    # numbers must not depend on the process it runs in (a sweep's jobs may run on Ray workers)
+    with _flower_session(cfg.seed, cfg.log_level), bar, torch_threads(cfg.torch_threads):
         grid.observer = lambda stats: bar.update(1) if stats.phase == "train" else None
         if task is not None:
             strategy = _strategy(scfg, len(fleet))

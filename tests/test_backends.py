@@ -15,7 +15,7 @@ from sim.backends import LocalBackend, make_backend, torch_threads
 from sim.config import ConfigError
 from sim.runner import run
 
-from .conftest import make_tiny_cfg
+from .conftest import TINY_OVERRIDES, finish, make_tiny_cfg, start_sim
 
 # ray.init leaves the handles of the node processes it spawns (GCS, raylet, ...) and their
 # /dev/null log files to the garbage collector while those processes run on; Python reports
@@ -44,6 +44,13 @@ def ray_up():
     starter.stop_workers()  # its CPUs go to the tests' workers
     yield RayBackend
     starter.close()
+
+
+@pytest.fixture(scope="module")
+def ray_address(ray_up) -> str:
+    from sim.ray_backend import cluster_address
+
+    return cluster_address()
     gc.collect()  # Ray's leftover handles go now, under this module's warning filters
 
 
@@ -130,3 +137,19 @@ def test_ray_runs_jobs_in_order_with_their_seeds_and_keeps_context_state(ray_up)
     assert outcomes["ray"] == outcomes["local"]
     assert len({d for _, _, d in outcomes["ray"][:5]}) == 5  # each job its own seed
     assert np.isfinite([d for _, _, d in outcomes["ray"]]).all()
+
+
+def test_a_sweep_on_the_ray_launcher_gives_the_sequential_comparison(ray_address, tmp_path) -> None:
+    """`hydra/launcher=edgesim_ray` (joining the module's Ray) against Hydra's basic launcher."""
+    args = [*TINY_OVERRIDES, "channel.ber=0,1e-4", "seed=1,2"]
+    ray_run = start_sim(["-m", *args, "hydra/launcher=edgesim_ray", f"hydra.launcher.address={ray_address}",
+                         f"hydra.sweep.dir={tmp_path / 'ray'}"], tmp_path)
+    seq = finish(start_sim(["-m", *args, f"hydra.sweep.dir={tmp_path / 'seq'}"], tmp_path))
+    ray_done = finish(ray_run)
+    assert seq.returncode == 0, seq.stderr[-2000:]
+    assert ray_done.returncode == 0, ray_done.stderr[-2000:]
+    assert "Launching 4 jobs on Ray" in ray_done.stderr + ray_done.stdout
+    seq_csvs, ray_csvs = _csvs(tmp_path / "seq"), _csvs(tmp_path / "ray")
+    assert "comparison.csv" in seq_csvs and len(seq_csvs) == 1 + 4 * 3
+    assert seq_csvs.keys() == ray_csvs.keys()
+    assert [k for k in seq_csvs if seq_csvs[k] != ray_csvs[k]] == []
