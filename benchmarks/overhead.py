@@ -61,7 +61,7 @@ from sim.runner import prepare, simulate  # noqa: E402
 from sim.seeding import stream  # noqa: E402
 from strategies.objectives import ClientObjective  # noqa: E402
 
-TARGET_RATIO = 1.15
+TARGET_RATIO = 1.10
 # statuses of clients.csv rows whose ClientApp never ran: no availability, or download lost
 NOT_RUN = ("dropped", "lost_down")
 

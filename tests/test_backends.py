@@ -153,3 +153,30 @@ def test_a_sweep_on_the_ray_launcher_gives_the_sequential_comparison(ray_address
     assert "comparison.csv" in seq_csvs and len(seq_csvs) == 1 + 4 * 3
     assert seq_csvs.keys() == ray_csvs.keys()
     assert [k for k in seq_csvs if seq_csvs[k] != ray_csvs[k]] == []
+
+
+def test_ray_is_imported_by_one_module_only() -> None:
+    """Frameworks at the edges: in the project's packages, `import ray` appears in
+    sim/ray_backend.py alone, and a local job never loads it. (benchmarks/vs_flower.py times
+    Flower's own use of Ray; it is a measurement script, not part of the project.)"""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    importers = []
+    packages = ("sim", "experiments", "devices", "channels", "strategies", "hydra_plugins")
+    for path in sorted(p for pkg in packages for p in (root / pkg).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            if any(n == "ray" or n.startswith("ray.") for n in names):
+                importers.append(str(path.relative_to(root)))
+    assert sorted(set(importers)) == ["sim/ray_backend.py"]
+    code = "import sys, sim.runner, sim.backends; assert 'ray' not in sys.modules, 'ray loaded'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
