@@ -17,6 +17,7 @@ needs the same edgesim code at the same path, or installed as a package.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 # Ray >= 2.5x warns (FutureWarning) that it will stop overriding CUDA_VISIBLE_DEVICES for
@@ -37,6 +38,19 @@ ROOT = Path(__file__).resolve().parent.parent
 _APPS_KEPT = 2  # ClientApps a worker keeps deserialised (the runner's strategies run one after another)
 
 
+def _reachable(address: str) -> None:
+    """Fail fast on a cluster address nothing answers at (Ray itself retries for minutes)."""
+    if address == "auto":
+        return  # Ray reads the address `ray start` left on this machine, and says if there is none
+    hostport = address.split("://", 1)[1] if "://" in address else address
+    host, _, port = hostport.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"ray.address={address!r}: no Ray cluster answers there ({exc}); "
+                          "give 'auto', 'HOST:PORT' or 'ray://HOST:PORT' of a running cluster, or null") from None
+
+
 def start_ray(address: str | None, num_cpus: int | None) -> bool:
     """Join the cluster at `address`, or start a local instance with `num_cpus` CPUs (all when
     None), unless Ray is up already; True when this call started or joined it."""
@@ -47,6 +61,7 @@ def start_ray(address: str | None, num_cpus: int | None) -> bool:
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     kwargs: dict = {"runtime_env": {"env_vars": env}, "log_to_driver": False, "configure_logging": False}
     if address:
+        _reachable(address)
         kwargs["address"] = address
     else:
         kwargs.update(num_cpus=num_cpus, include_dashboard=False)

@@ -180,3 +180,11 @@ def test_ray_is_imported_by_one_module_only() -> None:
     assert sorted(set(importers)) == ["sim/ray_backend.py"]
     code = "import sys, sim.runner, sim.backends; assert 'ray' not in sys.modules, 'ray loaded'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def test_a_cluster_address_nothing_answers_at_is_a_one_line_error(run_sim) -> None:
+    pytest.importorskip("ray")
+    out = run_sim(*TINY_OVERRIDES, "backend=ray", "ray.address=127.0.0.1:1", "hydra.run.dir=out", timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1].startswith("error: ray.address='127.0.0.1:1': no Ray cluster answers")
+    assert "Traceback" not in out.stderr
