@@ -2,7 +2,8 @@
 
     python benchmarks/run_all.py [--out benchmarks/results.json] [--quick]
 
-In order: `vs_flower.py` (edgesim against Flower's own simulation, end to end), `overhead.py`
+In order: `vs_flower.py` (edgesim against Flower's own simulation, end to end; 10 and 100
+nodes), `overhead.py`
 (the simulator against a plain PyTorch loop on the default experiment's workload), `scale.py`
 (memory and simulator time per round at 1,000 / 10,000 / 100,000 devices). Each runs as its
 own process; its `RESULT {json}` line goes into the output file under its name, with the
@@ -28,6 +29,8 @@ ROOT = HERE.parent
 BENCHMARKS = {
     "vs_flower": (["vs_flower.py", "--nodes", "10", "--rounds", "10", "--repeats", "3"],
                   ["vs_flower.py", "--nodes", "10", "--rounds", "2", "--repeats", "1"]),
+    "vs_flower_100": (["vs_flower.py", "--nodes", "100", "--rounds", "10", "--repeats", "1"],
+                      ["vs_flower.py", "--nodes", "100", "--rounds", "1", "--repeats", "1", "--paths", "edgesim-local"]),
     "overhead": (["overhead.py", "--repeats", "5", "--threads", "1"],
                  ["overhead.py", "--rounds", "3", "--repeats", "1", "--threads", "1"]),
     "scale": (["scale.py", "--devices", "1000,10000,100000", "--sampled", "100", "--rounds", "5"],
