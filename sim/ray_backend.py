@@ -35,6 +35,7 @@ from sim.config import ConfigError  # noqa: E402
 __all__ = ["RayBackend", "cluster_address", "run_parallel", "start_ray", "stop_ray"]
 
 ROOT = Path(__file__).resolve().parent.parent
+SWEEP_JOB_ENV = "EDGESIM_RAY_SWEEP_JOB"  # set in the Ray tasks that run a sweep's jobs
 _APPS_KEPT = 2  # ClientApps a worker keeps deserialised (the runner's strategies run one after another)
 
 
@@ -86,7 +87,7 @@ def stop_ray() -> None:
 def run_parallel(fn, calls: list[tuple], num_cpus: float = 1.0) -> list:
     """`[fn(*args) for args in calls]`, each call a Ray task with `num_cpus` CPUs, in parallel;
     results in the order of `calls`. (Hydra's multirun on Ray: `hydra_plugins/edgesim_ray_launcher`.)"""
-    remote = ray.remote(num_cpus=num_cpus, max_retries=0)(fn)
+    remote = ray.remote(num_cpus=num_cpus, max_retries=0, runtime_env={"env_vars": {SWEEP_JOB_ENV: "1"}})(fn)
     return ray.get([remote.remote(*args) for args in calls])
 
 
@@ -128,6 +129,9 @@ class RayBackend:
 
     def __init__(self, optimizer_copies: int = 1, torch_threads: int | None = None, *, address: str | None = None,
                  num_cpus: int | None = None, num_workers: int | None = None):
+        if os.environ.get(SWEEP_JOB_ENV):
+            raise ConfigError("backend=ray: this job already runs as a Ray task of hydra/launcher=edgesim_ray, "
+                              "whose jobs are the parallel units; allowed here: backend=local")
         self.optimizer_copies = optimizer_copies
         # None: the driver's own count, so the workers compute as this process would
         self.torch_threads = torch_threads or torch.get_num_threads()

@@ -16,7 +16,10 @@ Ray itself is imported only by `sim.ray_backend`. On a cluster, the sweep folder
 file system every node shares (each job writes its own folder there).
 """
 
+import contextlib
+import io
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -44,16 +47,20 @@ ConfigStore.instance().store(group="hydra/launcher", name="edgesim_ray", node=Ed
 
 
 def _run_one(hydra_context: HydraContext, task_function: TaskFunction, sweep_config: DictConfig,
-             singleton_state: dict) -> tuple[Optional[JobReturn], Optional[int]]:
-    """One job, in a Ray worker: Hydra's globals as in the launching process, then `run_job`."""
+             singleton_state: dict) -> tuple[Optional[JobReturn], Optional[int], str]:
+    """One job, in a Ray worker: Hydra's globals as in the launching process, then `run_job`.
+    Returns (the job's return, its exit code if it exited, what it printed to stderr)."""
     setup_globals()
     Singleton.set_state(singleton_state)
     HydraConfig.instance().set_config(sweep_config)
+    err = io.StringIO()
     try:
-        return run_job(hydra_context=hydra_context, task_function=task_function, config=sweep_config,
-                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"), None
+        with contextlib.redirect_stderr(err):
+            ret = run_job(hydra_context=hydra_context, task_function=task_function, config=sweep_config,
+                          job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        return ret, None, err.getvalue()
     except SystemExit as exc:  # the job's own exit (a bad setting: `error: ...`, exit 2)
-        return None, int(exc.code) if isinstance(exc.code, int) else 1
+        return None, int(exc.code) if isinstance(exc.code, int) else 1, err.getvalue()
 
 
 class EdgesimRayLauncher(Launcher):
@@ -89,7 +96,9 @@ class EdgesimRayLauncher(Launcher):
             if started:
                 stop_ray()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        for _, code in outcomes:
-            if code is not None:  # as under the basic launcher: the first failing job ends the sweep
+        for _, code, err in outcomes:
+            if err:
+                sys.stderr.write(err)
+            if code is not None:  # as under the basic launcher: a failing job ends the sweep
                 raise SystemExit(code)
-        return [ret for ret, _ in outcomes]
+        return [ret for ret, _, _ in outcomes]
