@@ -9,7 +9,8 @@ nodes), `overhead.py`
 own process; its `RESULT {json}` line goes into the output file under its name, with the
 command, its wall time, and the load average before and after (timings on a busy machine are
 inflated: compare ratios, and rerun when the load average exceeds the cores). `--quick` runs
-every benchmark small, to check that they work.
+every benchmark small, to check that they work; `--only a,b` reruns some and keeps the other
+entries of an existing output file. Load averages are 1, 5 and 15 minutes.
 """
 from __future__ import annotations
 
@@ -49,15 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small versions, to check that every benchmark runs")
     ap.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset of: " + ", ".join(BENCHMARKS))
     args = ap.parse_args(argv)
-    results: dict = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                     "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+    results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
                      "quick": args.quick, "benchmarks": {}}
+    out = Path(args.out)
+    if args.only != ",".join(BENCHMARKS) and out.exists():  # a subset: update those entries, keep the others
+        previous = json.loads(out.read_text())
+        if previous.get("quick") == args.quick:
+            results["benchmarks"] = previous.get("benchmarks", {})
     failed = []
     for name in args.only.split(","):
         full, quick = BENCHMARKS[name]
         cmd = [sys.executable, str(HERE / (quick if args.quick else full)[0]), *(quick if args.quick else full)[1:]]
         shown = "python benchmarks/" + " ".join((quick if args.quick else full))
         print(f"== {name}: {shown}   (load average {load()})", flush=True)
+        started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         before, t0 = load(), time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               env=dict(os.environ, FLWR_TELEMETRY_ENABLED="0"))
@@ -67,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
                        if line.startswith("RESULT ")), None)
         if proc.returncode != 0 or result is None:
             failed.append(name)
-        results["benchmarks"][name] = {"command": shown, "exit_code": proc.returncode, "wall_s": round(wall, 1),
+        results["benchmarks"][name] = {"command": shown, "started_utc": started, "exit_code": proc.returncode,
+                                       "wall_s": round(wall, 1),
                                        "load_before": before, "load_after": load(), "result": result}
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results written to {args.out}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
