@@ -9,7 +9,7 @@ simulator reads and removes it before the reply goes over the link.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +20,7 @@ from flwr.clientapp import ClientApp
 from torch import nn
 
 from experiments.data import Dataset
-from experiments.records import to_state_dict
+from experiments.records import to_array_record, to_state_dict
 from strategies.objectives import ACTIVATION_PROBE_KEY, ClientObjective
 
 __all__ = ["FederatedTask", "evaluate_model", "make_client_app"]
@@ -31,7 +31,7 @@ class FederatedTask:
     """What every client of the built-in workload shares: data, partitions, model, optimiser."""
 
     data: Dataset
-    partitions: list[np.ndarray]
+    partitions: Sequence[np.ndarray]  # device i's training indices (a list, or lazy SampledPartitions)
     build_model: Callable[[], nn.Module]
     local_epochs: int = 1
     batch_size: int = 16
@@ -78,7 +78,7 @@ def make_client_app(task: FederatedTask) -> ClientApp:
         lr = task.lr * task.lr_decay ** (int(config.get("server-round", 1)) - 1)
         loss, mean_act = _train(task, model, idx, ClientObjective.from_config(config), lr)
         content = RecordDict({
-            "arrays": ArrayRecord(model.state_dict()),
+            "arrays": to_array_record(model.state_dict()),
             "metrics": MetricRecord({"train_loss": loss, "num-examples": len(idx)}),
             ACTIVATION_PROBE_KEY: ArrayRecord({"mean-activation": Array(mean_act)}),
         })

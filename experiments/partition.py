@@ -10,10 +10,11 @@ ShardPartitioner drops the remainder (1600 of 1797 digits samples for 100 client
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
-PARTITION_SCHEMES = ("dirichlet", "iid", "shards")
+PARTITION_SCHEMES = ("dirichlet", "iid", "sampled", "shards")
 
 
 def partition_indices(
@@ -41,11 +42,14 @@ def partition_indices(
         raise ValueError(f"labels must be 1-D, got shape {labels.shape}")
     if scheme not in PARTITION_SCHEMES:
         raise ValueError(f"dataset.partition={scheme!r}: allowed: {', '.join(PARTITION_SCHEMES)}")
+    if scheme == "sampled":
+        raise ValueError("dataset.partition='sampled' is lazy: build it with SampledPartitions")
     n = len(labels)
     if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) or num_clients < 1:
         raise ValueError(f"dataset.num_clients={num_clients!r}: must be an integer >= 1")
     if num_clients > n:
-        raise ValueError(f"dataset.num_clients={num_clients}: more clients than the {n} training samples")
+        raise ValueError(f"dataset.num_clients={num_clients}: more clients than the {n} training samples; "
+                         "dataset.partition=sampled gives each of any number of devices its own sample")
     rng = np.random.default_rng(seed)
     if scheme == "iid":
         parts = np.array_split(rng.permutation(n), num_clients)
@@ -109,3 +113,38 @@ def _shards(labels: np.ndarray, num_clients: int, per_client: int, rng: np.rando
     return [
         np.concatenate([shards[j] for j in order[client::num_clients]]) for client in range(num_clients)
     ]
+
+
+class SampledPartitions(Sequence):
+    """``dataset.partition=sampled``: partitions that exist only when a device asks for its own.
+
+    Device ``i`` holds ``size`` distinct training indices drawn, without replacement, from a
+    stream keyed by ``(seed, i)``: the same indices whenever, wherever and in whatever order
+    they are asked for, and nothing stored per device, so a fleet of 100,000 devices costs
+    nothing until a device is sampled. Devices may share samples (the pool is usually smaller
+    than a large fleet's data would be); each device's draw is uniform (IID).
+    """
+
+    def __init__(self, num_samples: int, num_clients: int, size: int | None, *, seed: int):
+        if num_samples < 1:
+            raise ValueError("dataset: the training set is empty")
+        if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) or num_clients < 1:
+            raise ValueError(f"fleet.num_devices={num_clients!r}: must be an integer >= 1")
+        size = max(1, num_samples // num_clients) if size is None else size
+        if not 1 <= size <= num_samples:
+            raise ValueError(f"dataset.samples_per_device={size!r}: allowed range is [1, {num_samples}] (the training samples)")
+        self.num_samples, self.num_clients, self.size, self.seed = int(num_samples), int(num_clients), int(size), int(seed)
+
+    def __len__(self) -> int:
+        return self.num_clients
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.num_clients))]
+        i = int(i)
+        if i < 0:
+            i += self.num_clients
+        if not 0 <= i < self.num_clients:
+            raise IndexError(f"device {i} of {self.num_clients}")
+        rng = np.random.default_rng((self.seed, i))
+        return np.sort(rng.choice(self.num_samples, self.size, replace=False)).astype(np.int64, copy=False)

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 __all__ = [
     "AppConfig", "ChannelConfig", "Config", "ConfigError", "DatasetConfig", "FleetConfig",
-    "StrategyConfig", "WorkloadConfig", "validate", "WORKLOADS",
+    "RayConfig", "StrategyConfig", "WorkloadConfig", "validate", "WORKLOADS",
     "NonnConfig", "NairConfig", "McpipeConfig",
 ]
 
@@ -62,7 +62,8 @@ class DatasetConfig:
     name: str = "digits"  # digits | synthetic | mnist | cifar10
     path: Optional[str] = None  # local folder for mnist / cifar10
     num_samples: Optional[int] = None  # synthetic only
-    partition: str = "iid"  # iid | dirichlet | shards
+    partition: str = "iid"  # iid | dirichlet | shards | sampled (lazy: any number of devices, see below)
+    samples_per_device: Optional[int] = None  # sampled: distinct samples each device draws (null = samples / devices, >= 1)
     alpha: float = 0.5  # dirichlet concentration
     shards_per_client: int = 2
 
@@ -218,12 +219,29 @@ class McpipeConfig:
 
 
 @dataclass
+class RayConfig:
+    """`backend=ray`: where the clients' computations run (see docs/scale.md)."""
+
+    # null: start a local Ray instance for the job (and stop it after); or join a running
+    # cluster: 'auto' (one started on this machine with `ray start`), 'HOST:PORT', 'ray://HOST:10001'
+    address: Optional[str] = None
+    num_cpus: Optional[int] = None  # CPUs of the local instance (null = all of this machine's); ignored with address
+    num_workers: Optional[int] = None  # worker actors, one CPU each (null = one per CPU of the cluster)
+
+
+@dataclass
 class Config:
     seed: int = 0
     # trained models (a NoNN teacher, NAIR's original model, ...) cached here, keyed by their
     # config, so a sweep does not retrain them; null = no cache
     cache_dir: Optional[str] = ".cache/edgesim"
-    backend: str = "local"
+    backend: str = "local"  # local: in this process, one client after another | ray: in parallel on Ray
+    ray: RayConfig = field(default_factory=RayConfig)
+    # torch intra-op threads of every computation of a job (clients on every back end, and the
+    # server): fixed, so that the results do not depend on the back end, the launcher or the
+    # cores of the machine (torch splits some float reductions by thread, which changes the
+    # last bits); null = whatever the process has
+    torch_threads: Optional[int] = 1
     compare: list[str] = field(default_factory=list)  # strategies run side by side in one job
     log_level: str = "ERROR"  # Flower's own logging (INFO shows every round)
     progress: bool = True
@@ -274,4 +292,15 @@ def validate(cfg: Config) -> None:
     _check(0.0 <= w.target_accuracy <= 1.0, "workload.target_accuracy", w.target_accuracy, "allowed range is [0, 1]")
     _check((w.app.server is None) == (w.app.client is None), "workload.app", f"server={w.app.server}, client={w.app.client}",
            "give both a ServerApp and a ClientApp as 'package.module:attr', or neither")
-    _check(cfg.backend in ("local",), "backend", cfg.backend, "allowed: local")
+    d = cfg.dataset
+    _check(d.samples_per_device is None or (isinstance(d.samples_per_device, int) and d.samples_per_device >= 1),
+           "dataset.samples_per_device", d.samples_per_device, "must be an integer >= 1, or null")
+    _check(cfg.backend in ("local", "ray"), "backend", cfg.backend, "allowed: local, ray")
+    r = cfg.ray
+    for name in ("num_cpus", "num_workers"):
+        v = getattr(r, name)
+        _check(v is None or (isinstance(v, int) and v >= 1), f"ray.{name}", v, "must be an integer >= 1, or null")
+    _check(r.address is None or (isinstance(r.address, str) and r.address.strip() != ""), "ray.address", r.address,
+           "give 'auto', 'HOST:PORT' or 'ray://HOST:PORT', or null to start a local Ray")
+    _check(cfg.torch_threads is None or (isinstance(cfg.torch_threads, int) and cfg.torch_threads >= 1),
+           "torch_threads", cfg.torch_threads, "must be an integer >= 1, or null")

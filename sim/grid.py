@@ -175,6 +175,9 @@ class SimGrid(Grid):
         for msg in messages:
             plans.append(self._downlink(msg, rnd, phase, deliverable))
         runs = self.backend.execute(self.client_app, [job for job, _ in deliverable])
+        for (_msg, ctx, _seed), _ in deliverable:
+            if len(ctx.state) == 0:  # nothing to remember: rebuilt identically next time (no per-device objects)
+                self._contexts.pop(ctx.node_id, None)
         replies: dict[int, tuple[Message, np.ndarray | None]] = {}
         for (_, plan), ex in zip(deliverable, runs):
             self._uplink(plan, ex, rnd, phase, replies, rows)

@@ -96,16 +96,24 @@ class WorkMeter:
         self._top_args: tuple = ()
         self._measuring = False
         self._handles: list = []
+        self._global = None  # the handle of the global pre-hook, while it is on
+        self._active = False
         self._watched: weakref.WeakSet = weakref.WeakSet()  # by object, not id: ids are reused
         self._signature: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def __enter__(self) -> "WorkMeter":
         # One global pre-hook spots top-level calls; each top-level module then gets its own
-        # post-hook, so nested calls cost a single cheap check.
-        self._handles = [nn.modules.module.register_module_forward_pre_hook(self._pre)]
+        # post-hook. While a top-level call runs, the global hook is off, so the calls nested
+        # in it take torch's hook-free fast path; the top-level module's post-hook puts it back.
+        self._active = True
+        self._global = nn.modules.module.register_module_forward_pre_hook(self._pre)
         return self
 
     def __exit__(self, *exc) -> None:
+        self._active = False
+        if self._global is not None:
+            self._global.remove()
+            self._global = None
         for h in self._handles:
             h.remove()
         self._handles, self._watched, self._top = [], weakref.WeakSet(), None
@@ -117,11 +125,16 @@ class WorkMeter:
         if module not in self._watched:
             self._watched.add(module)
             self._handles.append(module.register_forward_hook(self._post, always_call=True))
+        if self._global is not None:  # off until this call ends (`_post`)
+            self._global.remove()
+            self._global = None
 
     def _post(self, module: nn.Module, args: tuple, _out) -> None:
         if module is not self._top:
             return
         self._top = None
+        if self._active and self._global is None:  # watch for the next top-level call
+            self._global = nn.modules.module.register_module_forward_pre_hook(self._pre)
         sig = self._signature.get(module)
         if sig is None:
             params = list(module.parameters())

@@ -30,9 +30,9 @@ from experiments.data import Dataset, load_dataset
 from experiments.federated import FederatedTask, evaluate_model, make_client_app
 from experiments.models import build_model
 from experiments.records import to_state_dict
-from experiments.partition import partition_indices
+from experiments.partition import SampledPartitions, partition_indices
 from sim.config import WORKLOADS, ChannelConfig, Config, ConfigError, StrategyConfig, validate
-from sim.backends import LocalBackend
+from sim.backends import LocalBackend, make_backend, torch_threads
 from sim.grid import RUN_ID, SERVER_NODE_ID, PhaseStats, SimGrid
 from sim.meter import WorkMeter
 from sim.report import frame, plot_accuracy, write_csv, write_json
@@ -243,17 +243,19 @@ def _summary(cfg: Config, scfg: StrategyConfig, rounds: pd.DataFrame, grid: SimG
 
 
 def simulate(cfg: Config, scfg: StrategyConfig, fleet: Fleet, link: Link, task: FederatedTask | None,
-             progress: bool = True, backend: LocalBackend | None = None) -> VariantResult:
+             progress: bool = True, backend=None) -> VariantResult:
     """One federated simulation with strategy `scfg` (built-in workload when `task` is given,
     else the user's ServerApp/ClientApp of `cfg.workload.app`)."""
     app_cfg = cfg.workload.app
     client_app = make_client_app(task) if task is not None else _load_app(app_cfg.client, "workload.app.client")
-    backend = backend or LocalBackend(cfg.workload.optimizer_copies)
+    backend = backend or LocalBackend(cfg.workload.optimizer_copies, cfg.torch_threads)
     grid = SimGrid(fleet=fleet, link=link, client_app=client_app, seed=cfg.seed, backend=backend,
                    availability=cfg.fleet.availability, run_config=app_cfg.run_config)
     evals: dict[int, tuple[float, float]] = {}
     bar = tqdm(total=cfg.workload.rounds, desc=scfg.name, unit="round", disable=not progress, leave=False)
-    with _flower_session(cfg.seed, cfg.log_level), bar:
+    # the server's computations too (aggregation, evaluation) with a fixed thread count: a job's
+    # numbers must not depend on the process it runs in (a sweep's jobs may run on Ray workers)
+    with _flower_session(cfg.seed, cfg.log_level), bar, torch_threads(cfg.torch_threads):
         grid.observer = lambda stats: bar.update(1) if stats.phase == "train" else None
         if task is not None:
             strategy = _strategy(scfg, len(fleet))
@@ -284,8 +286,12 @@ def _build_task(cfg: Config, fleet: Fleet) -> FederatedTask:
     d, w = cfg.dataset, cfg.workload
     try:
         data = load_dataset(d.name, path=d.path, seed=cfg.seed, num_samples=d.num_samples)
-        parts = partition_indices(data.y_train.numpy(), len(fleet), d.partition, seed=int(stream(cfg.seed, "partition").integers(2**31)),
-                                  alpha=d.alpha, shards_per_client=d.shards_per_client)
+        part_seed = int(stream(cfg.seed, "partition").integers(2**31))
+        if d.partition == "sampled":  # lazy: a device's partition is drawn when it is sampled
+            parts = SampledPartitions(len(data.y_train), len(fleet), d.samples_per_device, seed=part_seed)
+        else:
+            parts = partition_indices(data.y_train.numpy(), len(fleet), d.partition, seed=part_seed,
+                                      alpha=d.alpha, shards_per_client=d.shards_per_client)
         model_seed = int(stream(cfg.seed, "model").integers(2**31))
 
         def make_model() -> torch.nn.Module:
@@ -340,23 +346,27 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
     out_dir = Path(out_dir)
     variants, fleet, link, task = prepare(cfg)
     results, wall_s = [], {}
-    backend = LocalBackend(cfg.workload.optimizer_copies)  # one FLOP cache for every strategy
-    for scfg in variants:
-        t0 = time.perf_counter()
-        results.append(simulate(cfg, scfg, fleet, link, task, progress=cfg.progress, backend=backend))
-        wall_s[scfg.name] = round(time.perf_counter() - t0, 3)
+    t0 = time.perf_counter()
+    with make_backend(cfg) as backend:  # one for every strategy (one FLOP cache; Ray started once)
+        start_s = round(time.perf_counter() - t0, 3)
+        for scfg in variants:
+            t0 = time.perf_counter()
+            results.append(simulate(cfg, scfg, fleet, link, task, progress=cfg.progress, backend=backend))
+            wall_s[scfg.name] = round(time.perf_counter() - t0, 3)
     for res in results:
         folder = out_dir / res.strategy if len(results) > 1 else out_dir
         write_csv(res.rounds, folder / "rounds.csv")
         write_csv(res.clients, folder / "clients.csv")
         write_csv(res.summary, folder / "summary.csv")
     # this machine's timings: not simulated, not reproducible, so never in a CSV
-    write_json({"wall_s_per_strategy": wall_s}, out_dir / "wallclock.json")
+    write_json({"backend": cfg.backend, "backend_start_s": start_s, "wall_s_per_strategy": wall_s},
+               out_dir / "wallclock.json")
     summary = pd.concat([r.summary for r in results], ignore_index=True)
     if not in_sweep:  # a sweep compares and plots once, over all its jobs
         if len(results) > 1:
             write_csv(summary, out_dir / "comparison.csv")
         rounds = pd.concat([r.rounds.assign(strategy=r.strategy) for r in results], ignore_index=True)
-        plot_accuracy(rounds, ["strategy"], out_dir, title=f"{cfg.dataset.name}, {cfg.dataset.partition}")
+        if rounds["accuracy"].notna().any():  # a user's app that reports no accuracy has nothing to plot
+            plot_accuracy(rounds, ["strategy"], out_dir, title=f"{cfg.dataset.name}, {cfg.dataset.partition}")
     return summary
 

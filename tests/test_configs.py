@@ -131,6 +131,10 @@ def test_overrides_reach_the_typed_config() -> None:
     ("fleet.num_devices=0", "fleet.num_devices"),
     ("strategy.fraction_train=0", "strategy.fraction_train"),
     ("workload.rounds=0", "workload.rounds"),
+    ("backend=gpu", "backend"),
+    ("ray.num_cpus=0", "ray.num_cpus"),
+    ("ray.num_workers=0", "ray.num_workers"),
+    ("torch_threads=0", "torch_threads"),
 ])
 def test_validate_names_the_bad_setting(override: str, setting: str) -> None:
     cfg = _compose([override])

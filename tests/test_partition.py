@@ -79,7 +79,7 @@ def test_dirichlet_tiny_alpha_keeps_every_client_nonempty() -> None:
 
 def test_errors() -> None:
     labels = np.arange(10) % 2
-    with pytest.raises(ValueError, match=r"dataset.partition='x': allowed: dirichlet, iid, shards"):
+    with pytest.raises(ValueError, match=r"dataset.partition='x': allowed: dirichlet, iid, sampled, shards"):
         partition_indices(labels, 2, "x", seed=0)
     for alpha in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="dataset.alpha"):

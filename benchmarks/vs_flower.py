@@ -1,0 +1,191 @@
+"""edgesim against Flower's own simulation, end to end, on the same work, in one run.
+
+    python benchmarks/vs_flower.py [--nodes 10] [--rounds 10] [--repeats 1] [--json PATH]
+
+The workload is `benchmarks/digits_fl.py` (MLP 64-64-10 on digits, FedAvg over half the nodes
+per round, 5 full-batch SGD steps per client, server-side evaluation; one Flower
+ServerApp/ClientApp pair). Each path is a fresh Python process timed from its start to its
+exit (imports, start-up, the rounds, writing results: what a user waits for):
+
+* `flower`: `flwr.simulation.run_simulation(server_app, client_app, num_supernodes=N)` with
+  its Ray back end, one CPU per client (`client_resources.num_cpus=1`);
+* `edgesim-local`: `python -m sim workload.app.server=benchmarks.digits_fl:server_app
+  workload.app.client=benchmarks.digits_fl:client_app fleet.num_devices=N ... backend=local`,
+  which also simulates the devices' compute time and energy and the radio links;
+* `edgesim-ray`: the same with `backend=ray` (a local Ray instance on all cores);
+* `floor`: a process that only imports what the workload needs (torch, Flower, scikit-learn's
+  digits, pandas) and builds one torch optimiser: what any run of this workload pays first.
+
+The paths run one after another, in rotating order over `--repeats`; the medians and the
+ratios flower / edgesim are printed, end to end and for the rounds alone (the wall time of
+`strategy.start` inside the ServerApp: no interpreter start, imports or Ray start-up, but the
+first round's lazy imports, e.g. torch's optimiser importing torch._dynamo, are in it), with the final accuracy of each path (the same training
+and sampling seed; Flower numbers its nodes at random, so the sampled partitions, and hence
+the accuracies, can differ a little). The last line is `RESULT {json}`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = 5.0  # edgesim at least this many times faster than Flower's simulation, end to end
+PATHS = ("flower", "edgesim-local", "edgesim-ray", "floor")
+# what any process that runs this workload pays before its first round: the imports (torch,
+# Flower, scikit-learn's digits, pandas) and the first torch optimiser (which imports torch._dynamo)
+FLOOR_CODE = ("import json, sys, time; t = time.perf_counter(); import torch, flwr.app, flwr.serverapp, pandas; "
+              "import sklearn.datasets; torch.optim.SGD([torch.zeros(1, requires_grad=True)]); "
+              "json.dump({'accuracy': {sys.argv[2]: float('nan')}, 'fl_s': 0.0}, open(sys.argv[1], 'w'))")
+
+
+def _env() -> dict:
+    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", PYTHONHASHSEED="0", MPLBACKEND="Agg",
+               RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO="0")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _command(path: str, nodes: int, rounds: int, seed: int, out: Path) -> list[str]:
+    result = out / "accuracy.json"
+    if path == "floor":
+        return [sys.executable, "-c", FLOOR_CODE, str(result), str(rounds)]
+    if path == "flower":
+        return [sys.executable, str(Path(__file__).resolve()), "--child-flower", "--nodes", str(nodes),
+                "--rounds", str(rounds), "--seed", str(seed), "--json", str(result)]
+    backend = path.split("-", 1)[1]
+    return [sys.executable, "-m", "sim", "workload.app.server=benchmarks.digits_fl:server_app",
+            "workload.app.client=benchmarks.digits_fl:client_app", f"fleet.num_devices={nodes}",
+            "fleet.availability=1.0", f"workload.rounds={rounds}", f"seed={seed}", "progress=false",
+            f"+workload.app.run_config.num-server-rounds={rounds}", f"+workload.app.run_config.seed={seed}",
+            f"+workload.app.run_config.result-json={result}", f"backend={backend}",
+            f"hydra.run.dir={out / 'run'}"]
+
+
+def run_path(path: str, nodes: int, rounds: int, seed: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"vs_flower_{path}_") as tmp:
+        out = Path(tmp)
+        t0 = time.perf_counter()
+        proc = subprocess.run(_command(path, nodes, rounds, seed, out), cwd=ROOT, env=_env(), text=True,
+                              capture_output=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"{path} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        result = json.loads((out / "accuracy.json").read_text())
+        acc = result["accuracy"]
+        info = {"path": path, "wall_s": wall, "rounds_wall_s": result["fl_s"], "final_accuracy": acc[str(rounds)]}
+        clock = out / "run" / "wallclock.json"
+        if clock.exists():
+            w = json.loads(clock.read_text())
+            info["backend_start_s"] = w["backend_start_s"]
+            info["rounds_s"] = sum(w["wall_s_per_strategy"].values())
+            summary = (out / "run" / "summary.csv").read_text().splitlines()
+            row = dict(zip(summary[0].split(","), summary[1].split(",")))
+            info["simulated_s"] = float(row["sim_time_s"])
+            info["simulated_energy_j"] = float(row["active_energy_j"]) + float(row["idle_energy_j"])
+        for line in proc.stdout.splitlines():
+            if line.startswith("FLOWER "):
+                info.update(json.loads(line[len("FLOWER "):]))
+        return info
+
+
+# --- the Flower child process ------------------------------------------------------------------
+def child_flower(nodes: int, rounds: int, seed: int, result_json: str) -> None:
+    import ray
+    from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
+    from flwr.simulation import run_simulation
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import digits_fl
+
+    phases: dict[str, float] = {}
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                phases[name] = phases.get(name, 0.0) + time.perf_counter() - t
+        return wrapper
+
+    ray.init = timed("ray_init_s", ray.init)  # Flower starts Ray itself: time it, unchanged
+    RayBackend.build = timed("actor_pool_build_s", RayBackend.build)
+    digits_fl.SETTINGS.update({"num-server-rounds": rounds, "seed": seed, "result-json": result_json})
+    t = time.perf_counter()
+    run_simulation(server_app=digits_fl.server_app, client_app=digits_fl.client_app, num_supernodes=nodes,
+                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
+    phases["run_simulation_s"] = time.perf_counter() - t
+    print("FLOWER " + json.dumps(phases), flush=True)
+
+
+def load_note() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cpus"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--nodes", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each path, in rotating order")
+    ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset of: " + ", ".join(PATHS))
+    ap.add_argument("--json", default=None, help="also write the result here")
+    ap.add_argument("--child-flower", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child_flower:
+        child_flower(args.nodes, args.rounds, args.seed, args.json)
+        return 0
+    paths = [p for p in args.paths.split(",") if p]
+    for p in paths:
+        if p not in PATHS:
+            ap.error(f"--paths: unknown path {p!r}; allowed: {', '.join(PATHS)}")
+    print(f"workload: digits MLP 64-64-10, FedAvg, {args.nodes} nodes, half per round, {args.rounds} rounds, "
+          f"5 full-batch SGD steps per client; load average before: {load_note()}", flush=True)
+    runs: dict[str, list[dict]] = {p: [] for p in paths}
+    for k in range(args.repeats):
+        order = paths[k % len(paths):] + paths[:k % len(paths)]
+        for p in order:
+            info = run_path(p, args.nodes, args.rounds, args.seed)
+            runs[p].append(info)
+            extra = ""
+            if "backend_start_s" in info:
+                extra = f" (back-end start {info['backend_start_s']:.1f} s, rounds {info['rounds_s']:.1f} s)"
+            if "ray_init_s" in info:
+                extra = f" (ray.init {info['ray_init_s']:.1f} s, run_simulation {info['run_simulation_s']:.1f} s)"
+            print(f"  run {k + 1}: {p:<14} {info['wall_s']:7.2f} s{extra}, rounds alone {info['rounds_wall_s']:.2f} s, "
+                  f"final accuracy {info['final_accuracy']:.4f}", flush=True)
+    med = {p: statistics.median(r["wall_s"] for r in runs[p]) for p in paths}
+    med_fl = {p: statistics.median(r["rounds_wall_s"] for r in runs[p]) for p in paths}
+    print(f"\n{'path':<15} {'end to end s':>12} {'Flower / path':>13}   {'rounds s':>8} {'Flower / path':>13}  final accuracy")
+    for p in paths:
+        ratio = med["flower"] / med[p] if "flower" in med else float("nan")
+        ratio_fl = med_fl["flower"] / med_fl[p] if "flower" in med_fl and p != "floor" else float("nan")
+        print(f"{p:<15} {med[p]:12.2f} {ratio:13.2f}   {med_fl[p]:8.2f} {ratio_fl:13.2f}  {runs[p][-1]['final_accuracy']:.4f}")
+    result = {"nodes": args.nodes, "rounds": args.rounds, "repeats": args.repeats, "median_wall_s": med,
+              "median_rounds_wall_s": med_fl, "runs": runs, "load_after": load_note()}
+    if "flower" in med:
+        result["speedup_vs_flower"] = {p: med["flower"] / med[p] for p in paths if p != "flower"}
+        result["rounds_speedup_vs_flower"] = {p: med_fl["flower"] / med_fl[p] for p in paths
+                                              if p not in ("flower", "floor")}
+        best = max((v for p, v in result["speedup_vs_flower"].items() if p.startswith("edgesim")), default=float("nan"))
+        result["best_speedup"] = best
+        result["target"] = TARGET
+        print(f"edgesim's best: {best:.2f}x faster than Flower's simulation end to end "
+              f"(target >= {TARGET}x: {'met' if best >= TARGET else 'NOT met'})")
+    print(f"load average after: {result['load_after']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""The Ray execution back end (`backend=ray`): the sampled clients' ClientApp computations of a
+step run in parallel on Ray workers. The only module of the project that imports Ray.
+
+A pool of actors, one CPU each, holds the ClientApp (shipped once per app through Ray's
+object store) and a FLOP cache of its own (the counts are deterministic, so every worker
+finds the same figures). A step's jobs are dealt round-robin to the actors; each job runs
+exactly as on the local back end (`sim.backends.run_job`: its own torch seed, the same
+number of torch threads, the same meter), so the replies, FLOPs and memory figures, and
+hence every CSV, are byte-identical to `backend=local`. A ClientApp that keeps state in its
+`Context` gets the state back: the worker returns it with the reply.
+
+`ray.address` joins an existing cluster (`auto`, `HOST:PORT` or `ray://HOST:10001`); left
+null, a local Ray instance is started with `ray.num_cpus` CPUs and shut down after the job.
+Workers import the project from this checkout's folder (PYTHONPATH): on a cluster, every node
+needs the same edgesim code at the same path, or installed as a package.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+# Ray >= 2.5x warns (FutureWarning) that it will stop overriding CUDA_VISIBLE_DEVICES for
+# zero-GPU tasks; opting in to that behaviour now silences it. Set before Ray is imported.
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+import ray  # noqa: E402
+import torch  # noqa: E402
+from flwr.app import Context, Message  # noqa: E402
+from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
+
+from sim.backends import Execution, run_job, torch_threads  # noqa: E402
+from sim.config import ConfigError  # noqa: E402
+
+__all__ = ["RayBackend", "cluster_address", "run_parallel", "start_ray", "stop_ray"]
+
+ROOT = Path(__file__).resolve().parent.parent
+SWEEP_JOB_ENV = "EDGESIM_RAY_SWEEP_JOB"  # set in the Ray tasks that run a sweep's jobs
+_APPS_KEPT = 2  # ClientApps a worker keeps deserialised (the runner's strategies run one after another)
+
+
+def _reachable(address: str) -> None:
+    """Fail fast on a cluster address nothing answers at (Ray itself retries for minutes)."""
+    if address == "auto":
+        return  # Ray reads the address `ray start` left on this machine, and says if there is none
+    hostport = address.split("://", 1)[1] if "://" in address else address
+    host, _, port = hostport.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"ray.address={address!r}: no Ray cluster answers there ({exc}); "
+                          "give 'auto', 'HOST:PORT' or 'ray://HOST:PORT' of a running cluster, or null") from None
+
+
+def start_ray(address: str | None, num_cpus: int | None) -> bool:
+    """Join the cluster at `address`, or start a local instance with `num_cpus` CPUs (all when
+    None), unless Ray is up already; True when this call started or joined it."""
+    if ray.is_initialized():
+        return False
+    env = {"FLWR_TELEMETRY_ENABLED": os.environ.get("FLWR_TELEMETRY_ENABLED", "0"),
+           "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0"),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    kwargs: dict = {"runtime_env": {"env_vars": env}, "log_to_driver": False, "configure_logging": False}
+    if address:
+        _reachable(address)
+        kwargs["address"] = address
+    else:
+        kwargs.update(num_cpus=num_cpus, include_dashboard=False)
+    try:
+        ray.init(**kwargs)
+    except Exception as exc:  # noqa: BLE001  (Ray raises many kinds; all mean the same here)
+        where = f"ray.address={address!r}: cannot join the cluster" if address else "backend=ray: cannot start Ray"
+        raise ConfigError(f"{where} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    return True
+
+
+def cluster_address() -> str:
+    """The address of the Ray cluster this process is connected to (for `ray.address`)."""
+    return ray.get_runtime_context().gcs_address
+
+
+def stop_ray() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def run_parallel(fn, calls: list[tuple], num_cpus: float = 1.0) -> list:
+    """`[fn(*args) for args in calls]`, each call a Ray task with `num_cpus` CPUs, in parallel;
+    results in the order of `calls`. (Hydra's multirun on Ray: `hydra_plugins/edgesim_ray_launcher`.)"""
+    remote = ray.remote(num_cpus=num_cpus, max_retries=0, runtime_env={"env_vars": {SWEEP_JOB_ENV: "1"}})(fn)
+    return ray.get([remote.remote(*args) for args in calls])
+
+
+@ray.remote(num_cpus=1)
+class _Worker:
+    """Runs jobs of one or more ClientApps; keeps the last apps and its FLOP cache."""
+
+    def __init__(self, optimizer_copies: int, threads: int):
+        self.optimizer_copies = optimizer_copies
+        self.threads = threads
+        self.cost_cache: dict = {}
+        self.apps: dict[str, object] = {}
+
+    def ready(self) -> bool:
+        return True
+
+    def run(self, app_box: list, identity: tuple, jobs: list[tuple[int, Message, Context, int]]) -> list:
+        # what a Flower message built here reads as its sender: the driver's task identity
+        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = identity
+        ref = app_box[0]  # boxed, so Ray hands over the reference, not a fresh copy per call
+        key = ref.hex()
+        app = self.apps.get(key)
+        if app is None:
+            while len(self.apps) >= _APPS_KEPT:
+                self.apps.pop(next(iter(self.apps)))
+            app = self.apps[key] = ray.get(ref)
+        out = []
+        with torch_threads(self.threads):
+            for index, message, context, seed in jobs:
+                ex = run_job(app, message, context, seed, self.cost_cache, self.optimizer_copies)
+                out.append((index, ex, context.state))
+        return out
+
+
+class RayBackend:
+    """Runs a step's ClientApp jobs in parallel on a pool of Ray actors."""
+
+    name = "ray"
+
+    def __init__(self, optimizer_copies: int = 1, torch_threads: int | None = None, *, address: str | None = None,
+                 num_cpus: int | None = None, num_workers: int | None = None):
+        if os.environ.get(SWEEP_JOB_ENV):
+            raise ConfigError("backend=ray: this job already runs as a Ray task of hydra/launcher=edgesim_ray, "
+                              "whose jobs are the parallel units; allowed here: backend=local")
+        self.optimizer_copies = optimizer_copies
+        # None: the driver's own count, so the workers compute as this process would
+        self.torch_threads = torch_threads or torch.get_num_threads()
+        self._started = start_ray(address, num_cpus)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        n = num_workers or max(cpus, 1)
+        self._workers = [_Worker.remote(optimizer_copies, self.torch_threads) for _ in range(n)]
+        ray.get([w.ready.remote() for w in self._workers])  # started (and importing) before the first round
+        self._app = None
+        self._app_box: list = []
+
+    @property
+    def num_workers(self) -> int:
+        return len(self._workers)
+
+    def _box(self, app) -> list:
+        if app is not self._app:  # ship each ClientApp once
+            self._app, self._app_box = app, [ray.put(app)]
+        return self._app_box
+
+    def execute(self, app, jobs: list[tuple[Message, Context, int]]) -> list[Execution]:
+        if not jobs:
+            return []
+        identity = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+        box = self._box(app)
+        n = min(len(self._workers), len(jobs))
+        batches: list[list] = [[] for _ in range(n)]
+        for i, (message, context, seed) in enumerate(jobs):
+            batches[i % n].append((i, message, context, seed))
+        futures = [w.run.remote(box, identity, batch) for w, batch in zip(self._workers, batches)]
+        results: list[Execution | None] = [None] * len(jobs)
+        for part in ray.get(futures):
+            for index, ex, state in part:
+                results[index] = ex
+                jobs[index][1].state = state  # what the ClientApp kept in its context
+        return results  # type: ignore[return-value]
+
+    def stop_workers(self) -> None:
+        """Free the workers' CPUs (Ray stays up if this back end started it, until `close`)."""
+        for w in self._workers:
+            ray.kill(w)
+        self._workers = []
+
+    def close(self) -> None:
+        self.stop_workers()
+        if self._started:
+            stop_ray()
+        self._started = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
