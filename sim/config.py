@@ -140,10 +140,6 @@ class NonnConfig:
     deadline_s: float = 2.0  # the aggregator applies the FC to what arrived by then (simulated s)
     timing_images: int = 20  # inferences simulated per scenario for latency and energy
     calibrate: bool = True  # also simulate the paper's own deployments (tables 6-8) into calibration.csv
-    # torch intra-op threads while the job runs (restored after): float results depend on the
-    # thread count (summation order), so fixing it keeps CSVs identical across machines; and on
-    # these small convolutions one thread is about as fast as two
-    torch_threads: int = 1
 
 
 # --- NAIR (issue 4): settings of `sim/nair.py`; `conf/workload/nair.yaml` selects it ---------------
@@ -175,10 +171,6 @@ class NairConfig:
     # figure 5: accuracy when a fraction of the elements sent at a split is corrupted
     corruption_fractions: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5])
     corruption_mode: str = "erase"  # erase: corrupted elements arrive as 0 | noise: uniform in the tensor's range
-    # torch intra-op threads while the job runs (restored after): these convolutions are tiny, so
-    # one thread is faster than several on a shared machine, and the float results (summation
-    # order) depend on the thread count: fixing it keeps CSVs identical across machines
-    torch_threads: int = 1
     # data subsets (null = all): tiny runs and tests
     train_samples: Optional[int] = None
     test_samples: Optional[int] = None
@@ -237,10 +229,11 @@ class Config:
     cache_dir: Optional[str] = ".cache/edgesim"
     backend: str = "local"  # local: in this process, one client after another | ray: in parallel on Ray
     ray: RayConfig = field(default_factory=RayConfig)
-    # torch intra-op threads of every computation of a job (clients on every back end, and the
-    # server): fixed, so that the results do not depend on the back end, the launcher or the
-    # cores of the machine (torch splits some float reductions by thread, which changes the
-    # last bits); null = whatever the process has
+    # torch intra-op threads of every computation of a job, in every workload (the federated
+    # clients on every back end and the server; NoNN, NAIR, mcPipe): fixed, so that the results
+    # do not depend on the back end, the launcher or the cores of the machine (torch splits some
+    # float reductions by thread, which changes the last bits; the model cache keys on it); the
+    # small models here are also no faster on more threads; null = whatever the process has
     torch_threads: Optional[int] = 1
     compare: list[str] = field(default_factory=list)  # strategies run side by side in one job
     log_level: str = "ERROR"  # Flower's own logging (INFO shows every round)

@@ -653,14 +653,7 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
     m = cfg.mcpipe
     results: list[RunResult] = []
     wall: dict[str, float] = {}
-    # one intra-op thread: the tensors are tiny (threads only add overhead), and the results do
-    # not depend on how many cores the machine has
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        _run_all(cfg, jobs, results, wall)
-    finally:
-        torch.set_num_threads(threads)
+    _run_all(cfg, jobs, results, wall)  # on `torch_threads` threads (set by the runner): see sim/config.py
     curves = frame(r for res in results for r in res.curve)
     memory = frame(r for res in results for r in res.memory)
     summary = frame(res.summary for res in results)

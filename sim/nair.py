@@ -82,7 +82,7 @@ def check_settings(n: NairConfig) -> None:
              and len(set(lat)) == len(lat), "latencies_s", lat, "give distinct positive latency budgets in seconds")
     for name in ("device", "server"):
         _require(getattr(n, name) in CATALOGUE, name, getattr(n, name), f"allowed: {', '.join(sorted(CATALOGUE))}")
-    for name in ("epochs", "batch_size", "retune_epochs", "retune_batch_size", "torch_threads"):
+    for name in ("epochs", "batch_size", "retune_epochs", "retune_batch_size"):
         v = getattr(n, name)
         _require(isinstance(v, int) and v >= 1, name, v, "must be an integer >= 1")
     for name in ("lr", "retune_lr"):
@@ -557,12 +557,7 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
     """Run the NAIR job and write its reports under `out_dir`; returns the summary rows."""
     validate(cfg)
     check_settings(cfg.nair)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.nair.torch_threads)
-    try:
-        return _run(cfg, Path(out_dir), in_sweep)
-    finally:
-        torch.set_num_threads(threads)
+    return _run(cfg, Path(out_dir), in_sweep)
 
 
 def _run(cfg: Config, out_dir: Path, in_sweep: bool) -> pd.DataFrame:

@@ -56,7 +56,7 @@ def validate_nonn(n: NonnConfig) -> None:
         _check(isinstance(v, int) and v >= 10 and (v - 4) % 6 == 0, name, v, "a WRN depth 6n + 4 (10, 16, 22, 28, 40, ...)")
     _check(n.teacher_width > 0, "teacher_width", n.teacher_width, "must be > 0")
     _check(n.student_width is None or n.student_width > 0, "student_width", n.student_width, "must be > 0 or null")
-    for name in ("teacher_epochs", "student_epochs", "batch_size", "timing_images", "torch_threads"):
+    for name in ("teacher_epochs", "student_epochs", "batch_size", "timing_images"):
         _check(isinstance(getattr(n, name), int) and getattr(n, name) >= 1, name, getattr(n, name), "must be an integer >= 1")
     _check(0 < n.val_fraction < 1, "val_fraction", n.val_fraction, "allowed range is (0, 1)")
     _check(n.rule in RULES, "rule", n.rule, f"allowed: {', '.join(RULES)}")
@@ -662,15 +662,7 @@ def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
     """The NoNN job; returns its summary row."""
     validate(cfg)
     validate_nonn(cfg.nonn)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.nonn.torch_threads)
-    try:
-        return _run(cfg, Path(out_dir))
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _run(cfg: Config, out_dir) -> pd.DataFrame:
+    out_dir = Path(out_dir)
     n = cfg.nonn
     try:
         link = build_link(cfg.channel)

@@ -342,7 +342,8 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
         name = cfg.workload.name
         if name not in WORKLOADS:
             raise ConfigError(f"workload.name={name!r}: allowed: {', '.join(sorted(WORKLOADS))}")
-        return importlib.import_module(WORKLOADS[name]).run(cfg, out_dir, in_sweep=in_sweep)
+        with torch_threads(cfg.torch_threads):
+            return importlib.import_module(WORKLOADS[name]).run(cfg, out_dir, in_sweep=in_sweep)
     out_dir = Path(out_dir)
     variants, fleet, link, task = prepare(cfg)
     results, wall_s = [], {}
