@@ -290,6 +290,11 @@ def _transmit_s(events: list[SliceEvent], budget: float) -> float:
     return sum(max(0.0, min(e.end_s, budget) - e.start_s) for e in events)
 
 
+def _tallies(budgets: int, images: int) -> tuple[np.ndarray, ...]:
+    """Per (budget, image): correct, units received, bytes received, transmit seconds, bits flipped."""
+    return (np.zeros((budgets, images), dtype=bool), *(np.zeros((budgets, images)) for _ in range(4)))
+
+
 def _budget_rows(method: str, budgets: Sequence[float], correct: np.ndarray, units: np.ndarray, delivered_bytes: np.ndarray,
                  tx_s: np.ndarray, flipped: np.ndarray, head_s: float, device: DeviceProfile) -> list[dict]:
     rows = []
@@ -330,11 +335,7 @@ def _run_slices(cfg: Config, method: str, net: SplitNet, tails: list[Tail] | Non
                 flip_bits(buf, ev.flips)
             decoded[(i, s)] = decode_slice(buf, plan, first=s == 0)
     nb = len(budgets)
-    correct = np.zeros((nb, count), dtype=bool)
-    units = np.zeros((nb, count))
-    got_bytes = np.zeros((nb, count))
-    tx = np.zeros((nb, count))
-    flipped = np.zeros((nb, count))
+    correct, units, got_bytes, tx, flipped = _tallies(nb, count)
     shape = tuple(o.shape[1:])
     tail = net.tail(k)
     for b, budget in enumerate(budgets):
@@ -448,11 +449,7 @@ def _run_raw(cfg: Config, method: str, net: SplitNet, x: torch.Tensor, y: torch.
     log, got = simulate_link(link, episodes, lambda e: stream(cfg.seed, "nair-link", method, *keys[e]))
     events = {ev.episode: ev for ev in log}
     nb = len(budgets)
-    correct = np.zeros((nb, count), dtype=bool)
-    units = np.zeros((nb, count))
-    got_bytes = np.zeros((nb, count))
-    tx = np.zeros((nb, count))
-    flipped = np.zeros((nb, count))
+    correct, units, got_bytes, tx, flipped = _tallies(nb, count)
     for b in range(nb):
         batch = np.zeros((count, *shape), dtype=np.float32)
         for i in range(count):
