@@ -1,6 +1,6 @@
 """The small digits workload of the Flower comparison, as an ordinary Flower app pair.
 
-MLP 64-64-10 on scikit-learn's digits (pixels / 16); the client with partition id p holds the
+MLP 64-64-10 on scikit-learn's digits (pixels / 16, read by `experiments.data.digits_arrays`); the client with partition id p holds the
 samples p, p+10, p+20, ... (so for more than 10 clients, partitions repeat); local training is
 5 full-batch SGD steps at lr 0.1; FedAvg samples half the nodes per round (at least 2), no
 client evaluation; the server evaluates the global model on all 1797 samples after each round.
@@ -23,15 +23,16 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
-from sklearn.datasets import load_digits
 from torch import nn
+
+from experiments.data import digits_arrays
 
 LOCAL_STEPS = 5
 LR = 0.1
 STRIDE = 10
 FRACTION_TRAIN = 0.5
 
-_X, _y = load_digits(return_X_y=True)
+_X, _y = digits_arrays()  # scikit-learn's digits, read without importing scikit-learn
 X = torch.tensor(_X / 16.0, dtype=torch.float32)
 Y = torch.tensor(_y)
 

@@ -64,7 +64,7 @@ def _command(path: str, nodes: int, rounds: int, seed: int, out: Path) -> list[s
             "workload.app.client=benchmarks.digits_fl:client_app", f"fleet.num_devices={nodes}",
             "fleet.availability=1.0", f"workload.rounds={rounds}", f"seed={seed}", "progress=false",
             f"+workload.app.run_config.num-server-rounds={rounds}", f"+workload.app.run_config.seed={seed}",
-            f"+workload.app.run_config.result-json={result}", f"backend={backend}",
+            f"+workload.app.run_config.result-json={result}", f"backend={backend}", "plots=false",
             f"hydra.run.dir={out / 'run'}"]
 
 

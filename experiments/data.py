@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import importlib
+import importlib.util
 import io
 import pickle
 from dataclasses import dataclass
@@ -87,15 +88,32 @@ def _check_fraction(test_fraction: float) -> None:
         raise ValueError(f"test_fraction={test_fraction}: must be in (0, 1)")
 
 
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled handwritten digits as (pixels 0..16, shape (1797, 64); labels).
+
+    The same arrays as `sklearn.datasets.load_digits(return_X_y=True)`, read straight from the
+    file scikit-learn ships, without importing scikit-learn (whose import costs about a second,
+    more than reading the file). Falls back to scikit-learn's loader if the file is not where
+    this version keeps it.
+    """
+    spec = importlib.util.find_spec("sklearn")  # locates the package without running it
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_digits as _sk_load_digits
+
+        return _sk_load_digits(return_X_y=True)
+    table = np.loadtxt(path, delimiter=",")
+    return table[:, :-1], table[:, -1].astype(int)
+
+
 def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     """sklearn's bundled 8x8 digits (1797 images), scaled to [0, 1], stratified seeded split."""
-    from sklearn.datasets import load_digits as _sk_load_digits
     from sklearn.model_selection import train_test_split
 
     _check_fraction(test_fraction)
-    bunch = _sk_load_digits()
-    x = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
-    y = bunch.target.astype(np.int64)
+    pixels, labels = digits_arrays()
+    x = (pixels.reshape(-1, 8, 8).astype(np.float32) / 16.0)[:, None, :, :]
+    y = labels.astype(np.int64)
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
     return _to_dataset("digits", x_tr, y_tr, x_te, y_te, 10)
 

@@ -15,7 +15,6 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 warnings.filterwarnings("ignore", category=FutureWarning, module="pyarrow.*")
 
 import hydra  # noqa: E402
-import pandas as pd  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.experimental.callback import Callback  # noqa: E402
@@ -75,6 +74,8 @@ class SweepComparison(Callback):
     """After a multirun: comparison.csv and accuracy plots over all jobs, in the sweep dir."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        import pandas as pd
+
         from sim.report import plot_accuracy, write_csv
 
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -93,7 +94,7 @@ class SweepComparison(Callback):
         table = table[["job"] + [c for c in table.columns if c != "job"]]
         write_csv(table, sweep_dir / "comparison.csv")
         varying = [k for k in SETTING_COLUMNS if k in table and table[k].nunique(dropna=False) > 1]
-        if rounds:
+        if rounds and config.get("plots", True):
             plot_accuracy(pd.concat(rounds, ignore_index=True), varying or ["strategy"], sweep_dir,
                           title="accuracy across the sweep")
 

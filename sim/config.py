@@ -238,6 +238,9 @@ class Config:
     compare: list[str] = field(default_factory=list)  # strategies run side by side in one job
     log_level: str = "ERROR"  # Flower's own logging (INFO shows every round)
     progress: bool = True
+    # the PNG plots beside the CSVs (false: CSVs only, and no matplotlib, which costs ~0.6 s of a
+    # short job here: for benchmarks and for sweeps of many short jobs)
+    plots: bool = True
     fleet: FleetConfig = field(default_factory=FleetConfig)
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)

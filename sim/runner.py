@@ -14,11 +14,10 @@ import math
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
@@ -33,9 +32,9 @@ from experiments.records import to_state_dict
 from experiments.partition import SampledPartitions, partition_indices
 from sim.config import WORKLOADS, ChannelConfig, Config, ConfigError, StrategyConfig, validate
 from sim.backends import LocalBackend, make_backend, torch_threads
-from sim.grid import RUN_ID, SERVER_NODE_ID, PhaseStats, SimGrid
+from sim.grid import RUN_ID, SERVER_NODE_ID, ClientRow, PhaseStats, SimGrid
 from sim.meter import WorkMeter
-from sim.report import frame, plot_accuracy, write_csv, write_json
+from sim.report import plot_accuracy, write_json, write_rows
 from sim.seeding import stream
 from strategies import STRATEGIES, activation_divergence, build_strategy
 
@@ -66,12 +65,16 @@ class RoundRow:
     activation_divergence: float
 
 
+ROUND_COLUMNS = [f.name for f in fields(RoundRow)]  # the headers of an empty table
+CLIENT_COLUMNS = [f.name for f in fields(ClientRow)]
+
+
 @dataclass
 class VariantResult:
     strategy: str
-    rounds: pd.DataFrame
-    clients: pd.DataFrame
-    summary: pd.DataFrame
+    rounds: list[RoundRow]
+    clients: list[ClientRow]
+    summary: dict
 
 
 # --- building --------------------------------------------------------------------------
@@ -214,11 +217,17 @@ def _round_rows(phases: list[PhaseStats], evals: dict[int, tuple[float, float]],
     return rows
 
 
-def _summary(cfg: Config, scfg: StrategyConfig, rounds: pd.DataFrame, grid: SimGrid) -> dict:
+def _summary(cfg: Config, scfg: StrategyConfig, rounds: list[RoundRow], grid: SimGrid) -> dict:
     c = cfg.channel
-    reached = rounds[rounds["accuracy"] >= cfg.workload.target_accuracy]
+    reached = [r for r in rounds if r.accuracy >= cfg.workload.target_accuracy]
+    accuracies = [r.accuracy for r in rounds if not math.isnan(r.accuracy)]
+    divergences = [r.activation_divergence for r in rounds if not math.isnan(r.activation_divergence)]
     energy = grid.ledger.energy_j
     user_app = cfg.workload.app.server is not None  # its own ServerApp picks strategy and deadline
+
+    def total(name: str) -> int:
+        return int(sum(getattr(r, name) for r in rounds))
+
     return {
         # the settings
         "strategy": f"app:{cfg.workload.app.server}" if user_app else scfg.name, "seed": cfg.seed, "dataset": cfg.dataset.name, "partition": cfg.dataset.partition,
@@ -226,19 +235,18 @@ def _summary(cfg: Config, scfg: StrategyConfig, rounds: pd.DataFrame, grid: SimG
         "fraction_train": math.nan if user_app else scfg.fraction_train,
         "deadline_s": math.nan if user_app else scfg.timeout_s, "channel_model": c.model, "channel_mode": c.mode, "channel_ber": c.ber,
         "bandwidth_bps": c.bandwidth_bps, "latency_s": c.latency_s, "rounds": cfg.workload.rounds,
-        # the outcomes
-        "final_accuracy": rounds["accuracy"].iloc[-1], "best_accuracy": rounds["accuracy"].max(),
-        "final_loss": rounds["loss"].iloc[-1], "target_accuracy": cfg.workload.target_accuracy,
-        "rounds_to_target": int(reached["round"].iloc[0]) if len(reached) else math.nan,
-        "time_to_target_s": float(reached["sim_time_s"].iloc[0]) if len(reached) else math.nan,
+        # the outcomes (NaN accuracies, e.g. of an app that reports none, are skipped as pandas would)
+        "final_accuracy": rounds[-1].accuracy, "best_accuracy": max(accuracies, default=math.nan),
+        "final_loss": rounds[-1].loss, "target_accuracy": cfg.workload.target_accuracy,
+        "rounds_to_target": reached[0].round if reached else math.nan,
+        "time_to_target_s": float(reached[0].sim_time_s) if reached else math.nan,
         "sim_time_s": grid.now_s,
         "active_energy_j": float(energy[:, :3].sum()), "idle_energy_j": float(energy[:, 3].sum()),
-        "bytes_down": int(rounds["bytes_down"].sum()), "bytes_up": int(rounds["bytes_up"].sum()),
-        "retransmissions": int(rounds["retransmissions"].sum()), "bits_flipped": int(rounds["bits_flipped"].sum()),
-        "clients_straggled": int(rounds["clients_straggled"].sum()), "clients_dropped": int(rounds["clients_dropped"].sum()),
-        "clients_lost": int(rounds["clients_lost"].sum()),
-        "clients_out_of_memory": int(rounds["clients_out_of_memory"].sum()),
-        "mean_activation_divergence": rounds["activation_divergence"].mean(),
+        "bytes_down": total("bytes_down"), "bytes_up": total("bytes_up"),
+        "retransmissions": total("retransmissions"), "bits_flipped": total("bits_flipped"),
+        "clients_straggled": total("clients_straggled"), "clients_dropped": total("clients_dropped"),
+        "clients_lost": total("clients_lost"), "clients_out_of_memory": total("clients_out_of_memory"),
+        "mean_activation_divergence": float(np.mean(divergences)) if divergences else math.nan,
     }
 
 
@@ -275,10 +283,9 @@ def simulate(cfg: Config, scfg: StrategyConfig, fleet: Fleet, link: Link, task: 
                               run_config=dict(app_cfg.run_config))
             server_app(grid, context)
     grid.ledger.close(grid.now_s)
-    rounds = frame(_round_rows(grid.phases, evals, app_cfg))
-    clients = frame([c for p in grid.phases for c in p.clients])
-    summary = pd.DataFrame([_summary(cfg, scfg, rounds, grid)])
-    return VariantResult(scfg.name, rounds, clients, summary)
+    rounds = _round_rows(grid.phases, evals, app_cfg)
+    clients = [c for p in grid.phases for c in p.clients]
+    return VariantResult(scfg.name, rounds, clients, _summary(cfg, scfg, rounds, grid))
 
 
 # --- the job -------------------------------------------------------------------------------
@@ -331,8 +338,10 @@ def prepare(cfg: Config):
     return variants, fleet, link, task
 
 
-def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataFrame:
-    """Run the job `cfg` and write its reports under `out_dir`; returns the summary rows.
+def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
+    """Run the job `cfg` and write its reports under `out_dir`; returns the summary rows (the
+    federated job: a list of dicts, one per strategy, written without pandas; NoNN, NAIR and
+    mcPipe: a DataFrame).
 
     One strategy: rounds.csv, clients.csv, summary.csv in `out_dir`. Several (`compare`):
     one folder per strategy, and comparison.csv in `out_dir`. Accuracy plots beside them (in
@@ -356,18 +365,18 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
             wall_s[scfg.name] = round(time.perf_counter() - t0, 3)
     for res in results:
         folder = out_dir / res.strategy if len(results) > 1 else out_dir
-        write_csv(res.rounds, folder / "rounds.csv")
-        write_csv(res.clients, folder / "clients.csv")
-        write_csv(res.summary, folder / "summary.csv")
+        write_rows(res.rounds, folder / "rounds.csv", ROUND_COLUMNS)
+        write_rows(res.clients, folder / "clients.csv", CLIENT_COLUMNS)
+        write_rows([res.summary], folder / "summary.csv")
     # this machine's timings: not simulated, not reproducible, so never in a CSV
     write_json({"backend": cfg.backend, "backend_start_s": start_s, "wall_s_per_strategy": wall_s},
                out_dir / "wallclock.json")
-    summary = pd.concat([r.summary for r in results], ignore_index=True)
+    summary = [r.summary for r in results]
     if not in_sweep:  # a sweep compares and plots once, over all its jobs
         if len(results) > 1:
-            write_csv(summary, out_dir / "comparison.csv")
-        rounds = pd.concat([r.rounds.assign(strategy=r.strategy) for r in results], ignore_index=True)
-        if rounds["accuracy"].notna().any():  # a user's app that reports no accuracy has nothing to plot
+            write_rows(summary, out_dir / "comparison.csv")
+        rounds = [{**vars(row), "strategy": r.strategy} for r in results for row in r.rounds]
+        if cfg.plots and any(not math.isnan(row["accuracy"]) for row in rounds):  # an app may report none
             plot_accuracy(rounds, ["strategy"], out_dir, title=f"{cfg.dataset.name}, {cfg.dataset.partition}")
     return summary
 

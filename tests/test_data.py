@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.data import Dataset, load_cifar10, load_dataset, load_digits, load_mnist, make_synthetic
+from experiments.data import Dataset, digits_arrays, load_cifar10, load_dataset, load_digits, load_mnist, make_synthetic
 
 
 def _check(ds: Dataset, shape: tuple[int, int, int], n_train: int, n_test: int) -> None:
@@ -32,6 +32,15 @@ def test_digits_split_scaling_and_seed() -> None:
     assert torch.equal(ds.x_train, again.x_train) and torch.equal(ds.y_test, again.y_test)
     assert not torch.equal(ds.y_train, load_digits(seed=1).y_train)
     assert "digits" in repr(ds)
+
+
+def test_digits_are_read_as_scikit_learn_loads_them() -> None:
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    pixels, labels = digits_arrays()
+    bunch = sk_load_digits()
+    assert np.array_equal(pixels, bunch.data) and pixels.dtype == bunch.data.dtype
+    assert np.array_equal(labels, bunch.target) and labels.dtype == bunch.target.dtype
 
 
 def test_synthetic_shapes_determinism_and_learnability() -> None:

@@ -44,7 +44,7 @@ def _compare_cfg(seed: int = 0):
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare")
-    summary = run(_compare_cfg(), out)
+    summary = pd.DataFrame(run(_compare_cfg(), out))
     return out, summary
 
 

@@ -46,7 +46,7 @@ def quickstart_out(tmp_path_factory):
 
     cfg = _quickstart_cfg(make_tiny_cfg, _run_config())
     out = tmp_path_factory.mktemp("quickstart")
-    summary = run(cfg, out)
+    summary = pd.DataFrame(run(cfg, out))
     return cfg, out, summary
 
 

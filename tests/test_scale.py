@@ -45,7 +45,7 @@ def test_a_fleet_larger_than_the_data_runs_with_sampled_partitions(tmp_path) -> 
     cfg.fleet.num_devices = 5000  # more devices than digits' training samples
     cfg.strategy.fraction_train = 4 / 5000
     cfg.dataset.partition, cfg.dataset.samples_per_device = "sampled", 8
-    summary = run(cfg, tmp_path)
+    summary = pd.DataFrame(run(cfg, tmp_path))
     clients = pd.read_csv(tmp_path / "clients.csv")
     assert summary["num_devices"].iloc[0] == 5000
     assert (clients.groupby("round").size() == 4).all()
