@@ -57,6 +57,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from experiments.federated import FederatedTask, _train, evaluate_model  # noqa: E402
 from sim.config import Config  # noqa: E402
+from sim.report import frame  # noqa: E402
 from sim.runner import prepare, simulate  # noqa: E402
 from sim.seeding import stream  # noqa: E402
 from strategies.objectives import ClientObjective  # noqa: E402
@@ -90,8 +91,10 @@ def run_sim(cfg: Config, job):
     return simulate(cfg, variants[0], fleet, link, task, progress=False)
 
 
-def schedule_of(clients: pd.DataFrame, rounds: int) -> list[tuple[list[int], list[int]]]:
-    """Per round: (node ids whose training ran, node ids whose reply was aggregated)."""
+def schedule_of(clients, rounds: int) -> list[tuple[list[int], list[int]]]:
+    """Per round: (node ids whose training ran, node ids whose reply was aggregated), from the
+    simulator's client rows."""
+    clients = frame(clients)
     train = clients[clients["phase"] == "train"]
     # a ClientApp that ran was metered: its row has FLOPs; one that never ran has none
     ran_mask = ~train["status"].isin(NOT_RUN)
@@ -334,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         sched = schedule_of(res.clients, rounds)
         if schedule is None:
             schedule = sched
-            sim_evals = res.rounds[["accuracy", "loss"]].to_numpy()
+            sim_evals = frame(res.rounds)[["accuracy", "loss"]].to_numpy()
         elif sched != schedule:
             raise SystemExit("the simulator sampled different clients in two runs of one seed: not comparable")
 

@@ -95,7 +95,7 @@ def child(devices: int, sampled: int, rounds: int, seed: int) -> dict:
     own = total - spent["clients"] - spent["evaluation"]
     return {
         "devices": devices, "sampled_per_round": sampled, "rounds": rounds,
-        "clients_trained": spent["clients_run"], "clients_received": int(res.rounds["clients_received"].sum()),
+        "clients_trained": spent["clients_run"], "clients_received": sum(r.clients_received for r in res.rounds),
         "rss_after_imports_mib": round(rss_imports, 1), "rss_after_build_mib": round(rss_built, 1),
         "rss_peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "build_s": round(build_s, 3), "round_s": round(total / rounds, 4),
@@ -103,7 +103,7 @@ def child(devices: int, sampled: int, rounds: int, seed: int) -> dict:
         "evaluation_s_per_round": round(spent["evaluation"] / rounds, 4),
         "simulator_own_s_per_round": round(own / rounds, 4),
         "simulator_own_ms_per_client": round(1000 * own / max(spent["clients_run"], 1), 3),
-        "final_accuracy": float(res.rounds["accuracy"].iloc[-1]), "torch_threads": torch.get_num_threads(),
+        "final_accuracy": float(res.rounds[-1].accuracy), "torch_threads": torch.get_num_threads(),
     }
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from flwr.app import Context, Message
 
-from sim.meter import WorkMeter
+from sim.meter import PROCESS_COSTS, WorkMeter
 
 __all__ = ["BACKENDS", "Execution", "LocalBackend", "make_backend", "run_job", "torch_threads"]
 
@@ -66,14 +66,15 @@ def run_job(app, message: Message, context: Context, torch_seed: int, cost_cache
 
 
 class LocalBackend:
-    """Runs ClientApps one after another in this process; FLOP figures cached per shape."""
+    """Runs ClientApps one after another in this process; FLOP figures cached per shape, for
+    the whole process (`sim.meter.PROCESS_COSTS`)."""
 
     name = "local"
 
     def __init__(self, optimizer_copies: int = 1, torch_threads: int | None = None):
         self.optimizer_copies = optimizer_copies
         self.torch_threads = torch_threads
-        self._cost_cache: dict = {}
+        self._cost_cache = PROCESS_COSTS  # FLOP counts are the same for every job of the process
 
     def execute(self, app, jobs: list[tuple[Message, Context, int]]) -> list[Execution]:
         with torch_threads(self.torch_threads):

@@ -7,6 +7,11 @@ that call's forward (and, when gradients flow, backward) FLOPs with PyTorch's ow
 `FlopCounterMode` on a copy of the module, and the bytes of every activation the forward
 produces; later calls with the same key reuse the figures. Counting every step would make
 a small CNN's training several times slower; shapes repeat, so the cache is exact.
+
+The key holds the module's class itself (not its name), its parameter shapes and the input
+shapes, so one cache can serve every job of a process: `PROCESS_COSTS` is the one the back
+ends use, and a sweep's jobs run one after another in one process (Hydra's basic launcher),
+or the repeated runs of a benchmark, count each shape once.
 """
 from __future__ import annotations
 
@@ -18,7 +23,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["CallCost", "WorkMeter", "parameter_bytes"]
+__all__ = ["PROCESS_COSTS", "CallCost", "WorkMeter", "parameter_bytes"]
+
+PROCESS_COSTS: dict = {}  # (class, parameter shapes, input shapes, training) -> CallCost, per process
 
 
 @dataclass(frozen=True)
@@ -140,7 +147,7 @@ class WorkMeter:
             params = list(module.parameters())
             sig = self._signature[module] = (tuple(tuple(p.shape) for p in params), any(p.requires_grad for p in params))
         training = sig[1] and torch.is_grad_enabled()
-        key = (type(module).__qualname__, sig[0], _shapes(self._top_args), training)
+        key = (type(module), sig[0], _shapes(self._top_args), training)
         cost = self.cache.get(key)
         if cost is None:
             self._measuring = True
