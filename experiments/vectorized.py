@@ -30,6 +30,7 @@ ClientApp's own).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -230,7 +231,9 @@ def execute(task: FederatedTask, app, jobs: list, cost_cache: dict, optimizer_co
                 try:
                     done = _train_jobs(task, model, [jobs[i] for i in chunk], lr, objective, cost_cache,
                                        optimizer_copies, mode)
-                except Exception:  # noqa: BLE001 - each client then runs (and fails, if it does) on its own
+                except Exception as exc:  # noqa: BLE001 - each client then runs (and fails, if it does) on its own
+                    warnings.warn(f"workload.vectorize: training {len(chunk)} clients together failed "
+                                  f"({type(exc).__name__}: {exc}); they ran one by one", RuntimeWarning, stacklevel=2)
                     done = [run_job(app, *jobs[i], cost_cache, optimizer_copies) for i in chunk]
                 for i, ex in zip(chunk, done):
                     out[i] = ex

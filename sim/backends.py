@@ -70,13 +70,16 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, optimizer_copies: int = 1, torch_threads: int | None = None):
+    def __init__(self, optimizer_copies: int = 1, torch_threads: int | None = None, vectorize: bool = False):
         self.optimizer_copies = optimizer_copies
         self.torch_threads = torch_threads
+        self.vectorize = vectorize  # workload.vectorize: the built-in app's train jobs of a round trained together
         self._cost_cache: dict = {}
 
     def execute(self, app, jobs: list[tuple[Message, Context, int]]) -> list[Execution]:
         with torch_threads(self.torch_threads):
+            if self.vectorize:  # the built-in ClientApp's own batched path (`experiments.vectorized`)
+                return app.train_together(jobs, self._cost_cache, self.optimizer_copies)
             return [run_job(app, *job, self._cost_cache, self.optimizer_copies) for job in jobs]
 
     def close(self) -> None:
@@ -97,4 +100,4 @@ def make_backend(cfg):
 
         r = cfg.ray
         return RayBackend(copies, threads, address=r.address, num_cpus=r.num_cpus, num_workers=r.num_workers)
-    return LocalBackend(copies, threads)
+    return LocalBackend(copies, threads, vectorize=cfg.workload.vectorize)
