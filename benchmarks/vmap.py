@@ -18,7 +18,7 @@ Part 2, prototype. One round's jobs, recorded as above, at 9, 30 and 100 clients
 `dataset.partition=sampled dataset.samples_per_device=48`, so that every client trains 6 steps
 as in the experiment); plus "unequal": 30 devices with `dataset.partition=dirichlet` (alpha 0.5,
 clients of very different sizes). Each run by the per-client loop (`LocalBackend`'s path) and by
-`experiments.vectorized.execute` three ways: "prefix" (clients ordered by steps; each step on
+`sim.vectorize.execute` three ways: "prefix" (clients ordered by steps; each step on
 those still training: the option's way), "mask" (every step on all clients, finished ones'
 updates discarded) and "groups" (one vmap per group of clients with the same number of steps).
 Checked: FLOPs, peak memory and reply layout equal; every reply's arrays and loss within 1e-5 of
@@ -60,12 +60,12 @@ import torch  # noqa: E402
 from flwr.app import ArrayRecord, Message, RecordDict  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from experiments import vectorized  # noqa: E402
 from experiments.federated import learning_rate, train_reply  # noqa: E402
 from experiments.records import array_view, to_state_dict  # noqa: E402
 from overhead import compose_config, load_note  # noqa: E402
 from sim.backends import LocalBackend, run_job  # noqa: E402
 from sim.runner import prepare, simulate  # noqa: E402
+from sim.vectorize import execute as execute_together  # noqa: E402
 from strategies.objectives import ClientObjective  # noqa: E402
 
 EXPERIMENT = "fedmax_noniid"
@@ -287,14 +287,14 @@ def run_method(method: str, task, app, jobs, cache, copies):
     if method == "loop":
         return [run_job(app, *job, cache, copies) for job in jobs]
     if method != "groups":
-        return vectorized.execute(task, app, jobs, cache, copies, mode=method)
+        return execute_together(app, jobs, cache, copies, mode=method)
     groups: dict[int, list[int]] = defaultdict(list)  # by number of steps
     for i, (_, ctx, _) in enumerate(jobs):
         n = len(task.partitions[int(ctx.node_config["partition-id"])])
         groups[task.local_epochs * -(-n // task.batch_size)].append(i)
     out = [None] * len(jobs)
     for members in groups.values():
-        for i, ex in zip(members, vectorized.execute(task, app, [jobs[i] for i in members], cache, copies)):
+        for i, ex in zip(members, execute_together(app, [jobs[i] for i in members], cache, copies)):
             out[i] = ex
     return out
 

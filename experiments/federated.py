@@ -88,13 +88,7 @@ def make_client_app(task: FederatedTask) -> ClientApp:
         metrics = MetricRecord({"loss": loss, "accuracy": acc, "num-examples": len(idx)})
         return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
 
-    def train_together(jobs, cost_cache: dict, optimizer_copies: int):
-        """`workload.vectorize`: a round's jobs, the train ones trained together (`LocalBackend`)."""
-        from experiments.vectorized import execute
-
-        return execute(task, app, jobs, cost_cache, optimizer_copies)
-
-    app.train_together = train_together
+    app.edgesim_task = task  # the built-in app: `workload.vectorize` trains its clients together (sim.vectorize)
     return app
 
 

@@ -78,8 +78,10 @@ class LocalBackend:
 
     def execute(self, app, jobs: list[tuple[Message, Context, int]]) -> list[Execution]:
         with torch_threads(self.torch_threads):
-            if self.vectorize:  # the built-in ClientApp's own batched path (`experiments.vectorized`)
-                return app.train_together(jobs, self._cost_cache, self.optimizer_copies)
+            if self.vectorize:  # the built-in ClientApp's clients trained together
+                from sim.vectorize import execute
+
+                return execute(app, jobs, self._cost_cache, self.optimizer_copies)
             return [run_job(app, *job, self._cost_cache, self.optimizer_copies) for job in jobs]
 
     def close(self) -> None:
