@@ -5,7 +5,9 @@
 In order: `vs_flower.py` (edgesim against Flower's own simulation, end to end; 10 and 100
 nodes), `overhead.py`
 (the simulator against a plain PyTorch loop on the default experiment's workload), `scale.py`
-(memory and simulator time per round at 1,000 / 10,000 / 100,000 devices). Each runs as its
+(memory and simulator time per round at 1,000 / 10,000 / 100,000 devices), `vmap.py` (where a
+round's client time goes, and training the clients together with torch.func.vmap against the
+per-client loop: equality and speed-up at 9 / 30 / 100 clients per round). Each runs as its
 own process; its `RESULT {json}` line goes into the output file under its name, with the
 command, its wall time, and the load average before and after (timings on a busy machine are
 inflated: compare ratios, and rerun when the load average exceeds the cores). `--quick` runs
@@ -36,6 +38,7 @@ BENCHMARKS = {
                  ["overhead.py", "--rounds", "3", "--repeats", "1", "--threads", "1"]),
     "scale": (["scale.py", "--devices", "1000,10000,100000", "--sampled", "100", "--rounds", "5"],
               ["scale.py", "--devices", "1000,100000", "--sampled", "10", "--rounds", "2"]),
+    "vmap": (["vmap.py", "--repeats", "5"], ["vmap.py", "--quick"]),
 }
 
 

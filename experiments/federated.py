@@ -23,7 +23,7 @@ from experiments.data import Dataset
 from experiments.records import to_array_record, to_state_dict
 from strategies.objectives import ACTIVATION_PROBE_KEY, ClientObjective
 
-__all__ = ["FederatedTask", "evaluate_model", "make_client_app"]
+__all__ = ["FederatedTask", "evaluate_model", "learning_rate", "make_client_app", "train_reply"]
 
 
 @dataclass
@@ -75,14 +75,9 @@ def make_client_app(task: FederatedTask) -> ClientApp:
         config = msg.content["config"]
         model = task.build_model()
         model.load_state_dict(to_state_dict(msg.content["arrays"]))
-        lr = task.lr * task.lr_decay ** (int(config.get("server-round", 1)) - 1)
+        lr = learning_rate(task, config)
         loss, mean_act = _train(task, model, idx, ClientObjective.from_config(config), lr)
-        content = RecordDict({
-            "arrays": to_array_record(model.state_dict()),
-            "metrics": MetricRecord({"train_loss": loss, "num-examples": len(idx)}),
-            ACTIVATION_PROBE_KEY: ArrayRecord({"mean-activation": Array(mean_act)}),
-        })
-        return Message(content=content, reply_to=msg)
+        return train_reply(msg, model.state_dict(), loss, mean_act, len(idx))
 
     @app.evaluate()
     def evaluate(msg: Message, ctx: Context) -> Message:
@@ -93,7 +88,23 @@ def make_client_app(task: FederatedTask) -> ClientApp:
         metrics = MetricRecord({"loss": loss, "accuracy": acc, "num-examples": len(idx)})
         return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
 
+    app.edgesim_task = task  # the built-in app: `workload.vectorize` trains its clients together (sim.vectorize)
     return app
+
+
+def learning_rate(task: FederatedTask, config) -> float:
+    """The round's learning rate: `lr` decayed once per round since the first."""
+    return task.lr * task.lr_decay ** (int(config.get("server-round", 1)) - 1)
+
+
+def train_reply(msg: Message, state_dict: dict, loss: float, mean_act: np.ndarray, num_examples: int) -> Message:
+    """The built-in ClientApp's reply to a train message."""
+    content = RecordDict({
+        "arrays": to_array_record(state_dict),
+        "metrics": MetricRecord({"train_loss": loss, "num-examples": num_examples}),
+        ACTIVATION_PROBE_KEY: ArrayRecord({"mean-activation": Array(mean_act)}),
+    })
+    return Message(content=content, reply_to=msg)
 
 
 @torch.no_grad()

@@ -71,13 +71,18 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, optimizer_copies: int = 1, torch_threads: int | None = None):
+    def __init__(self, optimizer_copies: int = 1, torch_threads: int | None = None, vectorize: bool = False):
         self.optimizer_copies = optimizer_copies
         self.torch_threads = torch_threads
+        self.vectorize = vectorize  # workload.vectorize: the built-in app's train jobs of a round trained together
         self._cost_cache = PROCESS_COSTS  # FLOP counts are the same for every job of the process
 
     def execute(self, app, jobs: list[tuple[Message, Context, int]]) -> list[Execution]:
         with torch_threads(self.torch_threads):
+            if self.vectorize:  # the built-in ClientApp's clients trained together
+                from sim.vectorize import execute
+
+                return execute(app, jobs, self._cost_cache, self.optimizer_copies)
             return [run_job(app, *job, self._cost_cache, self.optimizer_copies) for job in jobs]
 
     def close(self) -> None:
@@ -98,4 +103,4 @@ def make_backend(cfg):
 
         r = cfg.ray
         return RayBackend(copies, threads, address=r.address, num_cpus=r.num_cpus, num_workers=r.num_workers)
-    return LocalBackend(copies, threads)
+    return LocalBackend(copies, threads, vectorize=cfg.workload.vectorize)

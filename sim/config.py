@@ -91,6 +91,10 @@ class WorkloadConfig:
     weight_decay: float = 5.0e-4
     lr_decay: float = 0.996  # lr multiplied by this each round (FedMAX's schedule)
     optimizer_copies: int = 1  # optimiser state, in copies of the parameters (SGD momentum: 1)
+    # the built-in ClientApp's sampled clients of a round trained together (torch.func.vmap over
+    # their stacked weights; docs/scale.md, section 6): same simulated outcome, faster rounds;
+    # backend=local and the built-in models only
+    vectorize: bool = False
     target_accuracy: float = 0.8
     app: AppConfig = field(default_factory=AppConfig)
 
@@ -292,6 +296,12 @@ def validate(cfg: Config) -> None:
     _check(d.samples_per_device is None or (isinstance(d.samples_per_device, int) and d.samples_per_device >= 1),
            "dataset.samples_per_device", d.samples_per_device, "must be an integer >= 1, or null")
     _check(cfg.backend in ("local", "ray"), "backend", cfg.backend, "allowed: local, ray")
+    if w.vectorize:
+        _check(w.name == "federated", "workload.vectorize", True, f"applies to workload.name=federated only (not {w.name})")
+        _check(w.app.client is None, "workload.vectorize", True,
+               "trains the built-in ClientApp's clients together; with workload.app.client set it must be false")
+        _check(cfg.backend == "local", "workload.vectorize", True,
+               f"needs backend=local (backend={cfg.backend} runs each client on its own); allowed with ray: false")
     r = cfg.ray
     for name in ("num_cpus", "num_workers"):
         v = getattr(r, name)

@@ -142,17 +142,24 @@ class WorkMeter:
         self._top = None
         if self._active and self._global is None:  # watch for the next top-level call
             self._global = nn.modules.module.register_module_forward_pre_hook(self._pre)
+        self.charge(module, self._top_args)
+
+    def charge(self, module: nn.Module, args: tuple) -> None:
+        """Count one top-level call `module(*args)` as if it had run under the meter (with
+        gradients flowing if they are enabled now): what a computation that does the same
+        steps another way (several clients' steps at once, `experiments.vectorized`) charges
+        each of them, from the same cache."""
         sig = self._signature.get(module)
         if sig is None:
             params = list(module.parameters())
             sig = self._signature[module] = (tuple(tuple(p.shape) for p in params), any(p.requires_grad for p in params))
         training = sig[1] and torch.is_grad_enabled()
-        key = (type(module), sig[0], _shapes(self._top_args), training)
+        key = (type(module), sig[0], _shapes(args), training)
         cost = self.cache.get(key)
         if cost is None:
             self._measuring = True
             try:
-                cost = self.cache[key] = _measure(module, self._top_args, training, keep=self)
+                cost = self.cache[key] = _measure(module, args, training, keep=self)
             finally:
                 self._measuring = False
         self.flops += cost.flops

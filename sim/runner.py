@@ -256,7 +256,7 @@ def simulate(cfg: Config, scfg: StrategyConfig, fleet: Fleet, link: Link, task: 
     else the user's ServerApp/ClientApp of `cfg.workload.app`)."""
     app_cfg = cfg.workload.app
     client_app = make_client_app(task) if task is not None else _load_app(app_cfg.client, "workload.app.client")
-    backend = backend or LocalBackend(cfg.workload.optimizer_copies, cfg.torch_threads)
+    backend = backend or LocalBackend(cfg.workload.optimizer_copies, cfg.torch_threads, vectorize=cfg.workload.vectorize)
     grid = SimGrid(fleet=fleet, link=link, client_app=client_app, seed=cfg.seed, backend=backend,
                    availability=cfg.fleet.availability, run_config=app_cfg.run_config)
     evals: dict[int, tuple[float, float]] = {}
@@ -332,6 +332,13 @@ def prepare(cfg: Config):
     if cfg.workload.app.client is None:
         task = _build_task(cfg, fleet)
         _check_fits_somewhere(cfg, task.build_model(), task.data, fleet)
+        if cfg.workload.vectorize:
+            from experiments.vectorized import unsupported
+
+            reason = unsupported(task.build_model())
+            if reason:
+                raise ConfigError(f"workload.vectorize=True: workload.model={cfg.workload.model!r} cannot be trained "
+                                  f"client-stacked: {reason}; allowed: false")
     else:
         _load_app(cfg.workload.app.server, "workload.app.server")
         _load_app(cfg.workload.app.client, "workload.app.client")
