@@ -140,12 +140,14 @@ class Executor:
     """The back end a workload other than the federated one maps its independent computations
     on (`map`, as `LocalBackend.map`), built from `cfg` at the first call that has work, so a
     job whose models all come from the model cache never starts Ray; closed with the executor.
-    `start_s`: the wall seconds that start took (for wallclock.json)."""
+    For wallclock.json: `start_s`, the wall seconds that start took; `maps`, each map's number
+    of calls and wall seconds."""
 
     def __init__(self, cfg):
         self.cfg = cfg
         self.backend = None
         self.start_s = 0.0
+        self.maps: list[dict] = []
 
     @property
     def name(self) -> str:
@@ -162,7 +164,14 @@ class Executor:
             t0 = time.perf_counter()
             self.backend = make_backend(self.cfg, actors=False)
             self.start_s = round(time.perf_counter() - t0, 3)
-        return self.backend.map(fn, calls, seeds)
+        t0 = time.perf_counter()
+        out = self.backend.map(fn, calls, seeds)
+        self.maps.append({"calls": len(calls), "wall_s": round(time.perf_counter() - t0, 3)})
+        return out
+
+    def timings(self) -> dict:
+        """What wallclock.json reports of the back end."""
+        return {"backend": self.name, "backend_start_s": self.start_s, "maps": self.maps}
 
     def close(self) -> None:
         if self.backend is not None:

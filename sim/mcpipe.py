@@ -679,8 +679,7 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
                   for res in results for (t, w, op, k, v) in res.trace)
     write_csvs(out_dir, {"curves.csv": curves, "memory.csv": memory, "trace.csv": trace, "summary.csv": summary,
                          "layers.csv": frame(r for job in jobs for r in _layer_rows(job))})
-    write_json({"backend": cfg.backend, "backend_start_s": executor.start_s, "wall_s_per_run": wall},
-               out_dir / "wallclock.json")
+    write_json({**executor.timings(), "wall_s_per_run": wall}, out_dir / "wallclock.json")
     if not in_sweep:
         write_csv(summary, out_dir / "comparison.csv")
     acc_t = m.accuracy_at_s if m.accuracy_at_s is not None else m.sim_time_s

@@ -678,7 +678,6 @@ def _run(cfg: Config, out_dir: Path, in_sweep: bool) -> pd.DataFrame:
     _plots(out_dir, latency, corruption, importance,
            f"{data.name}, split {k}, {c.bandwidth_bps / 1e3:g} kbit/s, BER {c.ber:g}")
     walls["total_s"] = round(time.perf_counter() - wall0, 3)
-    write_json({"backend": cfg.backend, "backend_start_s": executor.start_s, "wall_s": walls, "training": models.meta},
-               out_dir / "wallclock.json")
+    write_json({**executor.timings(), "wall_s": walls, "training": models.meta}, out_dir / "wallclock.json")
     _say(cfg, f"done: {out_dir}")
     return summary

@@ -745,7 +745,7 @@ def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
               "inference.csv": scenarios, "inference_devices.csv": devices, "robustness.csv": robustness,
               "calibration.csv": calib, "beta_search.csv": tr.beta_search, "summary.csv": summary}
     write_csvs(out_dir, {name: df for name, df in tables.items() if df is not None})
-    write_json({"backend": cfg.backend, "backend_start_s": executor.start_s, "wall_s": wall}, out_dir / "wallclock.json")
+    write_json({**executor.timings(), "wall_s": wall}, out_dir / "wallclock.json")
     _plots(out_dir, scenarios, robustness, k)
     if cfg.progress:
         _print_summary(summary.iloc[0], comparison, out_dir)
