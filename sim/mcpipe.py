@@ -20,7 +20,6 @@ while the sender computes on. A monitor process records test accuracy every
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -622,13 +621,6 @@ def _plot_memory(memory: pd.DataFrame, out_dir: Path) -> None:
     save_figure(fig, out_dir / "memory.png")
 
 
-def _simulate_timed(job: Job, schedule: str, n: int) -> tuple[RunResult, float]:
-    """One run and its wall seconds (one call of `executor.map`)."""
-    t0 = time.perf_counter()
-    res = simulate(job, schedule, n)
-    return res, round(time.perf_counter() - t0, 3)
-
-
 def _run_all(cfg: Config, jobs: list[Job], executor, results: list[RunResult], wall: dict[str, float]) -> None:
     """Every model x pipeline size x schedule (local once per model), appended to `results`.
 
@@ -644,7 +636,8 @@ def _run_all(cfg: Config, jobs: list[Job], executor, results: list[RunResult], w
             for schedule in m.schedules:
                 size = 1 if schedule == "local" else n
                 calls.setdefault((job.model, schedule, size), (job, schedule, size))
-    done = dict(zip(calls, executor.map(_simulate_timed, list(calls.values()))))
+    runs = executor.map(simulate, list(calls.values()))
+    done = dict(zip(calls, zip(runs, executor.maps[-1]["call_s"])))  # each run with its wall seconds
     for job in jobs:
         local_shown = False
         for n in m.workers:
