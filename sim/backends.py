@@ -137,10 +137,10 @@ def make_backend(cfg, actors: bool = True):
 
 
 def _timed(fn: Callable, *args) -> tuple:
-    """`fn(*args)` and its wall seconds where it ran (for `Executor.maps`)."""
-    t0 = time.perf_counter()
+    """`fn(*args)`, and its wall and CPU seconds where it ran (for `Executor.maps`)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn(*args)
-    return out, round(time.perf_counter() - t0, 3)
+    return out, round(time.perf_counter() - t0, 3), round(time.process_time() - c0, 3)
 
 
 class Executor:
@@ -148,8 +148,9 @@ class Executor:
     on (`map`, as `LocalBackend.map`), built from `cfg` at the first call that has work, so a
     job whose models all come from the model cache never starts Ray; closed with the executor.
     For wallclock.json: `start_s`, the wall seconds that start took; `maps`, each map's number
-    of calls, its wall seconds and each call's own (their sum over the map's: how many ran at
-    once, on average)."""
+    of calls, its wall seconds, and each call's own wall seconds (their sum over the map's: how
+    many ran at once, on average) and CPU seconds (below the wall seconds: the call waited for
+    a core that other processes held)."""
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -175,8 +176,8 @@ class Executor:
         t0 = time.perf_counter()
         out = self.backend.map(_timed, [(fn, *args) for args in calls], seeds)
         self.maps.append({"calls": len(calls), "wall_s": round(time.perf_counter() - t0, 3),
-                          "call_s": [seconds for _, seconds in out]})
-        return [result for result, _ in out]
+                          "call_s": [wall for _, wall, _ in out], "call_cpu_s": [cpu for _, _, cpu in out]})
+        return [result for result, _, _ in out]
 
     def timings(self) -> dict:
         """What wallclock.json reports of the back end."""
