@@ -146,7 +146,8 @@ def _timed(fn: Callable, *args) -> tuple:
 class Executor:
     """The back end a workload other than the federated one maps its independent computations
     on (`map`, as `LocalBackend.map`), built from `cfg` at the first call that has work, so a
-    job whose models all come from the model cache never starts Ray; closed with the executor.
+    job with nothing to compute (a NoNN job whose models all come from the model cache) never
+    starts Ray; closed with the executor.
     For wallclock.json: `start_s`, the wall seconds that start took; `maps`, each map's number
     of calls, its wall seconds, and each call's own wall seconds (their sum over the map's: how
     many ran at once, on average) and CPU seconds (below the wall seconds: the call waited for
