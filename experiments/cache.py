@@ -1,10 +1,11 @@
 """Trained models on disk, keyed by everything that decides their weights.
 
 A sweep over link quality or fleet size reuses the same teacher (NoNN) or original model
-(NAIR) instead of retraining it: `cached_model(cache_dir, "teacher", key, model, train)` loads
-the weights when a file for `key` exists and otherwise trains `model` with `train(model)` and
-stores it. The key is a JSON-able dict (settings, seed, data size, torch version); training is
-deterministic, so a cache hit gives the weights a fresh run would have trained.
+(NAIR) instead of retraining it. `train_cached(executor, cache_dir, trainings)` looks every
+model up first, loads the weights of those whose key has a file, trains the others in one
+`executor.map` (in parallel on `backend=ray`), loads what they return and stores it. The key is
+a JSON-able dict (settings, seed, data size), plus the torch version and thread count; training
+is deterministic, so a cache hit gives the weights a fresh run would have trained.
 """
 from __future__ import annotations
 
@@ -13,40 +14,52 @@ import json
 import os
 import pickle
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["cache_key", "cached_model"]
+__all__ = ["Training", "cache_key", "load_model", "store_model", "train_cached", "trained_state"]
 
 
-def cache_key(parts: dict[str, Any]) -> str:
+def cache_key(parts: dict[str, Any], threads: int | None = None) -> str:
     """A short stable digest of `parts`, plus what else changes trained weights: the torch
-    version and its intra-op thread count (the order of float summations)."""
-    text = json.dumps({**parts, "torch": torch.__version__, "threads": torch.get_num_threads()}, sort_keys=True, default=str)
+    version and the intra-op thread count the training runs with (the order of float
+    summations; `threads`, or this process's count when None)."""
+    threads = threads or torch.get_num_threads()
+    text = json.dumps({**parts, "torch": torch.__version__, "threads": threads}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def cached_model(cache_dir: str | os.PathLike | None, kind: str, key: dict[str, Any], model: torch.nn.Module,
-                 train: Callable[[torch.nn.Module], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
-    """Load `model`'s weights from the cache, or train it and store them.
+def _path(cache_dir: str | os.PathLike, kind: str, key: dict[str, Any], threads: int | None) -> Path:
+    return Path(cache_dir) / f"{kind}-{cache_key(key, threads)}.pt"
 
-    Returns (the metadata `train` returned when the model was trained, whether it was a hit).
-    `cache_dir=None` trains every time. Files are written whole (temp + rename), so an
-    interrupted run never leaves a half-written model for the next one.
-    """
+
+def load_model(cache_dir: str | os.PathLike | None, kind: str, key: dict[str, Any], model: torch.nn.Module,
+               threads: int | None = None) -> dict[str, Any] | None:
+    """Load `model`'s weights from the cache; the metadata stored with them, or None on a miss
+    (no cache, no file, or a stale or damaged one)."""
     if cache_dir is None:
-        return train(model), False
-    path = Path(cache_dir) / f"{kind}-{cache_key(key)}.pt"
-    if path.exists():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(blob["state"])
-            return dict(blob["meta"]), True
-        except (RuntimeError, KeyError, EOFError, ValueError, pickle.UnpicklingError):  # stale or damaged: retrain and replace
-            pass
-    meta = train(model)
+        return None
+    path = _path(cache_dir, kind, key, threads)
+    if not path.exists():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(blob["state"])
+        return dict(blob["meta"])
+    except (RuntimeError, KeyError, EOFError, ValueError, pickle.UnpicklingError):  # stale or damaged: retrain and replace
+        return None
+
+
+def store_model(cache_dir: str | os.PathLike | None, kind: str, key: dict[str, Any], model: torch.nn.Module,
+                meta: dict[str, Any], threads: int | None = None) -> None:
+    """Store `model`'s weights and `meta` under `key`. Written whole (temp + rename), so an
+    interrupted run never leaves a half-written model for the next one."""
+    if cache_dir is None:
+        return
+    path = _path(cache_dir, kind, key, threads)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -54,4 +67,48 @@ def cached_model(cache_dir: str | os.PathLike | None, kind: str, key: dict[str, 
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return meta, False
+
+
+@dataclass
+class Training:
+    """One model to train: `train(model, *args, **kwargs)` trains `model` in place and returns
+    its metadata (a dict, or None). `train` must be a module-level function and the arguments
+    picklable: the training may run in another process. `seed`: the torch seed it runs under
+    (the trainings here seed their batches explicitly as well)."""
+
+    kind: str
+    key: dict[str, Any]
+    model: torch.nn.Module
+    train: Callable[..., dict[str, Any] | None]
+    args: tuple = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+
+def trained_state(train: Callable, model: torch.nn.Module, kwargs: dict[str, Any],
+                  *args) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Train `model` with `train(model, *args, **kwargs)`; its weights and metadata (what a
+    call of `executor.map` returns to the process that asked). The arguments stay top-level
+    in the call, so that a back end can see which of them the calls share."""
+    meta = train(model, *args, **kwargs)
+    return model.state_dict(), dict(meta or {})
+
+
+def train_cached(executor, cache_dir: str | os.PathLike | None,
+                 trainings: list[Training]) -> list[tuple[dict[str, Any], bool]]:
+    """Every model of `trainings` with its trained weights: loaded from the cache, or trained
+    (the misses together, in one `executor.map`) and stored. `executor`: anything with
+    `map(fn, calls, seeds)` and `torch_threads` (`sim.backends`). Returns, per training,
+    (its metadata, whether it came from the cache). `cache_dir=None` trains every time."""
+    threads = executor.torch_threads
+    found = [load_model(cache_dir, t.kind, t.key, t.model, threads) for t in trainings]
+    missing = [i for i, meta in enumerate(found) if meta is None]
+    todo = [trainings[i] for i in missing]
+    outs = executor.map(trained_state, [(t.train, t.model, t.kwargs, *t.args) for t in todo], [t.seed for t in todo])
+    for i, (state, meta) in zip(missing, outs):
+        t = trainings[i]
+        t.model.load_state_dict(state)
+        store_model(cache_dir, t.kind, t.key, t.model, meta, threads)
+        found[i] = meta
+    missed = set(missing)
+    return [(meta, i not in missed) for i, meta in enumerate(found)]

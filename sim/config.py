@@ -216,13 +216,14 @@ class McpipeConfig:
 
 @dataclass
 class RayConfig:
-    """`backend=ray`: where the clients' computations run (see docs/scale.md)."""
+    """`backend=ray`: where the clients' computations (federated), or the independent trainings and
+    runs of NoNN, NAIR and mcPipe, run (see docs/scale.md)."""
 
     # null: start a local Ray instance for the job (and stop it after); or join a running
     # cluster: 'auto' (one started on this machine with `ray start`), 'HOST:PORT', 'ray://HOST:10001'
     address: Optional[str] = None
     num_cpus: Optional[int] = None  # CPUs of the local instance (null = all of this machine's); ignored with address
-    num_workers: Optional[int] = None  # worker actors, one CPU each (null = one per CPU of the cluster)
+    num_workers: Optional[int] = None  # worker actors, or NoNN/NAIR/mcPipe tasks at a time, one CPU each (null = one per CPU)
 
 
 @dataclass
@@ -231,7 +232,7 @@ class Config:
     # trained models (a NoNN teacher, NAIR's original model, ...) cached here, keyed by their
     # config, so a sweep does not retrain them; null = no cache
     cache_dir: Optional[str] = ".cache/edgesim"
-    backend: str = "local"  # local: in this process, one client after another | ray: in parallel on Ray
+    backend: str = "local"  # local: in this process, one computation after another | ray: in parallel on Ray
     ray: RayConfig = field(default_factory=RayConfig)
     # torch intra-op threads of every computation of a job, in every workload (the federated
     # clients on every back end and the server; NoNN, NAIR, mcPipe): fixed, so that the results

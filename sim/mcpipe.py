@@ -20,7 +20,6 @@ while the sender computes on. A monitor process records test accuracy every
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from experiments.data import Dataset, load_dataset
 from experiments.mcpipe import (MODELS, PARTITIONS, SGD, FlopCache, Layer, Stage, balance, build_layers, evaluate,
                                 make_store, stage_bounds)
 from experiments.mcpipe.versions import STORES, nbytes
+from sim.backends import make_executor
 from sim.config import Config, ConfigError, McpipeConfig, validate
 from sim.report import frame, save_figure, write_csv, write_csvs, write_json
 from sim.seeding import stream
@@ -621,27 +621,36 @@ def _plot_memory(memory: pd.DataFrame, out_dir: Path) -> None:
     save_figure(fig, out_dir / "memory.png")
 
 
-def _run_all(cfg: Config, jobs: list[Job], results: list[RunResult], wall: dict[str, float]) -> None:
-    """Every model x pipeline size x schedule (local once per model), appended to `results`."""
+def _run_all(cfg: Config, jobs: list[Job], executor, results: list[RunResult], wall: dict[str, float]) -> None:
+    """Every model x pipeline size x schedule (local once per model), appended to `results`.
+
+    Each run is an independent real training with its own SimPy clock, its own copy of the
+    model's initial weights and its own link streams (keyed by model, N, schedule): all of them
+    go to `executor.map` at once (in parallel on `backend=ray`). The stages of one pipeline run
+    are not independent (each waits for its neighbours' activations and errors on the shared
+    clock), so a run is the unit."""
     m = cfg.mcpipe
-    with torch.random.fork_rng(devices=[]):
-        for job in jobs:
-            local = None
-            for n in m.workers:
-                for schedule in m.schedules:
-                    t0 = time.perf_counter()
-                    if schedule == "local":
-                        if local is None:
-                            local = simulate_local(job)
-                        res = _relabel(local, n)
-                    else:
-                        res = simulate(job, schedule, n)
-                    wall[f"{job.model}/{n}/{schedule}"] = round(time.perf_counter() - t0, 3)
-                    results.append(res)
-                    if cfg.progress:
-                        s = res.summary
-                        print(f"{job.model} N={n} {schedule:13s} acc@{s['accuracy_at_s']:g}s={s['accuracy_at_time']:.3f} "
-                              f"t_target={s['time_to_target_s']:.3g}s peak={s['max_peak_state_bytes']}B", flush=True)
+    calls: dict[tuple[str, str, int], tuple[Job, str, int]] = {}  # the local run does not depend on N: once per model
+    for job in jobs:
+        for n in m.workers:
+            for schedule in m.schedules:
+                size = 1 if schedule == "local" else n
+                calls.setdefault((job.model, schedule, size), (job, schedule, size))
+    runs = executor.map(simulate, list(calls.values()))
+    done = dict(zip(calls, zip(runs, executor.maps[-1]["call_s"])))  # each run with its wall seconds
+    for job in jobs:
+        local_shown = False
+        for n in m.workers:
+            for schedule in m.schedules:
+                res, seconds = done[(job.model, schedule, 1 if schedule == "local" else n)]
+                if schedule == "local":
+                    res, seconds, local_shown = _relabel(res, n), 0.0 if local_shown else seconds, True
+                wall[f"{job.model}/{n}/{schedule}"] = seconds
+                results.append(res)
+                if cfg.progress:
+                    s = res.summary
+                    print(f"{job.model} N={n} {schedule:13s} acc@{s['accuracy_at_s']:g}s={s['accuracy_at_time']:.3f} "
+                          f"t_target={s['time_to_target_s']:.3g}s peak={s['max_peak_state_bytes']}B", flush=True)
 
 
 def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataFrame:
@@ -653,7 +662,8 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
     m = cfg.mcpipe
     results: list[RunResult] = []
     wall: dict[str, float] = {}
-    _run_all(cfg, jobs, results, wall)  # on `torch_threads` threads (set by the runner): see sim/config.py
+    with make_executor(cfg) as executor:  # on `cfg.backend`, each call on `torch_threads` threads
+        _run_all(cfg, jobs, executor, results, wall)
     curves = frame(r for res in results for r in res.curve)
     memory = frame(r for res in results for r in res.memory)
     summary = frame(res.summary for res in results)
@@ -662,12 +672,13 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
                   for res in results for (t, w, op, k, v) in res.trace)
     write_csvs(out_dir, {"curves.csv": curves, "memory.csv": memory, "trace.csv": trace, "summary.csv": summary,
                          "layers.csv": frame(r for job in jobs for r in _layer_rows(job))})
-    write_json({"wall_s_per_run": wall}, out_dir / "wallclock.json")
+    write_json({**executor.timings(), "wall_s_per_run": wall}, out_dir / "wallclock.json")
     if not in_sweep:
         write_csv(summary, out_dir / "comparison.csv")
     acc_t = m.accuracy_at_s if m.accuracy_at_s is not None else m.sim_time_s
-    _plot_curves(curves, out_dir, acc_t)
-    _plot_memory(memory, out_dir)
+    if cfg.plots:
+        _plot_curves(curves, out_dir, acc_t)
+        _plot_memory(memory, out_dir)
     return summary
 
 

@@ -35,11 +35,12 @@ from torch import nn
 
 from channels import Link, flip_bits, transfer
 from devices import CATALOGUE, DeviceProfile
-from experiments.cache import cached_model
+from experiments.cache import Training, train_cached
 from experiments.data import Dataset, load_dataset
 from experiments.nair.model import BLOCKS, SplitNet, Tail, build_splitnet, count_parameters, narrow_tail
 from experiments.nair.slicing import FLOAT_BITS, SlicePlan, assemble, decode_slice, encode_slices, importance_order, unit_importance
 from experiments.nair.training import TrainSettings, accuracy, retune_nair, train_clio, train_original
+from sim.backends import make_executor
 from sim.config import Config, ConfigError, NairConfig, validate
 from sim.meter import WorkMeter
 from sim.report import frame, save_figure, write_csv, write_csvs, write_json
@@ -130,7 +131,16 @@ def _settings(n: NairConfig, seed: int, retune: bool) -> TrainSettings:
     return TrainSettings(n.epochs, n.lr, n.batch_size, weight_decay=n.weight_decay, seed=seed)
 
 
-def _build_models(cfg: Config, data: Dataset) -> Models:
+def _train_clio_bundle(bundle: nn.ModuleDict, *args, **kwargs) -> dict:
+    """CLIO multi-tail on a bundle of the network and its tails (one model for the cache)."""
+    return train_clio(bundle["net"], *args, tails=list(bundle["tails"]), **kwargs)
+
+
+def _build_models(cfg: Config, data: Dataset, executor) -> Models:
+    """Every model, trained (or loaded from the model cache) on `executor`: the original model
+    first (the others start from its weights and its unit importances), then NAIR's three
+    re-tunings (table III's variants) and CLIO's single- and multi-tail retraining at once,
+    since they are independent of one another (in parallel on `backend=ray`)."""
     n, k = cfg.nair, cfg.nair.split
     c_in = data.input_shape[0]
     net_seed = int(stream(cfg.seed, "nair-model").integers(2**31))
@@ -139,45 +149,44 @@ def _build_models(cfg: Config, data: Dataset) -> Models:
                 "blocks": BLOCKS, "epochs": n.epochs, "lr": n.lr, "batch_size": n.batch_size, "wd": n.weight_decay}
     original = build_splitnet(c_in, data.num_classes, n.input_size, seed=net_seed)
     _say(cfg, "original model")
-    meta, hit = cached_model(cfg.cache_dir, "nair-original", base_key, original,
-                             lambda m: train_original(m, data.x_train, data.y_train, _settings(n, train_seed, False)))
+    xy = (data.x_train, data.y_train)
+    [(meta, hit)] = train_cached(executor, cfg.cache_dir, [Training(
+        "nair-original", base_key, original, train_original, (*xy, _settings(n, train_seed, False)), seed=train_seed)])
     original.eval()
     conv, bn = original.split_layer(k)
     order = importance_order(unit_importance(conv, bn, n.channels_per_unit, n.fold_bn))
     retune_key = {**base_key, "split": k, "cpu": n.channels_per_unit, "fold_bn": n.fold_bn, "retune_epochs": n.retune_epochs,
                   "retune_lr": n.retune_lr, "retune_batch_size": n.retune_batch_size}
-    nets: dict[str, SplitNet] = {"original": original}
-    info = {"original": {**meta, "cache_hit": hit}}
+    trainings = {}
     for name, (use_weight, use_penalty) in NAIR_VARIANTS.items():
-        net = copy.deepcopy(original)
         key = {**retune_key, "variant": name, "w_non": n.w_non if use_weight else None,
                "penalty_weight": n.penalty_weight if use_penalty else None}
-        _say(cfg, f"re-tuning {name}")
-        m, hit = cached_model(cfg.cache_dir, "nair-retuned", key, net, lambda m, uw=use_weight, up=use_penalty: retune_nair(
-            m, k, order, n.channels_per_unit, data.x_train, data.y_train, _settings(n, train_seed + 1, True), w_non=n.w_non,
-            penalty_weight=n.penalty_weight, use_weight=uw, use_penalty=up, fold_bn=n.fold_bn))
-        net.eval()
-        nets[name], info[name] = net, {**m, "cache_hit": hit}
+        settings = _settings(n, train_seed + 1, True)
+        trainings[name] = Training("nair-retuned", key, copy.deepcopy(original), retune_nair,
+                                   (k, order, n.channels_per_unit, *xy, settings),
+                                   dict(w_non=n.w_non, penalty_weight=n.penalty_weight, use_weight=use_weight,
+                                        use_penalty=use_penalty, fold_bn=n.fold_bn), seed=settings.seed)
     clio_key = {**retune_key, "clio_training": n.clio_training, "head_emphasis": n.clio_head_emphasis}
-    st = copy.deepcopy(original)
-    _say(cfg, "CLIO single tail")
-    m, hit = cached_model(cfg.cache_dir, "nair-clio-st", clio_key, st, lambda m: train_clio(
-        m, k, n.channels_per_unit, data.x_train, data.y_train, _settings(n, train_seed + 2, True),
-        head_emphasis=n.clio_head_emphasis, mode=n.clio_training))
-    st.eval()
-    nets["clio_st"], info["clio_st"] = st, {**m, "cache_hit": hit}
+    clio = dict(head_emphasis=n.clio_head_emphasis, mode=n.clio_training)
+    settings = _settings(n, train_seed + 2, True)
+    trainings["clio_st"] = Training("nair-clio-st", clio_key, copy.deepcopy(original), train_clio,
+                                    (k, n.channels_per_unit, *xy, settings), clio, seed=settings.seed)
     mt = copy.deepcopy(original)
     units = original.channels(k) // n.channels_per_unit
     with torch.random.fork_rng(devices=[]):  # the re-initialised first layers of the narrow tails
         torch.default_generator.manual_seed(net_seed + 1)
         tails = [narrow_tail(mt, k, (j + 1) * n.channels_per_unit) for j in range(units)]
-    bundle = nn.ModuleDict({"net": mt, "tails": nn.ModuleList(tails)})
-    _say(cfg, "CLIO multi-tail")
-    m, hit = cached_model(cfg.cache_dir, "nair-clio-mt", clio_key, bundle, lambda b: train_clio(
-        b["net"], k, n.channels_per_unit, data.x_train, data.y_train, _settings(n, train_seed + 3, True),
-        tails=list(b["tails"]), head_emphasis=n.clio_head_emphasis, mode=n.clio_training))
-    bundle.eval()
-    nets["clio_mt"], info["clio_mt"] = mt, {**m, "cache_hit": hit}
+    settings = _settings(n, train_seed + 3, True)
+    trainings["clio_mt"] = Training("nair-clio-mt", clio_key, nn.ModuleDict({"net": mt, "tails": nn.ModuleList(tails)}),
+                                    _train_clio_bundle, (k, n.channels_per_unit, *xy, settings), clio, seed=settings.seed)
+    _say(cfg, f"re-tuning {', '.join(NAIR_VARIANTS)}; CLIO single and multi-tail ({len(trainings)} models)")
+    done = train_cached(executor, cfg.cache_dir, list(trainings.values()))
+    nets: dict[str, SplitNet] = {"original": original}
+    info = {"original": {**meta, "cache_hit": hit}}
+    for (name, t), (m, hit) in zip(trainings.items(), done):
+        t.model.eval()
+        nets[name], info[name] = (t.model["net"] if name == "clio_mt" else t.model), {**m, "cache_hit": hit}
+    tails = list(trainings["clio_mt"].model["tails"])
     return Models(original, nets, tails, order, info)
 
 
@@ -477,6 +486,14 @@ def _run_raw(cfg: Config, method: str, net: SplitNet, x: torch.Tensor, y: torch.
     return MethodResult(_budget_rows(method, budgets, correct, units, got_bytes, tx, flipped, 0.0, device), overall, full)
 
 
+def _evaluate(cfg: Config, method: str, net: SplitNet, tails: list[Tail] | None, order: np.ndarray, x: torch.Tensor,
+              y: torch.Tensor, link: Link, head_s: float, device: DeviceProfile) -> MethodResult:
+    """One method's simulated link and real inference (one call of `executor.map`)."""
+    if method in RAW_METHODS:
+        return _run_raw(cfg, method, net, x, y, link, device)
+    return _run_slices(cfg, method, net, tails, order, method.startswith("nair"), x, y, link, head_s, device)
+
+
 # --- figure 5 ------------------------------------------------------------------------------------
 def _corruption(cfg: Config, net: SplitNet, x: torch.Tensor, y: torch.Tensor) -> pd.DataFrame:
     """Accuracy of the original model when a fraction of the elements sent at each split
@@ -577,23 +594,21 @@ def _run(cfg: Config, out_dir: Path, in_sweep: bool) -> pd.DataFrame:
                           f"({device.memory_bytes}); allowed: an earlier split or a larger device")
 
     walls = {}
-    t = time.perf_counter()
-    models = _build_models(cfg, data)
-    walls["training_s"] = round(time.perf_counter() - t, 3)
     x, y = data.x_test, data.y_test
     head_s = device.compute_time_s(head_flops)
     native = np.arange(channels // n.channels_per_unit)
-    results: dict[str, MethodResult] = {}
-    t = time.perf_counter()
-    for method in SLICE_METHODS:
-        _say(cfg, f"link: {method}")
-        nair = method.startswith("nair")
-        results[method] = _run_slices(cfg, method, models.nets[method], models.clio_tails if method == "clio_mt" else None,
-                                      models.order if nair else native, nair, x, y, link, head_s, device)
-    for method in RAW_METHODS:
-        _say(cfg, f"link: {method}")
-        results[method] = _run_raw(cfg, method, models.original, x, y, link, device)
-    walls["link_and_inference_s"] = round(time.perf_counter() - t, 3)
+    with make_executor(cfg) as executor:  # on `cfg.backend`; Ray starts at the first call with work
+        t = time.perf_counter()
+        models = _build_models(cfg, data, executor)
+        walls["training_s"] = round(time.perf_counter() - t, 3)
+        t = time.perf_counter()
+        # every method's link and inference at once: each has its own link streams and models
+        _say(cfg, f"link and inference: {', '.join(METHODS)}")
+        calls = [(cfg, method, models.original, None, native, x, y, link, head_s, device) if method in RAW_METHODS else
+                 (cfg, method, models.nets[method], models.clio_tails if method == "clio_mt" else None,
+                  models.order if method.startswith("nair") else native, x, y, link, head_s, device) for method in METHODS]
+        results: dict[str, MethodResult] = dict(zip(METHODS, executor.map(_evaluate, calls)))
+        walls["link_and_inference_s"] = round(time.perf_counter() - t, 3)
     _say(cfg, "figure 5")
     corruption = _corruption(cfg, models.original, x, y)
 
@@ -660,9 +675,10 @@ def _run(cfg: Config, out_dir: Path, in_sweep: bool) -> pd.DataFrame:
                          "importance.csv": importance, "cost.csv": cost, "summary.csv": summary})
     if not in_sweep:
         write_csv(summary, out_dir / "comparison.csv")
-    _plots(out_dir, latency, corruption, importance,
-           f"{data.name}, split {k}, {c.bandwidth_bps / 1e3:g} kbit/s, BER {c.ber:g}")
+    if cfg.plots:
+        _plots(out_dir, latency, corruption, importance,
+               f"{data.name}, split {k}, {c.bandwidth_bps / 1e3:g} kbit/s, BER {c.ber:g}")
     walls["total_s"] = round(time.perf_counter() - wall0, 3)
-    write_json({"wall_s": walls, "training": models.meta}, out_dir / "wallclock.json")
+    write_json({**executor.timings(), "wall_s": walls, "training": models.meta}, out_dir / "wallclock.json")
     _say(cfg, f"done: {out_dir}")
     return summary

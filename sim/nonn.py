@@ -24,7 +24,7 @@ import torch
 
 from channels import Link, flip_bits, transfer
 from devices import CATALOGUE, DeviceProfile
-from experiments.cache import cached_model
+from experiments.cache import Training, train_cached
 from experiments.data import Dataset, load_dataset
 from experiments.nonn.budget import StudentCost, forward_flops, match_width, size_students
 from experiments.nonn.models import WRN, NoNN, count_params, scaled_widths
@@ -32,6 +32,7 @@ from experiments.nonn.partition import RULES, KnowledgePartition, partition_filt
 from experiments.nonn.split import split_work
 from experiments.nonn.train import (DistillSettings, TrainSettings, accuracy, teacher_targets, train_nonn,
                                     train_single, train_teacher)
+from sim.backends import make_executor
 from sim.config import Config, ConfigError, NonnConfig, validate
 from sim.report import save_figure, write_csvs, write_json
 from sim.runner import build_link
@@ -395,7 +396,11 @@ def _p0_accuracy(teacher: WRN, x: torch.Tensor, y: torch.Tensor, p0: Sequence[in
     return float((teacher.head(f * mask[None, :, None, None]).argmax(1) == y).float().mean())
 
 
-def train_all(cfg: Config, data: Dataset) -> Trained:
+def train_all(cfg: Config, data: Dataset, executor) -> Trained:
+    """Every model of the job, trained (or loaded from the model cache) on `executor`: the
+    teacher first (the students learn from it), then every student model at once, since they
+    are independent of one another: the NoNN per `beta_search` weight, NoNN with KD only, the KD
+    student and the ATKD student per `at_beta_search` weight (in parallel on `backend=ray`)."""
     n, seed = cfg.nonn, cfg.seed
     x_tr, y_tr, x_val, y_val = _split_validation(data, n.val_fraction, seed)
     c, k = data.input_shape[0], data.num_classes
@@ -406,8 +411,9 @@ def train_all(cfg: Config, data: Dataset) -> Trained:
     t_seed = int(stream(seed, "nonn-teacher").integers(2**31))
     teacher = _seeded(t_seed, lambda: WRN(n.teacher_depth, scaled_widths(n.teacher_width), c, k))
     t_key = {**data_key, "depth": n.teacher_depth, "width": n.teacher_width, "epochs": n.teacher_epochs, **ts}
-    cached_model(cfg.cache_dir, "nonn-teacher", t_key, teacher,
-                 lambda m: train_teacher(m, x_tr, y_tr, TrainSettings(n.teacher_epochs, seed=t_seed, **ts)) or {})
+    t_settings = TrainSettings(n.teacher_epochs, seed=t_seed, **ts)
+    train_cached(executor, cfg.cache_dir, [Training("nonn-teacher", t_key, teacher, train_teacher, (x_tr, y_tr, t_settings),
+                                                    seed=t_seed)])
     teacher.eval()
 
     with torch.no_grad():
@@ -424,44 +430,49 @@ def train_all(cfg: Config, data: Dataset) -> Trained:
     s_key = {"teacher": t_key, "partition": [list(p) for p in kp.parts], "spec": asdict(spec), "epochs": n.student_epochs,
              "alpha": n.alpha, "temperature": n.temperature, "kd_scale": kd_scale, **ts}
     order = [list(p) for p in kp.parts]
+
+    def nonn_model(name: str, at: bool, beta: float) -> Training:
+        s = int(stream(seed, name).integers(2**31))
+        model = _seeded(s, lambda: NoNN(spec, kp.sizes, c, k))
+        settings = TrainSettings(n.student_epochs, seed=s, **ts)
+        return Training(name, {**s_key, "activation_transfer": at, "beta": beta if at else None}, model, train_nonn,
+                        (x_tr, y_tr, targets, order, settings, replace(ds, beta=beta), at), seed=s)
+
+    def single(name: str, at: bool, beta: float, b_width: float) -> Training:
+        s = int(stream(seed, name).integers(2**31))
+        model = _seeded(s, lambda: WRN(n.student_depth, scaled_widths(b_width), c, k))
+        settings = TrainSettings(n.student_epochs, seed=s, **ts)
+        return Training(name, {**s_key, "width": b_width, "attention_transfer": at, "at_beta": beta if at else None},
+                        model, train_single, (x_tr, y_tr, targets, settings, replace(ds, at_beta=beta), at), seed=s)
+
+    betas = list(n.beta_search) or [n.beta]
+    trainings = [nonn_model("nonn-students", True, b) for b in betas]
+    b_width = None
+    at_betas: list[float] = []
+    if n.baselines:  # the single students as large as the NoNN (whose size training does not change)
+        b_width = match_width(n.student_depth, count_params(trainings[0].model), c, k)
+        at_betas = list(n.at_beta_search) or [n.at_beta]
+        trainings += [nonn_model("nonn-students-kd", False, 0.0), single("nonn-kd-student", False, 0.0, b_width)]
+        trainings += [single("nonn-atkd-student", True, b, b_width) for b in at_betas]
+    train_cached(executor, cfg.cache_dir, trainings)
+    models = [t.model.eval() for t in trainings]
     search: list[dict] = []
 
-    def best(name: str, betas: list[float], train_one) -> tuple[torch.nn.Module, float]:
-        """Train one model per beta; keep the best on the validation set (ties: the first)."""
+    def best(name: str, candidates: list[float], trained: list[torch.nn.Module]) -> tuple[torch.nn.Module, float]:
+        """The model, of one per weight, best on the validation set (ties: the first)."""
         found = None
-        for beta in betas:
-            model = train_one(beta)
+        for beta, model in zip(candidates, trained):
             val = accuracy(model, x_val, y_val)
             search.append({"model": name, "beta": beta, "val_accuracy": val})
             if found is None or val > found[2]:
                 found = (model, beta, val)
         return found[0], found[1]
 
-    def nonn_model(name: str, at: bool, beta: float) -> NoNN:
-        s = int(stream(seed, name).integers(2**31))
-        model = _seeded(s, lambda: NoNN(spec, kp.sizes, c, k))
-        d = replace(ds, beta=beta)
-        cached_model(cfg.cache_dir, name, {**s_key, "activation_transfer": at, "beta": beta if at else None}, model,
-                     lambda m: train_nonn(m, x_tr, y_tr, targets, order, TrainSettings(n.student_epochs, seed=s, **ts), d, at) or {})
-        return model.eval()
-
-    nonn, beta = best("NoNN", list(n.beta_search) or [n.beta], lambda b: nonn_model("nonn-students", True, b))
-    nonn_kd = kd = atkd = None
-    b_width = at_beta = None
+    nonn, beta = best("NoNN", betas, models[:len(betas)])
+    nonn_kd = kd = atkd = at_beta = None
     if n.baselines:
-        nonn_kd = nonn_model("nonn-students-kd", False, 0.0)
-        b_width = match_width(n.student_depth, count_params(nonn), c, k)
-
-        def single(name: str, at: bool, beta: float) -> WRN:
-            s = int(stream(seed, name).integers(2**31))
-            model = _seeded(s, lambda: WRN(n.student_depth, scaled_widths(b_width), c, k))
-            d = replace(ds, at_beta=beta)
-            cached_model(cfg.cache_dir, name, {**s_key, "width": b_width, "attention_transfer": at, "at_beta": beta if at else None},
-                         model, lambda m: train_single(m, x_tr, y_tr, targets, TrainSettings(n.student_epochs, seed=s, **ts), d, at) or {})
-            return model.eval()
-
-        kd = single("nonn-kd-student", False, 0.0)
-        atkd, at_beta = best("ATKD student", list(n.at_beta_search) or [n.at_beta], lambda b: single("nonn-atkd-student", True, b))
+        nonn_kd, kd = models[len(betas):len(betas) + 2]
+        atkd, at_beta = best("ATKD student", at_betas, models[len(betas) + 2:])
     return Trained(teacher, nonn, nonn_kd, kd, atkd, kp, costs, width, b_width,
                    accuracy(teacher, x_val, y_val), _p0_accuracy(teacher, x_val, y_val, kp.p0), beta, at_beta,
                    pd.DataFrame(search))
@@ -673,7 +684,8 @@ def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
     if h < 4 or w < 4:
         raise ConfigError(f"dataset.name={cfg.dataset.name!r}: images of {h}x{w} are too small for a WRN (needs >= 4x4)")
     t0 = time.perf_counter()
-    tr = train_all(cfg, data)
+    with make_executor(cfg) as executor:  # the trainings on `cfg.backend` (Ray started only if one is not cached)
+        tr = train_all(cfg, data, executor)
     wall = {"train_s": round(time.perf_counter() - t0, 3)}
     t0 = time.perf_counter()
     scenarios, devices, robustness, (delivered, flipped) = simulate_fleet(cfg, tr, data, link)
@@ -733,8 +745,9 @@ def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
               "inference.csv": scenarios, "inference_devices.csv": devices, "robustness.csv": robustness,
               "calibration.csv": calib, "beta_search.csv": tr.beta_search, "summary.csv": summary}
     write_csvs(out_dir, {name: df for name, df in tables.items() if df is not None})
-    write_json({"wall_s": wall}, out_dir / "wallclock.json")
-    _plots(out_dir, scenarios, robustness, k)
+    write_json({**executor.timings(), "wall_s": wall}, out_dir / "wallclock.json")
+    if cfg.plots:
+        _plots(out_dir, scenarios, robustness, k)
     if cfg.progress:
         _print_summary(summary.iloc[0], comparison, out_dir)
     return summary

@@ -1,5 +1,6 @@
 """The Ray execution back end (`backend=ray`): the sampled clients' ClientApp computations of a
-step run in parallel on Ray workers. The only module of the project that imports Ray.
+step (`execute`), or any workload's independent computations (`map`), run in parallel on Ray
+workers. The only module of the project that imports Ray.
 
 A pool of actors, one CPU each, holds the ClientApp (shipped once per app through Ray's
 object store) and a FLOP cache of its own (the counts are deterministic, so every worker
@@ -8,6 +9,15 @@ exactly as on the local back end (`sim.backends.run_job`: its own torch seed, th
 number of torch threads, the same meter), so the replies, FLOPs and memory figures, and
 hence every CSV, are byte-identical to `backend=local`. A ClientApp that keeps state in its
 `Context` gets the state back: the worker returns it with the reply.
+
+`map(fn, calls, seeds)` (the NoNN, NAIR and mcPipe jobs, on a back end built without actors by
+`sim.backends.make_executor`) runs each call as a Ray task of 1 CPU, `ray.num_workers` (default:
+the cluster's CPUs) at a time, the next as soon as one ends, so calls of unequal length keep
+every CPU busy. A task runs `sim.backends.run_call` (its own torch seed, the same torch threads)
+on Ray's pool of worker processes, which keep their imports from one call to the next; the
+results come back in the order of `calls`. An argument object that several calls share (a data
+set, a teacher's outputs, a model's shared pieces) is put in Ray's object store once, not
+shipped once per call.
 
 `ray.address` joins an existing cluster (`auto`, `HOST:PORT` or `ray://HOST:10001`); left
 null, a local Ray instance is started with `ray.num_cpus` CPUs and shut down after the job.
@@ -18,6 +28,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import Counter
 from pathlib import Path
 
 # Ray >= 2.5x warns (FutureWarning) that it will stop overriding CUDA_VISIBLE_DEVICES for
@@ -29,7 +40,7 @@ import torch  # noqa: E402
 from flwr.app import Context, Message  # noqa: E402
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
-from sim.backends import Execution, run_job, torch_threads  # noqa: E402
+from sim.backends import Execution, call_seeds, run_call, run_job, torch_threads  # noqa: E402
 from sim.config import ConfigError  # noqa: E402
 
 __all__ = ["RayBackend", "cluster_address", "run_parallel", "start_ray", "stop_ray"]
@@ -122,13 +133,21 @@ class _Worker:
         return out
 
 
+@ray.remote(num_cpus=1, max_retries=0)
+def _call(fn, seed: int, threads: int, *args):
+    """One call of `RayBackend.map` on a back end without actors: a Ray task of 1 CPU."""
+    with torch_threads(threads):
+        return run_call(fn, args, seed)
+
+
 class RayBackend:
-    """Runs a step's ClientApp jobs in parallel on a pool of Ray actors."""
+    """Runs a step's ClientApp jobs in parallel on a pool of Ray actors (`actors=False`: no pool;
+    `map` runs its calls as Ray tasks, `num_workers` of them at a time)."""
 
     name = "ray"
 
     def __init__(self, optimizer_copies: int = 1, torch_threads: int | None = None, *, address: str | None = None,
-                 num_cpus: int | None = None, num_workers: int | None = None):
+                 num_cpus: int | None = None, num_workers: int | None = None, actors: bool = True):
         if os.environ.get(SWEEP_JOB_ENV):
             raise ConfigError("backend=ray: this job already runs as a Ray task of hydra/launcher=edgesim_ray, "
                               "whose jobs are the parallel units; allowed here: backend=local")
@@ -137,8 +156,8 @@ class RayBackend:
         self.torch_threads = torch_threads or torch.get_num_threads()
         self._started = start_ray(address, num_cpus)
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        n = num_workers or max(cpus, 1)
-        self._workers = [_Worker.remote(optimizer_copies, self.torch_threads) for _ in range(n)]
+        self.slots = num_workers or max(cpus, 1)  # calls of `map` at a time
+        self._workers = [_Worker.remote(optimizer_copies, self.torch_threads) for _ in range(self.slots if actors else 0)]
         ray.get([w.ready.remote() for w in self._workers])  # started (and importing) before the first round
         self._app = None
         self._app_box: list = []
@@ -168,6 +187,40 @@ class RayBackend:
                 results[index] = ex
                 jobs[index][1].state = state  # what the ClientApp kept in its context
         return results  # type: ignore[return-value]
+
+    def map(self, fn, calls, seeds=None) -> list:
+        """`[fn(*args) for args in calls]` as Ray tasks of 1 CPU, `slots` at a time (the next
+        call starts as soon as one ends), each under its torch seed (default 0); results in the
+        order of `calls`. Only on a back end without actors (theirs hold the CPUs)."""
+        if self._workers:
+            raise RuntimeError("RayBackend.map: this back end's actors hold the CPUs its tasks need; "
+                               "build it with actors=False (sim.backends.make_executor does)")
+        seeds = call_seeds(calls, seeds)
+        shared_ids = Counter(id(a) for args in calls for a in args)
+        refs: dict[int, ray.ObjectRef] = {}
+
+        def ship(a):  # an object several calls share goes to the object store once
+            if shared_ids[id(a)] < 2 or isinstance(a, (bool, int, float, str, type(None))):
+                return a
+            if id(a) not in refs:
+                refs[id(a)] = ray.put(a)
+            return refs[id(a)]
+
+        pending = list(range(len(calls)))
+        running: dict = {}  # task -> index of its call
+        results: list = [None] * len(calls)
+        while pending or running:
+            while pending and len(running) < self.slots:
+                i = pending.pop(0)
+                running[_call.remote(fn, seeds[i], self.torch_threads, *(ship(a) for a in calls[i]))] = i
+            (done,), _ = ray.wait(list(running), num_returns=1)
+            i = running.pop(done)
+            try:
+                results[i] = ray.get(done)
+            except ray.exceptions.RayTaskError as exc:  # the call's own exception, as on the local back end
+                cause = getattr(exc, "cause", None)
+                raise (cause if isinstance(cause, Exception) else exc) from None
+        return results
 
     def stop_workers(self) -> None:
         """Free the workers' CPUs (Ray stays up if this back end started it, until `close`)."""

@@ -1,21 +1,28 @@
-"""Execution back ends: the same job gives byte-identical CSVs on `local` and `ray`.
+"""Execution back ends: the same job gives byte-identical CSVs on `local` and `ray`, in every
+workload (the federated clients' `execute`; NoNN's, NAIR's and mcPipe's independent
+computations through `map`).
 
 The Ray tests start one local Ray instance (2 CPUs) for the module and skip, saying why, only
 when Ray cannot start on the machine."""
 from __future__ import annotations
 
 import gc
+import json
+import os
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from sim.backends import LocalBackend, make_backend, torch_threads
-from sim.config import ConfigError
+from sim.backends import Executor, LocalBackend, make_backend, torch_threads
+from sim.config import Config, ConfigError
 from sim.runner import run
 
 from .conftest import TINY_OVERRIDES, finish, make_tiny_cfg, start_sim
+from .test_mcpipe import _cfg as mcpipe_cfg
+from .test_nair import _tiny_cfg as nair_cfg
 
 # ray.init leaves the handles of the node processes it spawns (GCS, raylet, ...) and their
 # /dev/null log files to the garbage collector while those processes run on; Python reports
@@ -44,6 +51,7 @@ def ray_up():
     starter.stop_workers()  # its CPUs go to the tests' workers
     yield RayBackend
     starter.close()
+    gc.collect()  # Ray's leftover handles go now, under this module's warning filters
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +59,6 @@ def ray_address(ray_up) -> str:
     from sim.ray_backend import cluster_address
 
     return cluster_address()
-    gc.collect()  # Ray's leftover handles go now, under this module's warning filters
 
 
 def test_torch_threads_are_set_and_restored() -> None:
@@ -188,3 +195,104 @@ def test_a_cluster_address_nothing_answers_at_is_a_one_line_error(run_sim) -> No
     assert out.returncode == 2, out.stderr[-2000:]
     assert out.stderr.strip().splitlines()[-1].startswith("error: ray.address='127.0.0.1:1': no Ray cluster answers")
     assert "Traceback" not in out.stderr
+
+
+# --- map: the independent computations of NoNN, NAIR and mcPipe ---------------------------------
+def _draw(scale: float, shared: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """A call for `map`: a draw from torch's global generator, the thread count, the process."""
+    return scale * torch.rand(3) + shared, torch.get_num_threads(), os.getpid()
+
+
+def _fail(i: int) -> int:
+    if i == 2:
+        raise ValueError(f"call {i} failed")
+    return i
+
+
+def _expected(calls, seeds) -> list[torch.Tensor]:
+    out = []
+    for (scale, shared), seed in zip(calls, seeds):
+        torch.manual_seed(seed)
+        out.append(scale * torch.rand(3) + shared)
+    return out
+
+
+def test_map_runs_the_calls_in_order_under_their_own_seeds(ray_up) -> None:
+    """On the local back end, and as Ray tasks (a NoNN, NAIR or mcPipe job's executor): the
+    same results, in order, each call under its seed and torch thread count."""
+    shared = torch.arange(3.0)
+    calls = [(float(i), shared) for i in range(6)]
+    seeds = [10, 11, 12, 10, 13, 14]
+    with torch.random.fork_rng(devices=[]):
+        want = _expected(calls, seeds)
+        default = _expected(calls[:2], [0, 0])  # no seeds: 0 for every call
+    before = torch.random.get_rng_state()
+    runs = {"local": LocalBackend(torch_threads=1).map(_draw, calls, seeds)}
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's generator untouched
+    backend = ray_up(torch_threads=1, actors=False)  # joins the module's Ray: 2 CPUs, 2 calls at a time
+    try:
+        runs["ray"] = backend.map(_draw, calls, seeds)
+        runs["ray, no seeds"] = backend.map(_draw, calls[:2])
+        with pytest.raises(ValueError, match="call 2 failed"):  # the call's own exception, as locally
+            backend.map(_fail, [(i,) for i in range(4)])
+        assert backend.map(_fail, []) == []
+    finally:
+        backend.close()
+    for name, got in runs.items():
+        expected = default if name.endswith("no seeds") else want
+        assert len(got) == len(expected) and all(torch.equal(a, b) for (a, _, _), b in zip(got, expected)), name
+        assert {threads for _, threads, _ in got} == {1}, name
+    assert {pid for _, _, pid in runs["local"]} == {os.getpid()}
+    assert os.getpid() not in {pid for _, _, pid in runs["ray"]}  # on Ray's workers
+
+
+def test_executor_builds_its_back_end_at_the_first_call_with_work() -> None:
+    cfg = Config()
+    with Executor(cfg) as ex:
+        assert ex.map(_fail, []) == [] and ex.backend is None
+        assert ex.map(_fail, [(0,), (1,)]) == [0, 1] and isinstance(ex.backend, LocalBackend)
+    assert ex.backend is None
+
+
+def _nonn_cfg() -> Config:
+    cfg = Config()
+    cfg.workload.name, cfg.progress = "nonn", False
+    n = cfg.nonn
+    n.teacher_depth, n.teacher_width, n.teacher_epochs, n.student_depth, n.student_epochs = 10, 0.5, 1, 10, 1
+    n.num_students, n.timing_images, n.calibrate = 2, 2, False
+    n.memory_budget_bytes, n.flop_budget, n.top_filters, n.edge_percentile = 20000, 1e6, 8, 80
+    n.beta_search, n.at_beta_search = [10.0, 100.0], [10.0]  # 5 students: 2 NoNN, KD-only NoNN, KD, ATKD
+    return cfg
+
+
+def _mcpipe_cfg() -> Config:
+    cfg = mcpipe_cfg(workers=[2, 3])  # 9 runs: local once, 4 schedules x 2 sizes
+    cfg.channel.mode, cfg.channel.ber = "raw", 1e-5  # bit flips in the real payloads, too
+    return cfg
+
+
+WORKLOADS = {"nonn": (_nonn_cfg, 8), "nair": (nair_cfg, 8), "mcpipe": (_mcpipe_cfg, 6)}
+
+
+def _run(make, backend: str, out, cache) -> dict:
+    cfg = make()
+    cfg.backend, cfg.cache_dir = backend, str(cache)
+    run(cfg, out)
+    return json.loads((out / "wallclock.json").read_text())
+
+
+@pytest.mark.parametrize("workload", list(WORKLOADS))
+def test_workload_writes_byte_identical_csvs_on_local_and_ray(workload, ray_up, tmp_path) -> None:
+    make, files = WORKLOADS[workload]
+    # each from an empty model cache: every model trained on its own back end
+    _run(make, "local", tmp_path / "local", tmp_path / "cache-local")
+    wall = _run(make, "ray", tmp_path / "ray", tmp_path / "cache-ray")
+    assert wall["backend"] == "ray" and wall["backend_start_s"] > 0
+    local, ray = _csvs(tmp_path / "local"), _csvs(tmp_path / "ray")
+    assert len(local) == files and local.keys() == ray.keys()
+    assert [name for name in local if local[name] != ray[name]] == []
+    if workload == "nonn":  # every model cached: Ray never starts, the same CSVs
+        wall = _run(make, "ray", tmp_path / "cached", tmp_path / "cache-ray")
+        assert wall["backend_start_s"] == 0
+        cached = _csvs(tmp_path / "cached")
+        assert [name for name in local if local[name] != cached[name]] == []

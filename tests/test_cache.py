@@ -1,40 +1,73 @@
 import torch
 
-from experiments.cache import cache_key, cached_model
+from experiments.cache import Training, cache_key, train_cached
+from sim.backends import LocalBackend
 
 
-def _train(calls):
-    def train(model):
-        calls.append(1)
-        with torch.no_grad():
-            model.weight.fill_(0.25)
-        return {"val_accuracy": 0.5}
-    return train
+def _fill(model: torch.nn.Linear, value: float, calls: list) -> dict:
+    """A training (module-level, as `executor.map` needs): sets the weights, counts the call."""
+    calls.append(value)
+    with torch.no_grad():
+        model.weight.fill_(value)
+        model.bias.copy_(torch.rand(2))  # from torch's global generator: the call's own seed
+    return {"val_accuracy": value}
+
+
+class Recorder(LocalBackend):
+    """The local back end, noting how many calls each `map` got."""
+
+    def __init__(self):
+        super().__init__(torch_threads=1)
+        self.maps: list[int] = []
+
+    def map(self, fn, calls, seeds=None):
+        self.maps.append(len(calls))
+        return super().map(fn, calls, seeds)
+
+
+def _training(key: dict, value: float, calls: list, seed: int = 0) -> Training:
+    return Training("m", key, torch.nn.Linear(3, 2), _fill, (value, calls), seed=seed)
 
 
 def test_cache_trains_once_then_loads_the_same_weights(tmp_path):
-    calls = []
-    a = torch.nn.Linear(3, 2)
-    meta, hit = cached_model(tmp_path, "m", {"seed": 1}, a, _train(calls))
-    assert (meta, hit, len(calls)) == ({"val_accuracy": 0.5}, False, 1)
-    b = torch.nn.Linear(3, 2)
-    meta, hit = cached_model(tmp_path, "m", {"seed": 1}, b, _train(calls))
-    assert (meta, hit, len(calls)) == ({"val_accuracy": 0.5}, True, 1)
-    assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
-    cached_model(tmp_path, "m", {"seed": 2}, torch.nn.Linear(3, 2), _train(calls))
+    calls, ex = [], Recorder()
+    a = _training({"seed": 1}, 0.25, calls)
+    assert train_cached(ex, tmp_path, [a]) == [({"val_accuracy": 0.25}, False)]
+    b = _training({"seed": 1}, 0.25, calls)
+    assert train_cached(ex, tmp_path, [b]) == [({"val_accuracy": 0.25}, True)]
+    assert len(calls) == 1 and ex.maps == [1, 0]
+    assert torch.equal(a.model.weight, b.model.weight) and torch.equal(a.model.bias, b.model.bias)
+    train_cached(ex, tmp_path, [_training({"seed": 2}, 0.25, calls)])
     assert len(calls) == 2  # another key: trained again
     assert not list(tmp_path.glob(".*tmp"))
 
 
+def test_the_misses_train_together_in_order_under_their_seeds(tmp_path):
+    calls, ex = [], Recorder()
+    train_cached(ex, tmp_path, [_training({"i": 1}, 1 / 10, calls, seed=7)])
+    batch = [_training({"i": i}, i / 10, calls, seed=7 if i == 1 else i) for i in range(4)]
+    out = train_cached(ex, tmp_path, batch)
+    assert ex.maps == [1, 3] and calls == [0.1, 0.0, 0.2, 0.3]  # one map for the three misses, in order
+    assert [hit for _, hit in out] == [False, True, False, False]
+    assert [m["val_accuracy"] for m, _ in out] == [0.0, 0.1, 0.2, 0.3]
+    for t in batch:
+        assert torch.allclose(t.model.weight, torch.full((2, 3), t.args[0]))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(t.seed)
+            assert torch.equal(t.model.bias, torch.rand(2))
+    assert len(list(tmp_path.glob("m-*.pt"))) == 4
+
+
 def test_no_cache_dir_always_trains_and_damaged_files_are_replaced(tmp_path):
-    calls = []
-    cached_model(None, "m", {}, torch.nn.Linear(3, 2), _train(calls))
-    cached_model(None, "m", {}, torch.nn.Linear(3, 2), _train(calls))
+    calls, ex = [], Recorder()
+    train_cached(ex, None, [_training({}, 0.5, calls)])
+    train_cached(ex, None, [_training({}, 0.5, calls)])
     assert len(calls) == 2
-    (tmp_path / f"m-{cache_key({})}.pt").write_bytes(b"not a model")
-    meta, hit = cached_model(tmp_path, "m", {}, torch.nn.Linear(3, 2), _train(calls))
+    (tmp_path / f"m-{cache_key({}, 1)}.pt").write_bytes(b"not a model")
+    [(meta, hit)] = train_cached(ex, tmp_path, [_training({}, 0.5, calls)])
     assert not hit and len(calls) == 3
 
 
-def test_key_is_order_independent():
+def test_key_is_order_independent_and_names_the_thread_count():
     assert cache_key({"a": 1, "b": 2}) == cache_key({"b": 2, "a": 1}) != cache_key({"a": 1, "b": 3})
+    assert cache_key({"a": 1}, 1) != cache_key({"a": 1}, 2)

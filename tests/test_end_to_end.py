@@ -261,3 +261,13 @@ def test_cli_bad_input_is_one_line_error(cli, case: str) -> None:
     assert setting in lines[0]
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not list(folder.rglob("*.csv"))
+
+
+def test_plots_false_writes_the_same_csvs_and_no_png(tiny_cfg, tmp_path) -> None:
+    cfg = tiny_cfg()
+    run(cfg, tmp_path / "with")
+    cfg.plots = False
+    run(cfg, tmp_path / "without")
+    assert sorted(p.name for p in (tmp_path / "with").glob("*.png")) == ["accuracy_vs_round.png", "accuracy_vs_time.png"]
+    assert not list((tmp_path / "without").glob("*.png"))
+    assert _csvs(tmp_path / "with") == _csvs(tmp_path / "without")
