@@ -1,6 +1,6 @@
 """edgesim against Flower's own simulation, end to end, on the same work, in one run.
 
-    python benchmarks/vs_flower.py [--nodes 10] [--rounds 10] [--repeats 1] [--json PATH]
+    python benchmarks/vs_flower.py [--nodes 10] [--rounds 10] [--repeats 1] [--sweep 1] [--json PATH]
 
 The workload is `benchmarks/digits_fl.py` (MLP 64-64-10 on digits, FedAvg over half the nodes
 per round, 5 full-batch SGD steps per client, server-side evaluation; one Flower
@@ -15,6 +15,13 @@ exit (imports, start-up, the rounds, writing results: what a user waits for):
 * `edgesim-ray`: the same with `backend=ray` (a local Ray instance on all cores);
 * `floor`: a process that only imports what the workload needs (torch, Flower's app modules)
   and builds one torch optimiser: what any run of this workload pays first, on either side.
+
+`--sweep K` times a sweep of K such runs (seeds seed..seed+K-1) instead of one, each path in the
+way its users sweep: Flower calls `run_simulation` K times in one Python process (imports paid
+once, Ray started and stopped per run, as run_simulation does); edgesim runs one Hydra multirun,
+`python -m sim -m seed=0,1,...` (`edgesim-local`: the basic launcher, jobs one after another in
+one process; `edgesim-ray`: `hydra/launcher=edgesim_ray`, the jobs as parallel Ray tasks); the
+floor is still one process's imports.
 
 The paths run one after another, in rotating order over `--repeats`; the medians and the
 ratios flower / edgesim are printed, end to end and for the rounds alone (the wall time of
@@ -52,31 +59,48 @@ def _env() -> dict:
     return env
 
 
-def _command(path: str, nodes: int, rounds: int, seed: int, out: Path) -> list[str]:
+def _command(path: str, nodes: int, rounds: int, seed: int, out: Path, sweep: int = 1) -> list[str]:
     result = out / "accuracy.json"
     if path == "floor":
         return [sys.executable, "-c", FLOOR_CODE, str(result), str(rounds)]
     if path == "flower":
         return [sys.executable, str(Path(__file__).resolve()), "--child-flower", "--nodes", str(nodes),
-                "--rounds", str(rounds), "--seed", str(seed), "--json", str(result)]
+                "--rounds", str(rounds), "--seed", str(seed), "--sweep", str(sweep), "--json", str(result)]
     backend = path.split("-", 1)[1]
-    return [sys.executable, "-m", "sim", "workload.app.server=benchmarks.digits_fl:server_app",
-            "workload.app.client=benchmarks.digits_fl:client_app", f"fleet.num_devices={nodes}",
-            "fleet.availability=1.0", f"workload.rounds={rounds}", f"seed={seed}", "progress=false",
-            f"+workload.app.run_config.num-server-rounds={rounds}", f"+workload.app.run_config.seed={seed}",
-            f"+workload.app.run_config.result-json={result}", f"backend={backend}", "plots=false",
-            f"hydra.run.dir={out / 'run'}"]
+    common = [sys.executable, "-m", "sim", "workload.app.server=benchmarks.digits_fl:server_app",
+              "workload.app.client=benchmarks.digits_fl:client_app", f"fleet.num_devices={nodes}",
+              "fleet.availability=1.0", f"workload.rounds={rounds}", "progress=false",
+              f"+workload.app.run_config.num-server-rounds={rounds}", "plots=false"]
+    if sweep == 1:
+        return common + [f"seed={seed}", f"+workload.app.run_config.seed={seed}",
+                         f"+workload.app.run_config.result-json={result}", f"backend={backend}",
+                         f"hydra.run.dir={out / 'run'}"]
+    # one multirun over the seeds; each job's app writes its own accuracy file (the last seed's is read)
+    seeds = ",".join(str(seed + k) for k in range(sweep))
+    launcher = ["hydra/launcher=edgesim_ray"] if backend == "ray" else []
+    return common[:3] + ["-m"] + common[3:] + [f"seed={seeds}", "+workload.app.run_config.seed=${seed}",
+                     f"+workload.app.run_config.result-json={out}/accuracy_${{seed}}.json",
+                     f"hydra.sweep.dir={out / 'sweep'}"] + launcher
 
 
-def run_path(path: str, nodes: int, rounds: int, seed: int) -> dict:
+def run_path(path: str, nodes: int, rounds: int, seed: int, sweep: int = 1) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"vs_flower_{path}_") as tmp:
         out = Path(tmp)
         t0 = time.perf_counter()
-        proc = subprocess.run(_command(path, nodes, rounds, seed, out), cwd=ROOT, env=_env(), text=True,
+        proc = subprocess.run(_command(path, nodes, rounds, seed, out, sweep), cwd=ROOT, env=_env(), text=True,
                               capture_output=True)
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             raise SystemExit(f"{path} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        if sweep > 1 and path.startswith("edgesim"):
+            accuracies = sorted(out.glob("accuracy_*.json"))
+            if len(accuracies) != sweep:
+                raise SystemExit(f"{path}: {len(accuracies)} of {sweep} sweep jobs wrote their accuracy")
+            info = {"path": path, "wall_s": wall, "jobs": sweep,
+                    "rounds_wall_s": sum(json.loads(a.read_text())["fl_s"] for a in accuracies),
+                    "final_accuracy": json.loads((out / f"accuracy_{seed + sweep - 1}.json").read_text())["accuracy"][str(rounds)]}
+            info["comparison_rows"] = len((out / "sweep" / "comparison.csv").read_text().splitlines()) - 1
+            return info
         result = json.loads((out / "accuracy.json").read_text())
         acc = result["accuracy"]
         info = {"path": path, "wall_s": wall, "rounds_wall_s": result["fl_s"], "final_accuracy": acc[str(rounds)]}
@@ -96,7 +120,7 @@ def run_path(path: str, nodes: int, rounds: int, seed: int) -> dict:
 
 
 # --- the Flower child process ------------------------------------------------------------------
-def child_flower(nodes: int, rounds: int, seed: int, result_json: str) -> None:
+def child_flower(nodes: int, rounds: int, seed: int, result_json: str, sweep: int = 1) -> None:
     import ray
     from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
     from flwr.simulation import run_simulation
@@ -117,11 +141,17 @@ def child_flower(nodes: int, rounds: int, seed: int, result_json: str) -> None:
 
     ray.init = timed("ray_init_s", ray.init)  # Flower starts Ray itself: time it, unchanged
     RayBackend.build = timed("actor_pool_build_s", RayBackend.build)
-    digits_fl.SETTINGS.update({"num-server-rounds": rounds, "seed": seed, "result-json": result_json})
     t = time.perf_counter()
-    run_simulation(server_app=digits_fl.server_app, client_app=digits_fl.client_app, num_supernodes=nodes,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
+    fl_s = 0.0
+    for k in range(sweep):  # a sweep: one run_simulation per seed, in this one process
+        digits_fl.SETTINGS.update({"num-server-rounds": rounds, "seed": seed + k, "result-json": result_json})
+        run_simulation(server_app=digits_fl.server_app, client_app=digits_fl.client_app, num_supernodes=nodes,
+                       backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
+        fl_s += json.loads(Path(result_json).read_text())["fl_s"]
     phases["run_simulation_s"] = time.perf_counter() - t
+    if sweep > 1:  # the rounds of every run, in the result file the parent reads
+        result = json.loads(Path(result_json).read_text())
+        Path(result_json).write_text(json.dumps({**result, "fl_s": fl_s}))
     print("FLOWER " + json.dumps(phases), flush=True)
 
 
@@ -137,23 +167,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=1, help="runs of each path, in rotating order")
     ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset of: " + ", ".join(PATHS))
+    ap.add_argument("--sweep", type=int, default=1, help="time a sweep of this many runs (seeds) per path")
     ap.add_argument("--json", default=None, help="also write the result here")
     ap.add_argument("--child-flower", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child_flower:
-        child_flower(args.nodes, args.rounds, args.seed, args.json)
+        child_flower(args.nodes, args.rounds, args.seed, args.json, args.sweep)
         return 0
     paths = [p for p in args.paths.split(",") if p]
     for p in paths:
         if p not in PATHS:
             ap.error(f"--paths: unknown path {p!r}; allowed: {', '.join(PATHS)}")
     print(f"workload: digits MLP 64-64-10, FedAvg, {args.nodes} nodes, half per round, {args.rounds} rounds, "
-          f"5 full-batch SGD steps per client; load average before: {load_note()}", flush=True)
+          f"5 full-batch SGD steps per client{f'; a sweep of {args.sweep} runs (seeds)' if args.sweep > 1 else ''}; "
+          f"load average before: {load_note()}", flush=True)
     runs: dict[str, list[dict]] = {p: [] for p in paths}
     for k in range(args.repeats):
         order = paths[k % len(paths):] + paths[:k % len(paths)]
         for p in order:
-            info = run_path(p, args.nodes, args.rounds, args.seed)
+            info = run_path(p, args.nodes, args.rounds, args.seed, args.sweep)
             runs[p].append(info)
             extra = ""
             if "backend_start_s" in info:
@@ -169,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = med["flower"] / med[p] if "flower" in med else float("nan")
         ratio_fl = med_fl["flower"] / med_fl[p] if "flower" in med_fl and p != "floor" else float("nan")
         print(f"{p:<15} {med[p]:12.2f} {ratio:13.2f}   {med_fl[p]:8.2f} {ratio_fl:13.2f}  {runs[p][-1]['final_accuracy']:.4f}")
-    result = {"nodes": args.nodes, "rounds": args.rounds, "repeats": args.repeats, "median_wall_s": med,
+    result = {"nodes": args.nodes, "rounds": args.rounds, "repeats": args.repeats, "sweep": args.sweep, "median_wall_s": med,
               "median_rounds_wall_s": med_fl, "runs": runs, "load_after": load_note()}
     if "flower" in med:
         result["speedup_vs_flower"] = {p: med["flower"] / med[p] for p in paths if p != "flower"}
