@@ -3,7 +3,7 @@
     python benchmarks/run_all.py [--out benchmarks/results.json] [--quick]
 
 In order: `vs_flower.py` (edgesim against Flower's own simulation, end to end; 10 and 100
-nodes), `overhead.py`
+nodes, and a sweep of 4 runs), `overhead.py`
 (the simulator against a plain PyTorch loop on the default experiment's workload), `scale.py`
 (memory and simulator time per round at 1,000 / 10,000 / 100,000 devices), `vmap.py` (where a
 round's client time goes, and training the clients together with torch.func.vmap against the
@@ -34,6 +34,9 @@ BENCHMARKS = {
                   ["vs_flower.py", "--nodes", "10", "--rounds", "2", "--repeats", "1"]),
     "vs_flower_100": (["vs_flower.py", "--nodes", "100", "--rounds", "10", "--repeats", "1"],
                       ["vs_flower.py", "--nodes", "100", "--rounds", "1", "--repeats", "1", "--paths", "edgesim-local"]),
+    "vs_flower_sweep": (["vs_flower.py", "--nodes", "10", "--rounds", "10", "--repeats", "1", "--sweep", "4"],
+                        ["vs_flower.py", "--nodes", "10", "--rounds", "2", "--repeats", "1", "--sweep", "2",
+                         "--paths", "edgesim-local"]),
     "overhead": (["overhead.py", "--repeats", "5", "--threads", "1"],
                  ["overhead.py", "--rounds", "3", "--repeats", "1", "--threads", "1"]),
     "scale": (["scale.py", "--devices", "1000,10000,100000", "--sampled", "100", "--rounds", "5"],
