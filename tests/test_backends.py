@@ -9,6 +9,9 @@ from __future__ import annotations
 import gc
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -296,3 +299,19 @@ def test_workload_writes_byte_identical_csvs_on_local_and_ray(workload, ray_up, 
         assert wall["backend_start_s"] == 0
         cached = _csvs(tmp_path / "cached")
         assert [name for name in local if local[name] != cached[name]] == []
+
+
+def test_a_dead_cluster_address_stops_a_workload_before_it_writes(tmp_path) -> None:
+    """NoNN, NAIR and mcPipe start their back end at the first call with work: a cluster address
+    nothing answers at is then the same one-line error, and no CSV is left behind. (In a fresh
+    process: this module's own Ray instance would otherwise be joined instead.)"""
+    pytest.importorskip("ray")
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "out"
+    code = ("import sys; from tests.test_mcpipe import _cfg; from sim.config import ConfigError; "
+            "from sim.runner import run\ncfg = _cfg(workers=[2]); cfg.backend, cfg.ray.address = 'ray', '127.0.0.1:1'\n"
+            f"try:\n    run(cfg, {str(out)!r})\nexcept ConfigError as exc:\n    print(exc); sys.exit(2)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stdout.strip().startswith("ray.address='127.0.0.1:1': no Ray cluster answers")
+    assert not out.exists() or not list(out.rglob("*.csv"))
