@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import os
 import platform
 import pstats
@@ -49,7 +48,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
@@ -61,6 +59,9 @@ from sim.report import frame  # noqa: E402
 from sim.runner import prepare, simulate  # noqa: E402
 from sim.seeding import stream  # noqa: E402
 from strategies.objectives import ClientObjective  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import finish, load_note  # noqa: E402
 
 TARGET_RATIO = 1.10
 # statuses of clients.csv rows whose ClientApp never ran: no availability, or download lost
@@ -163,14 +164,6 @@ def busy_warning() -> None:
         print(f"warning: load average {one:.2f} > this benchmark's {torch.get_num_threads()} torch thread(s): other "
               "processes compete for the cores and the timings are noisy (with several torch threads each path "
               "slows down erratically, threads waiting on descheduled peers); rerun on a quiet machine")
-
-
-def load_note() -> str:
-    try:
-        one, five, _ = os.getloadavg()
-    except OSError:
-        return ""
-    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cpus"
 
 
 # --- profile --------------------------------------------------------------------------------
@@ -322,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     plain_loop(wcfg, task, schedule_of(warm.clients, wcfg.workload.rounds))
     print(f"set-up and warm-up: {time.perf_counter() - t_setup:.1f} s (untimed)")
 
-    load_before = load_note()
+    load_before = f"load average {load_note()}" if load_note() else ""
     if load_before:
         print(load_before)
         busy_warning()
@@ -368,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio_min = min(sim_s) / min(plain_s)
     ratio_cpu = statistics.median(sim_cpu) / statistics.median(plain_cpu)
     ratio_pairs = statistics.median(a / b for a, b in zip(sim_s, plain_s))  # each pair ran back to back
-    load_after = load_note()
+    load_after = f"load average {load_note()}" if load_note() else ""
     print()
     print(f"{'path':<8} {'median s':>9} {'min s':>8} {'max s':>8} {'per round':>10} {'median cpu s':>13}")
     for name, ts, cs in (("sim", sim_s, sim_cpu), ("plain", plain_s, plain_cpu)):
@@ -399,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         prof = profile_sim(cfg, job, args.top)
         result["profiled_total_s"] = round(prof["profiled_total_s"], 4)
-    print("RESULT " + json.dumps(result))
+    finish(result)
     return 0
 
 

@@ -30,6 +30,8 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import finish, load_note  # noqa: E402
 
 
 def rss_mib() -> float:
@@ -119,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child is not None:
         print("CHILD " + json.dumps(child(args.child, args.sampled, args.rounds, args.seed)), flush=True)
         return 0
-    one, five, _ = os.getloadavg()
-    print(f"load average before: {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cpus", flush=True)
+    print(f"load average before: {load_note()}", flush=True)
     rows = []
     env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", PYTHONHASHSEED="0")
     for n in (int(x) for x in args.devices.split(",")):
@@ -146,12 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"from {a['devices']} to {b['devices']} devices ({b['devices'] / a['devices']:.0f}x): peak memory "
               f"+{b['rss_peak_mib'] - a['rss_peak_mib']:.1f} MiB, simulator time per round x"
               f"{b['simulator_own_s_per_round'] / a['simulator_own_s_per_round']:.2f}")
-    one, five, _ = os.getloadavg()
-    result = {"rows": rows, "load_after": f"{one:.2f} (1 min), {five:.2f} (5 min)"}
+    result = {"rows": rows, "load_after": load_note()}
     print(f"load average after: {result['load_after']}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    print("RESULT " + json.dumps(result), flush=True)
+    finish(result, args.json)
     return 0
 
 

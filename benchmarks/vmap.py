@@ -38,7 +38,6 @@ The last line is `RESULT {json}`. Measured figures and the conclusion: docs/scal
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -62,7 +61,8 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from experiments.federated import learning_rate, train_reply  # noqa: E402
 from experiments.records import array_view, to_state_dict  # noqa: E402
-from overhead import compose_config, load_note  # noqa: E402
+from common import finish, load_note  # noqa: E402
+from overhead import compose_config  # noqa: E402
 from sim.backends import LocalBackend, run_job  # noqa: E402
 from sim.runner import prepare, simulate  # noqa: E402
 from sim.vectorize import execute as execute_together  # noqa: E402
@@ -449,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.repeats, args.clients, args.rounds = 1, "9", 3
     cases = [c if c == "unequal" else int(c) for c in args.clients.split(",")]
-    result: dict = {"torch_threads": 1, "load_before": load_note()}
+    result: dict = {"torch_threads": 1, "load_before": f"load average {load_note()}"}
     print(result["load_before"])
     prof = profile(rounds=2 if args.quick else 6, repeats=args.repeats)
     print_profile(prof)
@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nPart 2: one round's clients, the per-client loop against vmap (wall medians; x = loop / vmap)")
     result["prototype"] = prototype(cases, ("fedavg",) if args.quick else STRATEGIES, args.repeats)
     result["end_to_end"] = end_to_end(args.rounds, 1 if args.quick else 3)
-    result["load_after"] = load_note()
+    result["load_after"] = f"load average {load_note()}"
     print(result["load_after"])
     checks = [c for row in result["prototype"].values() for c in row["check"].values()]
     clients = sum(row["clients"] for row in result["prototype"].values())
@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"equality: {clients - len(beyond)} of {clients} clients within {RTOL:g} of the loop (largest "
           f"{max(c['max_within'] for c in checks):.1e}); {len(beyond)} beyond, each "
           f"{'no further than the loop from itself after a 1-ulp change' if ok else 'NOT explained'}")
-    print("RESULT " + json.dumps(result))
+    finish(result)
     return 0 if ok else 1
 
 

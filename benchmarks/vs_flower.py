@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import finish, load_note  # noqa: E402
 TARGET = 5.0  # edgesim at least this many times faster than Flower's simulation, end to end
 PATHS = ("flower", "edgesim-local", "edgesim-ray", "floor")
 # what any process that runs this workload pays before its first round: importing torch and
@@ -67,20 +69,21 @@ def _command(path: str, nodes: int, rounds: int, seed: int, out: Path, sweep: in
         return [sys.executable, str(Path(__file__).resolve()), "--child-flower", "--nodes", str(nodes),
                 "--rounds", str(rounds), "--seed", str(seed), "--sweep", str(sweep), "--json", str(result)]
     backend = path.split("-", 1)[1]
-    common = [sys.executable, "-m", "sim", "workload.app.server=benchmarks.digits_fl:server_app",
-              "workload.app.client=benchmarks.digits_fl:client_app", f"fleet.num_devices={nodes}",
-              "fleet.availability=1.0", f"workload.rounds={rounds}", "progress=false",
-              f"+workload.app.run_config.num-server-rounds={rounds}", "plots=false"]
+    sim = [sys.executable, "-m", "sim"]
+    workload = ["workload.app.server=benchmarks.digits_fl:server_app",
+                "workload.app.client=benchmarks.digits_fl:client_app", f"fleet.num_devices={nodes}",
+                "fleet.availability=1.0", f"workload.rounds={rounds}", "progress=false",
+                f"+workload.app.run_config.num-server-rounds={rounds}", "plots=false"]
     if sweep == 1:
-        return common + [f"seed={seed}", f"+workload.app.run_config.seed={seed}",
-                         f"+workload.app.run_config.result-json={result}", f"backend={backend}",
-                         f"hydra.run.dir={out / 'run'}"]
+        return sim + workload + [f"seed={seed}", f"+workload.app.run_config.seed={seed}",
+                                 f"+workload.app.run_config.result-json={result}", f"backend={backend}",
+                                 f"hydra.run.dir={out / 'run'}"]
     # one multirun over the seeds; each job's app writes its own accuracy file (the last seed's is read)
     seeds = ",".join(str(seed + k) for k in range(sweep))
     launcher = ["hydra/launcher=edgesim_ray"] if backend == "ray" else []
-    return common[:3] + ["-m"] + common[3:] + [f"seed={seeds}", "+workload.app.run_config.seed=${seed}",
-                     f"+workload.app.run_config.result-json={out}/accuracy_${{seed}}.json",
-                     f"hydra.sweep.dir={out / 'sweep'}"] + launcher
+    return sim + ["-m"] + workload + [f"seed={seeds}", "+workload.app.run_config.seed=${seed}",
+                                      f"+workload.app.run_config.result-json={out}/accuracy_${{seed}}.json",
+                                      f"hydra.sweep.dir={out / 'sweep'}"] + launcher
 
 
 def run_path(path: str, nodes: int, rounds: int, seed: int, sweep: int = 1) -> dict:
@@ -155,11 +158,6 @@ def child_flower(nodes: int, rounds: int, seed: int, result_json: str, sweep: in
     print("FLOWER " + json.dumps(phases), flush=True)
 
 
-def load_note() -> str:
-    one, five, _ = os.getloadavg()
-    return f"{one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cpus"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nodes", type=int, default=10)
@@ -213,9 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgesim's best: {best:.2f}x faster than Flower's simulation end to end "
               f"(target >= {TARGET}x: {'met' if best >= TARGET else 'NOT met'})")
     print(f"load average after: {result['load_after']}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    print("RESULT " + json.dumps(result), flush=True)
+    finish(result, args.json)
     return 0
 
 

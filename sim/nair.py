@@ -532,39 +532,31 @@ def _plots(out_dir: Path, latency: pd.DataFrame, corruption: pd.DataFrame, impor
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def save(fig, name):
-        fig.tight_layout()
-        save_figure(fig, out_dir / name)
+    def finish(ax, name: str, xlabel: str, ylabel: str, plot_title: str) -> None:
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(plot_title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        ax.figure.tight_layout()
+        save_figure(ax.figure, out_dir / name)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    _, ax = plt.subplots(figsize=(7, 4.5))
     for method, g in latency.groupby("method", sort=False):
         ax.plot(g["latency_budget_s"], g["accuracy"], marker="o", label=method)
-    ax.set_xlabel("latency budget (s)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    save(fig, "accuracy_vs_latency.png")
+    finish(ax, "accuracy_vs_latency.png", "latency budget (s)", "test accuracy", title)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    _, ax = plt.subplots(figsize=(7, 4.5))
     for layer, g in corruption.groupby("layer", sort=False):
         ax.plot(g["corruption_fraction"], g["accuracy"], marker=".", label=layer)
-    ax.set_xlabel("fraction of corrupted elements")
-    ax.set_ylabel("test accuracy (original model)")
-    ax.set_title("figure 5: errors at every split")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    save(fig, "accuracy_vs_corruption.png")
+    finish(ax, "accuracy_vs_corruption.png", "fraction of corrupted elements", "test accuracy (original model)",
+           "figure 5: errors at every split")
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    _, ax = plt.subplots(figsize=(7, 4.5))
     for colname in [c for c in importance.columns if c.startswith("share_")]:
         ax.plot(importance["rank"], np.sort(importance[colname].to_numpy())[::-1], marker=".", label=colname[6:])
-    ax.set_xlabel("unit rank (descending importance)")
-    ax.set_ylabel("share of the split layer's importance")
-    ax.set_title("figure 6: importance distribution")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    save(fig, "importance.png")
+    finish(ax, "importance.png", "unit rank (descending importance)", "share of the split layer's importance",
+           "figure 6: importance distribution")
 
 
 def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataFrame:

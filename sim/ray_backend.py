@@ -3,7 +3,7 @@ step (`execute`), or any workload's independent computations (`map`), run in par
 workers. The only module of the project that imports Ray.
 
 A pool of actors, one CPU each, holds the ClientApp (shipped once per app through Ray's
-object store) and a FLOP cache of its own (the counts are deterministic, so every worker
+object store) and its process's FLOP cache (`sim.meter.PROCESS_COSTS`; the counts are deterministic, so every worker
 finds the same figures). A step's jobs are dealt round-robin to the actors; each job runs
 exactly as on the local back end (`sim.backends.run_job`: its own torch seed, the same
 number of torch threads, the same meter), so the replies, FLOPs and memory figures, and
@@ -42,6 +42,7 @@ from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
 from sim.backends import Execution, call_seeds, run_call, run_job, torch_threads  # noqa: E402
 from sim.config import ConfigError  # noqa: E402
+from sim.meter import PROCESS_COSTS  # noqa: E402
 
 __all__ = ["RayBackend", "cluster_address", "run_parallel", "start_ray", "stop_ray"]
 
@@ -104,12 +105,11 @@ def run_parallel(fn, calls: list[tuple], num_cpus: float = 1.0) -> list:
 
 @ray.remote(num_cpus=1)
 class _Worker:
-    """Runs jobs of one or more ClientApps; keeps the last apps and its FLOP cache."""
+    """Runs jobs of one or more ClientApps; keeps the last apps (FLOP counts: its process's cache)."""
 
     def __init__(self, optimizer_copies: int, threads: int):
         self.optimizer_copies = optimizer_copies
         self.threads = threads
-        self.cost_cache: dict = {}
         self.apps: dict[str, object] = {}
 
     def ready(self) -> bool:
@@ -128,7 +128,7 @@ class _Worker:
         out = []
         with torch_threads(self.threads):
             for index, message, context, seed in jobs:
-                ex = run_job(app, message, context, seed, self.cost_cache, self.optimizer_copies)
+                ex = run_job(app, message, context, seed, PROCESS_COSTS, self.optimizer_copies)
                 out.append((index, ex, context.state))
         return out
 

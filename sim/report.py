@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import math
 import numbers
 import os
 import tempfile
@@ -37,7 +36,7 @@ def frame(rows) -> pd.DataFrame:
 
 
 def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, numbers.Real) and v != v)
+    return v is None or (isinstance(v, numbers.Real) and v != v)  # None or NaN (of any float type)
 
 
 def _cells(values: list) -> list[str]:
