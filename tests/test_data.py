@@ -43,6 +43,16 @@ def test_digits_are_read_as_scikit_learn_loads_them() -> None:
     assert np.array_equal(labels, bunch.target) and labels.dtype == bunch.target.dtype
 
 
+def test_images_have_nchw_strides_so_convolutions_run_channels_first() -> None:
+    # a grey image's channel axis must not carry numpy's arbitrary size-1 stride: torch would
+    # take such a batch for channels-last and run every convolution in that layout (on AVX2
+    # CPUs with one thread, oneDNN's channels-last 1x1 stride-2 backward corrupts the heap)
+    for ds in (load_digits(seed=0), make_synthetic(64, num_classes=2, shape=(1, 4, 4), seed=0)):
+        for x in (ds.x_train, ds.x_test, ds.x_train[torch.arange(3)]):
+            assert x.stride() == torch.empty(x.shape).stride()
+        assert torch.nn.Conv2d(1, 2, 1, stride=2)(ds.x_train[:4]).is_contiguous()
+
+
 def test_synthetic_shapes_determinism_and_learnability() -> None:
     ds = make_synthetic(1000, num_classes=4, shape=(2, 4, 4), test_fraction=0.25, seed=3)
     _check(ds, (2, 4, 4), 750, 250)
