@@ -110,26 +110,29 @@ def schedule_of(clients, rounds: int) -> list[tuple[list[int], list[int]]]:
     return out
 
 
-def plain_loop(cfg: Config, task: FederatedTask, schedule) -> list[tuple[float, float]]:
-    """The same local training, FedAvg and evaluation, without Flower, SimPy or the meter.
+class PlainLoop:
+    """The same local training, FedAvg and evaluation, without Flower, SimPy or the meter, one
+    round at a time; `evals` holds the (accuracy, loss) of the global model at rounds 0..R."""
 
-    Returns the (accuracy, loss) of the global model at rounds 0..R."""
-    seed = cfg.seed
-    objective = ClientObjective()  # FedAvg's train config asks for no extra loss terms
-    eval_model = task.build_model()
-    global_sd = {k: v.detach().clone() for k, v in eval_model.state_dict().items()}
-    loss, acc = evaluate_model(eval_model, task.data.x_test, task.data.y_test)
-    evals = [(acc, loss)]
-    for rnd, (ran, received) in enumerate(schedule, start=1):
+    def __init__(self, cfg: Config, task: FederatedTask):
+        self.seed, self.task = cfg.seed, task
+        self.objective = ClientObjective()  # FedAvg's train config asks for no extra loss terms
+        self.eval_model = task.build_model()
+        self.global_sd = {k: v.detach().clone() for k, v in self.eval_model.state_dict().items()}
+        loss, acc = evaluate_model(self.eval_model, task.data.x_test, task.data.y_test)
+        self.evals = [(acc, loss)]
+
+    def round(self, rnd: int, ran: list[int], received: list[int]) -> None:
+        task = self.task
         lr = task.lr * task.lr_decay ** (rnd - 1)
         results = []
         for node in ran:
             idx = task.partitions[node - 1]
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(stream(seed, "torch", rnd, node, "train").integers(2**62)))
+            with torch.random.fork_rng(devices=[]):  # the CPU generator, seeded as the back end seeds each job
+                torch.default_generator.manual_seed(int(stream(self.seed, "torch", rnd, node, "train").integers(2**62)))
                 model = task.build_model()
-                model.load_state_dict(global_sd)
-                _train(task, model, idx, objective, lr)
+                model.load_state_dict(self.global_sd)
+                _train(task, model, idx, self.objective, lr)
             if node in received:
                 results.append((model.state_dict(), len(idx)))
         if results:  # Flower's aggregate_arrayrecords: sum of value * (n / total), in reply order
@@ -139,11 +142,65 @@ def plain_loop(cfg: Config, task: FederatedTask, schedule) -> list[tuple[float, 
                 w = n / total
                 for k, v in sd.items():
                     agg[k] = v.detach() * w if k not in agg else agg[k].add_(v.detach() * w)
-            global_sd = agg
-        eval_model.load_state_dict(global_sd)
-        loss, acc = evaluate_model(eval_model, task.data.x_test, task.data.y_test)
-        evals.append((acc, loss))
-    return evals
+            self.global_sd = agg
+        self.eval_model.load_state_dict(self.global_sd)
+        loss, acc = evaluate_model(self.eval_model, task.data.x_test, task.data.y_test)
+        self.evals.append((acc, loss))
+
+
+def plain_loop(cfg: Config, task: FederatedTask, schedule) -> list[tuple[float, float]]:
+    """The plain loop over a whole run's schedule; returns the (accuracy, loss) of the global
+    model at rounds 0..R."""
+    loop = PlainLoop(cfg, task)
+    for rnd, (ran, received) in enumerate(schedule, start=1):
+        loop.round(rnd, ran, received)
+    return loop.evals
+
+
+def _ran_and_received(rows) -> tuple[list[int], list[int]]:
+    """(node ids whose training ran, node ids whose reply was aggregated) of one train phase."""
+    rows = sorted(rows, key=lambda c: c.node_id)
+    return ([c.node_id for c in rows if c.status not in NOT_RUN], [c.node_id for c in rows if c.status == "received"])
+
+
+def interleaved(cfg: Config, job) -> tuple[float, float, list, list]:
+    """One simulator run with the plain loop's round r run right after the simulator's train
+    phase of round r: the two paths alternate every ~0.3 s, so both meet the same machine speed
+    (on a shared machine it drifts by tens of percent over seconds). Returns (simulator wall s,
+    plain wall s, simulator schedule, plain evals); the simulator's time is the run's wall
+    time less the plain rounds inside it."""
+    import sim.runner as runner
+
+    variants, fleet, link, task = job
+    plain_s = 0.0
+    loop: PlainLoop | None = None
+    schedule: list = []
+
+    class Grid(runner.SimGrid):
+        def send_and_receive(self, messages, *, timeout=None):
+            nonlocal plain_s, loop
+            replies = super().send_and_receive(messages, timeout=timeout)
+            stats = self.phases[-1] if self.phases else None
+            if stats is not None and stats.phase == "train" and len(schedule) < stats.round:
+                t0 = time.perf_counter()
+                if loop is None:  # round 0's evaluation, as the simulator's Strategy.start did first
+                    loop = PlainLoop(cfg, task)
+                ran, received = _ran_and_received(stats.clients)
+                schedule.append((ran, received))
+                loop.round(stats.round, ran, received)
+                plain_s += time.perf_counter() - t0
+            return replies
+
+    runner.SimGrid, original = Grid, runner.SimGrid
+    try:
+        t0 = time.perf_counter()
+        res = run_sim(cfg, job)
+        total = time.perf_counter() - t0
+    finally:
+        runner.SimGrid = original
+    if schedule != schedule_of(res.clients, cfg.workload.rounds):
+        raise SystemExit("interleaved run: the plain loop's clients differ from the simulator's clients.csv")
+    return total - plain_s, plain_s, res, loop.evals
 
 
 def timed(fn, *args):
@@ -282,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--experiment", default="fedmax_noniid", help="conf/experiment/NAME.yaml (default: %(default)s)")
     ap.add_argument("--rounds", type=int, default=None, help="rounds (default: the experiment's)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed sim/plain pairs, alternating (default: %(default)s)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved runs (the figure; default: %(default)s)")
+    ap.add_argument("--alternating", type=int, default=2,
+                    help="whole sim and plain runs one after the other, for comparison (default: %(default)s)")
     ap.add_argument("--warmup-rounds", type=int, default=2, help="rounds of the untimed warm-up of each path")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for both paths (default: torch's)")
     ap.add_argument("--profile", action="store_true", help="also profile one simulator run with cProfile")
@@ -319,35 +378,41 @@ def main(argv: list[str] | None = None) -> int:
     if load_before:
         print(load_before)
         busy_warning()
-    sim_s, plain_s, sim_cpu, plain_cpu = [], [], [], []
+    # the figure held against the target: interleaved runs (the plain loop's round r right after
+    # the simulator's round r, so both meet the same machine speed)
+    inter: list[tuple[float, float]] = []
     schedule, sim_evals, plain_evals = None, None, None
+    for k in range(args.repeats):
+        t_sim, t_plain, res, plain_evals = interleaved(cfg, job)
+        inter.append((t_sim, t_plain))
+        sched = schedule_of(res.clients, rounds)
+        if schedule is None:
+            schedule, sim_evals = sched, frame(res.rounds)[["accuracy", "loss"]].to_numpy()
+        elif sched != schedule:
+            raise SystemExit("the simulator sampled different clients in two runs of one seed: not comparable")
+        print(f"interleaved {k + 1}/{args.repeats}: sim {t_sim:.3f} s, plain {t_plain:.3f} s, ratio {t_sim / t_plain:.3f}")
+
+    # for comparison: whole runs one after the other, in ABBA order (sim first on even repeats,
+    # plain first on odd ones), each path's wall and CPU time
+    sim_s, plain_s, sim_cpu, plain_cpu = [], [], [], []
 
     def sim_once() -> None:
-        nonlocal schedule, sim_evals
         t, c, res = timed(run_sim, cfg, job)
         sim_s.append(t)
         sim_cpu.append(c)
-        sched = schedule_of(res.clients, rounds)
-        if schedule is None:
-            schedule = sched
-            sim_evals = frame(res.rounds)[["accuracy", "loss"]].to_numpy()
-        elif sched != schedule:
+        if schedule_of(res.clients, rounds) != schedule:
             raise SystemExit("the simulator sampled different clients in two runs of one seed: not comparable")
 
     def plain_once() -> None:
-        nonlocal plain_evals
-        t, c, plain_evals = timed(plain_loop, cfg, task, schedule)
+        t, c, _ = timed(plain_loop, cfg, task, schedule)
         plain_s.append(t)
         plain_cpu.append(c)
 
-    # alternating, in ABBA order (sim first on even repeats, plain first on odd ones) so a slow
-    # drift of the machine's speed weighs on both paths alike; the first run is the simulator's,
-    # whose clients.csv gives the plain loop its clients
-    for k in range(args.repeats):
+    for k in range(args.alternating):
         for step in ((sim_once, plain_once) if k % 2 == 0 else (plain_once, sim_once)):
             step()
-        print(f"repeat {k + 1}/{args.repeats} ({'sim, plain' if k % 2 == 0 else 'plain, sim'}): sim {sim_s[-1]:.3f} s, "
-              f"plain {plain_s[-1]:.3f} s, ratio {sim_s[-1] / plain_s[-1]:.3f}")
+        print(f"whole runs {k + 1}/{args.alternating} ({'sim, plain' if k % 2 == 0 else 'plain, sim'}): "
+              f"sim {sim_s[-1]:.3f} s, plain {plain_s[-1]:.3f} s, ratio {sim_s[-1] / plain_s[-1]:.3f}")
 
     # the same work: same clients, and the same models (accuracies of rounds 1..R agree)
     ran = sum(len(r) for r, _ in schedule)
@@ -356,22 +421,28 @@ def main(argv: list[str] | None = None) -> int:
     acc_diff = float(np.nanmax(np.abs(plain_acc - sim_evals[:, 0]))) if len(plain_acc) else 0.0
     same = acc_diff <= 0.01
 
-    sim_med, plain_med = statistics.median(sim_s), statistics.median(plain_s)
-    ratio = sim_med / plain_med
-    ratio_min = min(sim_s) / min(plain_s)
-    ratio_cpu = statistics.median(sim_cpu) / statistics.median(plain_cpu)
-    ratio_pairs = statistics.median(a / b for a, b in zip(sim_s, plain_s))  # each pair ran back to back
+    i_sim, i_plain = statistics.median(t for t, _ in inter), statistics.median(t for _, t in inter)
+    ratio = statistics.median(a / b for a, b in inter)
     load_after = f"load average {load_note()}" if load_note() else ""
     print()
-    print(f"{'path':<8} {'median s':>9} {'min s':>8} {'max s':>8} {'per round':>10} {'median cpu s':>13}")
-    for name, ts, cs in (("sim", sim_s, sim_cpu), ("plain", plain_s, plain_cpu)):
-        med = statistics.median(ts)
-        print(f"{name:<8} {med:9.3f} {min(ts):8.3f} {max(ts):8.3f} {1000 * med / rounds:7.1f} ms {statistics.median(cs):13.3f}")
-    print(f"{'ratio':<8} {ratio:9.3f} {ratio_min:8.3f}  (sim / plain: of medians, of mins; median of pairs "
-          f"{ratio_pairs:.3f}; of cpu-time medians {ratio_cpu:.3f}); "
-          f"target <= {TARGET_RATIO}: {'met' if ratio <= TARGET_RATIO else 'NOT met'}")
-    print(f"{'':<8} overhead {1000 * (sim_med - plain_med) / rounds:.1f} ms/round, "
-          f"{1000 * (sim_med - plain_med) / max(ran, 1):.1f} ms/client")
+    print(f"{'method':<12} {'sim s':>8} {'plain s':>8} {'ratio':>7}  (medians; sim per round {1000 * i_sim / rounds:.1f} ms)")
+    print(f"{'interleaved':<12} {i_sim:8.3f} {i_plain:8.3f} {ratio:7.3f}  runs: "
+          + ", ".join(f"{a / b:.3f}" for a, b in inter) + f"; target <= {TARGET_RATIO}: "
+          + ("met" if ratio <= TARGET_RATIO else "NOT met"))
+    result_whole = {}
+    if sim_s:
+        w_ratio = statistics.median(sim_s) / statistics.median(plain_s)
+        w_pairs = statistics.median(a / b for a, b in zip(sim_s, plain_s))
+        w_cpu = statistics.median(sim_cpu) / statistics.median(plain_cpu)
+        print(f"{'whole runs':<12} {statistics.median(sim_s):8.3f} {statistics.median(plain_s):8.3f} {w_ratio:7.3f}  "
+              f"pairs: " + ", ".join(f"{a / b:.3f}" for a, b in zip(sim_s, plain_s))
+              + f"; median of pairs {w_pairs:.3f}, of CPU times {w_cpu:.3f}")
+        result_whole = {"whole_sim_s": [round(t, 4) for t in sim_s], "whole_plain_s": [round(t, 4) for t in plain_s],
+                        "whole_sim_cpu_s": [round(t, 4) for t in sim_cpu],
+                        "whole_plain_cpu_s": [round(t, 4) for t in plain_cpu], "whole_ratio": round(w_ratio, 4),
+                        "whole_ratio_median_of_pairs": round(w_pairs, 4), "whole_ratio_cpu": round(w_cpu, 4)}
+    print(f"{'':<12} overhead {1000 * (i_sim - i_plain) / rounds:.1f} ms/round, "
+          f"{1000 * (i_sim - i_plain) / max(ran, 1):.2f} ms/client (interleaved medians)")
     print(f"work: {rounds} rounds, {ran} client trainings ran ({received} aggregated); "
           f"final accuracy sim {sim_evals[-1, 0]:.4f} plain {plain_acc[-1]:.4f} "
           f"(max |diff| over rounds {acc_diff:.2g}: {'same models' if same else 'MODELS DIFFER'})")
@@ -379,10 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "experiment": args.experiment, "strategy": s.name, "rounds": rounds, "repeats": args.repeats,
         "threads": torch.get_num_threads(), "clients_trained": ran, "clients_aggregated": received,
-        "sim_s": [round(t, 4) for t in sim_s], "plain_s": [round(t, 4) for t in plain_s],
-        "sim_cpu_s": [round(t, 4) for t in sim_cpu], "plain_cpu_s": [round(t, 4) for t in plain_cpu],
-        "sim_median_s": round(sim_med, 4), "plain_median_s": round(plain_med, 4), "ratio": round(ratio, 4),
-        "ratio_of_mins": round(ratio_min, 4), "ratio_median_of_pairs": round(ratio_pairs, 4), "ratio_cpu": round(ratio_cpu, 4),
+        "sim_s": [round(a, 4) for a, _ in inter], "plain_s": [round(b, 4) for _, b in inter],
+        "sim_median_s": round(i_sim, 4), "plain_median_s": round(i_plain, 4), "ratio": round(ratio, 4),
+        "ratio_runs": [round(a / b, 4) for a, b in inter], **result_whole,
         "target_ratio": TARGET_RATIO, "within_target": ratio <= TARGET_RATIO,
         "same_models": same, "max_accuracy_diff": acc_diff, "load_before": load_before, "load_after": load_after,
     }

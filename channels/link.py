@@ -95,6 +95,8 @@ def _arq_stream(
     _FIRST_BLOCK to _CHUNK); a Gilbert-Elliott chain restarts from stationarity at each block.
     """
     p = errors.packet_error_prob(bits)
+    if p == 0.0:  # an error-free link: every packet arrives at its first attempt, nothing drawn
+        return packets, packets
     done = made = fails = 0  # packets delivered, attempts made, failures of the current packet
     cap = _FIRST_BLOCK
     while done < packets:

@@ -37,3 +37,13 @@ def test_to_state_dict_reads_back_the_tensors() -> None:
     back = to_state_dict(to_array_record(sd))
     for name, t in sd.items():
         assert torch.equal(back[name], t.contiguous()), name
+
+
+def test_npy_array_direct_is_flowers_constructor_without_its_checks() -> None:
+    data = np.arange(6, dtype=np.float32).tobytes()
+    fast = NpyArray.direct("float32", (2, 3), data)
+    slow = NpyArray(dtype="float32", shape=(2, 3), stype="numpy.ndarray", data=data)
+    assert fast.__dict__ == slow.__dict__ and fast.is_dirty
+    assert fast.object_id == slow.object_id and fast.deflate() == slow.deflate()
+    fast.data = data[:4]  # a later change still clears what Flower caches
+    assert fast.object_id != slow.object_id
