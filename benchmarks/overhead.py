@@ -17,10 +17,14 @@ evaluation of the global model on the test set (round 0 too, as Flower's `Strate
 Both paths therefore compute the same models: the final accuracies are checked to agree.
 
 One-time start-up (imports, data, Flower's and torch's first-use costs) is excluded by a short
-warm-up of both paths; then sim and plain alternate `--repeats` times (ABBA order, same torch
-thread count); the medians and their ratio (the figure held against the 1.10 target; also the
-ratio of minima, the median of back-to-back pair ratios and the CPU-time ratio, which show how
-noisy the machine was) are printed as a table and as a last line `RESULT {json}`.
+warm-up of both paths. The figure held against the 1.10 target comes from `--repeats`
+interleaved runs: one simulator run in which, right after the simulator's train phase of round
+r, the plain loop runs its round r (timed apart and subtracted from the simulator's wall time).
+The two paths then alternate every ~0.3 s and meet the same machine speed; on a shared machine
+that speed drifts by tens of percent over seconds, which whole runs of ~10 s one after the
+other cannot cancel. The median of the runs' ratios is the figure. `--alternating` whole runs
+(ABBA order, wall and CPU time) follow, for comparison. Everything is printed as a table and
+as a last line `RESULT {json}`.
 
 `--profile` then runs the simulator once more under cProfile and lists the top project / flwr
 functions by cumulative time, the known overhead items (meter, Flower (de)serialisation,
