@@ -138,8 +138,8 @@ def instrumented_train(task, msg, ctx, seed: int, laps: dict, ops: dict | None =
     """The built-in ClientApp's train function (experiments/federated.py: `train` and `_train`),
     piece by piece under a timer; with `ops`, the first step's aten operations are counted."""
     lap = Laps(laps)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # as the back end seeds a job (sim.backends.torch_seeded)
+        torch.default_generator.manual_seed(seed)
         lap("seeding: fork_rng + manual_seed")
         idx = task.partitions[int(ctx.node_config["partition-id"])]
         config = msg.content["config"]
@@ -230,7 +230,7 @@ def profile(rounds: int, repeats: int) -> dict:
                     ex = run_job(app, msg, ctx, seed, cache, cfg.workload.optimizer_copies)
                     t1 = time.perf_counter()
                     with torch.random.fork_rng(devices=[]):
-                        torch.manual_seed(seed)
+                        torch.default_generator.manual_seed(seed)
                         app(msg, ctx)
                     t2 = time.perf_counter()
                     reply = instrumented_train(task, msg, ctx, seed, laps, ops)
