@@ -10,8 +10,8 @@ and `compare=[]`, composed with Hydra's compose API exactly as `python -m sim` w
 The plain loop does the same work with no Flower, no SimPy and no meter: per round, the very
 clients whose `ClientApp` ran in the simulator (read from its clients.csv rows: everyone but
 the dropped and those whose download was lost; out-of-memory clients and stragglers did run
-the real training), each one building the model, loading the global weights and running
-`experiments.federated._train` under the same torch seed; then FedAvg over the clients whose
+the real training), each one loading the global weights into the one model (as the
+built-in ClientApp does) and running `experiments.federated._train` under the same torch seed; then FedAvg over the clients whose
 reply the simulator accepted (weighted by examples, in Flower's order and arithmetic) and an
 evaluation of the global model on the test set (round 0 too, as Flower's `Strategy.start`).
 Both paths therefore compute the same models: the final accuracies are checked to agree.
@@ -122,6 +122,7 @@ class PlainLoop:
         self.seed, self.task = cfg.seed, task
         self.objective = ClientObjective()  # FedAvg's train config asks for no extra loss terms
         self.eval_model = task.build_model()
+        self.model = task.build_model()  # the clients' one model, its weights replaced per client (as the ClientApp does)
         self.global_sd = {k: v.detach().clone() for k, v in self.eval_model.state_dict().items()}
         loss, acc = evaluate_model(self.eval_model, task.data.x_test, task.data.y_test)
         self.evals = [(acc, loss)]
@@ -134,11 +135,10 @@ class PlainLoop:
             idx = task.partitions[node - 1]
             with torch.random.fork_rng(devices=[]):  # the CPU generator, seeded as the back end seeds each job
                 torch.default_generator.manual_seed(int(stream(self.seed, "torch", rnd, node, "train").integers(2**62)))
-                model = task.build_model()
-                model.load_state_dict(self.global_sd)
-                _train(task, model, idx, self.objective, lr)
+                self.model.load_state_dict(self.global_sd)
+                _train(task, self.model, idx, self.objective, lr)
             if node in received:
-                results.append((model.state_dict(), len(idx)))
+                results.append(({k: v.detach().clone() for k, v in self.model.state_dict().items()}, len(idx)))
         if results:  # Flower's aggregate_arrayrecords: sum of value * (n / total), in reply order
             total = float(sum(n for _, n in results))
             agg: dict[str, torch.Tensor] = {}

@@ -159,3 +159,27 @@ def test_models_vmap_cannot_train_per_client_are_named() -> None:
     module = nn.Linear(4, 4)
     module.register_buffer("steps", torch.zeros(1))
     assert "buffers (steps)" in vectorized.unsupported(module)
+
+
+def test_the_client_app_builds_one_model_and_replies_as_a_fresh_one_would() -> None:
+    task = _task("cnn")
+    builds = []
+
+    def counted():
+        builds.append(1)
+        return build_model("cnn", task.data.input_shape, task.data.num_classes, seed=0)
+
+    shared = make_client_app(replace(task, build_model=counted))
+    jobs = _jobs(task, {PROXIMAL_MU_KEY: 1.0}, evaluate_node=4)
+    one = LocalBackend(torch_threads=1).execute(shared, jobs)
+    assert len(builds) == 1  # built at the first message, reused by every train and evaluate message after
+    fresh = [LocalBackend(torch_threads=1).execute(make_client_app(task), [job])[0] for job in jobs]
+    for a, b in zip(one, fresh):  # the same bytes: loading replaces every weight, a new optimiser each time
+        assert (a.flops, a.peak_bytes, a.error) == (b.flops, b.peak_bytes, b.error)
+        ca, cb = a.reply.content, b.reply.content
+        assert list(ca) == list(cb)
+        for key, rec in ca.items():
+            if isinstance(rec, ArrayRecord):
+                assert [arr.data for arr in rec.values()] == [arr.data for arr in cb[key].values()], key
+            else:
+                assert dict(rec) == dict(cb[key]), key
