@@ -60,6 +60,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from experiments.federated import FederatedTask, _train, evaluate_model  # noqa: E402
 from sim.config import Config  # noqa: E402
 from sim.report import frame  # noqa: E402
+from sim.backends import torch_seeded  # noqa: E402
 from sim.runner import prepare, simulate  # noqa: E402
 from sim.seeding import stream  # noqa: E402
 from strategies.objectives import ClientObjective  # noqa: E402
@@ -133,8 +134,7 @@ class PlainLoop:
         results = []
         for node in ran:
             idx = task.partitions[node - 1]
-            with torch.random.fork_rng(devices=[]):  # the CPU generator, seeded as the back end seeds each job
-                torch.default_generator.manual_seed(int(stream(self.seed, "torch", rnd, node, "train").integers(2**62)))
+            with torch_seeded(int(stream(self.seed, "torch", rnd, node, "train").integers(2**62))):  # as the back end seeds each job
                 self.model.load_state_dict(self.global_sd)
                 _train(task, self.model, idx, self.objective, lr)
             if node in received:
@@ -167,15 +167,16 @@ def _ran_and_received(rows) -> tuple[list[int], list[int]]:
     return ([c.node_id for c in rows if c.status not in NOT_RUN], [c.node_id for c in rows if c.status == "received"])
 
 
-def interleaved(cfg: Config, job) -> tuple[float, float, list, list]:
+def interleaved(cfg: Config, job) -> tuple[float, float, list, object, list]:
     """One simulator run with the plain loop's round r run right after the simulator's train
     phase of round r: the two paths alternate every ~0.3 s, so both meet the same machine speed
     (on a shared machine it drifts by tens of percent over seconds). Returns (simulator wall s,
-    plain wall s, simulator schedule, plain evals); the simulator's time is the run's wall
-    time less the plain rounds inside it."""
+    plain wall s, the schedule both ran (checked against the simulator's clients.csv), the
+    simulator's result, plain evals); the simulator's time is the run's wall time less the
+    plain rounds inside it."""
     import sim.runner as runner
 
-    variants, fleet, link, task = job
+    task = job[3]
     plain_s = 0.0
     loop: PlainLoop | None = None
     schedule: list = []
@@ -204,7 +205,7 @@ def interleaved(cfg: Config, job) -> tuple[float, float, list, list]:
         runner.SimGrid = original
     if schedule != schedule_of(res.clients, cfg.workload.rounds):
         raise SystemExit("interleaved run: the plain loop's clients differ from the simulator's clients.csv")
-    return total - plain_s, plain_s, res, loop.evals
+    return total - plain_s, plain_s, schedule, res, loop.evals
 
 
 def timed(fn, *args):
@@ -387,9 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     inter: list[tuple[float, float]] = []
     schedule, sim_evals, plain_evals = None, None, None
     for k in range(args.repeats):
-        t_sim, t_plain, res, plain_evals = interleaved(cfg, job)
+        t_sim, t_plain, sched, res, plain_evals = interleaved(cfg, job)
         inter.append((t_sim, t_plain))
-        sched = schedule_of(res.clients, rounds)
         if schedule is None:
             schedule, sim_evals = sched, frame(res.rounds)[["accuracy", "loss"]].to_numpy()
         elif sched != schedule:

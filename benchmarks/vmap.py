@@ -63,7 +63,7 @@ from experiments.federated import learning_rate, train_reply  # noqa: E402
 from experiments.records import array_view, to_state_dict  # noqa: E402
 from common import finish, load_note  # noqa: E402
 from overhead import compose_config  # noqa: E402
-from sim.backends import LocalBackend, run_job  # noqa: E402
+from sim.backends import LocalBackend, run_job, torch_seeded  # noqa: E402
 from sim.runner import prepare, simulate  # noqa: E402
 from sim.vectorize import execute as execute_together  # noqa: E402
 from strategies.objectives import ClientObjective  # noqa: E402
@@ -138,8 +138,7 @@ def instrumented_train(task, msg, ctx, seed: int, laps: dict, ops: dict | None =
     """The built-in ClientApp's train function (experiments/federated.py: `train` and `_train`),
     piece by piece under a timer; with `ops`, the first step's aten operations are counted."""
     lap = Laps(laps)
-    with torch.random.fork_rng(devices=[]):  # as the back end seeds a job (sim.backends.torch_seeded)
-        torch.default_generator.manual_seed(seed)
+    with torch_seeded(seed):  # as the back end seeds a job
         lap("seeding: fork_rng + manual_seed")
         idx = task.partitions[int(ctx.node_config["partition-id"])]
         config = msg.content["config"]
@@ -229,8 +228,7 @@ def profile(rounds: int, repeats: int) -> dict:
                     t0 = time.perf_counter()
                     ex = run_job(app, msg, ctx, seed, cache, cfg.workload.optimizer_copies)
                     t1 = time.perf_counter()
-                    with torch.random.fork_rng(devices=[]):
-                        torch.default_generator.manual_seed(seed)
+                    with torch_seeded(seed):
                         app(msg, ctx)
                     t2 = time.perf_counter()
                     reply = instrumented_train(task, msg, ctx, seed, laps, ops)

@@ -75,11 +75,13 @@ def _to_dataset(
     name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, num_classes: int
 ) -> Dataset:
     def xt(a: np.ndarray) -> torch.Tensor:
-        # canonical NCHW strides: numpy leaves any stride on a size-1 axis (the channel of a
-        # grey image), and torch then takes the batch for channels-last, which sends every
-        # convolution down oneDNN's channels-last kernels; on AVX2 CPUs, with one thread, its
-        # 1x1 stride-2 backward (NoNN's shortcuts) writes past its buffer and aborts the process
-        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).clone(memory_format=torch.contiguous_format)
+        # canonical NCHW strides (a view recomputes them, no copy): numpy leaves any stride on a
+        # size-1 axis (the channel of a grey image), and torch then takes the batch for
+        # channels-last, which sends every convolution down oneDNN's channels-last kernels; on
+        # AVX2 CPUs, with one thread, its 1x1 stride-2 backward (NoNN's shortcuts) writes past
+        # its buffer and aborts the process
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        return t.view(t.shape)
 
     def yt(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
