@@ -60,7 +60,7 @@ from flwr.app import ArrayRecord, Message, RecordDict  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from experiments.federated import learning_rate, train_reply  # noqa: E402
-from experiments.records import array_view, to_state_dict  # noqa: E402
+from experiments.records import array_view, to_array_record, to_state_dict  # noqa: E402
 from common import finish, load_note  # noqa: E402
 from overhead import compose_config  # noqa: E402
 from sim.backends import LocalBackend, run_job, torch_seeded  # noqa: E402
@@ -189,7 +189,7 @@ def instrumented_train(task, msg, ctx, seed: int, laps: dict, ops: dict | None =
                     feature_sum = s if feature_sum is None else feature_sum + s
                 lap("tallies (loss.item, feature sum)")
         mean_act = (feature_sum / max(count, 1)).numpy()
-        reply = train_reply(msg, model.state_dict(), total / max(count, 1), mean_act, len(idx))
+        reply = train_reply(msg, to_array_record(model.state_dict()), total / max(count, 1), mean_act, len(idx))
         lap("encode: reply ArrayRecord + Message")
     return reply
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from torch import nn
 
 from experiments.data import Dataset
-from experiments.records import to_array_record, to_state_dict
+from experiments.records import ModelRecords, npy_array
 from strategies.objectives import ACTIVATION_PROBE_KEY, ClientObjective
 
 __all__ = ["FederatedTask", "evaluate_model", "learning_rate", "make_client_app", "train_reply"]
@@ -68,31 +68,31 @@ def _train(task: FederatedTask, model: nn.Module, idx: np.ndarray, objective: Cl
 
 def make_client_app(task: FederatedTask) -> ClientApp:
     app = ClientApp()
-    held: list[nn.Module] = []  # the app's one model (one per process that runs it), built at its first message
+    held: list[ModelRecords] = []  # the app's one model (one per process that runs it), built at its first message
 
-    def global_model(msg: Message) -> nn.Module:
+    def global_model(msg: Message) -> ModelRecords:
         """The app's model with the message's weights. Loading (strictly) replaces every
         parameter and buffer, so a fresh, randomly initialised model per message would be
         wasted work (~6% of a small client's time); a new optimiser per message keeps no
         state from the last one."""
         if not held:
-            held.append(task.build_model())
-        held[0].load_state_dict(to_state_dict(msg.content["arrays"]))
+            held.append(ModelRecords(task.build_model()))
+        held[0].load(msg.content["arrays"])
         return held[0]
 
     @app.train()
     def train(msg: Message, ctx: Context) -> Message:
         idx = task.partitions[int(ctx.node_config["partition-id"])]
         config = msg.content["config"]
-        model = global_model(msg)
+        weights = global_model(msg)
         lr = learning_rate(task, config)
-        loss, mean_act = _train(task, model, idx, ClientObjective.from_config(config), lr)
-        return train_reply(msg, model.state_dict(), loss, mean_act, len(idx))
+        loss, mean_act = _train(task, weights.model, idx, ClientObjective.from_config(config), lr)
+        return train_reply(msg, weights.record(), loss, mean_act, len(idx))
 
     @app.evaluate()
     def evaluate(msg: Message, ctx: Context) -> Message:
         idx = task.partitions[int(ctx.node_config["partition-id"])]
-        model = global_model(msg)
+        model = global_model(msg).model
         loss, acc = evaluate_model(model, task.data.x_train[idx], task.data.y_train[idx])
         metrics = MetricRecord({"loss": loss, "accuracy": acc, "num-examples": len(idx)})
         return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
@@ -106,12 +106,12 @@ def learning_rate(task: FederatedTask, config) -> float:
     return task.lr * task.lr_decay ** (int(config.get("server-round", 1)) - 1)
 
 
-def train_reply(msg: Message, state_dict: dict, loss: float, mean_act: np.ndarray, num_examples: int) -> Message:
+def train_reply(msg: Message, arrays: ArrayRecord, loss: float, mean_act: np.ndarray, num_examples: int) -> Message:
     """The built-in ClientApp's reply to a train message."""
     content = RecordDict({
-        "arrays": to_array_record(state_dict),
+        "arrays": arrays,
         "metrics": MetricRecord({"train_loss": loss, "num-examples": num_examples}),
-        ACTIVATION_PROBE_KEY: ArrayRecord({"mean-activation": Array(mean_act)}),
+        ACTIVATION_PROBE_KEY: ArrayRecord({"mean-activation": npy_array(mean_act)}),
     })
     return Message(content=content, reply_to=msg)
 

@@ -4,26 +4,47 @@ A Flower `Array` holds `.npy` bytes; `Array.numpy()` parses the header with `np.
 time, which costs several times the copy itself for a small model. The data sits at the end
 of the buffer, so a view at `len(data) - nbytes` reads it directly. Writing, `np.save` builds
 the same header again for every array; `to_array_record` builds it once per (dtype, shape)
-and gives byte for byte what `ArrayRecord(state_dict)` gives.
+and gives byte for byte what `ArrayRecord(state_dict)` gives. `ModelRecords` copies a record's
+values straight into a model's tensors, as `model.load_state_dict(to_state_dict(record))` would
+without the intermediate tensors, and encodes them from the same views. Per array, numpy's `str(dtype)` and `np.prod(shape)` cost
+more than a small array's copy; both are replaced by a cache and `math.prod`.
 """
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
+from torch.autograd.graph import increment_version
 
-__all__ = ["NpyArray", "array_view", "to_array_record", "to_state_dict"]
+__all__ = ["ModelRecords", "NpyArray", "array_view", "npy_array", "to_array_record", "to_state_dict"]
 
-_NPY_HEADERS: dict[tuple[str, tuple[int, ...]], bytes] = {}
+_NPY_HEADERS: dict[tuple[np.dtype, tuple[int, ...]], bytes] = {}
+_DTYPES: dict[str, np.dtype] = {}  # Array.dtype (a string) -> numpy dtype
+_DTYPE_NAMES: dict[np.dtype, str] = {}  # numpy dtype -> str(dtype), as Array.from_numpy_ndarray writes it
+
+
+def _dtype(name: str) -> np.dtype:
+    dtype = _DTYPES.get(name)
+    if dtype is None:
+        dtype = _DTYPES[name] = np.dtype(name)
+    return dtype
+
+
+def _dtype_name(dtype: np.dtype) -> str:
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype)
+    return name
 
 
 def array_view(arr: Array) -> np.ndarray:
     """The array's values as a read-only view of its bytes (C order); falls back to
     `Array.numpy()` for anything else."""
-    dtype = np.dtype(arr.dtype)
-    count = int(np.prod(arr.shape, dtype=np.int64))
+    dtype = _dtype(arr.dtype)
+    count = math.prod(arr.shape)
     offset = len(arr.data) - count * dtype.itemsize
     if offset <= 0 or b"True" in arr.data[:offset]:  # not .npy, or Fortran order
         return arr.numpy()
@@ -36,7 +57,7 @@ def to_state_dict(record: ArrayRecord) -> dict[str, torch.Tensor]:
 
 
 def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
-    key = (dtype.str, shape)
+    key = (dtype, shape)
     header = _NPY_HEADERS.get(key)
     if header is None:
         buf = io.BytesIO()
@@ -71,15 +92,69 @@ class NpyArray(Array):
         return Array(dtype=self.dtype, shape=tuple(self.shape), stype=self.stype, data=self.data).deflate()
 
 
+def npy_array(arr: np.ndarray) -> Array:
+    """`Array(arr)` (the same `.npy` bytes): an `NpyArray` with its header built once per
+    (dtype, shape), or Flower's own `np.save` path for anything unusual."""
+    if arr.dtype.hasobject or not arr.flags.c_contiguous:
+        return Array.from_numpy_ndarray(arr)
+    return NpyArray.direct(_dtype_name(arr.dtype), arr.shape,
+                           b"".join((_npy_header(arr.dtype, arr.shape), memoryview(arr).cast("B"))))
+
+
 def to_array_record(state_dict: dict[str, torch.Tensor]) -> ArrayRecord:
     """`ArrayRecord(state_dict)` (the same `.npy` bytes), with each header built once per shape
     and `NpyArray`s for fast reading."""
     record = ArrayRecord()  # filled item by item: ArrayRecord(dict) would copy every Array again
     for name, tensor in state_dict.items():
-        arr = tensor.detach().cpu().numpy()
-        if arr.dtype.hasobject or not arr.flags.c_contiguous:
-            record[name] = Array.from_numpy_ndarray(arr)  # np.save's own path for anything unusual
-            continue
-        record[name] = NpyArray.direct(str(arr.dtype), tuple(arr.shape),
-                                       b"".join((_npy_header(arr.dtype, arr.shape), memoryview(arr).cast("B"))))
+        record[name] = npy_array(tensor.detach().cpu().numpy())
     return record
+
+
+class ModelRecords:
+    """One model's weights to and from Flower records, for a model whose structure does not
+    change (a ClientApp's one model, the server's evaluation model).
+
+    `load(record)` is `model.load_state_dict(to_state_dict(record))` (strict) without building
+    the state dict: each value is copied from its bytes straight into the model's own (CPU)
+    tensor, through numpy views of those tensors taken once. `record()` is
+    `to_array_record(model.state_dict())`, from the same views. A record that does not match
+    names, shapes and dtypes exactly, or a model with its own state-dict handling (hooks,
+    BatchNorm's `_load_from_state_dict`), takes torch's `state_dict`/`load_state_dict`
+    themselves, with their errors."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        targets = model.state_dict(keep_vars=True)
+        self.names = list(targets)
+        self.tensors = list(targets.values())
+        direct = not _has_state_dict_hooks(model) and all(
+            t.device.type == "cpu" and t.dtype in _NUMPY_DTYPES for t in self.tensors)
+        self.views = [t.detach().numpy() for t in self.tensors] if direct else None
+
+    def load(self, record: ArrayRecord) -> None:
+        if self.views is not None and list(record) == self.names:
+            values = [array_view(record[name]) for name in self.names]
+            if all(d.shape == v.shape and d.dtype == v.dtype for d, v in zip(self.views, values)):
+                for d, v in zip(self.views, values):
+                    np.copyto(d, v)
+                increment_version(self.tensors)  # as copy_ would: autograd sees the change
+                return
+        self.model.load_state_dict(to_state_dict(record))
+
+    def record(self) -> ArrayRecord:
+        if self.views is None:
+            return to_array_record(self.model.state_dict())
+        record = ArrayRecord()
+        for name, view in zip(self.names, self.views):
+            record[name] = npy_array(view)
+        return record
+
+
+_NUMPY_DTYPES = {getattr(torch, n) for n in
+                 ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")}
+
+
+def _has_state_dict_hooks(model: torch.nn.Module) -> bool:
+    return any(m._load_state_dict_pre_hooks or m._load_state_dict_post_hooks
+               or type(m)._load_from_state_dict is not torch.nn.Module._load_from_state_dict
+               for m in model.modules())

@@ -43,7 +43,7 @@ from torch.func import functional_call, grad, vmap
 from flwr.app import Message
 
 from experiments.federated import FederatedTask, learning_rate, train_reply
-from experiments.records import to_state_dict
+from experiments.records import to_array_record, to_state_dict
 from strategies.objectives import ClientObjective
 
 __all__ = ["Trained", "group_jobs", "train_clients", "train_messages", "unsupported"]
@@ -221,5 +221,5 @@ def train_messages(task: FederatedTask, model: nn.Module, jobs: Sequence, lr: fl
     with torch.random.fork_rng(devices=[]):  # nothing here draws from torch's global generator; guard it anyway
         trained = train_clients(task, model, starts, parts, [seed for _, _, seed in jobs], lr, objective, mode)
     keys = model.state_dict().keys()
-    return [(train_reply(msg, {k: t.state_dict[k] for k in keys}, t.loss, t.mean_activation, len(part)), t.batch_sizes)
+    return [(train_reply(msg, to_array_record({k: t.state_dict[k] for k in keys}), t.loss, t.mean_activation, len(part)), t.batch_sizes)
             for (msg, _, _), part, t in zip(jobs, parts, trained)]

@@ -28,7 +28,7 @@ from devices import Fleet, build_fleet
 from experiments.data import Dataset, load_dataset
 from experiments.federated import FederatedTask, evaluate_model, make_client_app
 from experiments.models import build_model
-from experiments.records import to_state_dict
+from experiments.records import ModelRecords
 from experiments.partition import SampledPartitions, partition_indices
 from sim.config import WORKLOADS, ChannelConfig, Config, ConfigError, StrategyConfig, validate
 from sim.backends import LocalBackend, make_backend, torch_threads
@@ -268,9 +268,10 @@ def simulate(cfg: Config, scfg: StrategyConfig, fleet: Fleet, link: Link, task: 
         if task is not None:
             strategy = _strategy(scfg, len(fleet))
             model = task.build_model()
+            weights = ModelRecords(model)
 
             def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord:
-                model.load_state_dict(to_state_dict(arrays))
+                weights.load(arrays)
                 loss, acc = evaluate_model(model, task.data.x_test, task.data.y_test)
                 evals[rnd] = (acc, loss)
                 return MetricRecord({"accuracy": acc, "loss": loss})

@@ -2,11 +2,12 @@
 import pickle
 
 import numpy as np
+import pytest
 import torch
 from flwr.app import Array, ArrayRecord
 
 from experiments.models import build_model
-from experiments.records import NpyArray, to_array_record, to_state_dict
+from experiments.records import NpyArray, ModelRecords, npy_array, to_array_record, to_state_dict
 
 
 def _state_dict() -> dict[str, torch.Tensor]:
@@ -47,3 +48,50 @@ def test_npy_array_direct_is_flowers_constructor_without_its_checks() -> None:
     assert fast.object_id == slow.object_id and fast.deflate() == slow.deflate()
     fast.data = data[:4]  # a later change still clears what Flower caches
     assert fast.object_id != slow.object_id
+
+
+def test_npy_array_is_flowers_array() -> None:
+    for arr in (np.arange(7, dtype=np.float32), np.zeros((2, 3), dtype=np.int64), np.array(1.5),
+                np.arange(6.0).reshape(2, 3).T):
+        ours, theirs = npy_array(arr), Array(arr)
+        assert (ours.dtype, tuple(ours.shape), ours.stype, ours.data) == \
+            (theirs.dtype, tuple(theirs.shape), theirs.stype, theirs.data)
+        assert ours.object_id == theirs.object_id
+
+
+def test_model_records_load_what_load_state_dict_loads() -> None:
+    source = {k: v + 1.0 for k, v in build_model("cnn", (1, 8, 8), 10, seed=1).state_dict().items()}
+    record = ArrayRecord(source)  # Flower's own bytes, as the server's aggregate sends them
+    model = build_model("cnn", (1, 8, 8), 10, seed=0)
+    weights = ModelRecords(model)
+    before = [p._version for p in model.parameters()]
+    weights.load(record)
+    fast = {k: v.clone() for k, v in model.state_dict().items()}
+    assert all(p._version > v for p, v in zip(model.parameters(), before))  # autograd sees the write
+    other = build_model("cnn", (1, 8, 8), 10, seed=0)
+    other.load_state_dict(to_state_dict(record))
+    slow = other.state_dict()
+    assert fast.keys() == slow.keys() == source.keys()
+    ours, theirs = weights.record(), to_array_record(model.state_dict())  # and back, as the reply carries it
+    assert list(ours) == list(theirs) and all(ours[k].data == theirs[k].data for k in theirs)
+    assert ours.object_id == theirs.object_id
+    for k in source:
+        assert torch.equal(fast[k], slow[k]) and torch.equal(fast[k], source[k]), k
+    record[next(iter(record))] = Array(np.zeros(3, dtype=np.float32))  # a wrong shape: torch's own error
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        weights.load(record)
+
+
+def test_model_records_take_torchs_own_path_for_buffers_hooks_and_dtypes() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))  # BatchNorm's own loader
+    source = {k: (v + 2) if v.is_floating_point() else v + 5 for k, v in model.state_dict().items()}
+    weights = ModelRecords(model)
+    weights.load(ArrayRecord(source))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, source[k]), k
+    assert all(weights.record()[k].data == Array(v).data for k, v in model.state_dict().items())
+    half = torch.nn.Linear(3, 2).half()  # float16 target, float32 values: load_state_dict casts
+    ModelRecords(half).load(ArrayRecord({k: v.float() + 1 for k, v in half.state_dict().items()}))
+    assert half.weight.dtype == torch.float16
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        ModelRecords(torch.nn.Linear(3, 2)).load(ArrayRecord({**torch.nn.Linear(3, 2).state_dict(), "extra": torch.ones(1)}))
