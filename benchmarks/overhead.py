@@ -11,8 +11,8 @@ The plain loop does the same work with no Flower, no SimPy and no meter: per rou
 clients whose `ClientApp` ran in the simulator (read from its clients.csv rows: everyone but
 the dropped and those whose download was lost; out-of-memory clients and stragglers did run
 the real training), each one loading the global weights into the one model (as the
-built-in ClientApp does) and running `experiments.federated._train` under the same torch seed; then FedAvg over the clients whose
-reply the simulator accepted (weighted by examples, in Flower's order and arithmetic) and an
+built-in ClientApp does) and running `experiments.federated._train` under the same torch seed;
+then FedAvg over the clients whose reply the simulator accepted (weighted by examples, in Flower's order and arithmetic) and an
 evaluation of the global model on the test set (round 0 too, as Flower's `Strategy.start`).
 Both paths therefore compute the same models: the final accuracies are checked to agree.
 

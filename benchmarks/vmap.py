@@ -139,7 +139,7 @@ def instrumented_train(task, msg, ctx, seed: int, laps: dict, ops: dict | None =
     piece by piece under a timer; with `ops`, the first step's aten operations are counted."""
     lap = Laps(laps)
     with torch_seeded(seed):  # as the back end seeds a job
-        lap("seeding: fork_rng + manual_seed")
+        lap("seeding: torch_seeded")
         idx = task.partitions[int(ctx.node_config["partition-id"])]
         config = msg.content["config"]
         state = to_state_dict(msg.content["arrays"])

@@ -4,13 +4,15 @@ A Flower `Array` holds `.npy` bytes; `Array.numpy()` parses the header with `np.
 time, which costs several times the copy itself for a small model. The data sits at the end
 of the buffer, so a view at `len(data) - nbytes` reads it directly. Writing, `np.save` builds
 the same header again for every array; `to_array_record` builds it once per (dtype, shape)
-and gives byte for byte what `ArrayRecord(state_dict)` gives. `ModelRecords` copies a record's
-values straight into a model's tensors, as `model.load_state_dict(to_state_dict(record))` would
-without the intermediate tensors, and encodes them from the same views. Per array, numpy's `str(dtype)` and `np.prod(shape)` cost
-more than a small array's copy; both are replaced by a cache and `math.prod`.
+and gives byte for byte what `ArrayRecord(state_dict)` gives. `ModelRecords` copies a
+record's values straight into a model's tensors, as `model.load_state_dict(to_state_dict(record))`
+would without the intermediate tensors, and encodes them from the same views. Per array, numpy's
+`str(dtype)` and `np.prod(shape)` cost more than a small array's copy; both are replaced by a
+cache and `math.prod`.
 """
 from __future__ import annotations
 
+import functools
 import io
 import math
 
@@ -22,22 +24,8 @@ from torch.autograd.graph import increment_version
 __all__ = ["ModelRecords", "NpyArray", "array_view", "npy_array", "to_array_record", "to_state_dict"]
 
 _NPY_HEADERS: dict[tuple[np.dtype, tuple[int, ...]], bytes] = {}
-_DTYPES: dict[str, np.dtype] = {}  # Array.dtype (a string) -> numpy dtype
-_DTYPE_NAMES: dict[np.dtype, str] = {}  # numpy dtype -> str(dtype), as Array.from_numpy_ndarray writes it
-
-
-def _dtype(name: str) -> np.dtype:
-    dtype = _DTYPES.get(name)
-    if dtype is None:
-        dtype = _DTYPES[name] = np.dtype(name)
-    return dtype
-
-
-def _dtype_name(dtype: np.dtype) -> str:
-    name = _DTYPE_NAMES.get(dtype)
-    if name is None:
-        name = _DTYPE_NAMES[dtype] = str(dtype)
-    return name
+_dtype = functools.cache(np.dtype)  # Array.dtype (a string) -> numpy dtype
+_dtype_name = functools.cache(str)  # numpy dtype -> str(dtype), as Array.from_numpy_ndarray writes it
 
 
 def array_view(arr: Array) -> np.ndarray:
@@ -104,9 +92,13 @@ def npy_array(arr: np.ndarray) -> Array:
 def to_array_record(state_dict: dict[str, torch.Tensor]) -> ArrayRecord:
     """`ArrayRecord(state_dict)` (the same `.npy` bytes), with each header built once per shape
     and `NpyArray`s for fast reading."""
+    return _npy_record((name, tensor.detach().cpu().numpy()) for name, tensor in state_dict.items())
+
+
+def _npy_record(items) -> ArrayRecord:
     record = ArrayRecord()  # filled item by item: ArrayRecord(dict) would copy every Array again
-    for name, tensor in state_dict.items():
-        record[name] = npy_array(tensor.detach().cpu().numpy())
+    for name, arr in items:
+        record[name] = npy_array(arr)
     return record
 
 
@@ -118,16 +110,16 @@ class ModelRecords:
     the state dict: each value is copied from its bytes straight into the model's own (CPU)
     tensor, through numpy views of those tensors taken once. `record()` is
     `to_array_record(model.state_dict())`, from the same views. A record that does not match
-    names, shapes and dtypes exactly, or a model with its own state-dict handling (hooks,
-    BatchNorm's `_load_from_state_dict`), takes torch's `state_dict`/`load_state_dict`
-    themselves, with their errors."""
+    names, shapes and dtypes exactly, or a model with its own state-dict handling (save or
+    load hooks, BatchNorm's `_load_from_state_dict`, any `_save_to_state_dict`), takes torch's
+    `state_dict`/`load_state_dict` themselves, with their errors."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
         targets = model.state_dict(keep_vars=True)
         self.names = list(targets)
         self.tensors = list(targets.values())
-        direct = not _has_state_dict_hooks(model) and all(
+        direct = not _custom_state_dict(model) and all(
             t.device.type == "cpu" and t.dtype in _NUMPY_DTYPES for t in self.tensors)
         self.views = [t.detach().numpy() for t in self.tensors] if direct else None
 
@@ -144,17 +136,18 @@ class ModelRecords:
     def record(self) -> ArrayRecord:
         if self.views is None:
             return to_array_record(self.model.state_dict())
-        record = ArrayRecord()
-        for name, view in zip(self.names, self.views):
-            record[name] = npy_array(view)
-        return record
+        return _npy_record(zip(self.names, self.views))
 
 
 _NUMPY_DTYPES = {getattr(torch, n) for n in
                  ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")}
 
 
-def _has_state_dict_hooks(model: torch.nn.Module) -> bool:
-    return any(m._load_state_dict_pre_hooks or m._load_state_dict_post_hooks
-               or type(m)._load_from_state_dict is not torch.nn.Module._load_from_state_dict
+def _custom_state_dict(model: torch.nn.Module) -> bool:
+    """Whether any module changes what `state_dict` gives or how `load_state_dict` takes it."""
+    base = torch.nn.Module
+    return any(m._state_dict_pre_hooks or m._state_dict_hooks
+               or m._load_state_dict_pre_hooks or m._load_state_dict_post_hooks
+               or type(m)._save_to_state_dict is not base._save_to_state_dict
+               or type(m)._load_from_state_dict is not base._load_from_state_dict
                for m in model.modules())

@@ -93,5 +93,8 @@ def test_model_records_take_torchs_own_path_for_buffers_hooks_and_dtypes() -> No
     half = torch.nn.Linear(3, 2).half()  # float16 target, float32 values: load_state_dict casts
     ModelRecords(half).load(ArrayRecord({k: v.float() + 1 for k, v in half.state_dict().items()}))
     assert half.weight.dtype == torch.float16
+    doubled = torch.nn.Linear(3, 2)  # a hook that changes what state_dict gives: record() gives the same
+    doubled.register_state_dict_post_hook(lambda m, sd, prefix, meta: sd.update({k: v * 2 for k, v in sd.items()}))
+    assert all(ModelRecords(doubled).record()[k].data == Array(v).data for k, v in doubled.state_dict().items())
     with pytest.raises(RuntimeError, match="Unexpected key"):
         ModelRecords(torch.nn.Linear(3, 2)).load(ArrayRecord({**torch.nn.Linear(3, 2).state_dict(), "extra": torch.ones(1)}))
