@@ -1,6 +1,6 @@
 """The small digits workload of the Flower comparison, as an ordinary Flower app pair.
 
-MLP 64-64-10 on scikit-learn's digits (pixels / 16, read by `experiments.data.digits_arrays`); the client with partition id p holds the
+MLP 64-64-10 on scikit-learn's digits (pixels / 16, read by `experiments.common.data.digits_arrays`); the client with partition id p holds the
 samples p, p+10, p+20, ... (so for more than 10 clients, partitions repeat); local training is
 5 full-batch SGD steps at lr 0.1; FedAvg samples half the nodes per round (at least 2), no
 client evaluation; the server evaluates the global model on all 1797 samples after each round.
@@ -25,7 +25,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 from torch import nn
 
-from experiments.data import digits_arrays
+from experiments.common.data import digits_arrays
 
 LOCAL_STEPS = 5
 LR = 0.1

@@ -57,7 +57,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from experiments.federated import FederatedTask, _train, evaluate_model  # noqa: E402
+from experiments.federated.task import FederatedTask, _train, evaluate_model  # noqa: E402
 from sim.config import Config  # noqa: E402
 from sim.report import frame  # noqa: E402
 from sim.backends import torch_seeded  # noqa: E402
@@ -281,9 +281,9 @@ ITEMS = [
     ("torch.random.fork_rng", [("torch/random.py", "fork_rng")]),
     ("reports: _round_rows, frame (pandas), _summary", [("sim/runner.py", "_round_rows"), ("sim/report.py", "frame"),
                                                          ("sim/runner.py", "_summary")]),
-    ("both paths: local training (_train)", [("experiments/federated.py", "_train")]),
-    ("both paths: model build per client (build_model)", [("experiments/models.py", "build_model")]),
-    ("both paths: server evaluation (evaluate_model)", [("experiments/federated.py", "evaluate_model")]),
+    ("both paths: local training (_train)", [("experiments/federated/task.py", "_train")]),
+    ("both paths: model build per client (build_model)", [("experiments/common/models.py", "build_model")]),
+    ("both paths: server evaluation (evaluate_model)", [("experiments/federated/task.py", "evaluate_model")]),
 ]
 
 

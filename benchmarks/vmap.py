@@ -59,8 +59,8 @@ import torch  # noqa: E402
 from flwr.app import ArrayRecord, Message, RecordDict  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from experiments.federated import learning_rate, train_reply  # noqa: E402
-from experiments.records import array_view, to_array_record, to_state_dict  # noqa: E402
+from experiments.federated.task import learning_rate, train_reply  # noqa: E402
+from experiments.federated.records import array_view, to_array_record, to_state_dict  # noqa: E402
 from common import finish, load_note  # noqa: E402
 from overhead import compose_config  # noqa: E402
 from sim.backends import LocalBackend, run_job, torch_seeded  # noqa: E402
@@ -135,7 +135,7 @@ PIECES = ("seeding: fork_rng + manual_seed", "decode: ArrayRecord -> tensors", "
 
 
 def instrumented_train(task, msg, ctx, seed: int, laps: dict, ops: dict | None = None):
-    """The built-in ClientApp's train function (experiments/federated.py: `train` and `_train`),
+    """The built-in ClientApp's train function (experiments/federated/task.py: `train` and `_train`),
     piece by piece under a timer; with `ops`, the first step's aten operations are counted."""
     lap = Laps(laps)
     with torch_seeded(seed):  # as the back end seeds a job

@@ -20,7 +20,7 @@ from flwr.supercore.run import Run
 
 from channels import Link, TransferOutcome, corrupt_arrays, transfer
 from devices import Fleet
-from experiments.records import array_view
+from experiments.federated.records import array_view
 from sim.backends import Execution, LocalBackend
 from sim.clock import STATES, ClientPlan, EnergyLedger, run_round
 from sim.seeding import stream

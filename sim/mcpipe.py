@@ -31,7 +31,7 @@ import torch
 
 from channels import Link, corrupt_arrays, transfer
 from devices import CATALOGUE, DeviceProfile
-from experiments.data import Dataset, load_dataset
+from experiments.common.data import Dataset, load_dataset
 from experiments.mcpipe import (MODELS, PARTITIONS, SGD, FlopCache, Layer, Stage, balance, build_layers, evaluate,
                                 make_store, stage_bounds)
 from experiments.mcpipe.versions import STORES, nbytes

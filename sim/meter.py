@@ -147,7 +147,7 @@ class WorkMeter:
     def charge(self, module: nn.Module, args: tuple) -> None:
         """Count one top-level call `module(*args)` as if it had run under the meter (with
         gradients flowing if they are enabled now): what a computation that does the same
-        steps another way (several clients' steps at once, `experiments.vectorized`) charges
+        steps another way (several clients' steps at once, `experiments.federated.vectorized`) charges
         each of them, from the same cache."""
         sig = self._signature.get(module)
         if sig is None:

@@ -35,8 +35,8 @@ from torch import nn
 
 from channels import Link, flip_bits, transfer
 from devices import CATALOGUE, DeviceProfile
-from experiments.cache import Training, train_cached
-from experiments.data import Dataset, load_dataset
+from experiments.common.cache import Training, train_cached
+from experiments.common.data import Dataset, load_dataset
 from experiments.nair.model import BLOCKS, SplitNet, Tail, build_splitnet, count_parameters, narrow_tail
 from experiments.nair.slicing import FLOAT_BITS, SlicePlan, assemble, decode_slice, encode_slices, importance_order, unit_importance
 from experiments.nair.training import TrainSettings, accuracy, retune_nair, train_clio, train_original

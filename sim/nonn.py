@@ -24,8 +24,8 @@ import torch
 
 from channels import Link, flip_bits, transfer
 from devices import CATALOGUE, DeviceProfile
-from experiments.cache import Training, train_cached
-from experiments.data import Dataset, load_dataset
+from experiments.common.cache import Training, train_cached
+from experiments.common.data import Dataset, load_dataset
 from experiments.nonn.budget import StudentCost, forward_flops, match_width, size_students
 from experiments.nonn.models import WRN, NoNN, count_params, scaled_widths
 from experiments.nonn.partition import RULES, KnowledgePartition, partition_filters

@@ -25,11 +25,11 @@ from tqdm import tqdm
 
 from channels import GilbertElliott, IndependentBits, Link
 from devices import Fleet, build_fleet
-from experiments.data import Dataset, load_dataset
-from experiments.federated import FederatedTask, evaluate_model, make_client_app
-from experiments.models import build_model
-from experiments.records import ModelRecords
-from experiments.partition import SampledPartitions, partition_indices
+from experiments.common.data import Dataset, load_dataset
+from experiments.federated.task import FederatedTask, evaluate_model, make_client_app
+from experiments.common.models import build_model
+from experiments.federated.records import ModelRecords
+from experiments.federated.partition import SampledPartitions, partition_indices
 from sim.config import WORKLOADS, ChannelConfig, Config, ConfigError, StrategyConfig, validate
 from sim.backends import LocalBackend, make_backend, torch_threads
 from sim.grid import RUN_ID, SERVER_NODE_ID, ClientRow, PhaseStats, SimGrid
@@ -334,7 +334,7 @@ def prepare(cfg: Config):
         task = _build_task(cfg, fleet)
         _check_fits_somewhere(cfg, task.build_model(), task.data, fleet)
         if cfg.workload.vectorize:
-            from experiments.vectorized import unsupported
+            from experiments.federated.vectorized import unsupported
 
             reason = unsupported(task.build_model())
             if reason:

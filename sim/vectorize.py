@@ -1,5 +1,5 @@
 """`workload.vectorize`: the local back end's way to run a round's jobs of the built-in ClientApp,
-with the sampled clients' training done together (`experiments.vectorized`: torch.func.vmap over
+with the sampled clients' training done together (`experiments.federated.vectorized`: torch.func.vmap over
 their stacked weights; docs/scale.md, section 6).
 
 Only the wall-clock computation is batched. Each client is charged what the ClientApp run under
@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from experiments.vectorized import group_jobs, train_messages
+from experiments.federated.vectorized import group_jobs, train_messages
 from sim.backends import Execution, run_job
 from sim.meter import WorkMeter
 

@@ -1,6 +1,6 @@
 import torch
 
-from experiments.cache import Training, cache_key, train_cached
+from experiments.common.cache import Training, cache_key, train_cached
 from sim.backends import LocalBackend
 
 

@@ -1,4 +1,4 @@
-"""Tests for experiments.data: embedded, synthetic and file-based datasets."""
+"""Tests for experiments.common.data: embedded, synthetic and file-based datasets."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.data import Dataset, digits_arrays, load_cifar10, load_dataset, load_digits, load_mnist, make_synthetic
+from experiments.common.data import Dataset, digits_arrays, load_cifar10, load_dataset, load_digits, load_mnist, make_synthetic
 
 
 def _check(ds: Dataset, shape: tuple[int, int, int], n_train: int, n_test: int) -> None:

@@ -1,4 +1,4 @@
-"""Tests for experiments.models."""
+"""Tests for experiments.common.models."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from experiments.data import load_digits
-from experiments.models import FedCNN, MLP, build_model, count_parameters, fedmax_cifar_cnn
+from experiments.common.data import load_digits
+from experiments.common.models import FedCNN, MLP, build_model, count_parameters, fedmax_cifar_cnn
 
 
 @pytest.mark.parametrize("name", ["cnn", "mlp", "fedmax_cifar_cnn"])

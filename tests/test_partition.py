@@ -1,12 +1,12 @@
-"""Tests for experiments.partition."""
+"""Tests for experiments.federated.partition."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from experiments.data import load_digits
-from experiments.partition import partition_indices
+from experiments.common.data import load_digits
+from experiments.federated.partition import partition_indices
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord
 
-from experiments.models import build_model
-from experiments.records import NpyArray, ModelRecords, npy_array, to_array_record, to_state_dict
+from experiments.common.models import build_model
+from experiments.federated.records import NpyArray, ModelRecords, npy_array, to_array_record, to_state_dict
 
 
 def _state_dict() -> dict[str, torch.Tensor]:

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.partition import SampledPartitions, partition_indices
+from experiments.federated.partition import SampledPartitions, partition_indices
 from sim.config import ConfigError
 from sim.runner import run
 

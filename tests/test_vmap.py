@@ -13,9 +13,9 @@ from flwr.supercore.task_identity import TaskIdentity
 from torch import nn
 
 from experiments import vectorized
-from experiments.federated import make_client_app
-from experiments.models import MODEL_NAMES, build_model
-from experiments.records import array_view
+from experiments.federated.task import make_client_app
+from experiments.common.models import MODEL_NAMES, build_model
+from experiments.federated.records import array_view
 from sim.backends import LocalBackend, make_backend
 from sim.config import ConfigError, validate
 from sim.runner import prepare, run

@@ -42,8 +42,8 @@ from torch.func import functional_call, grad, vmap
 
 from flwr.app import Message
 
-from experiments.federated import FederatedTask, learning_rate, train_reply
-from experiments.records import to_array_record, to_state_dict
+from experiments.federated.task import FederatedTask, learning_rate, train_reply
+from experiments.federated.records import to_array_record, to_state_dict
 from strategies.objectives import ClientObjective
 
 __all__ = ["Trained", "group_jobs", "train_clients", "train_messages", "unsupported"]

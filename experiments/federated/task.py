@@ -19,8 +19,8 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from torch import nn
 
-from experiments.data import Dataset
-from experiments.records import ModelRecords, npy_array
+from experiments.common.data import Dataset
+from experiments.federated.records import ModelRecords, npy_array
 from strategies.objectives import ACTIVATION_PROBE_KEY, ClientObjective
 
 __all__ = ["FederatedTask", "evaluate_model", "learning_rate", "make_client_app", "train_reply"]
