@@ -1,4 +1,4 @@
-"""Overhead of the simulator: wall time of a FedAvg run through `sim.runner.simulate` against a
+"""Overhead of the simulator: wall time of a FedAvg run through `sim.federated.job.simulate` against a
 plain PyTorch loop doing the same local training, as a ratio measured in one process.
 
     python benchmarks/overhead.py [--rounds N] [--repeats K] [--experiment NAME] [--profile]
@@ -61,7 +61,7 @@ from experiments.federated.task import FederatedTask, _train, evaluate_model  # 
 from sim.config import Config  # noqa: E402
 from sim.report import frame  # noqa: E402
 from sim.backends import torch_seeded  # noqa: E402
-from sim.runner import prepare, simulate  # noqa: E402
+from sim.federated.job import prepare, simulate  # noqa: E402
 from sim.seeding import stream  # noqa: E402
 from strategies.objectives import ClientObjective  # noqa: E402
 
@@ -82,9 +82,11 @@ def compose_config(experiment: str, rounds: int | None, extra: list[str]) -> Con
     if rounds is not None:
         overrides.append(f"workload.rounds={rounds}")
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "sim" / "conf"), version_base="1.3"):
         dcfg = compose(config_name="config", overrides=overrides)
-    return OmegaConf.to_object(dcfg)
+        cfg = OmegaConf.to_object(dcfg)
+        cfg.compared = sim.__main__.compared_params(cfg)
+    return cfg
 
 
 def with_rounds(cfg: Config, rounds: int) -> Config:
@@ -174,7 +176,7 @@ def interleaved(cfg: Config, job) -> tuple[float, float, list, object, list]:
     plain wall s, the schedule both ran (checked against the simulator's clients.csv), the
     simulator's result, plain evals); the simulator's time is the run's wall time less the
     plain rounds inside it."""
-    import sim.runner as runner
+    import sim.federated.job as runner
 
     task = job[3]
     plain_s = 0.0
@@ -276,11 +278,11 @@ ITEMS = [
     ("Flower Message construction", [("flwr/app/message/message.py", "__init__")]),
     ("channel: transfer (packets, ARQ draws)", [("channels/link.py", "transfer")]),
     ("channel: payload_bytes + _deliver (bit flips)", [("sim/grid.py", "payload_bytes"), ("sim/grid.py", "_deliver")]),
-    ("SimPy round (sim.clock.run_round)", [("sim/clock.py", "run_round")]),
+    ("SimPy round (sim.federated.timeline.run_round)", [("sim/federated/timeline.py", "run_round")]),
     ("seeded streams (sim.seeding.stream)", [("sim/seeding.py", "stream")]),
     ("torch.random.fork_rng", [("torch/random.py", "fork_rng")]),
-    ("reports: _round_rows, frame (pandas), _summary", [("sim/runner.py", "_round_rows"), ("sim/report.py", "frame"),
-                                                         ("sim/runner.py", "_summary")]),
+    ("reports: _round_rows, frame (pandas), _summary", [("sim/federated/job.py", "_round_rows"), ("sim/report.py", "frame"),
+                                                         ("sim/federated/job.py", "_summary")]),
     ("both paths: local training (_train)", [("experiments/federated/task.py", "_train")]),
     ("both paths: model build per client (build_model)", [("experiments/common/models.py", "build_model")]),
     ("both paths: server evaluation (evaluate_model)", [("experiments/federated/task.py", "evaluate_model")]),

@@ -48,7 +48,7 @@ def child(devices: int, sampled: int, rounds: int, seed: int) -> dict:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    import sim.runner as runner
+    import sim.federated.job as runner
     from sim.backends import LocalBackend
     from sim.config import Config
 

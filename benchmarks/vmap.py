@@ -18,7 +18,7 @@ Part 2, prototype. One round's jobs, recorded as above, at 9, 30 and 100 clients
 `dataset.partition=sampled dataset.samples_per_device=48`, so that every client trains 6 steps
 as in the experiment); plus "unequal": 30 devices with `dataset.partition=dirichlet` (alpha 0.5,
 clients of very different sizes). Each run by the per-client loop (`LocalBackend`'s path) and by
-`sim.vectorize.execute` three ways: "prefix" (clients ordered by steps; each step on
+`sim.backends.vectorized.execute` three ways: "prefix" (clients ordered by steps; each step on
 those still training: the option's way), "mask" (every step on all clients, finished ones'
 updates discarded) and "groups" (one vmap per group of clients with the same number of steps).
 Checked: FLOPs, peak memory and reply layout equal; every reply's arrays and loss within 1e-5 of
@@ -63,9 +63,11 @@ from experiments.federated.task import learning_rate, train_reply  # noqa: E402
 from experiments.federated.records import array_view, to_array_record, to_state_dict  # noqa: E402
 from common import finish, load_note  # noqa: E402
 from overhead import compose_config  # noqa: E402
-from sim.backends import LocalBackend, run_job, torch_seeded  # noqa: E402
-from sim.runner import prepare, simulate  # noqa: E402
-from sim.vectorize import execute as execute_together  # noqa: E402
+from sim.backends import LocalBackend, torch_seeded
+from sim.backends.base import run_job  # noqa: E402
+from sim.federated.job import prepare, simulate  # noqa: E402
+from sim.backends.vectorized import VectorizedBackend
+from sim.backends.vectorized import execute as execute_together  # noqa: E402
 from strategies.objectives import ClientObjective  # noqa: E402
 
 EXPERIMENT = "fedmax_noniid"
@@ -285,14 +287,14 @@ def run_method(method: str, task, app, jobs, cache, copies):
     if method == "loop":
         return [run_job(app, *job, cache, copies) for job in jobs]
     if method != "groups":
-        return execute_together(app, jobs, cache, copies, mode=method)
+        return execute_together(task, app, jobs, cache, copies, mode=method)
     groups: dict[int, list[int]] = defaultdict(list)  # by number of steps
     for i, (_, ctx, _) in enumerate(jobs):
         n = len(task.partitions[int(ctx.node_config["partition-id"])])
         groups[task.local_epochs * -(-n // task.batch_size)].append(i)
     out = [None] * len(jobs)
     for members in groups.values():
-        for i, ex in zip(members, execute_together(app, [jobs[i] for i in members], cache, copies)):
+        for i, ex in zip(members, execute_together(task, app, [jobs[i] for i in members], cache, copies)):
             out[i] = ex
     return out
 
@@ -412,7 +414,8 @@ def end_to_end(rounds: int, repeats: int) -> dict:
             c, vec = settings[name]
             t0 = time.perf_counter()
             runs[name] = [simulate(c, v, fleet, link, task, progress=False,
-                                   backend=LocalBackend(c.workload.optimizer_copies, c.torch_threads, vectorize=vec))
+                                   backend=(VectorizedBackend(task, c.workload.optimizer_copies, c.torch_threads) if vec
+                                            else LocalBackend(c.workload.optimizer_copies, c.torch_threads)))
                           for v in variants]
             wall[name].append(time.perf_counter() - t0)
     # the reference for "float rounding": the loop from initial weights perturbed by ~1e-7 relative

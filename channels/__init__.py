@@ -7,7 +7,6 @@ from .link import (
     TransferOutcome,
     corrupt_arrays,
     flip_bits,
-    payload_bytes,
     transfer,
 )
 
@@ -19,6 +18,5 @@ __all__ = [
     "TransferOutcome",
     "corrupt_arrays",
     "flip_bits",
-    "payload_bytes",
     "transfer",
 ]

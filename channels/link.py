@@ -186,11 +186,6 @@ def flip_bits(buf: np.ndarray, positions: np.ndarray | Sequence[int]) -> None:
     flat[byte[first]] ^= np.bitwise_xor.reduceat(mask, first)
 
 
-def payload_bytes(arrays: Sequence[np.ndarray]) -> int:
-    """Total bytes of the arrays' raw data."""
-    return sum(int(np.asarray(a).nbytes) for a in arrays)
-
-
 def corrupt_arrays(
     arrays: Sequence[np.ndarray], positions: np.ndarray | Sequence[int]
 ) -> list[np.ndarray]:

@@ -1,9 +1,11 @@
 """`python -m sim [+experiment=NAME] [overrides]`: the Hydra entry point.
 
-A thin wrapper around `sim.runner.run`: it registers the config schema, converts the
-composed config to typed dataclasses once, turns a bad setting into a one-line error with a
-non-zero exit, and, after a multirun, gathers every job's summary into one comparison.csv.
+A thin wrapper around `sim.jobs.run`: it registers the config schemas (the common one and each
+workload's), converts the composed config to typed dataclasses once, turns a bad setting into a
+one-line error with exit status 2, and, after a multirun, gathers every job's summary into one
+comparison.csv.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,26 +21,33 @@ from hydra.core.config_store import ConfigStore  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.experimental.callback import Callback  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import MISSING, DictConfig, OmegaConf  # noqa: E402
 from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from sim.config import Config, ConfigError, FleetConfig  # noqa: E402
+from sim.jobs import WORKLOADS, refuse_unused, run  # noqa: E402
 
 # OmegaConf merges dicts: with the schema's default mix in place, `fleet=mcu` would add the
 # microcontrollers to the default mix instead of replacing it. The fleet option supplies it.
-ConfigStore.instance().store(name="base_config", node=Config(fleet=FleetConfig(mix={})))
+# The workload option supplies `workload`, typed by its own schema (`workload/<name>_schema`).
+ConfigStore.instance().store(name="base_config", node=Config(fleet=FleetConfig(mix={}), workload=MISSING))
+for _w in WORKLOADS.values():
+    ConfigStore.instance().store(group="workload", name=f"{_w.name}_schema", node=_w.schema)
 
 SETTING_COLUMNS = ("strategy", "seed", "dataset", "partition", "model", "num_devices", "fraction_train", "deadline_s",
                    "channel_model", "channel_mode", "channel_ber", "bandwidth_bps", "latency_s", "rounds")
 
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 GROUPS = ("fleet", "channel", "strategy", "dataset", "workload", "experiment")
 
 
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
 def check_group_choices(args: list[str]) -> None:
@@ -48,23 +57,35 @@ def check_group_choices(args: list[str]) -> None:
         key, eq, value = arg.lstrip("+~").partition("=")
         if not eq or key not in GROUPS:
             continue
-        options = sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml"))
+        options = group_options(key)
         for choice in value.strip("[]").split(","):
             choice = choice.strip()
             if choice and not choice.startswith(("glob(", "choice(", "range(")) and choice not in options:
                 _fail(f"{key}={choice!r}: unknown option; allowed: {', '.join(options)}")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(dcfg: DictConfig) -> None:
-    from sim.runner import run
+def compared_params(cfg: Config) -> dict[str, dict]:
+    """The `params` Hydra composes for each compared strategy other than the selected one."""
+    from hydra import compose
 
+    out = {}
+    for name in cfg.compare:
+        if name != cfg.strategy.name and name in group_options("strategy"):
+            node = compose(config_name="config", overrides=[f"strategy={name}"]).strategy
+            out[name] = OmegaConf.to_container(node.params)
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(dcfg: DictConfig) -> None:
     try:
         cfg: Config = OmegaConf.to_object(dcfg)
     except OmegaConfBaseException as exc:
         _fail(str(exc).splitlines()[0])
     hc = HydraConfig.get()
     try:
+        refuse_unused(cfg, list(hc.overrides.task))
+        cfg.compared = compared_params(cfg)
         run(cfg, hc.runtime.output_dir, in_sweep=hc.mode == RunMode.MULTIRUN)
     except ConfigError as exc:
         _fail(str(exc))

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from sim.config import Config
+from sim.jobs import default_config
 
 REPO = Path(__file__).resolve().parent.parent
-CONF_DIR = REPO / "conf"
+CONF_DIR = REPO / "sim" / "conf"
 
 # the same tiny job, as command-line overrides (see `tiny_cfg`)
 TINY_OVERRIDES = ["workload.model=mlp", "fleet.num_devices=6", "workload.rounds=2", "workload.local_epochs=1",
@@ -20,7 +21,7 @@ TINY_OVERRIDES = ["workload.model=mlp", "fleet.num_devices=6", "workload.rounds=
 
 def make_tiny_cfg() -> Config:
     """A job that runs in well under a second: 6 devices, an MLP, 2 rounds of 1 epoch."""
-    cfg = Config()
+    cfg = default_config("federated")
     cfg.progress = False
     cfg.fleet.num_devices = 6
     cfg.workload.model = "mlp"

@@ -21,7 +21,8 @@ from flwr.clientapp import ClientApp
 
 from sim.backends import Executor, LocalBackend, make_backend, torch_threads
 from sim.config import Config, ConfigError
-from sim.runner import run
+from sim.jobs import default_config
+from sim.jobs import run
 
 from .conftest import TINY_OVERRIDES, finish, make_tiny_cfg, start_sim
 from .test_mcpipe import _cfg as mcpipe_cfg
@@ -44,7 +45,7 @@ def _csvs(folder) -> dict[str, bytes]:
 def ray_up():
     """A local Ray instance with 2 CPUs for the whole module (each test's back end joins it)."""
     try:
-        from sim.ray_backend import RayBackend
+        from sim.backends.ray import RayBackend
     except ImportError as exc:
         pytest.skip(f"Ray is not installed: {exc}")
     try:
@@ -59,7 +60,7 @@ def ray_up():
 
 @pytest.fixture(scope="module")
 def ray_address(ray_up) -> str:
-    from sim.ray_backend import cluster_address
+    from sim.backends.ray import cluster_address
 
     return cluster_address()
 
@@ -188,7 +189,7 @@ def test_ray_is_imported_by_one_module_only() -> None:
             if any(n == "ray" or n.startswith("ray.") for n in names):
                 importers.append(str(path.relative_to(root)))
     assert sorted(set(importers)) == ["sim/ray_backend.py"]
-    code = "import sys, sim.runner, sim.backends; assert 'ray' not in sys.modules, 'ray loaded'"
+    code = "import sys, sim.federated.job, sim.backends; assert 'ray' not in sys.modules, 'ray loaded'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
 
 
@@ -250,7 +251,7 @@ def test_map_runs_the_calls_in_order_under_their_own_seeds(ray_up) -> None:
 
 
 def test_executor_builds_its_back_end_at_the_first_call_with_work() -> None:
-    cfg = Config()
+    cfg = default_config()
     with Executor(cfg) as ex:
         assert ex.map(_fail, []) == [] and ex.backend is None
         assert ex.map(_fail, [(0,), (1,)]) == [0, 1] and isinstance(ex.backend, LocalBackend)
@@ -258,9 +259,9 @@ def test_executor_builds_its_back_end_at_the_first_call_with_work() -> None:
 
 
 def _nonn_cfg() -> Config:
-    cfg = Config()
-    cfg.workload.name, cfg.progress = "nonn", False
-    n = cfg.nonn
+    cfg = default_config("nonn")
+    cfg.progress = False
+    n = cfg.workload
     n.teacher_depth, n.teacher_width, n.teacher_epochs, n.student_depth, n.student_epochs = 10, 0.5, 1, 10, 1
     n.num_students, n.timing_images, n.calibrate = 2, 2, False
     n.memory_budget_bytes, n.flop_budget, n.top_filters, n.edge_percentile = 20000, 1e6, 8, 80
@@ -309,7 +310,7 @@ def test_a_dead_cluster_address_stops_a_workload_before_it_writes(tmp_path) -> N
     root = Path(__file__).resolve().parent.parent
     out = tmp_path / "out"
     code = ("import sys; from tests.test_mcpipe import _cfg; from sim.config import ConfigError; "
-            "from sim.runner import run\ncfg = _cfg(workers=[2]); cfg.backend, cfg.ray.address = 'ray', '127.0.0.1:1'\n"
+            "from sim.federated.job import run\ncfg = _cfg(workers=[2]); cfg.backend, cfg.ray.address = 'ray', '127.0.0.1:1'\n"
             f"try:\n    run(cfg, {str(out)!r})\nexcept ConfigError as exc:\n    print(exc); sys.exit(2)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 2, proc.stderr[-2000:]

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from channels import TransferOutcome
-from sim.clock import STATES, ClientPlan, EnergyLedger, run_round
+from sim.federated.timeline import ClientPlan, run_round
+from sim.net import STATES, EnergyLedger
 
 EMPTY = np.zeros(0, dtype=np.int64)
 

@@ -1,4 +1,4 @@
-"""Every config in conf/ composes with Hydra, converts to the typed schema and validates."""
+"""Every config in sim/conf/ composes with Hydra, converts to the typed schema and validates."""
 from __future__ import annotations
 
 import pytest
@@ -8,8 +8,11 @@ from omegaconf.errors import MissingMandatoryValue
 
 import sim.__main__  # noqa: F401  (registers the structured schema `base_config`)
 from devices import CATALOGUE
-from sim.config import Config, ConfigError, validate
-from sim.runner import build_link, run, strategy_variants
+from sim.config import Config, ConfigError
+from sim.jobs import validate
+from sim.federated.job import strategy_variants
+from sim.jobs import run
+from sim.net import build_link
 from strategies import STRATEGIES, build_strategy
 
 from .conftest import CONF_DIR
@@ -33,6 +36,7 @@ def _compose(overrides: list[str]) -> Config:
     dcfg = compose(config_name="config", overrides=overrides)
     cfg = OmegaConf.to_object(dcfg)
     assert isinstance(cfg, Config)
+    cfg.compared = sim.__main__.compared_params(cfg)  # as the entry point does
     return cfg
 
 

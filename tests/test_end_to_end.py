@@ -1,4 +1,4 @@
-"""Whole jobs: `sim.runner.run` in-process on tiny configs, and `python -m sim` as a user runs it."""
+"""Whole jobs: `sim.federated.job.run` in-process on tiny configs, and `python -m sim` as a user runs it."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,15 +11,16 @@ import pandas as pd
 import pytest
 
 from sim.config import ConfigError
-from sim.grid import ClientRow
-from sim.runner import RoundRow, run
+from sim.federated.grid import ClientRow
+from sim.federated.job import RoundRow
+from sim.jobs import run
 
 from .conftest import TINY_OVERRIDES, finish, make_tiny_cfg, start_sim
 
 STATUSES = {"received", "straggler", "dropped", "lost_down", "lost_up", "out_of_memory", "error"}
 ROUND_COLUMNS = [f.name for f in dataclasses.fields(RoundRow)]
 CLIENT_COLUMNS = [f.name for f in dataclasses.fields(ClientRow)]
-# sim/runner.py `_summary`: the settings, then the outcomes
+# sim/federated/job.py `_summary`: the settings, then the outcomes
 SUMMARY_COLUMNS = [
     "strategy", "seed", "dataset", "partition", "model", "num_devices", "fraction_train", "deadline_s",
     "channel_model", "channel_mode", "channel_ber", "bandwidth_bps", "latency_s", "rounds",

@@ -7,8 +7,8 @@ from flwr.serverapp.strategy import FedAvg
 
 from channels import IndependentBits, Link, TransferOutcome
 from devices import build_fleet
-from sim.grid import SimGrid, _deliver, payload_bytes
-from sim.runner import _flower_session
+from sim.federated.grid import SimGrid, _deliver, message_bytes
+from sim.federated.job import _flower_session
 
 
 def _content() -> RecordDict:
@@ -24,7 +24,7 @@ def _flips(n_bits: int, positions) -> TransferOutcome:
 
 def test_raw_flips_land_on_the_real_array_data_and_spare_the_framing():
     content = _content()
-    n_bits = payload_bytes(content) * 8
+    n_bits = message_bytes(content) * 8
     out, flipped = _deliver(content, _flips(n_bits, np.arange(n_bits)))
     assert flipped == (3 + 2) * 4 * 8  # every data bit of both float32 arrays, none of the headers
     w = out["arrays"]["w"].numpy().view(np.uint32)

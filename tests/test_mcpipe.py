@@ -6,17 +6,17 @@ import pytest
 import torch
 
 from experiments.mcpipe import SGD, FlopCache, StashStore, VectorStore, balance, build_layers, full_forward, replay, stage_bounds
-from sim import mcpipe as M
+from sim.mcpipe import job as M
 from sim.config import Config, ConfigError
+from sim.jobs import default_config
 
 
 def _cfg(**mc) -> Config:
     """A tiny mcPipe job: a fully connected model with `fc_hidden` units on the digits."""
-    cfg = Config()
-    cfg.workload.name = "mcpipe"
+    cfg = default_config("mcpipe")
     cfg.progress = False
     cfg.cache_dir = None
-    m = cfg.mcpipe
+    m = cfg.workload
     m.models, m.fc_hidden, m.fc_depth, m.workers, m.microbatch = ["fc"], 16, 2, [3], 2
     m.sim_time_s, m.eval_every_s = 0.01, 0.01
     m.devices = ["cortex_m7_512kb"]
@@ -196,7 +196,7 @@ def test_a_worker_over_its_memory_is_reported() -> None:
     assert pd_mem[0]["exceeds_memory"] and pd_mem[0]["peak_total_bytes"] > 512 * 1024
     assert not mc_mem[0]["exceeds_memory"] and mc_mem[0]["peak_total_bytes"] < 512 * 1024
     assert mc_mem[0]["peak_working_bytes"] == (64 * 256 + 256) * 4  # the rebuilt version, while used
-    cfg.mcpipe.rebuild = "lowrank"
+    cfg.workload.rebuild = "lowrank"
     low = M.simulate(M.prepare(cfg)[0], "mcpipe", 2).memory
     assert 0 < low[0]["peak_working_bytes"] < (64 * 256 + 256) * 4 / 10  # only low-rank temporaries
 
@@ -230,12 +230,12 @@ def test_mcpipe_weights_equal_pipedreams_at_every_step(momentum: float, weight_d
 
 # --- settings ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("setting, value, words", [
-    ("models", ["resnet"], "mcpipe.models"), ("schedules", ["gpipe"], "mcpipe.schedules"),
-    ("workers", [9], "mcpipe.workers"), ("workers", [], "mcpipe.workers"), ("devices", ["cray"], "mcpipe.devices"),
-    ("partition", "random", "mcpipe.partition"), ("microbatch", 0, "mcpipe.microbatch"), ("depth", 0, "mcpipe.depth"),
-    ("store", "disk", "mcpipe.store"), ("rebuild", "lazy", "mcpipe.rebuild"), ("lr", -1.0, "mcpipe.lr"), ("momentum", 1.0, "mcpipe.momentum"),
-    ("sim_time_s", 0.0, "mcpipe.sim_time_s"), ("eval_every_s", 1.0, "mcpipe.eval_every_s"),
-    ("target_accuracy", 2.0, "mcpipe.target_accuracy"), ("accuracy_at_s", 5.0, "mcpipe.accuracy_at_s"),
+    ("models", ["resnet"], "workload.models"), ("schedules", ["gpipe"], "workload.schedules"),
+    ("workers", [9], "workload.workers"), ("workers", [], "workload.workers"), ("devices", ["cray"], "workload.devices"),
+    ("partition", "random", "workload.partition"), ("microbatch", 0, "workload.microbatch"), ("depth", 0, "workload.depth"),
+    ("store", "disk", "workload.store"), ("rebuild", "lazy", "workload.rebuild"), ("lr", -1.0, "workload.lr"), ("momentum", 1.0, "workload.momentum"),
+    ("sim_time_s", 0.0, "workload.sim_time_s"), ("eval_every_s", 1.0, "workload.eval_every_s"),
+    ("target_accuracy", 2.0, "workload.target_accuracy"), ("accuracy_at_s", 5.0, "workload.accuracy_at_s"),
 ])
 def test_bad_settings_are_rejected(setting: str, value, words: str) -> None:
     cfg = _cfg(**{setting: value})
@@ -246,7 +246,7 @@ def test_bad_settings_are_rejected(setting: str, value, words: str) -> None:
 def test_layer_boundaries_setting() -> None:
     cfg = _cfg(partition="layers", boundaries=[2], workers=[2])
     assert M.prepare(cfg)[0].partition(2) == [(0, 2), (2, 3)]
-    with pytest.raises(ConfigError, match="mcpipe.boundaries"):
+    with pytest.raises(ConfigError, match="workload.boundaries"):
         M.prepare(_cfg(partition="layers", boundaries=[2], workers=[3]))
 
 

@@ -8,12 +8,12 @@ import pytest
 
 from sim.config import ConfigError
 
-from sim.mcpipe import run
+from sim.jobs import run
 
 from .test_mcpipe import _cfg
 
-TINY = ["mcpipe.models=[fc]", "mcpipe.fc_hidden=16", "mcpipe.workers=[2]", "mcpipe.microbatch=4",
-        "mcpipe.sim_time_s=0.04", "mcpipe.eval_every_s=0.01", "mcpipe.accuracy_at_s=0.02", "progress=false"]
+TINY = ["workload.models=[fc]", "workload.fc_hidden=16", "workload.workers=[2]", "workload.microbatch=4",
+        "workload.sim_time_s=0.04", "workload.eval_every_s=0.01", "workload.accuracy_at_s=0.02", "progress=false"]
 FILES = ["curves.csv", "memory.csv", "layers.csv", "trace.csv", "summary.csv", "comparison.csv",
          "accuracy_vs_time.png", "memory.png", "wallclock.json"]
 
@@ -37,7 +37,7 @@ def test_tiny_experiment_end_to_end(run_sim, tmp_path) -> None:
 
 def test_sweep_over_depth_writes_one_comparison(run_sim, tmp_path) -> None:
     sweep = tmp_path / "sweep"
-    proc = run_sim("-m", "+experiment=mcpipe", *TINY, "mcpipe.schedules=[pipedream,mcpipe]", "mcpipe.depth=2,4",
+    proc = run_sim("-m", "+experiment=mcpipe", *TINY, "workload.schedules=[pipedream,mcpipe]", "workload.depth=2,4",
                    f"hydra.sweep.dir={sweep}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = pd.read_csv(sweep / "comparison.csv")
@@ -49,7 +49,7 @@ def test_bad_setting_raises_one_line_and_writes_nothing(tmp_path) -> None:
     cfg = _cfg(workers=[9])
     with pytest.raises(ConfigError) as err:
         run(cfg, tmp_path / "bad")
-    assert str(err.value).startswith("mcpipe.workers=[9]") and "\n" not in str(err.value)
+    assert str(err.value).startswith("workload.workers=[9]") and "\n" not in str(err.value)
     assert not (tmp_path / "bad").exists()
 
 

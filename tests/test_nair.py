@@ -16,7 +16,9 @@ from experiments.nair.slicing import (SlicePlan, assemble, decode_slice, encode_
                                       unit_importance, units_in_budget)
 from experiments.nair.training import clio_alpha, nair_weights
 from sim.config import Config, ConfigError
-from sim.nair import METHODS, run, simulate_link
+from sim.jobs import default_config
+from sim.jobs import run
+from sim.nair.job import METHODS, simulate_link
 
 
 def _conv_with_filter_norms(norms: list[float], cin: int = 3) -> nn.Conv2d:
@@ -150,17 +152,16 @@ TINY = {"epochs": 1, "retune_epochs": 1, "train_samples": 60, "test_samples": 20
 
 
 def _tiny_cfg() -> Config:
-    cfg = Config()
+    cfg = default_config("nair")
     cfg.progress = False
     cfg.cache_dir = None
-    cfg.workload.name = "nair"
     cfg.channel.bandwidth_bps = 250e3
     cfg.channel.mode = "raw"
     cfg.channel.ber = 1e-4
     for key, value in TINY.items():
-        setattr(cfg.nair, key, value)
-    cfg.nair.latencies_s = [0.03, 0.16]
-    cfg.nair.corruption_fractions = [0.5]
+        setattr(cfg.workload, key, value)
+    cfg.workload.latencies_s = [0.03, 0.16]
+    cfg.workload.corruption_fractions = [0.5]
     return cfg
 
 
@@ -174,7 +175,7 @@ def test_same_config_gives_identical_csvs_and_bad_settings_write_nothing(tmp_pat
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     for setting, value in [("split", 0), ("channels_per_unit", 3), ("bits_per_element", 20), ("latencies_s", [])]:
         cfg = _tiny_cfg()
-        setattr(cfg.nair, setting, value)
+        setattr(cfg.workload, setting, value)
         with pytest.raises(ConfigError, match=rf"nair\.{setting}"):
             run(cfg, tmp_path / setting)
         assert not (tmp_path / setting).exists()
@@ -182,9 +183,9 @@ def test_same_config_gives_identical_csvs_and_bad_settings_write_nothing(tmp_pat
 
 def test_tiny_end_to_end_run(run_sim, tmp_path):
     out = tmp_path / "run"
-    overrides = [f"nair.{k}={v}" for k, v in TINY.items()]
-    proc = run_sim("+experiment=nair", *overrides, "cache_dir=null", "progress=false", "nair.split=5",
-                   "nair.channels_per_unit=4", "nair.bits_per_element=8", f"hydra.run.dir={out}")
+    overrides = [f"workload.{k}={v}" for k, v in TINY.items()]
+    proc = run_sim("+experiment=nair", *overrides, "cache_dir=null", "progress=false", "workload.split=5",
+                   "workload.channels_per_unit=4", "workload.bits_per_element=8", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = pd.read_csv(out / "table2.csv")
     assert table["method"].tolist() == list(METHODS)

@@ -14,7 +14,7 @@ from experiments.nonn.budget import WIDTH_CANDIDATES, size_students
 from experiments.nonn.models import WRN, NoNN, StudentSpec
 from experiments.nonn.partition import activation_network, merge_communities, partition_filters
 from experiments.nonn.split import split_work
-from sim.nonn import DeviceLoad, InferencePlan, simulate_inference, simulate_split
+from sim.nonn.job import DeviceLoad, InferencePlan, simulate_inference, simulate_split
 
 # two validation images, three filters; the second row is already divided by its maximum, the
 # first is twice [1, 0.5, 0] and has a negative activity that must be clipped
@@ -182,10 +182,10 @@ def test_lossy_link_gives_up_and_the_student_is_missing():
     assert out.arrived == {} and out.latency_s == pytest.approx(30.0)
 
 
-TINY = ["+experiment=nonn", "nonn.teacher_depth=10", "nonn.teacher_width=0.5", "nonn.teacher_epochs=1",
-        "nonn.student_depth=10", "nonn.student_epochs=1", "nonn.num_students=3", "nonn.timing_images=2",
-        "nonn.memory_budget_bytes=20000", "nonn.flop_budget=1e6", "nonn.top_filters=8", "nonn.edge_percentile=80",
-        "nonn.beta_search=[100]", "nonn.at_beta_search=[]", "nonn.calibrate=false", "progress=false"]
+TINY = ["+experiment=nonn", "workload.teacher_depth=10", "workload.teacher_width=0.5", "workload.teacher_epochs=1",
+        "workload.student_depth=10", "workload.student_epochs=1", "workload.num_students=3", "workload.timing_images=2",
+        "workload.memory_budget_bytes=20000", "workload.flop_budget=1e6", "workload.top_filters=8", "workload.edge_percentile=80",
+        "workload.beta_search=[100]", "workload.at_beta_search=[]", "workload.calibrate=false", "progress=false"]
 
 
 def test_tiny_end_to_end_is_deterministic_through_the_cache(run_sim, tmp_path):
@@ -212,17 +212,17 @@ def test_tiny_end_to_end_is_deterministic_through_the_cache(run_sim, tmp_path):
 
 
 def test_bad_nonn_setting_is_one_line_and_writes_nothing(run_sim, tmp_path):
-    res = run_sim("+experiment=nonn", "nonn.rule=xx", f"hydra.run.dir={tmp_path / 'r'}")
+    res = run_sim("+experiment=nonn", "workload.rule=xx", f"hydra.run.dir={tmp_path / 'r'}")
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert res.stderr.strip().splitlines()[-1] == "error: nonn.rule='xx': allowed: ah, ca"
+    assert res.stderr.strip().splitlines()[-1] == "error: workload.rule='xx': allowed: ah, ca"
     assert not list(tmp_path.rglob("*.csv"))
 
 
 def test_calibration_against_the_papers_tables():
     from devices import CATALOGUE
     from sim.config import ChannelConfig
-    from sim.nonn import calibration
-    from sim.runner import build_link
+    from sim.nonn.job import calibration
+    from sim.net import build_link
 
     wired = build_link(ChannelConfig(bandwidth_bps=1e8, latency_s=0.0037, packet_bytes=1460, header_bytes=58))
     df = calibration(wired, CATALOGUE["edge_server"], 0).set_index(["deployment", "device"])
@@ -235,7 +235,7 @@ def test_calibration_against_the_papers_tables():
 
 def test_raw_link_flips_bits_in_the_real_payloads(run_sim, tmp_path):
     d = tmp_path / "raw"
-    res = run_sim(*TINY, "nonn.num_students=2", "nonn.baselines=false", "nonn.split_model=teacher", "channel.mode=raw",
+    res = run_sim(*TINY, "workload.num_students=2", "workload.baselines=false", "workload.split_model=teacher", "channel.mode=raw",
                   "channel.ber=0.002", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={d}")
     assert res.returncode == 0, res.stderr[-2000:]
     s = pd.read_csv(d / "summary.csv").iloc[0]
@@ -245,7 +245,7 @@ def test_raw_link_flips_bits_in_the_real_payloads(run_sim, tmp_path):
 
 
 def test_sweep_over_link_quality_gives_one_comparison_and_reuses_the_cache(run_sim, tmp_path):
-    res = run_sim("-m", *TINY, "nonn.num_students=2", "nonn.baselines=false", "nonn.split_model=teacher",
+    res = run_sim("-m", *TINY, "workload.num_students=2", "workload.baselines=false", "workload.split_model=teacher",
                   "channel.mode=raw", "channel.ber=0,0.001", f"cache_dir={tmp_path / 'cache'}",
                   f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert res.returncode == 0, res.stderr[-2000:]

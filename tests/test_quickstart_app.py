@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from flwr.app import ArrayRecord
 
-from sim.runner import run
+from sim.jobs import run
 
 from .quickstart_app.task import Net
 

@@ -41,7 +41,7 @@ def test_an_empty_table_keeps_its_header(tmp_path) -> None:
 
 
 def test_a_federated_job_imports_neither_pandas_nor_scikit_learn_nor_matplotlib() -> None:
-    code = ("import sys, sim.runner, benchmarks.digits_fl, experiments.common.data as d; d.digits_arrays(); "
+    code = ("import sys, sim.federated.job, benchmarks.digits_fl, experiments.common.data as d; d.digits_arrays(); "
             "print(sorted({'pandas', 'sklearn', 'matplotlib'} & {m.split('.')[0] for m in sys.modules}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -7,7 +7,7 @@ import pytest
 
 from experiments.federated.partition import SampledPartitions, partition_indices
 from sim.config import ConfigError
-from sim.runner import run
+from sim.jobs import run
 
 from .conftest import make_tiny_cfg
 

@@ -12,14 +12,17 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 from torch import nn
 
-from experiments import vectorized
+from experiments.federated import vectorized
 from experiments.federated.task import make_client_app
 from experiments.common.models import MODEL_NAMES, build_model
 from experiments.federated.records import array_view
 from sim.backends import LocalBackend, make_backend
-from sim.config import ConfigError, validate
-from sim.runner import prepare, run
-from sim.vectorize import execute as execute_together
+from sim.config import ConfigError
+from sim.jobs import validate
+from sim.federated.job import prepare
+from sim.jobs import run
+from sim.backends.vectorized import VectorizedBackend
+from sim.backends.vectorized import execute as execute_together
 from strategies.objectives import FEDMAX_BETA_KEY, PROXIMAL_MU_KEY
 
 from .conftest import make_tiny_cfg
@@ -86,9 +89,9 @@ def test_clients_trained_together_match_the_per_client_loop(model, config) -> No
     app = make_client_app(task)
     jobs = _jobs(task, config, evaluate_node=3)  # an evaluate job among them: run by the ClientApp itself
     loop = LocalBackend(torch_threads=1).execute(app, jobs)
-    _assert_same(loop, LocalBackend(torch_threads=1, vectorize=True).execute(app, jobs))
+    _assert_same(loop, VectorizedBackend(task, torch_threads=1).execute(app, jobs))
     if model == "cnn" and not config:  # the other way to handle unequal steps gives the same
-        _assert_same(loop, execute_together(app, jobs, {}, 1, mode="mask"))
+        _assert_same(loop, execute_together(task, app, jobs, {}, 1, mode="mask"))
 
 
 def test_what_the_vectorised_path_cannot_train_runs_through_the_client_app() -> None:
@@ -98,7 +101,7 @@ def test_what_the_vectorised_path_cannot_train_runs_through_the_client_app() -> 
     jobs = _jobs(task, {})
     loop = LocalBackend(torch_threads=1).execute(app, jobs)
     assert loop[-1].reply is None and loop[-1].error  # the ClientApp fails on no data; so it does here
-    _assert_same(loop, LocalBackend(torch_threads=1, vectorize=True).execute(app, jobs))
+    _assert_same(loop, VectorizedBackend(task, torch_threads=1).execute(app, jobs))
 
 
 def _strip(frame: pd.DataFrame, learned: tuple[str, ...]) -> pd.DataFrame:
@@ -140,15 +143,16 @@ def test_unsupported_settings_are_one_line_errors() -> None:
     validate(cfg)
     for change, words in ((lambda c: setattr(c, "backend", "ray"), "backend=local"),
                           (lambda c: setattr(c.workload.app, "client", "a:b") or setattr(c.workload.app, "server", "a:b"),
-                           "workload.app.client"),
-                          (lambda c: setattr(c.workload, "name", "nonn"), "workload.name=federated")):
+                           "workload.app.client")):
         bad = make_tiny_cfg()
         bad.workload.vectorize = True
         change(bad)
         with pytest.raises(ConfigError, match="workload.vectorize") as err:
             validate(bad)
         assert words in str(err.value) and "\n" not in str(err.value)
-    assert make_backend(cfg).vectorize and not make_backend(make_tiny_cfg()).vectorize
+    task = prepare(cfg)[3]
+    assert isinstance(make_backend(cfg, task=task), VectorizedBackend)
+    assert not isinstance(make_backend(make_tiny_cfg()), VectorizedBackend)
 
 
 def test_models_vmap_cannot_train_per_client_are_named() -> None:

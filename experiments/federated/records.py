@@ -21,6 +21,8 @@ import torch
 from flwr.app import Array, ArrayRecord
 from torch.autograd.graph import increment_version
 
+from experiments.federated.internals import custom_state_dict, new_array
+
 __all__ = ["ModelRecords", "NpyArray", "array_view", "npy_array", "to_array_record", "to_state_dict"]
 
 _NPY_HEADERS: dict[tuple[np.dtype, tuple[int, ...]], bytes] = {}
@@ -72,9 +74,7 @@ class NpyArray(Array):
         attributes and state (dirty, no cached object id), without `Array.__init__`'s argument
         checks and per-field `__setattr__` (~20 us an array, a tenth of a client's reply);
         tests/test_records.py holds it to Flower's constructor."""
-        arr = cls.__new__(cls)
-        arr.__dict__.update(_is_dirty=True, dtype=dtype, shape=shape, stype="numpy.ndarray", data=data)
-        return arr
+        return new_array(cls, dtype, shape, data)
 
     def deflate(self) -> bytes:
         return Array(dtype=self.dtype, shape=tuple(self.shape), stype=self.stype, data=self.data).deflate()
@@ -119,12 +119,24 @@ class ModelRecords:
         targets = model.state_dict(keep_vars=True)
         self.names = list(targets)
         self.tensors = list(targets.values())
-        direct = not _custom_state_dict(model) and all(
+        direct = not custom_state_dict(model) and all(
             t.device.type == "cpu" and t.dtype in _NUMPY_DTYPES for t in self.tensors)
         self.views = [t.detach().numpy() for t in self.tensors] if direct else None
 
+    def _current(self) -> bool:
+        """Whether the views still are the model's tensors: a parameter replaced since
+        (`p.data = ...`, `module.to(...)`) gets fresh views, never stale ones."""
+        if self.views is None:
+            return False
+        now = self.model.state_dict(keep_vars=True).values()
+        if len(now) != len(self.tensors) or any(
+                t is not old or v.ctypes.data != t.data_ptr() or v.shape != tuple(t.shape)
+                for t, old, v in zip(now, self.tensors, self.views)):
+            self.__init__(self.model)
+        return self.views is not None
+
     def load(self, record: ArrayRecord) -> None:
-        if self.views is not None and list(record) == self.names:
+        if self._current() and list(record) == self.names:
             values = [array_view(record[name]) for name in self.names]
             if all(d.shape == v.shape and d.dtype == v.dtype for d, v in zip(self.views, values)):
                 for d, v in zip(self.views, values):
@@ -134,20 +146,10 @@ class ModelRecords:
         self.model.load_state_dict(to_state_dict(record))
 
     def record(self) -> ArrayRecord:
-        if self.views is None:
+        if not self._current():
             return to_array_record(self.model.state_dict())
         return _npy_record(zip(self.names, self.views))
 
 
 _NUMPY_DTYPES = {getattr(torch, n) for n in
                  ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")}
-
-
-def _custom_state_dict(model: torch.nn.Module) -> bool:
-    """Whether any module changes what `state_dict` gives or how `load_state_dict` takes it."""
-    base = torch.nn.Module
-    return any(m._state_dict_pre_hooks or m._state_dict_hooks
-               or m._load_state_dict_pre_hooks or m._load_state_dict_post_hooks
-               or type(m)._save_to_state_dict is not base._save_to_state_dict
-               or type(m)._load_from_state_dict is not base._load_from_state_dict
-               for m in model.modules())

@@ -97,7 +97,7 @@ def make_client_app(task: FederatedTask) -> ClientApp:
         metrics = MetricRecord({"loss": loss, "accuracy": acc, "num-examples": len(idx)})
         return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
 
-    app.edgesim_task = task  # the built-in app: `workload.vectorize` trains its clients together (sim.vectorize)
+
     return app
 
 

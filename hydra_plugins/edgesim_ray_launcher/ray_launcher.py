@@ -12,7 +12,7 @@ all of them at once; Hydra's callbacks (the sweep's comparison.csv) then run in 
 over the same job folders, as after a sequential sweep. Each job fixes its torch thread count
 (`torch_threads`), so its CSVs do not depend on the process it ran in.
 
-Ray itself is imported only by `sim.ray_backend`. On a cluster, the sweep folder must be on a
+Ray itself is imported only by `sim.backends.ray`. On a cluster, the sweep folder must be on a
 file system every node shares (each job writes its own folder there).
 """
 
@@ -74,7 +74,7 @@ class EdgesimRayLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from sim.ray_backend import run_parallel, start_ray, stop_ray  # Ray lives there
+        from sim.backends.ray import run_parallel, start_ray, stop_ray  # Ray lives there
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None

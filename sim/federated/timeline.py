@@ -11,33 +11,9 @@ import numpy as np
 import simpy
 
 from channels import TransferOutcome
+from sim.net import EnergyLedger
 
-__all__ = ["ClientPlan", "ClientTimeline", "EnergyLedger", "STATES", "run_round"]
-
-STATES = ("compute", "transmit", "receive", "idle")
-
-
-class EnergyLedger:
-    """Joules and busy seconds per device and state, in flat arrays (one row a device)."""
-
-    def __init__(self, power_w: np.ndarray):
-        self.power_w = power_w  # (devices, 4) in STATES order
-        self.energy_j = np.zeros_like(power_w, dtype=np.float64)
-        self.busy_s = np.zeros(len(power_w), dtype=np.float64)
-
-    def spend(self, device: int, state: str, seconds: float) -> float:
-        col = STATES.index(state)
-        joules = seconds * float(self.power_w[device, col])
-        self.energy_j[device, col] += joules
-        if state != "idle":
-            self.busy_s[device] += seconds
-        return joules
-
-    def close(self, total_s: float) -> None:
-        """Book every device's time not spent busy as idle, up to `total_s`."""
-        idle_s = np.maximum(total_s - self.busy_s, 0.0)
-        self.energy_j[:, STATES.index("idle")] = idle_s * self.power_w[:, STATES.index("idle")]
-
+__all__ = ["ClientPlan", "ClientTimeline", "run_round"]
 
 @dataclass
 class ClientPlan:

@@ -36,72 +36,15 @@ from experiments.mcpipe import (MODELS, PARTITIONS, SGD, FlopCache, Layer, Stage
                                 make_store, stage_bounds)
 from experiments.mcpipe.versions import STORES, nbytes
 from sim.backends import make_executor
-from sim.config import Config, ConfigError, McpipeConfig, validate
+from sim.config import Config, ConfigError
+from sim.net import build_link
+from sim.mcpipe.settings import PIPELINES, SCHEDULES, McpipeSettings
 from sim.report import frame, save_figure, write_csv, write_csvs, write_json
 from sim.seeding import stream
 
 __all__ = ["SCHEDULES", "PIPELINES", "Job", "run", "simulate", "prepare"]
 
-SCHEDULES = ("local", "data_parallel", "pipedream", "mcpipe", "greedy")
-PIPELINES = ("pipedream", "mcpipe", "greedy")
-REBUILDS = ("materialize", "lowrank")
 F32 = 4  # bytes per float32 element (theorem 1 counts elements)
-
-
-# --- settings --------------------------------------------------------------------------------
-def _check(ok: bool, setting: str, value, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"mcpipe.{setting}={value!r}: {allowed}")
-
-
-def _num_layers(m: McpipeConfig, name: str) -> int:
-    return 2 * len(m.vgg_widths) + 2 if name == "vgg" else m.fc_depth + 1
-
-
-def check_settings(cfg: Config) -> None:
-    """Reject any setting no run could use, with a one-line message, before anything runs."""
-    validate(cfg)
-    m = cfg.mcpipe
-    _check(bool(m.models) and all(x in MODELS for x in m.models) and len(set(m.models)) == len(m.models), "models",
-           list(m.models), f"give distinct names from: {', '.join(MODELS)}")
-    _check(bool(m.schedules) and all(x in SCHEDULES for x in m.schedules) and len(set(m.schedules)) == len(m.schedules),
-           "schedules", list(m.schedules), f"give distinct names from: {', '.join(SCHEDULES)}")
-    _check(bool(m.devices) and all(d in CATALOGUE for d in m.devices), "devices", list(m.devices),
-           f"give profile names from: {', '.join(sorted(CATALOGUE))}")
-    _check(m.master_device in CATALOGUE, "master_device", m.master_device, f"allowed: {', '.join(sorted(CATALOGUE))}")
-    _check(all(isinstance(w, int) and w >= 1 for w in m.vgg_widths) and len(m.vgg_widths) >= 1, "vgg_widths",
-           list(m.vgg_widths), "give one or more positive channel counts")
-    for name, v in (("vgg_hidden", m.vgg_hidden), ("fc_hidden", m.fc_hidden), ("fc_depth", m.fc_depth),
-                    ("microbatch", m.microbatch), ("prefetch", m.prefetch)):
-        _check(isinstance(v, int) and v >= 1, name, v, "must be an integer >= 1")
-    _check(bool(m.workers) and len(set(m.workers)) == len(m.workers), "workers", list(m.workers),
-           "give one or more distinct pipeline sizes")
-    for name in m.models:
-        top = _num_layers(m, name)
-        _check(all(isinstance(n, int) and 1 <= n <= top for n in m.workers), "workers", list(m.workers),
-               f"each must be an integer in [1, {top}] (the {name} model has {top} layers)")
-    _check(m.partition in PARTITIONS, "partition", m.partition, f"allowed: {', '.join(PARTITIONS)}")
-    if m.partition == "layers":
-        b = list(m.boundaries)
-        top = min(_num_layers(m, name) for name in m.models)
-        _check(all(isinstance(i, int) for i in b) and b == sorted(set(b)) and all(1 <= i < top for i in b), "boundaries",
-               b, f"give increasing layer indices in [1, {top - 1}]")
-        _check(all(n == len(b) + 1 for n in m.workers), "boundaries", b,
-               f"{len(b)} cuts make {len(b) + 1} stages; set mcpipe.workers=[{len(b) + 1}]")
-    _check(m.depth is None or (isinstance(m.depth, int) and m.depth >= 1), "depth", m.depth, "must be null or an integer >= 1")
-    _check(m.store in STORES, "store", m.store, f"allowed: {', '.join(STORES)}")
-    _check(m.rebuild in REBUILDS, "rebuild", m.rebuild, f"allowed: {', '.join(REBUILDS)}")
-    _check(m.rebuild != "lowrank" or (m.momentum == 0 and m.weight_decay == 0), "rebuild", m.rebuild,
-           "lowrank needs plain SGD (mcpipe.momentum=0, mcpipe.weight_decay=0)")
-    _check(math.isfinite(m.lr) and m.lr > 0, "lr", m.lr, "must be a positive number")
-    _check(0.0 <= m.momentum < 1.0, "momentum", m.momentum, "allowed range is [0, 1)")
-    _check(math.isfinite(m.weight_decay) and m.weight_decay >= 0, "weight_decay", m.weight_decay, "must be >= 0")
-    _check(math.isfinite(m.sim_time_s) and m.sim_time_s > 0, "sim_time_s", m.sim_time_s, "must be a positive number")
-    _check(math.isfinite(m.eval_every_s) and 0 < m.eval_every_s <= m.sim_time_s, "eval_every_s", m.eval_every_s,
-           f"allowed range is (0, sim_time_s={m.sim_time_s}]")
-    _check(m.accuracy_at_s is None or 0 < m.accuracy_at_s <= m.sim_time_s, "accuracy_at_s", m.accuracy_at_s,
-           f"must be null or in (0, sim_time_s={m.sim_time_s}]")
-    _check(0.0 <= m.target_accuracy <= 1.0, "target_accuracy", m.target_accuracy, "allowed range is [0, 1]")
 
 
 # --- what every run of a model shares --------------------------------------------------------
@@ -139,8 +82,8 @@ class Job:
     pair_bytes: list[int]  # one microbatch's (activation, error) pair per layer
 
     @property
-    def m(self) -> McpipeConfig:
-        return self.cfg.mcpipe
+    def m(self) -> McpipeSettings:
+        return self.cfg.workload
 
     def device(self, i: int) -> DeviceProfile:
         return CATALOGUE[self.m.devices[i % len(self.m.devices)]]
@@ -180,10 +123,8 @@ def _layer_costs(layers: list[Layer], init, flops: FlopCache, x: torch.Tensor, y
 
 def prepare(cfg: Config) -> list[Job]:
     """Check the settings and build every model's shared pieces; raises ConfigError."""
-    check_settings(cfg)
-    m = cfg.mcpipe
-    from sim.runner import build_link
-
+    m = cfg.workload
+    
     try:
         data = load_dataset(cfg.dataset.name, path=cfg.dataset.path, seed=cfg.seed, num_samples=cfg.dataset.num_samples)
         link = build_link(cfg.channel)
@@ -629,7 +570,7 @@ def _run_all(cfg: Config, jobs: list[Job], executor, results: list[RunResult], w
     go to `executor.map` at once (in parallel on `backend=ray`). The stages of one pipeline run
     are not independent (each waits for its neighbours' activations and errors on the shared
     clock), so a run is the unit."""
-    m = cfg.mcpipe
+    m = cfg.workload
     calls: dict[tuple[str, str, int], tuple[Job, str, int]] = {}  # the local run does not depend on N: once per model
     for job in jobs:
         for n in m.workers:
@@ -659,7 +600,7 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
     trace.csv (the event order of every run). Returns the summary rows."""
     out_dir = Path(out_dir)
     jobs = prepare(cfg)
-    m = cfg.mcpipe
+    m = cfg.workload
     results: list[RunResult] = []
     wall: dict[str, float] = {}
     with make_executor(cfg) as executor:  # on `cfg.backend`, each call on `torch_threads` threads

@@ -41,13 +41,14 @@ from experiments.nair.model import BLOCKS, SplitNet, Tail, build_splitnet, count
 from experiments.nair.slicing import FLOAT_BITS, SlicePlan, assemble, decode_slice, encode_slices, importance_order, unit_importance
 from experiments.nair.training import TrainSettings, accuracy, retune_nair, train_clio, train_original
 from sim.backends import make_executor
-from sim.config import Config, ConfigError, NairConfig, validate
+from sim.config import Config, ConfigError
+from sim.nair.settings import NUM_STAGES, NairSettings, require
+from sim.net import build_link
 from sim.meter import WorkMeter
 from sim.report import frame, save_figure, write_csv, write_csvs, write_json
-from sim.runner import build_link
 from sim.seeding import stream
 
-__all__ = ["METHODS", "NUM_STAGES", "check_settings", "run"]
+__all__ = ["METHODS", "NUM_STAGES", "run"]
 
 NUM_STAGES = len(BLOCKS) + 2  # stem, the bottleneck blocks, the last 1x1 convolution
 # table rows, in order; the NAIR ablation variants are table III's rows
@@ -63,44 +64,6 @@ def _say(cfg: Config, text: str) -> None:
         print(f"nair: {text}", file=sys.stderr, flush=True)
 
 
-# --- settings -------------------------------------------------------------------------------
-def _require(ok: bool, setting: str, value, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"nair.{setting}={value!r}: {allowed}")
-
-
-def check_settings(n: NairConfig) -> None:
-    """One-line ConfigError for a setting no run can use (before anything is built)."""
-    _require(isinstance(n.split, int) and 1 <= n.split <= NUM_STAGES, "split", n.split,
-             f"allowed 1..{NUM_STAGES} (after the stem, a bottleneck block or the last convolution)")
-    _require(isinstance(n.input_size, int) and 8 <= n.input_size <= 256, "input_size", n.input_size, "allowed 8..256")
-    _require(isinstance(n.channels_per_unit, int) and n.channels_per_unit >= 1, "channels_per_unit", n.channels_per_unit,
-             "must be an integer >= 1")
-    _require(n.bits_per_element == FLOAT_BITS or 1 <= n.bits_per_element <= 16, "bits_per_element", n.bits_per_element,
-             "allowed 1..16 (quantised) or 32 (float32)")
-    lat = list(n.latencies_s)
-    _require(bool(lat) and all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in lat)
-             and len(set(lat)) == len(lat), "latencies_s", lat, "give distinct positive latency budgets in seconds")
-    for name in ("device", "server"):
-        _require(getattr(n, name) in CATALOGUE, name, getattr(n, name), f"allowed: {', '.join(sorted(CATALOGUE))}")
-    for name in ("epochs", "batch_size", "retune_epochs", "retune_batch_size"):
-        v = getattr(n, name)
-        _require(isinstance(v, int) and v >= 1, name, v, "must be an integer >= 1")
-    for name in ("lr", "retune_lr"):
-        v = getattr(n, name)
-        _require(isinstance(v, (int, float)) and math.isfinite(v) and v > 0, name, v, "must be a positive number")
-    for name in ("weight_decay", "w_non", "penalty_weight", "clio_head_emphasis"):
-        v = getattr(n, name)
-        _require(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, name, v, "must be a number >= 0")
-    _require(n.clio_training in ("sample", "sum"), "clio_training", n.clio_training, "allowed: sample, sum")
-    fr = list(n.corruption_fractions)
-    _require(bool(fr) and all(0 < f <= 1 for f in fr), "corruption_fractions", fr, "give fractions in (0, 1]")
-    _require(n.corruption_mode in ("erase", "noise"), "corruption_mode", n.corruption_mode, "allowed: erase, noise")
-    for name in ("train_samples", "test_samples"):
-        v = getattr(n, name)
-        _require(v is None or (isinstance(v, int) and v >= 10), name, v, "null (all) or an integer >= 10")
-
-
 # --- data and models ---------------------------------------------------------------------------
 def _load(cfg: Config) -> Dataset:
     d = cfg.dataset
@@ -108,7 +71,7 @@ def _load(cfg: Config) -> Dataset:
         data = load_dataset(d.name, path=d.path, seed=cfg.seed, num_samples=d.num_samples)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(str(exc).splitlines()[0]) from None
-    n = cfg.nair
+    n = cfg.workload
     if n.train_samples is None and n.test_samples is None:
         return data
     tr = slice(0, n.train_samples)
@@ -125,7 +88,7 @@ class Models:
     meta: dict = field(default_factory=dict)
 
 
-def _settings(n: NairConfig, seed: int, retune: bool) -> TrainSettings:
+def _settings(n: NairSettings, seed: int, retune: bool) -> TrainSettings:
     if retune:
         return TrainSettings(n.retune_epochs, n.retune_lr, n.retune_batch_size, weight_decay=n.weight_decay, seed=seed)
     return TrainSettings(n.epochs, n.lr, n.batch_size, weight_decay=n.weight_decay, seed=seed)
@@ -141,7 +104,7 @@ def _build_models(cfg: Config, data: Dataset, executor) -> Models:
     first (the others start from its weights and its unit importances), then NAIR's three
     re-tunings (table III's variants) and CLIO's single- and multi-tail retraining at once,
     since they are independent of one another (in parallel on `backend=ray`)."""
-    n, k = cfg.nair, cfg.nair.split
+    n, k = cfg.workload, cfg.workload.split
     c_in = data.input_shape[0]
     net_seed = int(stream(cfg.seed, "nair-model").integers(2**31))
     train_seed = int(stream(cfg.seed, "nair-train").integers(2**31))
@@ -320,7 +283,7 @@ def _budget_rows(method: str, budgets: Sequence[float], correct: np.ndarray, uni
 
 def _run_slices(cfg: Config, method: str, net: SplitNet, tails: list[Tail] | None, order: np.ndarray, send_index: bool,
                 x: torch.Tensor, y: torch.Tensor, link: Link, head_s: float, device: DeviceProfile) -> MethodResult:
-    n, k = cfg.nair, cfg.nair.split
+    n, k = cfg.workload, cfg.workload.split
     budgets = list(n.latencies_s)
     with torch.no_grad():
         o = net.forward_to(x, k)
@@ -421,7 +384,7 @@ def _run_raw(cfg: Config, method: str, net: SplitNet, x: torch.Tensor, y: torch.
     """The raw sensor image, compressed to fit each budget: plain quantisation (the most bits
     per pixel, 1..8, whose airtime fits) or JPEG (the highest quality that fits); one message
     per inference and budget, decoded with its bit errors, then the whole original model."""
-    budgets = list(cfg.nair.latencies_s)
+    budgets = list(cfg.workload.latencies_s)
     shape = tuple(int(s) for s in x.shape[1:])
     pixels = int(np.prod(shape))
     imgs = x.numpy()
@@ -499,7 +462,7 @@ def _corruption(cfg: Config, net: SplitNet, x: torch.Tensor, y: torch.Tensor) ->
     """Accuracy of the original model when a fraction of the elements sent at each split
     (0 = the raw image) is corrupted: erased to 0, or replaced by uniform values in the
     tensor's range (`corruption_mode`)."""
-    n = cfg.nair
+    n = cfg.workload
     rows = []
     with torch.no_grad():
         for k in range(NUM_STAGES + 1):
@@ -561,14 +524,12 @@ def _plots(out_dir: Path, latency: pd.DataFrame, corruption: pd.DataFrame, impor
 
 def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataFrame:
     """Run the NAIR job and write its reports under `out_dir`; returns the summary rows."""
-    validate(cfg)
-    check_settings(cfg.nair)
     return _run(cfg, Path(out_dir), in_sweep)
 
 
 def _run(cfg: Config, out_dir: Path, in_sweep: bool) -> pd.DataFrame:
     wall0 = time.perf_counter()
-    n, k = cfg.nair, cfg.nair.split
+    n, k = cfg.workload, cfg.workload.split
     try:
         link = build_link(cfg.channel)
     except ValueError as exc:
@@ -576,9 +537,9 @@ def _run(cfg: Config, out_dir: Path, in_sweep: bool) -> pd.DataFrame:
     data = _load(cfg)
     probe = build_splitnet(data.input_shape[0], data.num_classes, n.input_size)
     channels = probe.channels(k)
-    _require(channels % n.channels_per_unit == 0, "channels_per_unit", n.channels_per_unit,
+    require(channels % n.channels_per_unit == 0, "channels_per_unit", n.channels_per_unit,
              f"must divide the {channels} channels at split {k}")
-    _require(channels // n.channels_per_unit <= 256, "channels_per_unit", n.channels_per_unit, "at most 256 units per split")
+    require(channels // n.channels_per_unit <= 256, "channels_per_unit", n.channels_per_unit, "at most 256 units per split")
     device, server = CATALOGUE[n.device], CATALOGUE[n.server]
     head_flops, head_bytes = _work(probe.head(k), data.x_test[:1])
     if head_bytes > device.memory_bytes:

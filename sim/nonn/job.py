@@ -33,53 +33,15 @@ from experiments.nonn.split import split_work
 from experiments.nonn.train import (DistillSettings, TrainSettings, accuracy, teacher_targets, train_nonn,
                                     train_single, train_teacher)
 from sim.backends import make_executor
-from sim.config import Config, ConfigError, NonnConfig, validate
+from sim.config import Config, ConfigError
+from sim.net import build_link
+from sim.nonn.settings import NonnSettings
 from sim.report import save_figure, write_csvs, write_json
-from sim.runner import build_link
 from sim.seeding import stream
 
 __all__ = ["DeviceLoad", "InferencePlan", "calibration", "run", "simulate_inference", "simulate_split"]
 
 FLOAT_BYTES = 4
-
-
-# --- validation ------------------------------------------------------------------------------
-def _check(ok: bool, setting: str, value, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"nonn.{setting}={value!r}: {allowed}")
-
-
-def validate_nonn(n: NonnConfig) -> None:
-    _check(isinstance(n.num_students, int) and 1 <= n.num_students <= 16, "num_students", n.num_students,
-           "allowed range is 1..16")
-    for name in ("teacher_depth", "student_depth"):
-        v = getattr(n, name)
-        _check(isinstance(v, int) and v >= 10 and (v - 4) % 6 == 0, name, v, "a WRN depth 6n + 4 (10, 16, 22, 28, 40, ...)")
-    _check(n.teacher_width > 0, "teacher_width", n.teacher_width, "must be > 0")
-    _check(n.student_width is None or n.student_width > 0, "student_width", n.student_width, "must be > 0 or null")
-    for name in ("teacher_epochs", "student_epochs", "batch_size", "timing_images"):
-        _check(isinstance(getattr(n, name), int) and getattr(n, name) >= 1, name, getattr(n, name), "must be an integer >= 1")
-    _check(0 < n.val_fraction < 1, "val_fraction", n.val_fraction, "allowed range is (0, 1)")
-    _check(n.rule in RULES, "rule", n.rule, f"allowed: {', '.join(RULES)}")
-    _check(n.top_filters is None or n.top_filters >= 2, "top_filters", n.top_filters, "must be >= 2 or null")
-    _check(0 <= n.edge_percentile < 100, "edge_percentile", n.edge_percentile, "allowed range is [0, 100)")
-    _check(n.resolution > 0, "resolution", n.resolution, "must be > 0")
-    _check(n.memory_budget_bytes > 0, "memory_budget_bytes", n.memory_budget_bytes, "must be > 0")
-    _check(n.bytes_per_param > 0, "bytes_per_param", n.bytes_per_param, "must be > 0 (1 = 8-bit, 4 = float32)")
-    _check(n.flop_budget > 0, "flop_budget", n.flop_budget, "must be > 0")
-    for name in ("lr", "temperature", "deadline_s"):
-        _check(getattr(n, name) > 0, name, getattr(n, name), "must be > 0")
-    _check(0 <= n.alpha <= 1, "alpha", n.alpha, "allowed range is [0, 1]")
-    for name in ("beta", "at_beta", "momentum", "weight_decay"):
-        _check(getattr(n, name) >= 0, name, getattr(n, name), "must be >= 0")
-    for name in ("beta_search", "at_beta_search"):
-        _check(all(b >= 0 for b in getattr(n, name)), name, list(getattr(n, name)), "weights must be >= 0 ([] = use beta / at_beta)")
-    _check(n.kd_scale is None or n.kd_scale >= 0, "kd_scale", n.kd_scale, "must be >= 0 or null (2 T^2)")
-    for name in ("device", "big_device", "server"):
-        _check(getattr(n, name) in CATALOGUE, name, getattr(n, name), f"allowed: {', '.join(sorted(CATALOGUE))}")
-    _check(n.split_model in ("atkd", "teacher"), "split_model", n.split_model, "allowed: atkd, teacher")
-    _check(n.split_model == "teacher" or n.baselines, "split_model", n.split_model,
-           "'atkd' needs nonn.baselines=true (the ATKD student is the model that is split); or use 'teacher'")
 
 
 # --- the simulated inference ---------------------------------------------------------------
@@ -401,7 +363,7 @@ def train_all(cfg: Config, data: Dataset, executor) -> Trained:
     teacher first (the students learn from it), then every student model at once, since they
     are independent of one another: the NoNN per `beta_search` weight, NoNN with KD only, the KD
     student and the ATKD student per `at_beta_search` weight (in parallel on `backend=ray`)."""
-    n, seed = cfg.nonn, cfg.seed
+    n, seed = cfg.workload, cfg.seed
     x_tr, y_tr, x_val, y_val = _split_validation(data, n.val_fraction, seed)
     c, k = data.input_shape[0], data.num_classes
     ts = dict(batch_size=n.batch_size, lr=n.lr, momentum=n.momentum, weight_decay=n.weight_decay)
@@ -529,7 +491,7 @@ def _mean_rows(rows: list[list[dict]]) -> list[dict]:
 
 def simulate_fleet(cfg: Config, tr: Trained, data: Dataset, link: Link):
     """inference.csv, inference_devices.csv, robustness.csv rows, and the delivered accuracy."""
-    n, seed = cfg.nonn, cfg.seed
+    n, seed = cfg.workload, cfg.seed
     k = len(tr.nonn.sizes)
     small, big, server = CATALOGUE[n.device], CATALOGUE[n.big_device], CATALOGUE[n.server]
     plan = _plan(tr.nonn, data.input_shape)
@@ -671,10 +633,8 @@ def _plots(out_dir, scenarios: pd.DataFrame, robustness: pd.DataFrame, k: int) -
 
 def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
     """The NoNN job; returns its summary row."""
-    validate(cfg)
-    validate_nonn(cfg.nonn)
     out_dir = Path(out_dir)
-    n = cfg.nonn
+    n = cfg.workload
     try:
         link = build_link(cfg.channel)
         data = load_dataset(cfg.dataset.name, path=cfg.dataset.path, seed=cfg.seed, num_samples=cfg.dataset.num_samples)

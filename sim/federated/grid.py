@@ -20,13 +20,16 @@ from flwr.supercore.run import Run
 
 from channels import Link, TransferOutcome, corrupt_arrays, transfer
 from devices import Fleet
+from experiments.federated.internals import set_message_id
 from experiments.federated.records import array_view
-from sim.backends import Execution, LocalBackend
-from sim.clock import STATES, ClientPlan, EnergyLedger, run_round
+from sim.backends.base import Backend, Execution
+from sim.backends.local import LocalBackend
+from sim.federated.timeline import ClientPlan, run_round
+from sim.net import STATES, EnergyLedger
 from sim.seeding import stream
 from strategies.objectives import ACTIVATION_PROBE_KEY as PROBE_KEY
 
-__all__ = ["ClientRow", "PhaseStats", "SimGrid", "payload_bytes"]
+__all__ = ["ClientRow", "PhaseStats", "SimGrid", "message_bytes"]
 
 RUN_ID = 1
 SERVER_NODE_ID = 0
@@ -74,7 +77,7 @@ def _arrays(content: RecordDict) -> list[tuple[str, ArrayRecord]]:
     return [(k, v) for k, v in content.items() if isinstance(v, ArrayRecord)]
 
 
-def payload_bytes(content: RecordDict) -> int:
+def message_bytes(content: RecordDict) -> int:
     """Bytes the message's arrays occupy serialised (as Flower counts them)."""
     return sum(rec.count_bytes() for _, rec in _arrays(content))
 
@@ -121,7 +124,7 @@ def _deliver(content: RecordDict, outcome: TransferOutcome) -> tuple[RecordDict,
 class SimGrid(Grid):
     """A Grid over the simulated fleet: node `i + 1` is device `i` holding partition `i`."""
 
-    def __init__(self, *, fleet: Fleet, link: Link, client_app, seed: int, backend=None,
+    def __init__(self, *, fleet: Fleet, link: Link, client_app, seed: int, backend: Backend | None = None,
                  availability: float = 1.0, run_config: dict | None = None):
         self.fleet = fleet
         self.link = link
@@ -138,7 +141,7 @@ class SimGrid(Grid):
         self._contexts: dict[int, Context] = {}
         self._next_id = 0
         self._round = 0
-        power = np.stack([getattr(fleet, f"{state}_w") for state in STATES], axis=1)
+        power = np.stack([fleet.power_w(state) for state in STATES], axis=1)
         self.ledger = EnergyLedger(power)
 
     # --- Grid interface -------------------------------------------------------------
@@ -242,11 +245,11 @@ class SimGrid(Grid):
         if self.availability < 1.0 and stream(self.seed, "availability", rnd, node, phase).random() >= self.availability:
             plan.dropped = True
             return plan
-        plan.down = transfer(self.link, payload_bytes(msg.content), stream(self.seed, "downlink", rnd, node, phase))
+        plan.down = transfer(self.link, message_bytes(msg.content), stream(self.seed, "downlink", rnd, node, phase))
         if not plan.down.delivered:
             return plan
         self._next_id += 1
-        msg.metadata.__dict__["_message_id"] = f"{rnd}.{phase}.{node}.{self._next_id}"
+        set_message_id(msg, f"{rnd}.{phase}.{node}.{self._next_id}")
         msg.content, plan.down_flips = _deliver(msg.content, plan.down)
         torch_seed = int(stream(self.seed, "torch", rnd, node, phase).integers(2**62))
         deliverable.append(((msg, self._context(node), torch_seed), plan))
@@ -270,7 +273,7 @@ class SimGrid(Grid):
             del reply.content[PROBE_KEY]
             if isinstance(probe, ArrayRecord) and "mean-activation" in probe:
                 activation = array_view(probe["mean-activation"]).astype(np.float64)
-        plan.up = transfer(self.link, payload_bytes(reply.content), stream(self.seed, "uplink", rnd, plan.node_id, phase))
+        plan.up = transfer(self.link, message_bytes(reply.content), stream(self.seed, "uplink", rnd, plan.node_id, phase))
         reply.content, flips = _deliver(reply.content, plan.up)
         row.bytes_up = plan.up.bits_sent // 8
         row.attempts_up = plan.up.attempts

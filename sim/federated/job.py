@@ -20,27 +20,28 @@ from pathlib import Path
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 from tqdm import tqdm
 
-from channels import GilbertElliott, IndependentBits, Link
+from channels import Link
 from devices import Fleet, build_fleet
 from experiments.common.data import Dataset, load_dataset
 from experiments.federated.task import FederatedTask, evaluate_model, make_client_app
 from experiments.common.models import build_model
 from experiments.federated.records import ModelRecords
 from experiments.federated.partition import SampledPartitions, partition_indices
-from sim.config import WORKLOADS, ChannelConfig, Config, ConfigError, StrategyConfig, validate
-from sim.backends import LocalBackend, make_backend, torch_threads
-from sim.grid import RUN_ID, SERVER_NODE_ID, ClientRow, PhaseStats, SimGrid
+from experiments.federated.internals import set_task_identity
+from sim.backends import make_backend
+from sim.backends.base import Backend, torch_threads
+from sim.backends.local import LocalBackend
+from sim.config import Config, ConfigError, StrategyConfig
+from sim.federated.grid import RUN_ID, SERVER_NODE_ID, ClientRow, PhaseStats, SimGrid
+from sim.net import build_link
 from sim.meter import WorkMeter
 from sim.report import plot_accuracy, write_json, write_rows
 from sim.seeding import stream
 from strategies import STRATEGIES, activation_divergence, build_strategy
 
-__all__ = ["RoundRow", "VariantResult", "build_link", "run", "strategy_variants"]
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+__all__ = ["RoundRow", "VariantResult", "run", "strategy_variants"]
 
 
 @dataclass
@@ -78,21 +79,12 @@ class VariantResult:
 
 
 # --- building --------------------------------------------------------------------------
-def build_link(c: ChannelConfig) -> Link:
-    if c.model == "independent":
-        errors = IndependentBits(c.ber)
-    else:
-        errors = GilbertElliott.from_mean_ber(c.ber, burst_bits=c.burst_bits, bad_ber=c.bad_ber)
-    return Link(bandwidth_bps=c.bandwidth_bps, latency_s=c.latency_s, errors=errors, mode=c.mode,
-                packet_bytes=c.packet_bytes, header_bytes=c.header_bytes, max_attempts=c.max_attempts)
-
-
 def strategy_variants(cfg: Config) -> list[StrategyConfig]:
     """The strategies this job runs: `compare` names, or just `strategy`.
 
     A compared strategy takes the shared settings of `strategy` (sampling, deadline); its own
-    parameters come from `conf/strategy/<name>.yaml`, or from `strategy.params` when it is the
-    selected strategy.
+    parameters are those Hydra composed for it (`sim/conf/strategy/<name>.yaml`, with the
+    `strategy.params` overrides when it is the selected strategy), in `compared`.
     """
     if not cfg.compare:
         return [cfg.strategy]
@@ -100,16 +92,8 @@ def strategy_variants(cfg: Config) -> list[StrategyConfig]:
     for name in cfg.compare:
         if name not in STRATEGIES:
             raise ConfigError(f"compare: unknown strategy {name!r}; allowed: {', '.join(sorted(STRATEGIES))}")
-        if name == cfg.strategy.name:
-            out.append(cfg.strategy)
-            continue
-        params: dict = {}
-        path = CONF_DIR / "strategy" / f"{name}.yaml"
-        if path.exists():
-            from omegaconf import OmegaConf
-
-            params = dict(OmegaConf.to_container(OmegaConf.load(path)).get("params") or {})
-        out.append(replace(cfg.strategy, name=name, params=params))
+        params = cfg.strategy.params if name == cfg.strategy.name else cfg.compared.get(name, {})
+        out.append(replace(cfg.strategy, name=name, params=dict(params)))
     return out
 
 
@@ -165,7 +149,7 @@ def _flower_session(seed: int, log_level: str) -> Iterator[None]:
     restore it after; set the task identity Flower's messages read; quiet Flower's log."""
     state = random.getstate()
     random.seed(int(stream(seed, "sampling").integers(2**63)))
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = RUN_ID, SERVER_NODE_ID, 1
+    set_task_identity((RUN_ID, SERVER_NODE_ID, 1))
     try:
         # a user's ServerApp initialises its model from torch's global generator: seed it too;
         # weights a raw channel turned to inf/NaN are an outcome to report, not to warn about
@@ -251,12 +235,12 @@ def _summary(cfg: Config, scfg: StrategyConfig, rounds: list[RoundRow], grid: Si
 
 
 def simulate(cfg: Config, scfg: StrategyConfig, fleet: Fleet, link: Link, task: FederatedTask | None,
-             progress: bool = True, backend=None) -> VariantResult:
+             progress: bool = True, backend: Backend | None = None) -> VariantResult:
     """One federated simulation with strategy `scfg` (built-in workload when `task` is given,
     else the user's ServerApp/ClientApp of `cfg.workload.app`)."""
     app_cfg = cfg.workload.app
     client_app = make_client_app(task) if task is not None else _load_app(app_cfg.client, "workload.app.client")
-    backend = backend or LocalBackend(cfg.workload.optimizer_copies, cfg.torch_threads, vectorize=cfg.workload.vectorize)
+    backend = backend or LocalBackend(cfg.workload.optimizer_copies, cfg.torch_threads)
     grid = SimGrid(fleet=fleet, link=link, client_app=client_app, seed=cfg.seed, backend=backend,
                    availability=cfg.fleet.availability, run_config=app_cfg.run_config)
     evals: dict[int, tuple[float, float]] = {}
@@ -315,7 +299,6 @@ def _build_task(cfg: Config, fleet: Fleet) -> FederatedTask:
 
 def prepare(cfg: Config):
     """Everything a job needs, built and checked before anything is written."""
-    validate(cfg)
     variants = strategy_variants(cfg)
     for v in variants:
         try:
@@ -355,17 +338,11 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
     one folder per strategy, and comparison.csv in `out_dir`. Accuracy plots beside them (in
     a sweep, the comparison and the plots are written once for the whole sweep instead).
     """
-    if cfg.workload.name != "federated":  # NoNN, NAIR, mcPipe: each runs from its own module
-        name = cfg.workload.name
-        if name not in WORKLOADS:
-            raise ConfigError(f"workload.name={name!r}: allowed: {', '.join(sorted(WORKLOADS))}")
-        with torch_threads(cfg.torch_threads):
-            return importlib.import_module(WORKLOADS[name]).run(cfg, out_dir, in_sweep=in_sweep)
     out_dir = Path(out_dir)
     variants, fleet, link, task = prepare(cfg)
     results, wall_s = [], {}
     t0 = time.perf_counter()
-    with make_backend(cfg) as backend:  # one for every strategy (one FLOP cache; Ray started once)
+    with make_backend(cfg, task=task if cfg.workload.vectorize else None) as backend:  # one for every strategy (one FLOP cache; Ray started once)
         start_s = round(time.perf_counter() - t0, 3)
         for scfg in variants:
             t0 = time.perf_counter()

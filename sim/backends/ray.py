@@ -38,15 +38,15 @@ os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 import ray  # noqa: E402
 import torch  # noqa: E402
 from flwr.app import Context, Message  # noqa: E402
-from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
-from sim.backends import Execution, call_seeds, run_call, run_job, torch_threads  # noqa: E402
+from sim.backends.base import Execution, call_seeds, run_call, run_job, torch_threads  # noqa: E402
+from experiments.federated.internals import set_task_identity, task_identity  # noqa: E402
 from sim.config import ConfigError  # noqa: E402
 from sim.meter import PROCESS_COSTS  # noqa: E402
 
 __all__ = ["RayBackend", "cluster_address", "run_parallel", "start_ray", "stop_ray"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 SWEEP_JOB_ENV = "EDGESIM_RAY_SWEEP_JOB"  # set in the Ray tasks that run a sweep's jobs
 _APPS_KEPT = 2  # ClientApps a worker keeps deserialised (the runner's strategies run one after another)
 
@@ -115,9 +115,13 @@ class _Worker:
     def ready(self) -> bool:
         return True
 
+    def call(self, fn, seed: int, *args):
+        """One call of `RayBackend.map` on this actor."""
+        with torch_threads(self.threads):
+            return run_call(fn, args, seed)
+
     def run(self, app_box: list, identity: tuple, jobs: list[tuple[int, Message, Context, int]]) -> list:
-        # what a Flower message built here reads as its sender: the driver's task identity
-        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = identity
+        set_task_identity(identity)  # what a Flower message built here reads as its sender: the driver's
         ref = app_box[0]  # boxed, so Ray hands over the reference, not a fresh copy per call
         key = ref.hex()
         app = self.apps.get(key)
@@ -174,7 +178,7 @@ class RayBackend:
     def execute(self, app, jobs: list[tuple[Message, Context, int]]) -> list[Execution]:
         if not jobs:
             return []
-        identity = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+        identity = task_identity()
         box = self._box(app)
         n = min(len(self._workers), len(jobs))
         batches: list[list] = [[] for _ in range(n)]
@@ -191,10 +195,7 @@ class RayBackend:
     def map(self, fn, calls, seeds=None) -> list:
         """`[fn(*args) for args in calls]` as Ray tasks of 1 CPU, `slots` at a time (the next
         call starts as soon as one ends), each under its torch seed (default 0); results in the
-        order of `calls`. Only on a back end without actors (theirs hold the CPUs)."""
-        if self._workers:
-            raise RuntimeError("RayBackend.map: this back end's actors hold the CPUs its tasks need; "
-                               "build it with actors=False (sim.backends.make_executor does)")
+        order of `calls`. With actors, the calls run on them (they hold the CPUs), one per actor at a time."""
         seeds = call_seeds(calls, seeds)
         shared_ids = Counter(id(a) for args in calls for a in args)
         refs: dict[int, ray.ObjectRef] = {}
@@ -207,14 +208,22 @@ class RayBackend:
             return refs[id(a)]
 
         pending = list(range(len(calls)))
-        running: dict = {}  # task -> index of its call
+        running: dict = {}  # task -> (index of its call, the actor it runs on or None)
+        idle = list(self._workers)
+        slots = len(self._workers) or self.slots
         results: list = [None] * len(calls)
         while pending or running:
-            while pending and len(running) < self.slots:
+            while pending and len(running) < slots:
                 i = pending.pop(0)
-                running[_call.remote(fn, seeds[i], self.torch_threads, *(ship(a) for a in calls[i]))] = i
+                args = [ship(a) for a in calls[i]]
+                actor = idle.pop(0) if idle else None
+                ref = (actor.call.remote(fn, seeds[i], *args) if actor is not None
+                       else _call.remote(fn, seeds[i], self.torch_threads, *args))
+                running[ref] = (i, actor)
             (done,), _ = ray.wait(list(running), num_returns=1)
-            i = running.pop(done)
+            i, actor = running.pop(done)
+            if actor is not None:
+                idle.append(actor)
             try:
                 results[i] = ray.get(done)
             except ray.exceptions.RayTaskError as exc:  # the call's own exception, as on the local back end

@@ -1,5 +1,5 @@
-"""`workload.vectorize`: the local back end's way to run a round's jobs of the built-in ClientApp,
-with the sampled clients' training done together (`experiments.federated.vectorized`: torch.func.vmap over
+"""`workload.vectorize`: a local back end that runs a round's jobs of the built-in ClientApp with
+the sampled clients' training done together (`experiments.federated.vectorized`: torch.func.vmap over
 their stacked weights; docs/scale.md, section 6).
 
 Only the wall-clock computation is batched. Each client is charged what the ClientApp run under
@@ -15,20 +15,38 @@ import warnings
 
 import torch
 
+from collections.abc import Sequence
+
+from experiments.federated.task import FederatedTask
 from experiments.federated.vectorized import group_jobs, train_messages
-from sim.backends import Execution, run_job
+from sim.backends.base import Execution, Job, run_job, torch_threads
+from sim.backends.local import LocalBackend
 from sim.meter import WorkMeter
 
-__all__ = ["STACK_BUDGET_BYTES", "execute"]
+__all__ = ["STACK_BUDGET_BYTES", "VectorizedBackend", "execute"]
 
 # clients trained in one stack at most: their peak training footprints (the meter's, per
 # client) summed stay under this, so a round of many clients of a big model goes in chunks
 STACK_BUDGET_BYTES = 2 << 30
 
 
-def execute(app, jobs: list, cost_cache: dict, optimizer_copies: int, mode: str = "prefix") -> list[Execution]:
-    """`LocalBackend.execute` for the built-in ClientApp (`app.edgesim_task` is its workload)."""
-    task = app.edgesim_task
+class VectorizedBackend(LocalBackend):
+    """The local back end, with the train jobs of the built-in ClientApp of `task` trained together."""
+
+    name = "local"
+
+    def __init__(self, task: FederatedTask, optimizer_copies: int = 1, torch_threads: int | None = None):
+        super().__init__(optimizer_copies, torch_threads)
+        self.task = task
+
+    def execute(self, app, jobs: Sequence[Job]) -> list[Execution]:
+        with torch_threads(self.torch_threads):
+            return execute(self.task, app, list(jobs), self._cost_cache, self.optimizer_copies)
+
+
+def execute(task: FederatedTask, app, jobs: list, cost_cache: dict, optimizer_copies: int,
+            mode: str = "prefix") -> list[Execution]:
+    """`LocalBackend.execute` for the built-in ClientApp of `task`."""
     out: list[Execution | None] = [None] * len(jobs)
     groups, others = group_jobs(task, jobs)
     for i in others:

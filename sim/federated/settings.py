@@ -1,0 +1,69 @@
+"""Settings of the federated workload (`workload=federated`, the default): the schema of
+`workload.*`, the sections it uses, and their validation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from sim.config import Config, Workload, check, positive
+
+__all__ = ["AppConfig", "FederatedSettings", "validate"]
+
+
+@dataclass
+class AppConfig:
+    """A user's own Flower apps, as `"package.module:attr"`; both unset = built-in apps."""
+
+    server: Optional[str] = None
+    client: Optional[str] = None
+    run_config: dict[str, Any] = field(default_factory=dict)
+    accuracy_metric: str = "accuracy"  # metric read from evaluate replies for rounds.csv
+    loss_metric: str = "loss"
+
+
+@dataclass
+class FederatedSettings:
+    name: str = "federated"
+    model: str = "cnn"  # cnn | mlp | fedmax_cifar_cnn
+    rounds: int = 30
+    local_epochs: int = 2
+    batch_size: int = 16
+    lr: float = 0.05
+    momentum: float = 0.5
+    weight_decay: float = 5.0e-4
+    lr_decay: float = 0.996  # lr multiplied by this each round (FedMAX's schedule)
+    optimizer_copies: int = 1  # optimiser state, in copies of the parameters (SGD momentum: 1)
+    # the built-in ClientApp's sampled clients of a round trained together (torch.func.vmap over
+    # their stacked weights; docs/scale.md, section 6): same simulated outcome, faster rounds;
+    # backend=local and the built-in models only
+    vectorize: bool = False
+    target_accuracy: float = 0.8
+    app: AppConfig = field(default_factory=AppConfig)
+
+
+def validate(cfg: Config) -> None:
+    f = cfg.fleet
+    check(bool(f.mix), "fleet.mix", dict(f.mix), "empty; give at least one device profile")
+    check(f.num_devices >= 1, "fleet.num_devices", f.num_devices, "must be >= 1 (an empty fleet cannot train)")
+    check(0.0 < f.availability <= 1.0, "fleet.availability", f.availability, "allowed range is (0, 1]")
+    s = cfg.strategy
+    check(0.0 < s.fraction_train <= 1.0, "strategy.fraction_train", s.fraction_train, "allowed range is (0, 1]")
+    check(0.0 <= s.fraction_evaluate <= 1.0, "strategy.fraction_evaluate", s.fraction_evaluate,
+          "allowed range is [0, 1]")
+    if s.timeout_s is not None:
+        positive("strategy.timeout_s", s.timeout_s)
+    w: FederatedSettings = cfg.workload
+    check(w.rounds >= 1, "workload.rounds", w.rounds, "must be >= 1")
+    check(w.local_epochs >= 1, "workload.local_epochs", w.local_epochs, "must be >= 1")
+    check(w.batch_size >= 1, "workload.batch_size", w.batch_size, "must be >= 1")
+    positive("workload.lr", w.lr)
+    check(0.0 <= w.target_accuracy <= 1.0, "workload.target_accuracy", w.target_accuracy, "allowed range is [0, 1]")
+    check((w.app.server is None) == (w.app.client is None), "workload.app",
+          f"server={w.app.server}, client={w.app.client}",
+          "give both a ServerApp and a ClientApp as 'package.module:attr', or neither")
+    if w.vectorize:
+        check(w.app.client is None, "workload.vectorize", True,
+              "trains the built-in ClientApp's clients together; with workload.app.client set it must be false")
+        check(cfg.backend == "local", "workload.vectorize", True,
+              f"needs backend=local (backend={cfg.backend} runs each client on its own); allowed with ray: false")

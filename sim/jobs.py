@@ -1,0 +1,60 @@
+"""The registry of workloads, and the one way to validate and run a job.
+
+A workload is one package under `sim/` (its `settings.py` declares a `Workload`: its
+`workload.*` schema, the sections it reads, its validation and its job) and one yaml in
+`sim/conf/workload/`. Registering it is one line in `WORKLOADS` below (docs/extending.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sim.backends.base import torch_threads
+from sim.config import COMMON_SECTIONS, Config, ConfigError, Workload, validate_common
+from sim.federated import WORKLOAD as FEDERATED
+from sim.mcpipe import WORKLOAD as MCPIPE
+from sim.nair import WORKLOAD as NAIR
+from sim.nonn import WORKLOAD as NONN
+
+__all__ = ["WORKLOADS", "default_config", "refuse_unused", "run", "validate", "workload_of"]
+
+WORKLOADS: dict[str, Workload] = {w.name: w for w in (FEDERATED, NONN, NAIR, MCPIPE)}
+
+
+def default_config(workload: str = "federated") -> Config:
+    """The defaults of a job of `workload`, as plain Python (without Hydra's config groups)."""
+    return Config(workload=WORKLOADS[workload].schema())
+
+
+def workload_of(cfg: Config) -> Workload:
+    name = getattr(cfg.workload, "name", None)
+    if name not in WORKLOADS:
+        raise ConfigError(f"workload.name={name!r}: allowed: {', '.join(sorted(WORKLOADS))}")
+    return WORKLOADS[name]
+
+
+def refuse_unused(cfg: Config, settings: list[str]) -> None:
+    """A one-line error for a setting the job's workload would ignore (`strategy=krum` or
+    `fleet.num_devices=3` on a NoNN job): `settings` are the overrides as the user wrote them."""
+    w = workload_of(cfg)
+    for setting in settings:
+        key = setting.lstrip("+~").partition("=")[0]
+        section = key.partition(".")[0].partition("@")[0]
+        if section and section not in COMMON_SECTIONS and section not in w.uses:
+            uses = ", ".join(sorted(w.uses))
+            raise ConfigError(f"{setting}: the {w.name} workload does not use `{section}` (it reads workload.*, "
+                              f"{uses} and the common settings); remove it")
+
+
+def validate(cfg: Config) -> None:
+    """Every check of a job's settings, shared and the workload's own; one-line `ConfigError`."""
+    validate_common(cfg)
+    workload_of(cfg).validate(cfg)
+
+
+def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
+    """Validate `cfg`, run its workload's job and write its reports under `out_dir`; returns the
+    summary rows. Every computation of the job runs with `torch_threads` threads."""
+    validate(cfg)
+    with torch_threads(cfg.torch_threads):
+        return workload_of(cfg).run(cfg, out_dir, in_sweep=in_sweep)

@@ -1,0 +1,21 @@
+"""The mcPipe workload: model-parallel pipeline training (`workload=mcpipe`).
+
+`settings.py`: the `workload.*` schema and its validation; `job.py`: the job (real computation
+from `experiments.mcpipe` and its timeline on the clock); this module registers it (`sim.jobs`).
+"""
+
+from __future__ import annotations
+
+from sim.config import Config, Workload
+from sim.mcpipe.settings import McpipeSettings, validate
+
+__all__ = ["WORKLOAD"]
+
+
+def _run(cfg: Config, out_dir, *, in_sweep: bool = False):
+    from sim.mcpipe.job import run  # torch: imported when an mcPipe job runs
+
+    return run(cfg, out_dir, in_sweep=in_sweep)
+
+
+WORKLOAD = Workload("mcpipe", McpipeSettings, frozenset({"channel", "dataset"}), validate, _run)

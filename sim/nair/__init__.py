@@ -1,0 +1,21 @@
+"""The NAIR workload: head/tail split inference over a narrow, lossy link (`workload=nair`).
+
+`settings.py`: the `workload.*` schema and its validation; `job.py`: the job (real computation
+from `experiments.nair` and its timeline on the clock); this module registers it (`sim.jobs`).
+"""
+
+from __future__ import annotations
+
+from sim.config import Config, Workload
+from sim.nair.settings import NairSettings, validate
+
+__all__ = ["WORKLOAD"]
+
+
+def _run(cfg: Config, out_dir, *, in_sweep: bool = False):
+    from sim.nair.job import run  # torch, Pillow: imported when a NAIR job runs
+
+    return run(cfg, out_dir, in_sweep=in_sweep)
+
+
+WORKLOAD = Workload("nair", NairSettings, frozenset({"channel", "dataset"}), validate, _run)

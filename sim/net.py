@@ -1,0 +1,104 @@
+"""The network primitives every workload's timeline is built from: the link a channel setting
+describes, a device's radio sending messages one at a time, propagation into a mailbox, and the
+energy ledger of a fleet.
+
+Transfers come from `channels.transfer` (packets, CRC and resends, or flipped bits in raw mode);
+these processes only decide *when* they happen on the SimPy clock and who waits for the radio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import simpy
+
+from channels import GilbertElliott, IndependentBits, Link, TransferOutcome, transfer
+from devices.profile import STATES
+from sim.config import ChannelConfig
+
+__all__ = ["STATES", "EnergyLedger", "Mailbox", "build_link", "propagate", "radio", "send", "transmit"]
+
+
+def build_link(c: ChannelConfig) -> Link:
+    """The link `channel.*` describes (the same for every device of the job)."""
+    if c.model == "independent":
+        errors = IndependentBits(c.ber)
+    else:
+        errors = GilbertElliott.from_mean_ber(c.ber, burst_bits=c.burst_bits, bad_ber=c.bad_ber)
+    return Link(bandwidth_bps=c.bandwidth_bps, latency_s=c.latency_s, errors=errors, mode=c.mode,
+                packet_bytes=c.packet_bytes, header_bytes=c.header_bytes, max_attempts=c.max_attempts)
+
+
+def radio(env: simpy.Environment) -> simpy.Resource:
+    """A device's network interface: one message on the air at a time, the others queue."""
+    return simpy.Resource(env, capacity=1)
+
+
+def transmit(env: simpy.Environment, link: Link, nbytes: int, rng: np.random.Generator, *,
+             through_latency: bool = True) -> Iterator:
+    """Process (for `yield from`, with the radio held): one message of `nbytes` over `link`, its
+    outcome drawn from `rng` when it starts; returns the `TransferOutcome`. The sender is busy
+    for the airtime plus the latency, or, with `through_latency=False`, for the airtime only (the
+    caller then `propagate`s what was delivered)."""
+    out = transfer(link, nbytes, rng)
+    yield env.timeout(out.time_s if through_latency else out.time_s - link.latency_s)
+    return out
+
+
+def send(env: simpy.Environment, interface: simpy.Resource, link: Link, nbytes: int,
+         rng: np.random.Generator) -> Iterator:
+    """Process: wait for the `interface`, hold it while one message crosses the link; returns the
+    `TransferOutcome`."""
+    with interface.request() as req:
+        yield req
+        out = yield from transmit(env, link, nbytes, rng)
+    return out
+
+
+def propagate(env: simpy.Environment, latency_s: float, mailbox: simpy.Store, item) -> Iterator:
+    """Process: `item` reaches `mailbox` one propagation latency from now."""
+    yield env.timeout(latency_s)
+    yield mailbox.put(item)
+
+
+class Mailbox:
+    """A receiver's inbox: messages in arrival order, and an event that fires on the next one."""
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env, self.items, self._event = env, [], None
+
+    def put(self, msg) -> None:
+        self.items.append(msg)
+        if self._event is not None and not self._event.triggered:
+            self._event.succeed()
+
+    def wait(self) -> simpy.Event:
+        self._event = self.env.event()
+        return self._event
+
+
+class EnergyLedger:
+    """Joules and busy seconds per device and state, in flat arrays (one row a device), for
+    fleets of any size: `power_w` is (devices, 4) in `STATES` order."""
+
+    def __init__(self, power_w: np.ndarray):
+        self.power_w = power_w
+        self.energy_j = np.zeros_like(power_w, dtype=np.float64)
+        self.busy_s = np.zeros(len(power_w), dtype=np.float64)
+
+    def spend(self, device: int, state: str, seconds: float) -> float:
+        col = STATES.index(state)
+        joules = seconds * float(self.power_w[device, col])
+        self.energy_j[device, col] += joules
+        if state != "idle":
+            self.busy_s[device] += seconds
+        return joules
+
+    def close(self, total_s: float) -> None:
+        """Book every device's time not spent busy as idle, up to `total_s`."""
+        idle_s = np.maximum(total_s - self.busy_s, 0.0)
+        self.energy_j[:, STATES.index("idle")] = idle_s * self.power_w[:, STATES.index("idle")]
+
+
+

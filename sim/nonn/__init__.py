@@ -1,0 +1,21 @@
+"""The NoNN workload: a teacher split into disjoint students run across devices (`workload=nonn`).
+
+`settings.py`: the `workload.*` schema and its validation; `job.py`: the job (real computation
+from `experiments.nonn` and its timeline on the clock); this module registers it (`sim.jobs`).
+"""
+
+from __future__ import annotations
+
+from sim.config import Config, Workload
+from sim.nonn.settings import NonnSettings, validate
+
+__all__ = ["WORKLOAD"]
+
+
+def _run(cfg: Config, out_dir, *, in_sweep: bool = False):
+    from sim.nonn.job import run  # torch, networkx: imported when a NoNN job runs
+
+    return run(cfg, out_dir, in_sweep=in_sweep)
+
+
+WORKLOAD = Workload("nonn", NonnSettings, frozenset({"channel", "dataset"}), validate, _run)
