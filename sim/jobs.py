@@ -15,10 +15,11 @@ from sim.federated import WORKLOAD as FEDERATED
 from sim.mcpipe import WORKLOAD as MCPIPE
 from sim.nair import WORKLOAD as NAIR
 from sim.nonn import WORKLOAD as NONN
+from sim.offload import WORKLOAD as OFFLOAD
 
 __all__ = ["WORKLOADS", "default_config", "refuse_unused", "run", "validate", "workload_of"]
 
-WORKLOADS: dict[str, Workload] = {w.name: w for w in (FEDERATED, NONN, NAIR, MCPIPE)}
+WORKLOADS: dict[str, Workload] = {w.name: w for w in (FEDERATED, NONN, NAIR, MCPIPE, OFFLOAD)}
 
 
 def default_config(workload: str = "federated") -> Config:
