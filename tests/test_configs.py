@@ -1,6 +1,8 @@
 """Every config in sim/conf/ composes with Hydra, converts to the typed schema and validates."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -9,7 +11,7 @@ from omegaconf.errors import MissingMandatoryValue
 import sim.__main__  # noqa: F401  (registers the structured schema `base_config`)
 from devices import CATALOGUE
 from sim.config import Config, ConfigError
-from sim.jobs import validate
+from sim.jobs import WORKLOADS, refuse_unused, validate
 from sim.federated.job import strategy_variants
 from sim.jobs import run
 from sim.net import build_link
@@ -98,6 +100,34 @@ def test_local_datasets_require_a_path(dataset: str, tmp_path) -> None:
 def test_experiment_composes_and_validates(experiment: str) -> None:
     cfg = _compose([f"+experiment={experiment}"])
     validate(cfg)
+    assert isinstance(cfg.workload, WORKLOADS[cfg.workload.name].schema)
+
+
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_each_workload_option_selects_its_own_schema(name: str) -> None:
+    cfg = _compose([f"workload={name}"])
+    assert type(cfg.workload) is WORKLOADS[name].schema
+    tree = OmegaConf.to_container(compose(config_name="config", overrides=[f"workload={name}"]))
+    assert not set(tree) & {"nonn", "nair", "mcpipe"}  # no section of another workload
+
+
+def test_experiments_extend_each_other() -> None:
+    base, four = _compose(["+experiment=nonn"]), _compose(["+experiment=nonn_4s"])
+    assert (base.workload.num_students, four.workload.num_students) == (2, 4)
+    assert replace(four.workload, num_students=2) == base.workload and four.channel == base.channel
+
+
+@pytest.mark.parametrize(("experiment", "override", "section"), [
+    ("nonn", "strategy=krum", "strategy"), ("nonn", "fleet.num_devices=3", "fleet"),
+    ("nair", "compare=[fedavg]", "compare"), ("mcpipe", "+strategy.params.eta=1", "strategy"),
+    ("fedmax_noniid", "compared.fedavg.x=1", "compared"),
+])
+def test_a_section_the_workload_does_not_read_is_refused(experiment: str, override: str, section: str) -> None:
+    cfg = _compose([f"+experiment={experiment}"])
+    with pytest.raises(ConfigError, match=f"does not use `{section}`") as err:
+        refuse_unused(cfg, [override])
+    assert str(err.value).startswith(override) and "\n" not in str(err.value)
+    refuse_unused(cfg, ["seed=3", "channel.ber=0.1", "workload.lr=0.1", "torch_threads=2"])  # all read by every job
     for variant in strategy_variants(cfg):
         assert variant.name in STRATEGIES
 
