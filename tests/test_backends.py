@@ -2,11 +2,13 @@
 workload (the federated clients' `execute`; NoNN's, NAIR's and mcPipe's independent
 computations through `map`).
 
-The Ray tests start one local Ray instance (2 CPUs) for the module and skip, saying why, only
-when Ray cannot start on the machine."""
+The Ray tests start one local Ray instance (2 CPUs) for the module. Ray is a dependency of the
+project: where it is missing or cannot start, they fail, saying why, rather than skip (a skipped
+back end is an untested one)."""
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import os
 import subprocess
@@ -21,8 +23,7 @@ from flwr.clientapp import ClientApp
 
 from sim.backends import Executor, LocalBackend, make_backend, torch_threads
 from sim.config import Config, ConfigError
-from sim.jobs import default_config
-from sim.jobs import run
+from sim.jobs import default_config, run
 
 from .conftest import TINY_OVERRIDES, finish, make_tiny_cfg, start_sim
 from .test_mcpipe import _cfg as mcpipe_cfg
@@ -41,17 +42,30 @@ def _csvs(folder) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.csv"))}
 
 
+def _require_ray() -> None:
+    """Fail (not skip) where Ray is not installed: the Ray back end would go untested."""
+    try:
+        importlib.import_module("ray")
+    except ImportError as exc:
+        pytest.fail(f"Ray is not installed ({exc}): the Ray tests need it; install the project's dependencies",
+                    pytrace=False)
+
+
 @pytest.fixture(scope="module")
 def ray_up():
-    """A local Ray instance with 2 CPUs for the whole module (each test's back end joins it)."""
-    try:
-        from sim.backends.ray import RayBackend
-    except ImportError as exc:
-        pytest.skip(f"Ray is not installed: {exc}")
+    """A local Ray instance with 2 CPUs for the whole module (each test's back end joins it);
+    every test that uses it fails, saying why, where Ray is missing or cannot start."""
+    _require_ray()
+    from sim.backends.ray import RayBackend
+
     try:
         starter = RayBackend(num_cpus=2)
     except ConfigError as exc:
-        pytest.skip(f"Ray cannot start on this machine: {exc}")
+        problem = str(exc)
+    else:
+        problem = ""
+    if problem:  # outside the except block: the message alone, not Ray's chained traceback
+        pytest.fail(f"Ray cannot start a local instance on this machine: {problem}", pytrace=False)
     starter.stop_workers()  # its CPUs go to the tests' workers
     yield RayBackend
     starter.close()
@@ -135,7 +149,8 @@ def test_ray_runs_jobs_in_order_with_their_seeds_and_keeps_context_state(ray_up)
     outcomes = {}
     for name, make in (("local", lambda: LocalBackend(torch_threads=1)), ("ray", lambda: ray_up(torch_threads=1))):
         backend = make()
-        contexts = {n: Context(run_id=1, node_id=n, node_config={}, state=RecordDict(), run_config={}) for n in range(1, 6)}
+        contexts = {n: Context(run_id=1, node_id=n, node_config={}, state=RecordDict(), run_config={})
+                    for n in range(1, 6)}
         rows = []
         for _ in range(2):  # twice: the second call sees the state the first one kept
             for ex in backend.execute(app, _jobs(contexts)):
@@ -168,7 +183,7 @@ def test_a_sweep_on_the_ray_launcher_gives_the_sequential_comparison(ray_address
 
 def test_ray_is_imported_by_one_module_only() -> None:
     """Frameworks at the edges: in the project's packages, `import ray` appears in
-    sim/ray_backend.py alone, and a local job never loads it. (benchmarks/vs_flower.py times
+    sim/backends/ray.py alone, and a local job never loads it. (benchmarks/vs_flower.py times
     Flower's own use of Ray; it is a measurement script, not part of the project.)"""
     import ast
     import subprocess
@@ -188,13 +203,13 @@ def test_ray_is_imported_by_one_module_only() -> None:
                 continue
             if any(n == "ray" or n.startswith("ray.") for n in names):
                 importers.append(str(path.relative_to(root)))
-    assert sorted(set(importers)) == ["sim/ray_backend.py"]
+    assert sorted(set(importers)) == ["sim/backends/ray.py"]
     code = "import sys, sim.federated.job, sim.backends; assert 'ray' not in sys.modules, 'ray loaded'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
 
 
 def test_a_cluster_address_nothing_answers_at_is_a_one_line_error(run_sim) -> None:
-    pytest.importorskip("ray")
+    _require_ray()
     out = run_sim(*TINY_OVERRIDES, "backend=ray", "ray.address=127.0.0.1:1", "hydra.run.dir=out", timeout=120)
     assert out.returncode == 2, out.stderr[-2000:]
     assert out.stderr.strip().splitlines()[-1].startswith("error: ray.address='127.0.0.1:1': no Ray cluster answers")
@@ -306,11 +321,11 @@ def test_a_dead_cluster_address_stops_a_workload_before_it_writes(tmp_path) -> N
     """NoNN, NAIR and mcPipe start their back end at the first call with work: a cluster address
     nothing answers at is then the same one-line error, and no CSV is left behind. (In a fresh
     process: this module's own Ray instance would otherwise be joined instead.)"""
-    pytest.importorskip("ray")
+    _require_ray()
     root = Path(__file__).resolve().parent.parent
     out = tmp_path / "out"
     code = ("import sys; from tests.test_mcpipe import _cfg; from sim.config import ConfigError; "
-            "from sim.federated.job import run\ncfg = _cfg(workers=[2]); cfg.backend, cfg.ray.address = 'ray', '127.0.0.1:1'\n"
+            "from sim.jobs import run\ncfg = _cfg(workers=[2]); cfg.backend, cfg.ray.address = 'ray', '127.0.0.1:1'\n"
             f"try:\n    run(cfg, {str(out)!r})\nexcept ConfigError as exc:\n    print(exc); sys.exit(2)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 2, proc.stderr[-2000:]
