@@ -11,14 +11,25 @@ import torch
 from torch import nn
 
 from channels import IndependentBits, Link
-from experiments.nair.model import build_splitnet, count_parameters, narrow_tail
-from experiments.nair.slicing import (SlicePlan, assemble, decode_slice, encode_slices, importance_order, prefix_masks,
-                                      unit_importance, units_in_budget)
+from experiments.common.metrics import count_params
+from experiments.nair.codecs import JPEG_QUALITIES, decode_raw, encode_raw, full_payload_bytes, jpeg, quant_bytes
+from experiments.nair.model import build_splitnet, narrow_tail
+from experiments.nair.receive import decode_delivered, received_units
+from experiments.nair.slicing import (
+    SlicePlan,
+    assemble,
+    decode_slice,
+    encode_slices,
+    importance_order,
+    prefix_masks,
+    unit_importance,
+    units_in_budget,
+)
 from experiments.nair.training import clio_alpha, nair_weights
 from sim.config import Config, ConfigError
-from sim.jobs import default_config
-from sim.jobs import run
-from sim.nair.job import METHODS, simulate_link
+from sim.jobs import default_config, run
+from sim.nair.methods import METHODS
+from sim.nair.timeline import airtime_s, simulate_link
 
 
 def _conv_with_filter_norms(norms: list[float], cin: int = 3) -> nn.Conv2d:
@@ -128,12 +139,88 @@ def test_slice_count_for_a_budget_and_rate():
     assert [len(got[(0, 0)]), len(got[(0, 1)])] == [1, 2]
 
 
+def test_slices_go_back_to_back_and_arrive_one_latency_after_their_airtime():
+    link = Link(bandwidth_bps=250e3, latency_s=0.01, errors=IndependentBits(0.0), mode="raw", packet_bytes=256,
+                header_bytes=16)
+    sizes = [600, 512, 512]
+    log, got = simulate_link(link, [(0.002, sizes, [1.0]), (0.002, sizes, [1.0])], lambda e: np.random.default_rng(e))
+    assert [(ev.episode, ev.slice) for ev in log] == [(e, s) for e in range(2) for s in range(3)]
+    for e in range(2):
+        evs = [ev for ev in log if ev.episode == e]
+        assert math.isclose(evs[0].start_s, 0.002)  # after the head's compute
+        for ev, size in zip(evs, sizes):
+            assert math.isclose(ev.end_s - ev.start_s, airtime_s(link, size))
+            assert math.isclose(ev.arrival_s - ev.end_s, link.latency_s)
+        for a, b in zip(evs, evs[1:]):
+            assert math.isclose(b.start_s, a.end_s)
+        assert got[(e, 0)] == [0, 1, 2]
+
+
 def test_bit_errors_reach_the_payload_in_raw_mode():
     link = Link(bandwidth_bps=1e6, latency_s=0.0, errors=IndependentBits(1e-3), mode="raw", packet_bytes=256,
                 header_bytes=16)
-    log, got = simulate_link(link, [(0.0, [4096] * 4, [1.0])], lambda e: np.random.default_rng(7))
-    assert len(got[(0, 0)]) == 4
+    o = torch.linspace(-1.0, 1.0, 2 * 4 * 16 * 16).reshape(2, 4, 16, 16)
+    plan = SlicePlan((4, 16, 16), 1, 32, order=[0, 1, 2, 3], send_index=False)
+    payload = encode_slices(o, plan)
+    assert plan.slice_sizes() == [1024] * 4
+    log, got = simulate_link(link, [(0.0, plan.slice_sizes(), [1.0])], lambda e: np.random.default_rng(7))
+    assert got[(0, 0)] == [0, 1, 2, 3]
     assert sum(ev.flips.size for ev in log) > 0
+    decoded = decode_delivered(payload, plan, [(0, ev.slice, ev.flips) for ev in log])
+    for ev in log:
+        clean = o[0, ev.slice].numpy()
+        got_values = decoded[(0, ev.slice)][1][0]
+        assert np.array_equal(got_values, clean) == (ev.flips.size == 0), ev.slice
+
+
+def test_received_units_follow_the_index_vector_and_drop_what_it_cannot_place():
+    o = torch.arange(1, 1 + 4 * 2 * 2, dtype=torch.float32).reshape(1, 4, 2, 2)
+    plan = SlicePlan((4, 2, 2), 1, 32, order=[2, 0, 3, 1], send_index=True)
+    payload = encode_slices(o, plan)
+    flips_index_3 = np.array([3 * 8 + 2])  # byte 3 of slice 0 is slice 3's index entry: 1 -> past the last unit
+    decoded = decode_delivered(payload, plan, [(0, 0, flips_index_3), (0, 1, np.array([], dtype=np.int64)),
+                                               (0, 3, np.array([], dtype=np.int64))])
+    assert sorted(received_units(decoded, plan, 0, [0, 1, 3])) == [0, 2]  # slice 3's unit lost with its index entry
+    assert received_units(decoded, plan, 0, [1, 3]) == {}  # without slice 0, no positions
+    native = SlicePlan((4, 2, 2), 1, 32, order=[0, 1, 2, 3], send_index=False)
+    decoded = decode_delivered(encode_slices(o, native), native, [(0, s, np.array([], dtype=np.int64)) for s in (1, 3)])
+    got = received_units(decoded, native, 0, [1, 3])
+    assert sorted(got) == [1, 3] and np.array_equal(got[3][0], o[0, 3].numpy())
+
+
+def test_raw_quantisation_fits_the_budget_and_round_trips():
+    img = np.linspace(0.0, 1.0, 64, dtype=np.float32).reshape(1, 8, 8)
+    assert encode_raw("raw_quant", img, lambda nbytes: False) == b""
+    msg = encode_raw("raw_quant", img, lambda nbytes: nbytes <= quant_bytes(64, 5))
+    assert msg[0] == 5 and len(msg) == 1 + quant_bytes(64, 5)
+    back = decode_raw("raw_quant", np.frombuffer(msg, dtype=np.uint8).copy(), (1, 8, 8))
+    assert np.abs(back - img).max() <= 0.5 / 31 + 1e-6
+    bad = np.frombuffer(msg, dtype=np.uint8).copy()
+    bad[0] = 0  # a header naming no bit count: the receiver keeps zeros
+    assert decode_raw("raw_quant", bad, (1, 8, 8)) is None
+    assert full_payload_bytes("raw_quant", img[None]) == 64.0
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason="known bug, kept for byte-identity: a flipped header "
+                   "naming more bits than the message holds makes decode_raw raise instead of giving zeros")
+def test_raw_quantisation_header_naming_more_bits_than_sent_gives_zeros():
+    img = np.linspace(0.0, 1.0, 64, dtype=np.float32).reshape(1, 8, 8)
+    msg = encode_raw("raw_quant", img, lambda nbytes: nbytes <= quant_bytes(64, 3))
+    buf = np.frombuffer(msg, dtype=np.uint8).copy()
+    buf[0] = 5
+    assert decode_raw("raw_quant", buf, (1, 8, 8)) is None
+
+
+def test_jpeg_picks_the_best_quality_that_fits_and_survives_garbage():
+    img = np.random.default_rng(0).random((1, 8, 8)).astype(np.float32)
+    sizes = {q: len(jpeg(img, q)) for q in JPEG_QUALITIES}
+    room = sizes[50]
+    msg = encode_raw("raw_jpeg", img, lambda nbytes: nbytes <= room)
+    best = next(q for q in JPEG_QUALITIES if sizes[q] <= room)
+    assert msg == jpeg(img, best)
+    assert decode_raw("raw_jpeg", np.frombuffer(msg, dtype=np.uint8).copy(), (1, 8, 8)).shape == (1, 8, 8)
+    garbage = np.zeros(len(msg), dtype=np.uint8)
+    assert not decode_raw("raw_jpeg", garbage, (1, 8, 8)).any()
 
 
 def test_multi_tail_has_one_narrow_tail_per_width():
@@ -143,9 +230,9 @@ def test_multi_tail_has_one_narrow_tail_per_width():
     o = net.forward_to(torch.zeros(2, 1, 8, 8), 3)
     for j, t in enumerate(tails):
         assert t(o[:, :2 * (j + 1)]).shape == (2, 10)
-    single = count_parameters(net.tail(3))
-    assert count_parameters(tails[-1]) == single
-    assert sum(count_parameters(t) for t in tails) > 6 * single
+    single = count_params(net.tail(3))
+    assert count_params(tails[-1]) == single
+    assert sum(count_params(t) for t in tails) > 6 * single
 
 
 TINY = {"epochs": 1, "retune_epochs": 1, "train_samples": 60, "test_samples": 20}
@@ -176,7 +263,7 @@ def test_same_config_gives_identical_csvs_and_bad_settings_write_nothing(tmp_pat
     for setting, value in [("split", 0), ("channels_per_unit", 3), ("bits_per_element", 20), ("latencies_s", [])]:
         cfg = _tiny_cfg()
         setattr(cfg.workload, setting, value)
-        with pytest.raises(ConfigError, match=rf"nair\.{setting}"):
+        with pytest.raises(ConfigError, match=rf"workload\.{setting}="):
             run(cfg, tmp_path / setting)
         assert not (tmp_path / setting).exists()
 

@@ -1,10 +1,10 @@
 """NAIR (Xiao et al.): head/tail split inference with importance-ordered intermediate
-representations, and its CLIO baselines. Models, training and the slicing algorithm; no clock
-(the simulation of the link lives in `sim/nair.py`)."""
-from .model import SplitNet, build_splitnet, count_parameters, narrow_tail
-from .slicing import SlicePlan, assemble, decode_slice, encode_slices, importance_order, unit_importance
-from .training import TrainSettings, accuracy, retune_nair, train_clio, train_original
+representations, and its CLIO and raw-input baselines. The real computation; no clock.
 
-__all__ = ["SlicePlan", "SplitNet", "TrainSettings", "accuracy", "assemble", "build_splitnet", "count_parameters",
-           "decode_slice", "encode_slices", "importance_order", "narrow_tail", "retune_nair", "train_clio",
-           "train_original", "unit_importance"]
+`model` (the MobileNetV2-style SplitNet, its heads and tails, CLIO's narrow tails), `slicing`
+(eq. 8's unit importance, the slices and their bytes, selective assembly), `training` (the
+original model, NAIR's re-tuning, CLIO's retraining), `trained` (every model of a job, through
+the model cache), `receive` (the head's payload; decoding, assembly and inference at the
+server), `codecs` (the raw-input baselines' quantisation and JPEG), `analysis` (figures 5 and 6).
+`sim/nair/` simulates the link on the clock and writes the reports.
+"""

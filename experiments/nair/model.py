@@ -21,18 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BLOCKS", "ConvBN", "Head", "InvertedResidual", "SplitNet", "Tail", "Upsample", "build_splitnet",
-           "count_parameters", "narrow_tail"]
+__all__ = ["BLOCKS", "NUM_STAGES", "ConvBN", "Head", "InvertedResidual", "SplitNet", "Tail", "Upsample",
+           "build_splitnet", "narrow_tail"]
 
 # (expansion t, output channels c, stride s) per bottleneck block: MobileNetV2's pattern
 # (t=1 first, then t=6 stages, strides at the stage starts) scaled down for 16x16 inputs.
 BLOCKS: tuple[tuple[int, int, int], ...] = ((1, 8, 1), (4, 16, 2), (4, 16, 1), (4, 24, 2), (4, 24, 1), (4, 32, 1))
 STEM_CHANNELS = 16
 LAST_CHANNELS = 128
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+NUM_STAGES = len(BLOCKS) + 2  # split points 1..NUM_STAGES: the stem, the bottleneck blocks, the last 1x1 convolution
 
 
 class Upsample(nn.Module):

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["FLOAT_BITS", "SlicePlan", "assemble", "decode_slice", "encode_slices", "importance_order",
-           "prefix_masks", "unit_importance", "units_in_budget"]
+__all__ = ["FLOAT_BITS", "SlicePlan", "assemble", "decode_slice", "encode_slices", "importance_order", "pack_codes",
+           "prefix_masks", "unit_importance", "units_in_budget", "unpack_codes"]
 
 FLOAT_BITS = 32  # bits per element meaning "send float32 as is"
 _RANGE_BYTES = 8  # a quantised slice carries its float32 min and max
@@ -96,14 +96,15 @@ class SlicePlan:
         return sizes
 
 
-def _pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
+def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
     """(N, E) integer codes < 2**bits -> (N, ceil(E*bits/8)) bytes, most significant bit first."""
     shifts = np.arange(bits - 1, -1, -1, dtype=np.uint32)
     bitplanes = ((codes[..., None].astype(np.uint32) >> shifts) & 1).astype(np.uint8)
     return np.packbits(bitplanes.reshape(codes.shape[0], -1), axis=1)
 
 
-def _unpack_codes(buf: np.ndarray, elements: int, bits: int) -> np.ndarray:
+def unpack_codes(buf: np.ndarray, elements: int, bits: int) -> np.ndarray:
+    """The first `elements` codes of `bits` bits packed in `buf` (the inverse of `pack_codes`)."""
     flat = np.unpackbits(buf)[: elements * bits].reshape(elements, bits).astype(np.uint32)
     return (flat << np.arange(bits - 1, -1, -1, dtype=np.uint32)).sum(1)
 
@@ -125,7 +126,7 @@ def encode_slices(o: torch.Tensor, plan: SlicePlan) -> list[np.ndarray]:
             scale = np.where(hi > lo, (hi - lo) / levels, 1.0)
             codes = np.clip(np.rint((v - lo) / scale), 0, levels).astype(np.uint32)
             rng_bytes = np.concatenate([lo, hi], 1).astype("<f4").view(np.uint8).reshape(n, -1)
-            data = np.concatenate([rng_bytes, _pack_codes(codes, plan.bits)], 1)
+            data = np.concatenate([rng_bytes, pack_codes(codes, plan.bits)], 1)
         if s == 0 and plan.send_index:
             index = np.broadcast_to(plan.order.astype(np.uint8), (n, plan.units))
             data = np.concatenate([index, data], 1)
@@ -144,7 +145,7 @@ def decode_slice(buf: np.ndarray, plan: SlicePlan, first: bool) -> tuple[np.ndar
     else:
         lo, hi = buf[:_RANGE_BYTES].view("<f4").astype(np.float64)
         levels = (1 << plan.bits) - 1
-        codes = _unpack_codes(buf[_RANGE_BYTES:], plan.elements, plan.bits)
+        codes = unpack_codes(buf[_RANGE_BYTES:], plan.elements, plan.bits)
         with np.errstate(over="ignore", invalid="ignore"):
             scale = (hi - lo) / levels if hi > lo else 1.0
             v = (lo + codes * scale).astype(np.float32)
@@ -152,7 +153,8 @@ def decode_slice(buf: np.ndarray, plan: SlicePlan, first: bool) -> tuple[np.ndar
     return index, v.reshape(plan.cpu, plan.shape[1], plan.shape[2])
 
 
-def assemble(received: Mapping[int, np.ndarray | torch.Tensor], shape: Sequence[int], channels_per_unit: int) -> torch.Tensor:
+def assemble(received: Mapping[int, np.ndarray | torch.Tensor], shape: Sequence[int],
+             channels_per_unit: int) -> torch.Tensor:
     """Algorithm 1 (selective assembly): each received unit back at its original channels,
     zero vectors for the units that did not arrive. `received` maps unit index -> (cpu, H, W)."""
     c, h, w = (int(s) for s in shape)

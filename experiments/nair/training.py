@@ -28,7 +28,7 @@ from torch import nn
 from .model import SplitNet, Tail
 from .slicing import prefix_masks, unit_importance
 
-__all__ = ["TrainSettings", "accuracy", "clio_alpha", "nair_weights", "retune_nair", "train_clio", "train_original"]
+__all__ = ["TrainSettings", "clio_alpha", "nair_weights", "retune_nair", "train_clio", "train_original"]
 
 
 @dataclass(frozen=True)
@@ -72,17 +72,6 @@ def _fit(params: Sequence[nn.Parameter], modules: Sequence[nn.Module], x: torch.
     for m in modules:
         m.eval()
     return history
-
-
-@torch.no_grad()
-def accuracy(fn, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
-    """Fraction of `y` that argmax of `fn(x)` gets right (models must be in eval mode)."""
-    if len(y) == 0:
-        return math.nan
-    right = 0
-    for start in range(0, len(y), batch_size):
-        right += int((fn(x[start:start + batch_size]).argmax(1) == y[start:start + batch_size]).sum())
-    return right / len(y)
 
 
 def train_original(net: SplitNet, x: torch.Tensor, y: torch.Tensor, s: TrainSettings) -> dict:
@@ -150,7 +139,13 @@ def train_clio(net: SplitNet, k: int, channels_per_unit: int, x: torch.Tensor, y
     j_count = channels // channels_per_unit
     alpha = clio_alpha(j_count, head_emphasis)
     draw = torch.Generator().manual_seed(int(s.seed) + 1)
-    widths = (lambda: [int(torch.multinomial(alpha, 1, generator=draw))]) if mode == "sample" else (lambda: range(j_count))
+
+    def widths():
+        """The widths (units - 1) one minibatch trains: one drawn (`sample`), or every one."""
+        if mode == "sample":
+            return [int(torch.multinomial(alpha, 1, generator=draw))]
+        return range(j_count)
+
     scale = torch.ones(j_count) if mode == "sample" else alpha
     if tails is None:
         masks = prefix_masks(list(range(j_count)), channels, channels_per_unit)

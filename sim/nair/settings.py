@@ -7,13 +7,11 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from devices import CATALOGUE
-from experiments.nair.model import BLOCKS
+from experiments.nair.model import NUM_STAGES
 from experiments.nair.slicing import FLOAT_BITS
-from sim.config import Config, ConfigError
+from sim.config import Config, check
 
-__all__ = ["NUM_STAGES", "NairSettings", "require", "validate"]
-
-NUM_STAGES = len(BLOCKS) + 2  # stem, the bottleneck blocks, the last 1x1 convolution
+__all__ = ["NairSettings", "require", "validate"]
 
 
 @dataclass
@@ -40,7 +38,8 @@ class NairSettings:
     retune_epochs: int = 4
     retune_lr: float = 0.01  # cosine-annealed from here (the paper: 1e-2)
     retune_batch_size: int = 80  # the paper: 80
-    clio_training: str = "sum"  # sum: every width each minibatch (the paper's eqs. 3-4) | sample: one drawn width (CLIO's code)
+    # sum: every width each minibatch (the paper's eqs. 3-4) | sample: one drawn width (CLIO's code)
+    clio_training: str = "sum"
     clio_head_emphasis: float = 0.0  # alpha_j ~ (J-j+1)^this; 0 = equal (CLIO^n), > 0 favours narrow prefixes (CLIO^l)
     # figure 5: accuracy when a fraction of the elements sent at a split is corrupted
     corruption_fractions: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5])
@@ -51,13 +50,13 @@ class NairSettings:
 
 
 def require(ok: bool, setting: str, value, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"workload.{setting}={value!r}: {allowed}")
+    """`sim.config.check` on the setting `workload.<setting>`."""
+    check(ok, f"workload.{setting}", value, allowed)
 
 
 def validate(cfg: Config) -> None:
-    n: NairSettings = cfg.workload
     """One-line ConfigError for a setting no run can use (before anything is built)."""
+    n: NairSettings = cfg.workload
     require(isinstance(n.split, int) and 1 <= n.split <= NUM_STAGES, "split", n.split,
              f"allowed 1..{NUM_STAGES} (after the stem, a bottleneck block or the last convolution)")
     require(isinstance(n.input_size, int) and 8 <= n.input_size <= 256, "input_size", n.input_size, "allowed 8..256")
