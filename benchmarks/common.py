@@ -1,6 +1,7 @@
 """What the benchmark scripts share: the load-average note beside their timings, and how they
 hand over their result (an optional JSON file, and a last `RESULT {json}` line that
 `run_all.py` reads)."""
+
 from __future__ import annotations
 
 import json

@@ -1,6 +1,7 @@
 """The small digits workload of the Flower comparison, as an ordinary Flower app pair.
 
-MLP 64-64-10 on scikit-learn's digits (pixels / 16, read by `experiments.common.data.digits_arrays`); the client with partition id p holds the
+MLP 64-64-10 on scikit-learn's digits (pixels / 16, read by
+`experiments.common.data.digits_arrays`); the client with partition id p holds the
 samples p, p+10, p+20, ... (so for more than 10 clients, partitions repeat); local training is
 5 full-batch SGD steps at lr 0.1; FedAvg samples half the nodes per round (at least 2), no
 client evaluation; the server evaluates the global model on all 1797 samples after each round.
@@ -12,6 +13,7 @@ so both do the same work. Settings come from the run config (`num-server-rounds`
 `result-json`), falling back to `SETTINGS` (which a caller of run_simulation, which has no run
 config, fills in). The server app writes the accuracy per round to `result-json`.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,8 +69,9 @@ def train(msg: Message, ctx: Context) -> Message:
     model = net()
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     loss, n = local_train(model, int(ctx.node_config["partition-id"]))
-    content = RecordDict({"arrays": ArrayRecord(model.state_dict()),
-                          "metrics": MetricRecord({"train_loss": loss, "num-examples": n})})
+    content = RecordDict(
+        {"arrays": ArrayRecord(model.state_dict()), "metrics": MetricRecord({"train_loss": loss, "num-examples": n})}
+    )
     return Message(content=content, reply_to=msg)
 
 
@@ -90,8 +93,12 @@ def main(grid: Grid, context: Context) -> None:
 
     strategy = FedAvg(fraction_train=FRACTION_TRAIN, fraction_evaluate=0.0, min_available_nodes=2)
     t0 = time.perf_counter()
-    strategy.start(grid=grid, initial_arrays=ArrayRecord(net().state_dict()),
-                   num_rounds=int(cfg["num-server-rounds"]), evaluate_fn=evaluate)
+    strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord(net().state_dict()),
+        num_rounds=int(cfg["num-server-rounds"]),
+        evaluate_fn=evaluate,
+    )
     if cfg["result-json"]:
         with open(cfg["result-json"], "w") as f:
             # fl_s: the rounds alone (wall time of strategy.start), under either runtime

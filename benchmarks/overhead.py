@@ -12,7 +12,8 @@ clients whose `ClientApp` ran in the simulator (read from its clients.csv rows: 
 the dropped and those whose download was lost; out-of-memory clients and stragglers did run
 the real training), each one loading the global weights into the one model (as the
 built-in ClientApp does) and running `experiments.federated._train` under the same torch seed;
-then FedAvg over the clients whose reply the simulator accepted (weighted by examples, in Flower's order and arithmetic) and an
+then FedAvg over the clients whose reply the simulator accepted (weighted by examples, in Flower's
+order and arithmetic) and an
 evaluation of the global model on the test set (round 0 too, as Flower's `Strategy.start`).
 Both paths therefore compute the same models: the final accuracies are checked to agree.
 
@@ -30,6 +31,7 @@ as a last line `RESULT {json}`.
 functions by cumulative time, the known overhead items (meter, Flower (de)serialisation,
 aggregation, channel, SimPy, pandas) and self time by package.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,10 +60,10 @@ from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from experiments.federated.task import FederatedTask, _train, evaluate_model  # noqa: E402
-from sim.config import Config  # noqa: E402
-from sim.report import frame  # noqa: E402
 from sim.backends import torch_seeded  # noqa: E402
+from sim.config import Config  # noqa: E402
 from sim.federated.job import prepare, simulate  # noqa: E402
+from sim.report import frame  # noqa: E402
 from sim.seeding import stream  # noqa: E402
 from strategies.objectives import ClientObjective  # noqa: E402
 
@@ -125,7 +127,9 @@ class PlainLoop:
         self.seed, self.task = cfg.seed, task
         self.objective = ClientObjective()  # FedAvg's train config asks for no extra loss terms
         self.eval_model = task.build_model()
-        self.model = task.build_model()  # the clients' one model, its weights replaced per client (as the ClientApp does)
+        self.model = (
+            task.build_model()
+        )  # the clients' one model, its weights replaced per client (as the ClientApp does)
         self.global_sd = {k: v.detach().clone() for k, v in self.eval_model.state_dict().items()}
         loss, acc = evaluate_model(self.eval_model, task.data.x_test, task.data.y_test)
         self.evals = [(acc, loss)]
@@ -136,7 +140,9 @@ class PlainLoop:
         results = []
         for node in ran:
             idx = task.partitions[node - 1]
-            with torch_seeded(int(stream(self.seed, "torch", rnd, node, "train").integers(2**62))):  # as the back end seeds each job
+            with torch_seeded(
+                int(stream(self.seed, "torch", rnd, node, "train").integers(2**62))
+            ):  # as the back end seeds each job
                 self.model.load_state_dict(self.global_sd)
                 _train(task, self.model, idx, self.objective, lr)
             if node in received:
@@ -225,9 +231,11 @@ def busy_warning() -> None:
     except OSError:
         return
     if one > torch.get_num_threads() + 0.5:
-        print(f"warning: load average {one:.2f} > this benchmark's {torch.get_num_threads()} torch thread(s): other "
-              "processes compete for the cores and the timings are noisy (with several torch threads each path "
-              "slows down erratically, threads waiting on descheduled peers); rerun on a quiet machine")
+        print(
+            f"warning: load average {one:.2f} > this benchmark's {torch.get_num_threads()} torch thread(s): other "
+            "processes compete for the cores and the timings are noisy (with several torch threads each path "
+            "slows down erratically, threads waiting on descheduled peers); rerun on a quiet machine"
+        )
 
 
 # --- profile --------------------------------------------------------------------------------
@@ -264,16 +272,25 @@ def _bucket(filename: str, func: str) -> str:
 # cumulative times summed. Items may nest in one another (aggregation builds an ArrayRecord),
 # so they are not additive; "both paths" rows are work the plain loop does too.
 ITEMS = [
-    ("FLOP/memory meter hooks (WorkMeter._pre/_post, _key, _measure)", [("sim/meter.py", "_pre"), ("sim/meter.py", "_post")]),
+    (
+        "FLOP/memory meter hooks (WorkMeter._pre/_post, _key, _measure)",
+        [("sim/meter.py", "_pre"), ("sim/meter.py", "_post")],
+    ),
     ("  of which FlopCounterMode measurements (_measure, cache misses)", [("sim/meter.py", "_measure")]),
     ("  of which _key (input + parameter shapes, every top-level call)", [("sim/meter.py", "_key")]),
     # self time only: `inner` runs the forward itself; its own time is the global hooks' dispatch,
     # which every submodule call pays while the meter's hooks are registered (zero in the plain loop)
     ("torch hooked-call slow path (module.py inner, self time)", [("torch/nn/modules/module.py", "inner", "self")]),
     ("ArrayRecord(...) construction: torch/numpy -> npy bytes", [("flwr/app/message/arrayrecord.py", "__init__")]),
-    ("ArrayRecord.to_torch_state_dict: npy bytes -> torch", [("flwr/app/message/arrayrecord.py", "to_torch_state_dict")]),
+    (
+        "ArrayRecord.to_torch_state_dict: npy bytes -> torch",
+        [("flwr/app/message/arrayrecord.py", "to_torch_state_dict")],
+    ),
     ("Array.numpy (np.load of npy bytes, header via ast.literal_eval)", [("flwr/app/message/array.py", "numpy")]),
-    ("FedAvg aggregate_train (Array.numpy per reply + sum)", [("flwr/serverapp/strategy/fedavg.py", "aggregate_train")]),
+    (
+        "FedAvg aggregate_train (Array.numpy per reply + sum)",
+        [("flwr/serverapp/strategy/fedavg.py", "aggregate_train")],
+    ),
     ("FedAvg configure_train (sampling, messages)", [("flwr/serverapp/strategy/fedavg.py", "configure_train")]),
     ("Flower Message construction", [("flwr/app/message/message.py", "__init__")]),
     ("channel: transfer (packets, ARQ draws)", [("channels/link.py", "transfer")]),
@@ -281,8 +298,10 @@ ITEMS = [
     ("SimPy round (sim.federated.timeline.run_round)", [("sim/federated/timeline.py", "run_round")]),
     ("seeded streams (sim.seeding.stream)", [("sim/seeding.py", "stream")]),
     ("torch.random.fork_rng", [("torch/random.py", "fork_rng")]),
-    ("reports: _round_rows, frame (pandas), _summary", [("sim/federated/job.py", "_round_rows"), ("sim/report.py", "frame"),
-                                                         ("sim/federated/job.py", "_summary")]),
+    (
+        "reports: _round_rows, frame (pandas), _summary",
+        [("sim/federated/job.py", "_round_rows"), ("sim/report.py", "frame"), ("sim/federated/job.py", "_summary")],
+    ),
     ("both paths: local training (_train)", [("experiments/federated/task.py", "_train")]),
     ("both paths: model build per client (build_model)", [("experiments/common/models.py", "build_model")]),
     ("both paths: server evaluation (evaluate_model)", [("experiments/federated/task.py", "evaluate_model")]),
@@ -317,8 +336,10 @@ def profile_sim(cfg: Config, job, top: int = 25) -> dict:
         if _is_project_or_flwr(filename):
             rows.append((ct, tt, nc, f"{_where(filename)}:{line}({func})"))
     rows.sort(reverse=True)
-    print(f"\ncProfile of one simulator run: {wall:.2f} s under the profiler "
-          f"(profiled total {total:.2f} s); top {top} project/flwr functions by cumulative time")
+    print(
+        f"\ncProfile of one simulator run: {wall:.2f} s under the profiler "
+        f"(profiled total {total:.2f} s); top {top} project/flwr functions by cumulative time"
+    )
     print(f"{'cum s':>8} {'cum %':>6} {'self s':>8} {'calls':>8}  function")
     for ct, tt, nc, name in rows[:top]:
         print(f"{ct:8.3f} {100 * ct / total:5.1f}% {tt:8.3f} {nc:8d}  {name}")
@@ -336,19 +357,29 @@ def profile_sim(cfg: Config, job, top: int = 25) -> dict:
     print("\nself time by place (C builtins lumped; torch kernels show as builtins/methods):")
     for b, t in sorted(buckets.items(), key=lambda kv: -kv[1])[:15]:
         print(f"{t:8.3f} {100 * t / total:5.1f}%  {b}")
-    return {"profiled_total_s": total, "items": {label: round(cum, 4) for label, cum, _ in items},
-            "top": [{"cum_s": round(ct, 4), "self_s": round(tt, 4), "calls": nc, "function": n}
-                    for ct, tt, nc, n in rows[:top]]}
+    return {
+        "profiled_total_s": total,
+        "items": {label: round(cum, 4) for label, cum, _ in items},
+        "top": [
+            {"cum_s": round(ct, 4), "self_s": round(tt, 4), "calls": nc, "function": n} for ct, tt, nc, n in rows[:top]
+        ],
+    }
 
 
 # --- main -----------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--experiment", default="fedmax_noniid", help="conf/experiment/NAME.yaml (default: %(default)s)")
     ap.add_argument("--rounds", type=int, default=None, help="rounds (default: the experiment's)")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved runs (the figure; default: %(default)s)")
-    ap.add_argument("--alternating", type=int, default=2,
-                    help="whole sim and plain runs one after the other, for comparison (default: %(default)s)")
+    ap.add_argument(
+        "--alternating",
+        type=int,
+        default=2,
+        help="whole sim and plain runs one after the other, for comparison (default: %(default)s)",
+    )
     ap.add_argument("--warmup-rounds", type=int, default=2, help="rounds of the untimed warm-up of each path")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for both paths (default: torch's)")
     ap.add_argument("--profile", action="store_true", help="also profile one simulator run with cProfile")
@@ -364,16 +395,22 @@ def main(argv: list[str] | None = None) -> int:
     variants, fleet, _link, task = job
     assert len(variants) == 1 and variants[0].name == "fedavg", variants
     if task is None:
-        print("error: the experiment uses a user's ClientApp; the plain loop needs the built-in workload", file=sys.stderr)
+        print(
+            "error: the experiment uses a user's ClientApp; the plain loop needs the built-in workload", file=sys.stderr
+        )
         return 2
     rounds = cfg.workload.rounds
     w, d, s = cfg.workload, cfg.dataset, variants[0]
-    print(f"workload: experiment={args.experiment} strategy={s.name} dataset={d.name} partition={d.partition} "
-          f"model={w.model} devices={len(fleet)} fraction_train={s.fraction_train} rounds={rounds} "
-          f"local_epochs={w.local_epochs} batch_size={w.batch_size} channel={cfg.channel.model}/{cfg.channel.mode} "
-          f"ber={cfg.channel.ber} availability={cfg.fleet.availability}")
-    print(f"torch {torch.__version__}, threads={torch.get_num_threads()}, python {platform.python_version()}, "
-          f"cpus={os.cpu_count()}")
+    print(
+        f"workload: experiment={args.experiment} strategy={s.name} dataset={d.name} partition={d.partition} "
+        f"model={w.model} devices={len(fleet)} fraction_train={s.fraction_train} rounds={rounds} "
+        f"local_epochs={w.local_epochs} batch_size={w.batch_size} channel={cfg.channel.model}/{cfg.channel.mode} "
+        f"ber={cfg.channel.ber} availability={cfg.fleet.availability}"
+    )
+    print(
+        f"torch {torch.__version__}, threads={torch.get_num_threads()}, python {platform.python_version()}, "
+        f"cpus={os.cpu_count()}"
+    )
 
     # warm-up: both paths, a few rounds, untimed (first-use costs of flwr, torch, simpy, pandas)
     wcfg = with_rounds(cfg, min(args.warmup_rounds, rounds))
@@ -396,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
             schedule, sim_evals = sched, frame(res.rounds)[["accuracy", "loss"]].to_numpy()
         elif sched != schedule:
             raise SystemExit("the simulator sampled different clients in two runs of one seed: not comparable")
-        print(f"interleaved {k + 1}/{args.repeats}: sim {t_sim:.3f} s, plain {t_plain:.3f} s, ratio {t_sim / t_plain:.3f}")
+        print(
+            f"interleaved {k + 1}/{args.repeats}: sim {t_sim:.3f} s, plain {t_plain:.3f} s, ratio {t_sim / t_plain:.3f}"
+        )
 
     # for comparison: whole runs one after the other, in ABBA order (sim first on even repeats,
     # plain first on odd ones), each path's wall and CPU time
@@ -415,10 +454,12 @@ def main(argv: list[str] | None = None) -> int:
         plain_cpu.append(c)
 
     for k in range(args.alternating):
-        for step in ((sim_once, plain_once) if k % 2 == 0 else (plain_once, sim_once)):
+        for step in (sim_once, plain_once) if k % 2 == 0 else (plain_once, sim_once):
             step()
-        print(f"whole runs {k + 1}/{args.alternating} ({'sim, plain' if k % 2 == 0 else 'plain, sim'}): "
-              f"sim {sim_s[-1]:.3f} s, plain {plain_s[-1]:.3f} s, ratio {sim_s[-1] / plain_s[-1]:.3f}")
+        print(
+            f"whole runs {k + 1}/{args.alternating} ({'sim, plain' if k % 2 == 0 else 'plain, sim'}): "
+            f"sim {sim_s[-1]:.3f} s, plain {plain_s[-1]:.3f} s, ratio {sim_s[-1] / plain_s[-1]:.3f}"
+        )
 
     # the same work: same clients, and the same models (accuracies of rounds 1..R agree)
     ran = sum(len(r) for r, _ in schedule)
@@ -431,36 +472,67 @@ def main(argv: list[str] | None = None) -> int:
     ratio = statistics.median(a / b for a, b in inter)
     load_after = f"load average {load_note()}" if load_note() else ""
     print()
-    print(f"{'method':<12} {'sim s':>8} {'plain s':>8} {'ratio':>7}  (medians; sim per round {1000 * i_sim / rounds:.1f} ms)")
-    print(f"{'interleaved':<12} {i_sim:8.3f} {i_plain:8.3f} {ratio:7.3f}  runs: "
-          + ", ".join(f"{a / b:.3f}" for a, b in inter) + f"; target <= {TARGET_RATIO}: "
-          + ("met" if ratio <= TARGET_RATIO else "NOT met"))
+    print(
+        f"{'method':<12} {'sim s':>8} {'plain s':>8} {'ratio':>7}  "
+        f"(medians; sim per round {1000 * i_sim / rounds:.1f} ms)"
+    )
+    print(
+        f"{'interleaved':<12} {i_sim:8.3f} {i_plain:8.3f} {ratio:7.3f}  runs: "
+        + ", ".join(f"{a / b:.3f}" for a, b in inter)
+        + f"; target <= {TARGET_RATIO}: "
+        + ("met" if ratio <= TARGET_RATIO else "NOT met")
+    )
     result_whole = {}
     if sim_s:
         w_ratio = statistics.median(sim_s) / statistics.median(plain_s)
         w_pairs = statistics.median(a / b for a, b in zip(sim_s, plain_s))
         w_cpu = statistics.median(sim_cpu) / statistics.median(plain_cpu)
-        print(f"{'whole runs':<12} {statistics.median(sim_s):8.3f} {statistics.median(plain_s):8.3f} {w_ratio:7.3f}  "
-              f"pairs: " + ", ".join(f"{a / b:.3f}" for a, b in zip(sim_s, plain_s))
-              + f"; median of pairs {w_pairs:.3f}, of CPU times {w_cpu:.3f}")
-        result_whole = {"whole_sim_s": [round(t, 4) for t in sim_s], "whole_plain_s": [round(t, 4) for t in plain_s],
-                        "whole_sim_cpu_s": [round(t, 4) for t in sim_cpu],
-                        "whole_plain_cpu_s": [round(t, 4) for t in plain_cpu], "whole_ratio": round(w_ratio, 4),
-                        "whole_ratio_median_of_pairs": round(w_pairs, 4), "whole_ratio_cpu": round(w_cpu, 4)}
-    print(f"{'':<12} overhead {1000 * (i_sim - i_plain) / rounds:.1f} ms/round, "
-          f"{1000 * (i_sim - i_plain) / max(ran, 1):.2f} ms/client (interleaved medians)")
-    print(f"work: {rounds} rounds, {ran} client trainings ran ({received} aggregated); "
-          f"final accuracy sim {sim_evals[-1, 0]:.4f} plain {plain_acc[-1]:.4f} "
-          f"(max |diff| over rounds {acc_diff:.2g}: {'same models' if same else 'MODELS DIFFER'})")
+        print(
+            f"{'whole runs':<12} {statistics.median(sim_s):8.3f} {statistics.median(plain_s):8.3f} {w_ratio:7.3f}  "
+            f"pairs: "
+            + ", ".join(f"{a / b:.3f}" for a, b in zip(sim_s, plain_s))
+            + f"; median of pairs {w_pairs:.3f}, of CPU times {w_cpu:.3f}"
+        )
+        result_whole = {
+            "whole_sim_s": [round(t, 4) for t in sim_s],
+            "whole_plain_s": [round(t, 4) for t in plain_s],
+            "whole_sim_cpu_s": [round(t, 4) for t in sim_cpu],
+            "whole_plain_cpu_s": [round(t, 4) for t in plain_cpu],
+            "whole_ratio": round(w_ratio, 4),
+            "whole_ratio_median_of_pairs": round(w_pairs, 4),
+            "whole_ratio_cpu": round(w_cpu, 4),
+        }
+    print(
+        f"{'':<12} overhead {1000 * (i_sim - i_plain) / rounds:.1f} ms/round, "
+        f"{1000 * (i_sim - i_plain) / max(ran, 1):.2f} ms/client (interleaved medians)"
+    )
+    print(
+        f"work: {rounds} rounds, {ran} client trainings ran ({received} aggregated); "
+        f"final accuracy sim {sim_evals[-1, 0]:.4f} plain {plain_acc[-1]:.4f} "
+        f"(max |diff| over rounds {acc_diff:.2g}: {'same models' if same else 'MODELS DIFFER'})"
+    )
 
     result = {
-        "experiment": args.experiment, "strategy": s.name, "rounds": rounds, "repeats": args.repeats,
-        "threads": torch.get_num_threads(), "clients_trained": ran, "clients_aggregated": received,
-        "sim_s": [round(a, 4) for a, _ in inter], "plain_s": [round(b, 4) for _, b in inter],
-        "sim_median_s": round(i_sim, 4), "plain_median_s": round(i_plain, 4), "ratio": round(ratio, 4),
-        "ratio_runs": [round(a / b, 4) for a, b in inter], **result_whole,
-        "target_ratio": TARGET_RATIO, "within_target": ratio <= TARGET_RATIO,
-        "same_models": same, "max_accuracy_diff": acc_diff, "load_before": load_before, "load_after": load_after,
+        "experiment": args.experiment,
+        "strategy": s.name,
+        "rounds": rounds,
+        "repeats": args.repeats,
+        "threads": torch.get_num_threads(),
+        "clients_trained": ran,
+        "clients_aggregated": received,
+        "sim_s": [round(a, 4) for a, _ in inter],
+        "plain_s": [round(b, 4) for _, b in inter],
+        "sim_median_s": round(i_sim, 4),
+        "plain_median_s": round(i_plain, 4),
+        "ratio": round(ratio, 4),
+        "ratio_runs": [round(a / b, 4) for a, b in inter],
+        **result_whole,
+        "target_ratio": TARGET_RATIO,
+        "within_target": ratio <= TARGET_RATIO,
+        "same_models": same,
+        "max_accuracy_diff": acc_diff,
+        "load_before": load_before,
+        "load_after": load_after,
     }
     if load_after:
         print(load_after)

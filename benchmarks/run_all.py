@@ -14,6 +14,7 @@ inflated: compare ratios, and rerun when the load average exceeds the cores). `-
 every benchmark small, to check that they work; `--only a,b` reruns some and keeps the other
 entries of an existing output file. Load averages are 1, 5 and 15 minutes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,17 +31,38 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 BENCHMARKS = {
-    "vs_flower": (["vs_flower.py", "--nodes", "10", "--rounds", "10", "--repeats", "3"],
-                  ["vs_flower.py", "--nodes", "10", "--rounds", "2", "--repeats", "1"]),
-    "vs_flower_100": (["vs_flower.py", "--nodes", "100", "--rounds", "10", "--repeats", "1"],
-                      ["vs_flower.py", "--nodes", "100", "--rounds", "1", "--repeats", "1", "--paths", "edgesim-local"]),
-    "vs_flower_sweep": (["vs_flower.py", "--nodes", "10", "--rounds", "10", "--repeats", "1", "--sweep", "4"],
-                        ["vs_flower.py", "--nodes", "10", "--rounds", "2", "--repeats", "1", "--sweep", "2",
-                         "--paths", "edgesim-local"]),
-    "overhead": (["overhead.py", "--repeats", "5", "--alternating", "2", "--threads", "1"],
-                 ["overhead.py", "--rounds", "3", "--repeats", "1", "--alternating", "1", "--threads", "1"]),
-    "scale": (["scale.py", "--devices", "1000,10000,100000", "--sampled", "100", "--rounds", "5"],
-              ["scale.py", "--devices", "1000,100000", "--sampled", "10", "--rounds", "2"]),
+    "vs_flower": (
+        ["vs_flower.py", "--nodes", "10", "--rounds", "10", "--repeats", "3"],
+        ["vs_flower.py", "--nodes", "10", "--rounds", "2", "--repeats", "1"],
+    ),
+    "vs_flower_100": (
+        ["vs_flower.py", "--nodes", "100", "--rounds", "10", "--repeats", "1"],
+        ["vs_flower.py", "--nodes", "100", "--rounds", "1", "--repeats", "1", "--paths", "edgesim-local"],
+    ),
+    "vs_flower_sweep": (
+        ["vs_flower.py", "--nodes", "10", "--rounds", "10", "--repeats", "1", "--sweep", "4"],
+        [
+            "vs_flower.py",
+            "--nodes",
+            "10",
+            "--rounds",
+            "2",
+            "--repeats",
+            "1",
+            "--sweep",
+            "2",
+            "--paths",
+            "edgesim-local",
+        ],
+    ),
+    "overhead": (
+        ["overhead.py", "--repeats", "5", "--alternating", "2", "--threads", "1"],
+        ["overhead.py", "--rounds", "3", "--repeats", "1", "--alternating", "1", "--threads", "1"],
+    ),
+    "scale": (
+        ["scale.py", "--devices", "1000,10000,100000", "--sampled", "100", "--rounds", "5"],
+        ["scale.py", "--devices", "1000,100000", "--sampled", "10", "--rounds", "2"],
+    ),
     "vmap": (["vmap.py", "--repeats", "5"], ["vmap.py", "--quick"]),
 }
 
@@ -52,12 +74,17 @@ def load() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=str(HERE / "results.json"), help="where to write the results (default: %(default)s)")
+    ap.add_argument(
+        "--out", default=str(HERE / "results.json"), help="where to write the results (default: %(default)s)"
+    )
     ap.add_argument("--quick", action="store_true", help="small versions, to check that every benchmark runs")
     ap.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset of: " + ", ".join(BENCHMARKS))
     args = ap.parse_args(argv)
-    results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-                     "quick": args.quick, "benchmarks": {}}
+    results: dict = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "quick": args.quick,
+        "benchmarks": {},
+    }
     out = Path(args.out)
     if args.only != ",".join(BENCHMARKS) and out.exists():  # a subset: update those entries, keep the others
         previous = json.loads(out.read_text())
@@ -67,21 +94,39 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only.split(","):
         full, quick = BENCHMARKS[name]
         cmd = [sys.executable, str(HERE / (quick if args.quick else full)[0]), *(quick if args.quick else full)[1:]]
-        shown = "python benchmarks/" + " ".join((quick if args.quick else full))
+        shown = "python benchmarks/" + " ".join(quick if args.quick else full)
         print(f"== {name}: {shown}   (load average {load()})", flush=True)
-        started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         before, t0 = load(), time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              env=dict(os.environ, FLWR_TELEMETRY_ENABLED="0"))
+        proc = subprocess.run(
+            cmd,
+            cwd=ROOT,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, FLWR_TELEMETRY_ENABLED="0"),
+        )
         wall = time.perf_counter() - t0
         print(proc.stdout, flush=True)
-        result = next((json.loads(line[len("RESULT "):]) for line in reversed(proc.stdout.splitlines())
-                       if line.startswith("RESULT ")), None)
+        result = next(
+            (
+                json.loads(line[len("RESULT ") :])
+                for line in reversed(proc.stdout.splitlines())
+                if line.startswith("RESULT ")
+            ),
+            None,
+        )
         if proc.returncode != 0 or result is None:
             failed.append(name)
-        results["benchmarks"][name] = {"command": shown, "started_utc": started, "exit_code": proc.returncode,
-                                       "wall_s": round(wall, 1),
-                                       "load_before": before, "load_after": load(), "result": result}
+        results["benchmarks"][name] = {
+            "command": shown,
+            "started_utc": started,
+            "exit_code": proc.returncode,
+            "wall_s": round(wall, 1),
+            "load_before": before,
+            "load_after": load(),
+            "result": result,
+        }
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results written to {args.out}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

@@ -37,8 +37,14 @@ CHAINS = (["nonn", "nonn_4s", "nonn_8s", "mcpipe_theorem"], ["fedmax_noniid", "f
 
 def run_one(name: str, out: Path) -> str:
     folder = out / name
-    args = [*RUNS[name], "progress=false", "plots=false", f"cache_dir={out / '.cache'}",
-            f"hydra.run.dir={folder}", f"hydra.sweep.dir={folder}"]
+    args = [
+        *RUNS[name],
+        "progress=false",
+        "plots=false",
+        f"cache_dir={out / '.cache'}",
+        f"hydra.run.dir={folder}",
+        f"hydra.sweep.dir={folder}",
+    ]
     env = {**os.environ, "PYTHONHASHSEED": "0", "MPLBACKEND": "Agg"}
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "sim", *args], capture_output=True, text=True, env=env)

@@ -17,6 +17,7 @@ drawn only when it is sampled), one local epoch, every device available. Reporte
 
 The last line is `RESULT {json}`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -88,24 +89,37 @@ def child(devices: int, sampled: int, rounds: int, seed: int) -> dict:
     runner.evaluate_model = timed_evaluate
     backend = TimedBackend(cfg.workload.optimizer_copies, cfg.torch_threads)
     # warm-up (first-use costs of torch's optimiser, Flower, SimPy): one round, untimed
-    runner.simulate(runner.replace(cfg, workload=runner.replace(cfg.workload, rounds=1)), variants[0], fleet, link, task,
-                    progress=False, backend=backend)
+    runner.simulate(
+        runner.replace(cfg, workload=runner.replace(cfg.workload, rounds=1)),
+        variants[0],
+        fleet,
+        link,
+        task,
+        progress=False,
+        backend=backend,
+    )
     spent.update(clients=0.0, evaluation=0.0, clients_run=0)
     t = time.perf_counter()
     res = runner.simulate(cfg, variants[0], fleet, link, task, progress=False, backend=backend)
     total = time.perf_counter() - t
     own = total - spent["clients"] - spent["evaluation"]
     return {
-        "devices": devices, "sampled_per_round": sampled, "rounds": rounds,
-        "clients_trained": spent["clients_run"], "clients_received": sum(r.clients_received for r in res.rounds),
-        "rss_after_imports_mib": round(rss_imports, 1), "rss_after_build_mib": round(rss_built, 1),
+        "devices": devices,
+        "sampled_per_round": sampled,
+        "rounds": rounds,
+        "clients_trained": spent["clients_run"],
+        "clients_received": sum(r.clients_received for r in res.rounds),
+        "rss_after_imports_mib": round(rss_imports, 1),
+        "rss_after_build_mib": round(rss_built, 1),
         "rss_peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "build_s": round(build_s, 3), "round_s": round(total / rounds, 4),
+        "build_s": round(build_s, 3),
+        "round_s": round(total / rounds, 4),
         "client_training_s_per_round": round(spent["clients"] / rounds, 4),
         "evaluation_s_per_round": round(spent["evaluation"] / rounds, 4),
         "simulator_own_s_per_round": round(own / rounds, 4),
         "simulator_own_ms_per_client": round(1000 * own / max(spent["clients_run"], 1), 3),
-        "final_accuracy": float(res.rounds[-1].accuracy), "torch_threads": torch.get_num_threads(),
+        "final_accuracy": float(res.rounds[-1].accuracy),
+        "torch_threads": torch.get_num_threads(),
     }
 
 
@@ -125,28 +139,52 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", PYTHONHASHSEED="0")
     for n in (int(x) for x in args.devices.split(",")):
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(n), "--sampled",
-                               str(args.sampled), "--rounds", str(args.rounds), "--seed", str(args.seed)],
-                              cwd=ROOT, env=env, text=True, capture_output=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--child",
+                str(n),
+                "--sampled",
+                str(args.sampled),
+                "--rounds",
+                str(args.rounds),
+                "--seed",
+                str(args.seed),
+            ],
+            cwd=ROOT,
+            env=env,
+            text=True,
+            capture_output=True,
+        )
         if proc.returncode != 0:
             raise SystemExit(f"{n} devices failed:\n{proc.stderr[-3000:]}")
         row = next(json.loads(line[6:]) for line in proc.stdout.splitlines() if line.startswith("CHILD "))
         rows.append(row)
-        print(f"  {n:>7} devices: RSS {row['rss_after_imports_mib']:.0f} -> {row['rss_after_build_mib']:.0f} MiB "
-              f"(peak {row['rss_peak_mib']:.0f}), per round {1000 * row['round_s']:.1f} ms = clients "
-              f"{1000 * row['client_training_s_per_round']:.1f} + evaluation {1000 * row['evaluation_s_per_round']:.1f} "
-              f"+ simulator {1000 * row['simulator_own_s_per_round']:.1f} ms", flush=True)
-    print(f"\n{'devices':>8} {'RSS build MiB':>14} {'RSS peak MiB':>13} {'sim ms/round':>13} {'sim ms/client':>14} "
-          f"{'clients ms/round':>17}")
+        print(
+            f"  {n:>7} devices: RSS {row['rss_after_imports_mib']:.0f} -> {row['rss_after_build_mib']:.0f} MiB "
+            f"(peak {row['rss_peak_mib']:.0f}), per round {1000 * row['round_s']:.1f} ms = clients "
+            f"{1000 * row['client_training_s_per_round']:.1f} + evaluation {1000 * row['evaluation_s_per_round']:.1f} "
+            f"+ simulator {1000 * row['simulator_own_s_per_round']:.1f} ms",
+            flush=True,
+        )
+    print(
+        f"\n{'devices':>8} {'RSS build MiB':>14} {'RSS peak MiB':>13} {'sim ms/round':>13} {'sim ms/client':>14} "
+        f"{'clients ms/round':>17}"
+    )
     for r in rows:
-        print(f"{r['devices']:>8} {r['rss_after_build_mib']:14.1f} {r['rss_peak_mib']:13.1f} "
-              f"{1000 * r['simulator_own_s_per_round']:13.1f} {r['simulator_own_ms_per_client']:14.2f} "
-              f"{1000 * r['client_training_s_per_round']:17.1f}")
+        print(
+            f"{r['devices']:>8} {r['rss_after_build_mib']:14.1f} {r['rss_peak_mib']:13.1f} "
+            f"{1000 * r['simulator_own_s_per_round']:13.1f} {r['simulator_own_ms_per_client']:14.2f} "
+            f"{1000 * r['client_training_s_per_round']:17.1f}"
+        )
     if len(rows) > 1:
         a, b = rows[0], rows[-1]
-        print(f"from {a['devices']} to {b['devices']} devices ({b['devices'] / a['devices']:.0f}x): peak memory "
-              f"+{b['rss_peak_mib'] - a['rss_peak_mib']:.1f} MiB, simulator time per round x"
-              f"{b['simulator_own_s_per_round'] / a['simulator_own_s_per_round']:.2f}")
+        print(
+            f"from {a['devices']} to {b['devices']} devices ({b['devices'] / a['devices']:.0f}x): peak memory "
+            f"+{b['rss_peak_mib'] - a['rss_peak_mib']:.1f} MiB, simulator time per round x"
+            f"{b['simulator_own_s_per_round'] / a['simulator_own_s_per_round']:.2f}"
+        )
     result = {"rows": rows, "load_after": load_note()}
     print(f"load average after: {result['load_after']}")
     finish(result, args.json)

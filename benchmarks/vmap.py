@@ -35,6 +35,7 @@ those of the per-client loop started from initial weights perturbed at float rou
 
 The last line is `RESULT {json}`. Measured figures and the conclusion: docs/scale.md, section 6.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,18 +57,18 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from common import finish, load_note  # noqa: E402
 from flwr.app import ArrayRecord, Message, RecordDict  # noqa: E402
+from overhead import compose_config  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from experiments.federated.task import learning_rate, train_reply  # noqa: E402
 from experiments.federated.records import array_view, to_array_record, to_state_dict  # noqa: E402
-from common import finish, load_note  # noqa: E402
-from overhead import compose_config  # noqa: E402
-from sim.backends import LocalBackend, torch_seeded
+from experiments.federated.task import learning_rate, train_reply  # noqa: E402
+from sim.backends import LocalBackend, torch_seeded  # noqa: E402
 from sim.backends.base import run_job  # noqa: E402
-from sim.federated.job import prepare, simulate  # noqa: E402
-from sim.backends.vectorized import VectorizedBackend
+from sim.backends.vectorized import VectorizedBackend  # noqa: E402
 from sim.backends.vectorized import execute as execute_together  # noqa: E402
+from sim.federated.job import prepare, simulate  # noqa: E402
 from strategies.objectives import ClientObjective  # noqa: E402
 
 EXPERIMENT = "fedmax_noniid"
@@ -130,10 +131,20 @@ class Laps:
         self.t = now
 
 
-PIECES = ("seeding: fork_rng + manual_seed", "decode: ArrayRecord -> tensors", "model build (init)",
-          "load_state_dict", "data: partition gather", "data: randperm + batch indexing", "forward", "loss",
-          "backward (zero_grad + backward)", "optimizer (SGD build + step)", "tallies (loss.item, feature sum)",
-          "encode: reply ArrayRecord + Message")
+PIECES = (
+    "seeding: fork_rng + manual_seed",
+    "decode: ArrayRecord -> tensors",
+    "model build (init)",
+    "load_state_dict",
+    "data: partition gather",
+    "data: randperm + batch indexing",
+    "forward",
+    "loss",
+    "backward (zero_grad + backward)",
+    "optimizer (SGD build + step)",
+    "tallies (loss.item, feature sum)",
+    "encode: reply ArrayRecord + Message",
+)
 
 
 def instrumented_train(task, msg, ctx, seed: int, laps: dict, ops: dict | None = None):
@@ -153,8 +164,13 @@ def instrumented_train(task, msg, ctx, seed: int, laps: dict, ops: dict | None =
         objective, lr = ClientObjective.from_config(config), learning_rate(task, config)
         x, y = task.data.x_train[idx], task.data.y_train[idx]
         lap("data: partition gather")
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=task.momentum,
-                              nesterov=task.momentum > 0, weight_decay=task.weight_decay)
+        opt = torch.optim.SGD(
+            model.parameters(),
+            lr=lr,
+            momentum=task.momentum,
+            nesterov=task.momentum > 0,
+            weight_decay=task.weight_decay,
+        )
         anchor = [p.detach().clone() for p in model.parameters()] if objective.mu > 0 else []
         model.train()
         lap("optimizer (SGD build + step)")
@@ -165,7 +181,7 @@ def instrumented_train(task, msg, ctx, seed: int, laps: dict, ops: dict | None =
             lap("data: randperm + batch indexing")
             for start in range(0, len(idx), task.batch_size):
                 counting = ops is not None and not ops
-                b = order[start:start + task.batch_size]
+                b = order[start : start + task.batch_size]
                 xb, yb = x[b], y[b]
                 lap("data: randperm + batch indexing")
                 with OpCounter() if counting else _Nothing() as c_fwd:
@@ -182,8 +198,13 @@ def instrumented_train(task, msg, ctx, seed: int, laps: dict, ops: dict | None =
                     opt.step()
                 lap("optimizer (SGD build + step)")
                 if counting:
-                    ops.update(forward=c_fwd.count, loss=c_loss.count, backward=c_bwd.count, optimizer=c_opt.count,
-                               batch=tuple(xb.shape))
+                    ops.update(
+                        forward=c_fwd.count,
+                        loss=c_loss.count,
+                        backward=c_bwd.count,
+                        optimizer=c_opt.count,
+                        batch=tuple(xb.shape),
+                    )
                 if last:
                     total += loss.item() * len(b)
                     count += len(b)
@@ -247,8 +268,13 @@ def profile(rounds: int, repeats: int) -> dict:
         n_rounds = len(recorded)
         ms = {k: 1000 * statistics.median(v) / n_rounds for k, v in per_pass.items()}
         other = 1000 * (wall - backend.execute_s) / rounds  # one pass: the simulation itself
-        out[strategy] = {"rounds": n_rounds, "clients_per_round": n_clients / n_rounds, "ms_per_round": ms,
-                         "round_outside_clients_ms": other, "ops_first_step": ops}
+        out[strategy] = {
+            "rounds": n_rounds,
+            "clients_per_round": n_clients / n_rounds,
+            "ms_per_round": ms,
+            "round_outside_clients_ms": other,
+            "ops_first_step": ops,
+        }
     return out
 
 
@@ -264,21 +290,29 @@ def print_profile(prof: dict) -> None:
             v = p["ms_per_round"][label]
             row += f"{v:10.2f} ({100 * v / total:4.1f}%)"
         print(row)
-    print(f"{'round outside the clients (strategy, aggregation, evaluation, links, SimPy)':<66}"
-          + "".join(f"{p['round_outside_clients_ms']:10.2f}{'':8}" for p in prof.values()))
+    print(
+        f"{'round outside the clients (strategy, aggregation, evaluation, links, SimPy)':<66}"
+        + "".join(f"{p['round_outside_clients_ms']:10.2f}{'':8}" for p in prof.values())
+    )
     for name, p in prof.items():
         o = p["ops_first_step"]
-        print(f"{name}: {p['clients_per_round']:.1f} clients a round; aten ops per step (batch {o['batch']}): forward "
-              f"{o['forward']}, loss {o['loss']}, backward {o['backward']}, optimizer {o['optimizer']}: "
-              f"{o['forward'] + o['loss'] + o['backward'] + o['optimizer']} in all")
+        print(
+            f"{name}: {p['clients_per_round']:.1f} clients a round; aten ops per step (batch {o['batch']}): forward "
+            f"{o['forward']}, loss {o['loss']}, backward {o['backward']}, optimizer {o['optimizer']}: "
+            f"{o['forward'] + o['loss'] + o['backward'] + o['optimizer']} in all"
+        )
 
 
 # --- part 2: the prototype against the loop -------------------------------------------------------
 CASES = {
     9: [],
     30: ["strategy.fraction_train=1.0"],
-    100: ["fleet.num_devices=100", "strategy.fraction_train=1.0", "dataset.partition=sampled",
-          "dataset.samples_per_device=48"],
+    100: [
+        "fleet.num_devices=100",
+        "strategy.fraction_train=1.0",
+        "dataset.partition=sampled",
+        "dataset.samples_per_device=48",
+    ],
     "unequal": ["strategy.fraction_train=1.0", "dataset.partition=dirichlet", "dataset.alpha=0.5"],
 }
 
@@ -305,8 +339,11 @@ def reply_diff(a, b) -> float:
     if (a.flops, a.peak_bytes) != (b.flops, b.peak_bytes):
         raise SystemExit(f"charged work differs: {a.flops, a.peak_bytes} vs {b.flops, b.peak_bytes}")
     ca, cb = a.reply.content, b.reply.content
-    if list(ca) != list(cb) or ca["arrays"].count_bytes() != cb["arrays"].count_bytes() \
-            or ca["metrics"]["num-examples"] != cb["metrics"]["num-examples"]:
+    if (
+        list(ca) != list(cb)
+        or ca["arrays"].count_bytes() != cb["arrays"].count_bytes()
+        or ca["metrics"]["num-examples"] != cb["metrics"]["num-examples"]
+    ):
         raise SystemExit("the replies differ in layout or num-examples")
     worst = 0.0
     for key in ("arrays", "edgesim-probe"):
@@ -325,8 +362,12 @@ def ulp_sensitivity(app, job, ref, cache, copies) -> float:
     arrays = {n: torch.from_numpy(array_view(a).copy()) for n, a in msg.content["arrays"].items()}
     worst = 0.0
     for name, t in arrays.items():
-        moved = RecordDict({"arrays": ArrayRecord({**arrays, name: torch.nextafter(t, torch.full_like(t, np.inf))}),
-                            "config": msg.content["config"]})
+        moved = RecordDict(
+            {
+                "arrays": ArrayRecord({**arrays, name: torch.nextafter(t, torch.full_like(t, np.inf))}),
+                "config": msg.content["config"],
+            }
+        )
         other = Message(moved, msg.metadata.dst_node_id, msg.metadata.message_type, group_id=msg.metadata.group_id)
         worst = max(worst, reply_diff(ref, run_job(app, other, ctx, seed, cache, copies)))
     return worst
@@ -341,10 +382,19 @@ def check(ref, got, app, jobs, cache, copies, sensitivity: dict) -> dict:
         if d > RTOL:
             if i not in sensitivity:
                 sensitivity[i] = ulp_sensitivity(app, jobs[i], ref[i], cache, copies)
-            beyond.append({"client": i, "diff": float(f"{d:.3g}"), "loop_1ulp": float(f"{sensitivity[i]:.3g}"),
-                           "explained": d <= 2 * sensitivity[i]})
-    return {"max_within": max([d for d in diffs if d <= RTOL], default=0.0), "beyond": beyond,
-            "ok": all(b["explained"] for b in beyond)}
+            beyond.append(
+                {
+                    "client": i,
+                    "diff": float(f"{d:.3g}"),
+                    "loop_1ulp": float(f"{sensitivity[i]:.3g}"),
+                    "explained": d <= 2 * sensitivity[i],
+                }
+            )
+    return {
+        "max_within": max([d for d in diffs if d <= RTOL], default=0.0),
+        "beyond": beyond,
+        "ok": all(b["explained"] for b in beyond),
+    }
 
 
 def prototype(cases: list, strategies: tuple, repeats: int) -> dict:
@@ -357,34 +407,52 @@ def prototype(cases: list, strategies: tuple, repeats: int) -> dict:
             sizes = [len(task.partitions[int(c.node_config["partition-id"])]) for _, c, _ in jobs]
             ref = run_method("loop", task, app, jobs, cache, copies)
             sensitivity: dict = {}
-            checks = {m: check(ref, run_method(m, task, app, jobs, cache, copies), app, jobs, cache, copies, sensitivity)
-                      for m in METHODS[1:]}
+            checks = {
+                m: check(ref, run_method(m, task, app, jobs, cache, copies), app, jobs, cache, copies, sensitivity)
+                for m in METHODS[1:]
+            }
             wall: dict[str, list[float]] = defaultdict(list)
             cpu: dict[str, list[float]] = defaultdict(list)
             for r in range(repeats):
-                for m in METHODS[r % len(METHODS):] + METHODS[:r % len(METHODS)]:
+                for m in METHODS[r % len(METHODS) :] + METHODS[: r % len(METHODS)]:
                     t0, c0 = time.perf_counter(), time.process_time()
                     run_method(m, task, app, jobs, cache, copies)
                     wall[m].append(time.perf_counter() - t0)
                     cpu[m].append(time.process_time() - c0)
             med = {m: statistics.median(wall[m]) for m in METHODS}
             med_cpu = {m: statistics.median(cpu[m]) for m in METHODS}
-            row = {"case": case, "strategy": strategy, "clients": len(jobs), "samples": [min(sizes), max(sizes)],
-                   "ms": {m: round(1000 * v, 2) for m, v in med.items()},
-                   "cpu_ms": {m: round(1000 * v, 2) for m, v in med_cpu.items()},
-                   "speedup": {m: round(med["loop"] / med[m], 3) for m in METHODS[1:]},
-                   "speedup_cpu": {m: round(med_cpu["loop"] / med_cpu[m], 3) for m in METHODS[1:]},
-                   "check": checks}
+            row = {
+                "case": case,
+                "strategy": strategy,
+                "clients": len(jobs),
+                "samples": [min(sizes), max(sizes)],
+                "ms": {m: round(1000 * v, 2) for m, v in med.items()},
+                "cpu_ms": {m: round(1000 * v, 2) for m, v in med_cpu.items()},
+                "speedup": {m: round(med["loop"] / med[m], 3) for m in METHODS[1:]},
+                "speedup_cpu": {m: round(med_cpu["loop"] / med_cpu[m], 3) for m in METHODS[1:]},
+                "check": checks,
+            }
             out[f"{case}/{strategy}"] = row
-            print(f"  {str(case):>7} {strategy:<8} {len(jobs):>3} clients ({min(sizes)}-{max(sizes)} samples): loop "
-                  f"{row['ms']['loop']:7.1f} ms | " + " | ".join(
-                      f"{m} {row['ms'][m]:6.1f} ms x{row['speedup'][m]:.2f} (cpu x{row['speedup_cpu'][m]:.2f})"
-                      for m in METHODS[1:]), flush=True)
+            print(
+                f"  {str(case):>7} {strategy:<8} {len(jobs):>3} clients ({min(sizes)}-{max(sizes)} samples): loop "
+                f"{row['ms']['loop']:7.1f} ms | "
+                + " | ".join(
+                    f"{m} {row['ms'][m]:6.1f} ms x{row['speedup'][m]:.2f} (cpu x{row['speedup_cpu'][m]:.2f})"
+                    for m in METHODS[1:]
+                ),
+                flush=True,
+            )
             c = checks["prefix"]
-            print(f"  {'':>7} {'':<8} diff from the loop: {len(jobs) - len(c['beyond'])} clients within {RTOL:g} "
-                  f"(largest {c['max_within']:.1e})" + "".join(
-                      f"; client {b['client']}: {b['diff']:.1e}, the loop itself after a 1-ulp change of its start: "
-                      f"{b['loop_1ulp']:.1e}" for b in c["beyond"]), flush=True)
+            print(
+                f"  {'':>7} {'':<8} diff from the loop: {len(jobs) - len(c['beyond'])} clients within {RTOL:g} "
+                f"(largest {c['max_within']:.1e})"
+                + "".join(
+                    f"; client {b['client']}: {b['diff']:.1e}, the loop itself after a 1-ulp change of its start: "
+                    f"{b['loop_1ulp']:.1e}"
+                    for b in c["beyond"]
+                ),
+                flush=True,
+            )
     return out
 
 
@@ -392,6 +460,7 @@ def prototype(cases: list, strategies: tuple, repeats: int) -> dict:
 def perturbed(task):
     """The task with its initial model's weights multiplied by 1 + 1e-7 x N(0, 1): the server's
     initial global model is perturbed at float rounding level, nothing else."""
+
     def build():
         model = task.build_model()
         gen = torch.Generator().manual_seed(1)
@@ -399,6 +468,7 @@ def perturbed(task):
             for p in model.parameters():
                 p.mul_(1 + 1e-7 * torch.randn(p.shape, generator=gen))
         return model
+
     return replace(task, build_model=build)
 
 
@@ -413,27 +483,46 @@ def end_to_end(rounds: int, repeats: int) -> dict:
         for name in order if r % 2 == 0 else order[::-1]:
             c, vec = settings[name]
             t0 = time.perf_counter()
-            runs[name] = [simulate(c, v, fleet, link, task, progress=False,
-                                   backend=(VectorizedBackend(task, c.workload.optimizer_copies, c.torch_threads) if vec
-                                            else LocalBackend(c.workload.optimizer_copies, c.torch_threads)))
-                          for v in variants]
+            runs[name] = [
+                simulate(
+                    c,
+                    v,
+                    fleet,
+                    link,
+                    task,
+                    progress=False,
+                    backend=(
+                        VectorizedBackend(task, c.workload.optimizer_copies, c.torch_threads)
+                        if vec
+                        else LocalBackend(c.workload.optimizer_copies, c.torch_threads)
+                    ),
+                )
+                for v in variants
+            ]
             wall[name].append(time.perf_counter() - t0)
     # the reference for "float rounding": the loop from initial weights perturbed by ~1e-7 relative
-    runs["loop, initial weights x (1 + 1e-7 N(0,1))"] = [simulate(cfg, v, fleet, link, perturbed(task), progress=False)
-                                                         for v in variants]
+    runs["loop, initial weights x (1 + 1e-7 N(0,1))"] = [
+        simulate(cfg, v, fleet, link, perturbed(task), progress=False) for v in variants
+    ]
     base = runs["vectorize=false"]
     same_clients = all(a.clients == b.clients for a, b in zip(base, runs["vectorize=true"]))
-    final = {name: {res.strategy: round(float(res.rounds[-1].accuracy), 4) for res in rs}
-             for name, rs in runs.items()}
+    final = {name: {res.strategy: round(float(res.rounds[-1].accuracy), 4) for res in rs} for name, rs in runs.items()}
     med = {k: statistics.median(v) for k, v in wall.items()}
-    out = {"rounds": rounds, "strategies": [v.name for v in variants], "repeats": repeats,
-           "wall_s": {k: [round(t, 3) for t in v] for k, v in wall.items()},
-           "median_s": {k: round(v, 3) for k, v in med.items()},
-           "speedup": round(med["vectorize=false"] / med["vectorize=true"], 3),
-           "clients_csv_identical": same_clients, "final_accuracy": final}
-    print(f"\nPart 3: the whole experiment ({rounds} rounds x {', '.join(out['strategies'])}), median of {repeats}: "
-          f"vectorize=false {med['vectorize=false']:.2f} s, true {med['vectorize=true']:.2f} s: x{out['speedup']:.2f}; "
-          f"clients.csv identical: {same_clients}")
+    out = {
+        "rounds": rounds,
+        "strategies": [v.name for v in variants],
+        "repeats": repeats,
+        "wall_s": {k: [round(t, 3) for t in v] for k, v in wall.items()},
+        "median_s": {k: round(v, 3) for k, v in med.items()},
+        "speedup": round(med["vectorize=false"] / med["vectorize=true"], 3),
+        "clients_csv_identical": same_clients,
+        "final_accuracy": final,
+    }
+    print(
+        f"\nPart 3: the whole experiment ({rounds} rounds x {', '.join(out['strategies'])}), median of {repeats}: "
+        f"vectorize=false {med['vectorize=false']:.2f} s, true {med['vectorize=true']:.2f} s: x{out['speedup']:.2f}; "
+        f"clients.csv identical: {same_clients}"
+    )
     for name, acc in final.items():
         print(f"  final accuracy, {name:<44} " + ", ".join(f"{s} {a:.4f}" for s, a in acc.items()))
     return out
@@ -462,12 +551,18 @@ def main(argv: list[str] | None = None) -> int:
     print(result["load_after"])
     checks = [c for row in result["prototype"].values() for c in row["check"].values()]
     clients = sum(row["clients"] for row in result["prototype"].values())
-    beyond = {(key, b["client"]) for key, row in result["prototype"].items() for c in row["check"].values()
-              for b in c["beyond"]}
+    beyond = {
+        (key, b["client"])
+        for key, row in result["prototype"].items()
+        for c in row["check"].values()
+        for b in c["beyond"]
+    }
     ok = all(c["ok"] for c in checks) and result["end_to_end"]["clients_csv_identical"]
-    print(f"equality: {clients - len(beyond)} of {clients} clients within {RTOL:g} of the loop (largest "
-          f"{max(c['max_within'] for c in checks):.1e}); {len(beyond)} beyond, each "
-          f"{'no further than the loop from itself after a 1-ulp change' if ok else 'NOT explained'}")
+    print(
+        f"equality: {clients - len(beyond)} of {clients} clients within {RTOL:g} of the loop (largest "
+        f"{max(c['max_within'] for c in checks):.1e}); {len(beyond)} beyond, each "
+        f"{'no further than the loop from itself after a 1-ulp change' if ok else 'NOT explained'}"
+    )
     finish(result)
     return 0 if ok else 1
 

@@ -26,10 +26,12 @@ floor is still one process's imports.
 The paths run one after another, in rotating order over `--repeats`; the medians and the
 ratios flower / edgesim are printed, end to end and for the rounds alone (the wall time of
 `strategy.start` inside the ServerApp: no interpreter start, imports or Ray start-up, but the
-first round's lazy imports, e.g. torch's optimiser importing torch._dynamo, are in it), with the final accuracy of each path (the same training
+first round's lazy imports, e.g. torch's optimiser importing torch._dynamo, are in it), with the
+final accuracy of each path (the same training
 and sampling seed; Flower numbers its nodes at random, so the sampled partitions, and hence
 the accuracies, can differ a little). The last line is `RESULT {json}`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,18 +47,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import finish, load_note  # noqa: E402
+
 TARGET = 5.0  # edgesim at least this many times faster than Flower's simulation, end to end
 PATHS = ("flower", "edgesim-local", "edgesim-ray", "floor")
 # what any process that runs this workload pays before its first round: importing torch and
 # Flower's app modules, and the first torch optimiser (which imports torch._dynamo, ~1.2 s here)
-FLOOR_CODE = ("import json, sys, time; t = time.perf_counter(); import torch, flwr.app, flwr.serverapp, flwr.clientapp; "
-              "torch.optim.SGD([torch.zeros(1, requires_grad=True)]); "
-              "json.dump({'accuracy': {sys.argv[2]: float('nan')}, 'fl_s': 0.0}, open(sys.argv[1], 'w'))")
+FLOOR_CODE = (
+    "import json, sys, time; t = time.perf_counter(); import torch, flwr.app, flwr.serverapp, flwr.clientapp; "
+    "torch.optim.SGD([torch.zeros(1, requires_grad=True)]); "
+    "json.dump({'accuracy': {sys.argv[2]: float('nan')}, 'fl_s': 0.0}, open(sys.argv[1], 'w'))"
+)
 
 
 def _env() -> dict:
-    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", PYTHONHASHSEED="0", MPLBACKEND="Agg",
-               RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO="0")
+    env = dict(
+        os.environ,
+        FLWR_TELEMETRY_ENABLED="0",
+        PYTHONHASHSEED="0",
+        MPLBACKEND="Agg",
+        RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO="0",
+    )
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     return env
 
@@ -66,32 +76,69 @@ def _command(path: str, nodes: int, rounds: int, seed: int, out: Path, sweep: in
     if path == "floor":
         return [sys.executable, "-c", FLOOR_CODE, str(result), str(rounds)]
     if path == "flower":
-        return [sys.executable, str(Path(__file__).resolve()), "--child-flower", "--nodes", str(nodes),
-                "--rounds", str(rounds), "--seed", str(seed), "--sweep", str(sweep), "--json", str(result)]
+        return [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child-flower",
+            "--nodes",
+            str(nodes),
+            "--rounds",
+            str(rounds),
+            "--seed",
+            str(seed),
+            "--sweep",
+            str(sweep),
+            "--json",
+            str(result),
+        ]
     backend = path.split("-", 1)[1]
     sim = [sys.executable, "-m", "sim"]
-    workload = ["workload.app.server=benchmarks.digits_fl:server_app",
-                "workload.app.client=benchmarks.digits_fl:client_app", f"fleet.num_devices={nodes}",
-                "fleet.availability=1.0", f"workload.rounds={rounds}", "progress=false",
-                f"+workload.app.run_config.num-server-rounds={rounds}", "plots=false"]
+    workload = [
+        "workload.app.server=benchmarks.digits_fl:server_app",
+        "workload.app.client=benchmarks.digits_fl:client_app",
+        f"fleet.num_devices={nodes}",
+        "fleet.availability=1.0",
+        f"workload.rounds={rounds}",
+        "progress=false",
+        f"+workload.app.run_config.num-server-rounds={rounds}",
+        "plots=false",
+    ]
     if sweep == 1:
-        return sim + workload + [f"seed={seed}", f"+workload.app.run_config.seed={seed}",
-                                 f"+workload.app.run_config.result-json={result}", f"backend={backend}",
-                                 f"hydra.run.dir={out / 'run'}"]
+        return (
+            sim
+            + workload
+            + [
+                f"seed={seed}",
+                f"+workload.app.run_config.seed={seed}",
+                f"+workload.app.run_config.result-json={result}",
+                f"backend={backend}",
+                f"hydra.run.dir={out / 'run'}",
+            ]
+        )
     # one multirun over the seeds; each job's app writes its own accuracy file (the last seed's is read)
     seeds = ",".join(str(seed + k) for k in range(sweep))
     launcher = ["hydra/launcher=edgesim_ray"] if backend == "ray" else []
-    return sim + ["-m"] + workload + [f"seed={seeds}", "+workload.app.run_config.seed=${seed}",
-                                      f"+workload.app.run_config.result-json={out}/accuracy_${{seed}}.json",
-                                      f"hydra.sweep.dir={out / 'sweep'}"] + launcher
+    return (
+        sim
+        + ["-m"]
+        + workload
+        + [
+            f"seed={seeds}",
+            "+workload.app.run_config.seed=${seed}",
+            f"+workload.app.run_config.result-json={out}/accuracy_${{seed}}.json",
+            f"hydra.sweep.dir={out / 'sweep'}",
+        ]
+        + launcher
+    )
 
 
 def run_path(path: str, nodes: int, rounds: int, seed: int, sweep: int = 1) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"vs_flower_{path}_") as tmp:
         out = Path(tmp)
         t0 = time.perf_counter()
-        proc = subprocess.run(_command(path, nodes, rounds, seed, out, sweep), cwd=ROOT, env=_env(), text=True,
-                              capture_output=True)
+        proc = subprocess.run(
+            _command(path, nodes, rounds, seed, out, sweep), cwd=ROOT, env=_env(), text=True, capture_output=True
+        )
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             raise SystemExit(f"{path} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -99,9 +146,15 @@ def run_path(path: str, nodes: int, rounds: int, seed: int, sweep: int = 1) -> d
             accuracies = sorted(out.glob("accuracy_*.json"))
             if len(accuracies) != sweep:
                 raise SystemExit(f"{path}: {len(accuracies)} of {sweep} sweep jobs wrote their accuracy")
-            info = {"path": path, "wall_s": wall, "jobs": sweep,
-                    "rounds_wall_s": sum(json.loads(a.read_text())["fl_s"] for a in accuracies),
-                    "final_accuracy": json.loads((out / f"accuracy_{seed + sweep - 1}.json").read_text())["accuracy"][str(rounds)]}
+            info = {
+                "path": path,
+                "wall_s": wall,
+                "jobs": sweep,
+                "rounds_wall_s": sum(json.loads(a.read_text())["fl_s"] for a in accuracies),
+                "final_accuracy": json.loads((out / f"accuracy_{seed + sweep - 1}.json").read_text())["accuracy"][
+                    str(rounds)
+                ],
+            }
             info["comparison_rows"] = len((out / "sweep" / "comparison.csv").read_text().splitlines()) - 1
             return info
         result = json.loads((out / "accuracy.json").read_text())
@@ -118,7 +171,7 @@ def run_path(path: str, nodes: int, rounds: int, seed: int, sweep: int = 1) -> d
             info["simulated_energy_j"] = float(row["active_energy_j"]) + float(row["idle_energy_j"])
         for line in proc.stdout.splitlines():
             if line.startswith("FLOWER "):
-                info.update(json.loads(line[len("FLOWER "):]))
+                info.update(json.loads(line[len("FLOWER ") :]))
         return info
 
 
@@ -140,6 +193,7 @@ def child_flower(nodes: int, rounds: int, seed: int, result_json: str, sweep: in
                 return fn(*args, **kwargs)
             finally:
                 phases[name] = phases.get(name, 0.0) + time.perf_counter() - t
+
         return wrapper
 
     ray.init = timed("ray_init_s", ray.init)  # Flower starts Ray itself: time it, unchanged
@@ -148,8 +202,12 @@ def child_flower(nodes: int, rounds: int, seed: int, result_json: str, sweep: in
     fl_s = 0.0
     for k in range(sweep):  # a sweep: one run_simulation per seed, in this one process
         digits_fl.SETTINGS.update({"num-server-rounds": rounds, "seed": seed + k, "result-json": result_json})
-        run_simulation(server_app=digits_fl.server_app, client_app=digits_fl.client_app, num_supernodes=nodes,
-                       backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
+        run_simulation(
+            server_app=digits_fl.server_app,
+            client_app=digits_fl.client_app,
+            num_supernodes=nodes,
+            backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+        )
         fl_s += json.loads(Path(result_json).read_text())["fl_s"]
     phases["run_simulation_s"] = time.perf_counter() - t
     if sweep > 1:  # the rounds of every run, in the result file the parent reads
@@ -176,12 +234,15 @@ def main(argv: list[str] | None = None) -> int:
     for p in paths:
         if p not in PATHS:
             ap.error(f"--paths: unknown path {p!r}; allowed: {', '.join(PATHS)}")
-    print(f"workload: digits MLP 64-64-10, FedAvg, {args.nodes} nodes, half per round, {args.rounds} rounds, "
-          f"5 full-batch SGD steps per client{f'; a sweep of {args.sweep} runs (seeds)' if args.sweep > 1 else ''}; "
-          f"load average before: {load_note()}", flush=True)
+    print(
+        f"workload: digits MLP 64-64-10, FedAvg, {args.nodes} nodes, half per round, {args.rounds} rounds, "
+        f"5 full-batch SGD steps per client{f'; a sweep of {args.sweep} runs (seeds)' if args.sweep > 1 else ''}; "
+        f"load average before: {load_note()}",
+        flush=True,
+    )
     runs: dict[str, list[dict]] = {p: [] for p in paths}
     for k in range(args.repeats):
-        order = paths[k % len(paths):] + paths[:k % len(paths)]
+        order = paths[k % len(paths) :] + paths[: k % len(paths)]
         for p in order:
             info = run_path(p, args.nodes, args.rounds, args.seed, args.sweep)
             runs[p].append(info)
@@ -190,26 +251,46 @@ def main(argv: list[str] | None = None) -> int:
                 extra = f" (back-end start {info['backend_start_s']:.1f} s, rounds {info['rounds_s']:.1f} s)"
             if "ray_init_s" in info:
                 extra = f" (ray.init {info['ray_init_s']:.1f} s, run_simulation {info['run_simulation_s']:.1f} s)"
-            print(f"  run {k + 1}: {p:<14} {info['wall_s']:7.2f} s{extra}, rounds alone {info['rounds_wall_s']:.2f} s, "
-                  f"final accuracy {info['final_accuracy']:.4f}", flush=True)
+            print(
+                f"  run {k + 1}: {p:<14} {info['wall_s']:7.2f} s{extra}, rounds alone {info['rounds_wall_s']:.2f} s, "
+                f"final accuracy {info['final_accuracy']:.4f}",
+                flush=True,
+            )
     med = {p: statistics.median(r["wall_s"] for r in runs[p]) for p in paths}
     med_fl = {p: statistics.median(r["rounds_wall_s"] for r in runs[p]) for p in paths}
-    print(f"\n{'path':<15} {'end to end s':>12} {'Flower / path':>13}   {'rounds s':>8} {'Flower / path':>13}  final accuracy")
+    print(
+        f"\n{'path':<15} {'end to end s':>12} {'Flower / path':>13}   "
+        f"{'rounds s':>8} {'Flower / path':>13}  final accuracy"
+    )
     for p in paths:
         ratio = med["flower"] / med[p] if "flower" in med else float("nan")
         ratio_fl = med_fl["flower"] / med_fl[p] if "flower" in med_fl and p != "floor" else float("nan")
-        print(f"{p:<15} {med[p]:12.2f} {ratio:13.2f}   {med_fl[p]:8.2f} {ratio_fl:13.2f}  {runs[p][-1]['final_accuracy']:.4f}")
-    result = {"nodes": args.nodes, "rounds": args.rounds, "repeats": args.repeats, "sweep": args.sweep, "median_wall_s": med,
-              "median_rounds_wall_s": med_fl, "runs": runs, "load_after": load_note()}
+        print(
+            f"{p:<15} {med[p]:12.2f} {ratio:13.2f}   {med_fl[p]:8.2f} {ratio_fl:13.2f}  "
+            f"{runs[p][-1]['final_accuracy']:.4f}"
+        )
+    result = {
+        "nodes": args.nodes,
+        "rounds": args.rounds,
+        "repeats": args.repeats,
+        "sweep": args.sweep,
+        "median_wall_s": med,
+        "median_rounds_wall_s": med_fl,
+        "runs": runs,
+        "load_after": load_note(),
+    }
     if "flower" in med:
         result["speedup_vs_flower"] = {p: med["flower"] / med[p] for p in paths if p != "flower"}
-        result["rounds_speedup_vs_flower"] = {p: med_fl["flower"] / med_fl[p] for p in paths
-                                              if p not in ("flower", "floor")}
+        result["rounds_speedup_vs_flower"] = {
+            p: med_fl["flower"] / med_fl[p] for p in paths if p not in ("flower", "floor")
+        }
         best = max((v for p, v in result["speedup_vs_flower"].items() if p.startswith("edgesim")), default=float("nan"))
         result["best_speedup"] = best
         result["target"] = TARGET
-        print(f"edgesim's best: {best:.2f}x faster than Flower's simulation end to end "
-              f"(target >= {TARGET}x: {'met' if best >= TARGET else 'NOT met'})")
+        print(
+            f"edgesim's best: {best:.2f}x faster than Flower's simulation end to end "
+            f"(target >= {TARGET}x: {'met' if best >= TARGET else 'NOT met'})"
+        )
     print(f"load average after: {result['load_after']}")
     finish(result, args.json)
     return 0

@@ -91,9 +91,7 @@ class IndependentBits:
         """Sorted unique flipped positions in [0, n_bits); count ~ Binomial(n_bits, ber)."""
         return _bernoulli_positions(_check_count("n_bits", n_bits), self.ber, rng)
 
-    def attempts_corrupted(
-        self, n_attempts: int, bits_per_attempt: int, rng: np.random.Generator
-    ) -> np.ndarray:
+    def attempts_corrupted(self, n_attempts: int, bits_per_attempt: int, rng: np.random.Generator) -> np.ndarray:
         """Whether each of `n_attempts` packets has >= 1 bit error (i.i.d. across packets)."""
         n = _check_count("n_attempts", n_attempts)
         _check_count("bits_per_attempt", bits_per_attempt)
@@ -119,16 +117,12 @@ class GilbertElliott:
         _check_prob("channel.p_good_to_bad", self.p_good_to_bad)
         _check_prob("channel.p_bad_to_good", self.p_bad_to_good)
         if self.p_good_to_bad + self.p_bad_to_good == 0:
-            raise ValueError(
-                "channel.p_good_to_bad=0 and channel.p_bad_to_good=0: at least one must be > 0"
-            )
+            raise ValueError("channel.p_good_to_bad=0 and channel.p_bad_to_good=0: at least one must be > 0")
         _check_ber("channel.ber_good", self.ber_good)
         _check_ber("channel.ber_bad", self.ber_bad)
 
     @classmethod
-    def from_mean_ber(
-        cls, ber: float, *, burst_bits: float = 100.0, bad_ber: float = 0.1
-    ) -> GilbertElliott:
+    def from_mean_ber(cls, ber: float, *, burst_bits: float = 100.0, bad_ber: float = 0.1) -> GilbertElliott:
         """Bursty model with mean BER `ber`: error-free good state, bad state of mean length
         `burst_bits` bits with BER `bad_ber` (raised to `ber` if lower). Defaults are modelling
         choices, not measurements."""
@@ -174,8 +168,7 @@ class GilbertElliott:
         """State runs covering [0, n_bits): run end positions (exclusive, last == n_bits) and
         whether each run is bad. Sojourns are Geometric; the first state is stationary."""
         bad_first = bool(rng.random() < self.stationary_bad)
-        p_leave = (self.p_bad_to_good, self.p_good_to_bad) if bad_first else (
-            self.p_good_to_bad, self.p_bad_to_good)
+        p_leave = (self.p_bad_to_good, self.p_good_to_bad) if bad_first else (self.p_good_to_bad, self.p_bad_to_good)
         mean_pair = sum(1.0 / p if p > 0 else math.inf for p in p_leave)
         ends: list[np.ndarray] = []
         done = 0.0
@@ -215,9 +208,7 @@ class GilbertElliott:
             return _EMPTY.copy()
         return np.sort(np.concatenate(out))
 
-    def attempts_corrupted(
-        self, n_attempts: int, bits_per_attempt: int, rng: np.random.Generator
-    ) -> np.ndarray:
+    def attempts_corrupted(self, n_attempts: int, bits_per_attempt: int, rng: np.random.Generator) -> np.ndarray:
         """Whether each of `n_attempts` back-to-back packets has >= 1 bit error; the chain runs
         over the whole bit stream, so this is exact (runs are cut at packet boundaries)."""
         m = _check_count("n_attempts", n_attempts)

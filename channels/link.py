@@ -42,9 +42,7 @@ class Link:
         if not _is_real(self.latency_s) or self.latency_s < 0:
             raise ValueError(f"channel.latency_s={self.latency_s!r}: must be finite and >= 0")
         if not isinstance(self.errors, (IndependentBits, GilbertElliott)):
-            raise ValueError(
-                f"channel.errors={self.errors!r}: must be IndependentBits or GilbertElliott"
-            )
+            raise ValueError(f"channel.errors={self.errors!r}: must be IndependentBits or GilbertElliott")
         if self.mode not in MODES:
             raise ValueError(f"channel.mode={self.mode!r}: allowed: {', '.join(MODES)}")
         if not _is_int(self.packet_bytes) or self.packet_bytes < 1:
@@ -145,9 +143,7 @@ def transfer(link: Link, payload_bytes: int, rng: np.random.Generator) -> Transf
         bits_sent = 8 * n + packets * hdr_bits
         flips = link.errors.flip_positions(8 * n, rng)
     else:
-        delivered_packets, att_full = _arq_stream(
-            link.errors, n_full, full_bits, link.max_attempts, rng
-        )
+        delivered_packets, att_full = _arq_stream(link.errors, n_full, full_bits, link.max_attempts, rng)
         att_last = 0
         if rem and delivered_packets == n_full:
             ok = np.flatnonzero(~link.errors.attempts_corrupted(link.max_attempts, last_bits, rng))
@@ -186,9 +182,7 @@ def flip_bits(buf: np.ndarray, positions: np.ndarray | Sequence[int]) -> None:
     flat[byte[first]] ^= np.bitwise_xor.reduceat(mask, first)
 
 
-def corrupt_arrays(
-    arrays: Sequence[np.ndarray], positions: np.ndarray | Sequence[int]
-) -> list[np.ndarray]:
+def corrupt_arrays(arrays: Sequence[np.ndarray], positions: np.ndarray | Sequence[int]) -> list[np.ndarray]:
     """Copies of `arrays` with the given bits flipped, treating their raw bytes (C order,
     native byte order) concatenated in sequence as one payload. Floats may become inf/NaN."""
     copies = [np.array(a, copy=True, order="C") for a in arrays]

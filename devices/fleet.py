@@ -93,9 +93,7 @@ def _counts(mix: Mapping[str, float | int], num_devices: int | None) -> tuple[li
         if total == 0:
             raise ValueError("fleet.mix: counts sum to 0; a fleet needs at least one device")
         if n and n != total:
-            raise ValueError(
-                f"fleet.num_devices={n}: fleet.mix counts sum to {total}; give {total}, or omit it"
-            )
+            raise ValueError(f"fleet.num_devices={n}: fleet.mix counts sum to {total}; give {total}, or omit it")
         return names, counts
 
     weights = [Fraction(float(values[k])) for k in names]
@@ -104,8 +102,7 @@ def _counts(mix: Mapping[str, float | int], num_devices: int | None) -> tuple[li
         raise ValueError("fleet.mix: fractions sum to 0; give at least one positive fraction")
     if n == 0:
         raise ValueError(
-            f"fleet.num_devices={num_devices!r}: a positive integer is required when fleet.mix "
-            "gives fractions"
+            f"fleet.num_devices={num_devices!r}: a positive integer is required when fleet.mix gives fractions"
         )
     # Largest remainder (Hamilton); exact rational arithmetic, ties broken by name order.
     quotas = [w * n / total_w for w in weights]

@@ -34,8 +34,22 @@ ConfigStore.instance().store(name="base_config", node=Config(fleet=FleetConfig(m
 for _w in WORKLOADS.values():
     ConfigStore.instance().store(group="workload", name=f"{_w.name}_schema", node=_w.schema)
 
-SETTING_COLUMNS = ("strategy", "seed", "dataset", "partition", "model", "num_devices", "fraction_train", "deadline_s",
-                   "channel_model", "channel_mode", "channel_ber", "bandwidth_bps", "latency_s", "rounds")
+SETTING_COLUMNS = (
+    "strategy",
+    "seed",
+    "dataset",
+    "partition",
+    "model",
+    "num_devices",
+    "fraction_train",
+    "deadline_s",
+    "channel_model",
+    "channel_mode",
+    "channel_ber",
+    "bandwidth_bps",
+    "latency_s",
+    "rounds",
+)
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 GROUPS = ("fleet", "channel", "strategy", "dataset", "workload", "experiment")
@@ -116,8 +130,12 @@ class SweepComparison(Callback):
         write_csv(table, sweep_dir / "comparison.csv")
         varying = [k for k in SETTING_COLUMNS if k in table and table[k].nunique(dropna=False) > 1]
         if rounds and config.get("plots", True):
-            plot_accuracy(pd.concat(rounds, ignore_index=True), varying or ["strategy"], sweep_dir,
-                          title="accuracy across the sweep")
+            plot_accuracy(
+                pd.concat(rounds, ignore_index=True),
+                varying or ["strategy"],
+                sweep_dir,
+                title="accuracy across the sweep",
+            )
 
 
 if __name__ == "__main__":

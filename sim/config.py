@@ -7,21 +7,45 @@ dataclasses. `validate_common` turns a bad value into a `ConfigError` whose one-
 names the setting and what is allowed; `sim.jobs.validate` is the one entry point that also
 runs the workload's own checks.
 """
+
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 __all__ = [
-    "COMMON_SECTIONS", "ChannelConfig", "Config", "ConfigError", "DatasetConfig", "FleetConfig", "RayConfig",
-    "StrategyConfig", "Workload", "check", "positive", "validate_common",
+    "COMMON_SECTIONS",
+    "ChannelConfig",
+    "Config",
+    "ConfigError",
+    "DatasetConfig",
+    "FleetConfig",
+    "RayConfig",
+    "StrategyConfig",
+    "Workload",
+    "check",
+    "positive",
+    "validate_common",
 ]
 
 # top-level settings of every job; a workload names the other sections it reads (`Workload.uses`)
-COMMON_SECTIONS = frozenset({"seed", "cache_dir", "backend", "ray", "torch_threads", "log_level", "progress", "plots",
-                             "workload", "experiment", "hydra"})
+COMMON_SECTIONS = frozenset(
+    {
+        "seed",
+        "cache_dir",
+        "backend",
+        "ray",
+        "torch_threads",
+        "log_level",
+        "progress",
+        "plots",
+        "workload",
+        "experiment",
+        "hydra",
+    }
+)
 
 
 class ConfigError(ValueError):
@@ -31,7 +55,9 @@ class ConfigError(ValueError):
 @dataclass
 class FleetConfig:
     # profile name -> count (integers summing to num_devices) or fraction
-    mix: dict[str, float] = field(default_factory=lambda: {"rpi3_400mhz": 0.5, "odroid_xu4": 0.4, "cortex_m7_512kb": 0.1})
+    mix: dict[str, float] = field(
+        default_factory=lambda: {"rpi3_400mhz": 0.5, "odroid_xu4": 0.4, "cortex_m7_512kb": 0.1}
+    )
     num_devices: int = 30
     spread: float = 0.1  # per-device uniform factor in [1-s, 1+s] on FLOP rate and power
     availability: float = 1.0  # probability that a sampled device takes part in a round
@@ -67,7 +93,9 @@ class DatasetConfig:
     path: Optional[str] = None  # local folder for mnist / cifar10
     num_samples: Optional[int] = None  # synthetic only
     partition: str = "iid"  # iid | dirichlet | shards | sampled (lazy: any number of devices, see below)
-    samples_per_device: Optional[int] = None  # sampled: distinct samples each device draws (null = samples / devices, >= 1)
+    samples_per_device: Optional[int] = (
+        None  # sampled: distinct samples each device draws (null = samples / devices, >= 1)
+    )
     alpha: float = 0.5  # dirichlet concentration
     shards_per_client: int = 2
 
@@ -81,7 +109,9 @@ class RayConfig:
     # cluster: 'auto' (one started on this machine with `ray start`), 'HOST:PORT', 'ray://HOST:10001'
     address: Optional[str] = None
     num_cpus: Optional[int] = None  # CPUs of the local instance (null = all of this machine's); ignored with address
-    num_workers: Optional[int] = None  # worker actors, or NoNN/NAIR/mcPipe tasks at a time, one CPU each (null = one per CPU)
+    num_workers: Optional[int] = (
+        None  # worker actors, or NoNN/NAIR/mcPipe tasks at a time, one CPU each (null = one per CPU)
+    )
 
 
 @dataclass
@@ -103,8 +133,8 @@ class Config:
     compared: dict[str, Any] = field(default_factory=dict)
     log_level: str = "ERROR"  # Flower's own logging (INFO shows every round)
     progress: bool = True
-    # the PNG plots beside the CSVs (false: CSVs only, and no matplotlib, which costs ~0.6 s of a
-    # short job here: for benchmarks and for sweeps of many short jobs)
+    # the PNG plots beside the CSVs (false: CSVs only, and matplotlib is never imported: for
+    # benchmarks and for sweeps of many short jobs)
     plots: bool = True
     fleet: FleetConfig = field(default_factory=FleetConfig)
     channel: ChannelConfig = field(default_factory=ChannelConfig)
@@ -121,7 +151,7 @@ class Workload:
     name: str
     schema: type  # the dataclass of its `workload.*` settings
     uses: frozenset[str]  # top-level sections it reads besides the common ones (fleet, channel, ...)
-    validate: Callable[["Config"], None]  # its own checks; one-line ConfigError
+    validate: Callable[[Config], None]  # its own checks; one-line ConfigError
     run: Callable[..., Any]  # run(cfg, out_dir, *, in_sweep) -> summary rows
 
 
@@ -132,8 +162,12 @@ def check(ok: bool, setting: str, value: Any, allowed: str) -> None:
 
 
 def positive(setting: str, value: float) -> None:
-    check(isinstance(value, (int, float)) and math.isfinite(value) and value > 0, setting, value,
-          "must be a positive number")
+    check(
+        isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
+        setting,
+        value,
+        "must be a positive number",
+    )
 
 
 def validate_common(cfg: Config) -> None:
@@ -143,19 +177,32 @@ def validate_common(cfg: Config) -> None:
     positive("channel.bandwidth_bps", c.bandwidth_bps)
     check(c.latency_s >= 0, "channel.latency_s", c.latency_s, "must be >= 0")
     check(c.mode in ("arq", "raw"), "channel.mode", c.mode, "allowed: arq, raw")
-    check(c.model in ("independent", "gilbert_elliott"), "channel.model", c.model,
-          "allowed: gilbert_elliott, independent")
+    check(
+        c.model in ("independent", "gilbert_elliott"), "channel.model", c.model, "allowed: gilbert_elliott, independent"
+    )
     check(c.packet_bytes >= 1, "channel.packet_bytes", c.packet_bytes, "must be >= 1")
     check(c.max_attempts >= 1, "channel.max_attempts", c.max_attempts, "must be >= 1")
     d = cfg.dataset
-    check(d.samples_per_device is None or (isinstance(d.samples_per_device, int) and d.samples_per_device >= 1),
-          "dataset.samples_per_device", d.samples_per_device, "must be an integer >= 1, or null")
+    check(
+        d.samples_per_device is None or (isinstance(d.samples_per_device, int) and d.samples_per_device >= 1),
+        "dataset.samples_per_device",
+        d.samples_per_device,
+        "must be an integer >= 1, or null",
+    )
     check(cfg.backend in ("local", "ray"), "backend", cfg.backend, "allowed: local, ray")
     r = cfg.ray
     for name in ("num_cpus", "num_workers"):
         v = getattr(r, name)
         check(v is None or (isinstance(v, int) and v >= 1), f"ray.{name}", v, "must be an integer >= 1, or null")
-    check(r.address is None or (isinstance(r.address, str) and r.address.strip() != ""), "ray.address", r.address,
-          "give 'auto', 'HOST:PORT' or 'ray://HOST:PORT', or null to start a local Ray")
-    check(cfg.torch_threads is None or (isinstance(cfg.torch_threads, int) and cfg.torch_threads >= 1),
-          "torch_threads", cfg.torch_threads, "must be an integer >= 1, or null")
+    check(
+        r.address is None or (isinstance(r.address, str) and r.address.strip() != ""),
+        "ray.address",
+        r.address,
+        "give 'auto', 'HOST:PORT' or 'ray://HOST:PORT', or null to start a local Ray",
+    )
+    check(
+        cfg.torch_threads is None or (isinstance(cfg.torch_threads, int) and cfg.torch_threads >= 1),
+        "torch_threads",
+        cfg.torch_threads,
+        "must be an integer >= 1, or null",
+    )

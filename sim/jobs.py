@@ -43,8 +43,10 @@ def refuse_unused(cfg: Config, settings: list[str]) -> None:
         section = key.partition(".")[0].partition("@")[0]
         if section and section not in COMMON_SECTIONS and section not in w.uses:
             uses = ", ".join(sorted(w.uses))
-            raise ConfigError(f"{setting}: the {w.name} workload does not use `{section}` (it reads workload.*, "
-                              f"{uses} and the common settings); remove it")
+            raise ConfigError(
+                f"{setting}: the {w.name} workload does not use `{section}` (it reads workload.*, "
+                f"{uses} and the common settings); remove it"
+            )
 
 
 def validate(cfg: Config) -> None:

@@ -13,6 +13,7 @@ shapes, so one cache can serve every job of a process: `PROCESS_COSTS` is the on
 ends use, and a sweep's jobs run one after another in one process (Hydra's basic launcher),
 or the repeated runs of a benchmark, count each shape once.
 """
+
 from __future__ import annotations
 
 import copy
@@ -60,8 +61,7 @@ def _measure(module: nn.Module, args: tuple, training: bool, keep: object = None
     of `module` (the copy shares `keep`, e.g. the meter its hooks belong to)."""
     twin = copy.deepcopy(module, {id(keep): keep})
     inputs = tuple(
-        a.detach().clone().requires_grad_(a.requires_grad and training)
-        if isinstance(a, torch.Tensor) else a
+        a.detach().clone().requires_grad_(a.requires_grad and training) if isinstance(a, torch.Tensor) else a
         for a in args
     )
     act_bytes = 0
@@ -108,7 +108,7 @@ class WorkMeter:
         self._watched: weakref.WeakSet = weakref.WeakSet()  # by object, not id: ids are reused
         self._signature: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def __enter__(self) -> "WorkMeter":
+    def __enter__(self) -> WorkMeter:
         # One global pre-hook spots top-level calls; each top-level module then gets its own
         # post-hook. While a top-level call runs, the global hook is off, so the calls nested
         # in it take torch's hook-free fast path; the top-level module's post-hook puts it back.
@@ -152,7 +152,10 @@ class WorkMeter:
         sig = self._signature.get(module)
         if sig is None:
             params = list(module.parameters())
-            sig = self._signature[module] = (tuple(tuple(p.shape) for p in params), any(p.requires_grad for p in params))
+            sig = self._signature[module] = (
+                tuple(tuple(p.shape) for p in params),
+                any(p.requires_grad for p in params),
+            )
         training = sig[1] and torch.is_grad_enabled()
         key = (type(module), sig[0], _shapes(args), training)
         cost = self.cache.get(key)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 import simpy
 
-from channels import GilbertElliott, IndependentBits, Link, TransferOutcome, transfer
+from channels import GilbertElliott, IndependentBits, Link, transfer
 from devices.profile import STATES
 from sim.config import ChannelConfig
 
@@ -26,8 +26,15 @@ def build_link(c: ChannelConfig) -> Link:
         errors = IndependentBits(c.ber)
     else:
         errors = GilbertElliott.from_mean_ber(c.ber, burst_bits=c.burst_bits, bad_ber=c.bad_ber)
-    return Link(bandwidth_bps=c.bandwidth_bps, latency_s=c.latency_s, errors=errors, mode=c.mode,
-                packet_bytes=c.packet_bytes, header_bytes=c.header_bytes, max_attempts=c.max_attempts)
+    return Link(
+        bandwidth_bps=c.bandwidth_bps,
+        latency_s=c.latency_s,
+        errors=errors,
+        mode=c.mode,
+        packet_bytes=c.packet_bytes,
+        header_bytes=c.header_bytes,
+        max_attempts=c.max_attempts,
+    )
 
 
 def radio(env: simpy.Environment) -> simpy.Resource:
@@ -35,8 +42,9 @@ def radio(env: simpy.Environment) -> simpy.Resource:
     return simpy.Resource(env, capacity=1)
 
 
-def transmit(env: simpy.Environment, link: Link, nbytes: int, rng: np.random.Generator, *,
-             through_latency: bool = True) -> Iterator:
+def transmit(
+    env: simpy.Environment, link: Link, nbytes: int, rng: np.random.Generator, *, through_latency: bool = True
+) -> Iterator:
     """Process (for `yield from`, with the radio held): one message of `nbytes` over `link`, its
     outcome drawn from `rng` when it starts; returns the `TransferOutcome`. The sender is busy
     for the airtime plus the latency, or, with `through_latency=False`, for the airtime only (the
@@ -46,8 +54,9 @@ def transmit(env: simpy.Environment, link: Link, nbytes: int, rng: np.random.Gen
     return out
 
 
-def send(env: simpy.Environment, interface: simpy.Resource, link: Link, nbytes: int,
-         rng: np.random.Generator) -> Iterator:
+def send(
+    env: simpy.Environment, interface: simpy.Resource, link: Link, nbytes: int, rng: np.random.Generator
+) -> Iterator:
     """Process: wait for the `interface`, hold it while one message crosses the link; returns the
     `TransferOutcome`."""
     with interface.request() as req:
@@ -99,6 +108,3 @@ class EnergyLedger:
         """Book every device's time not spent busy as idle, up to `total_s`."""
         idle_s = np.maximum(total_s - self.busy_s, 0.0)
         self.energy_j[:, STATES.index("idle")] = idle_s * self.power_w[:, STATES.index("idle")]
-
-
-

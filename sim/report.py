@@ -1,8 +1,9 @@
 """Typed rows to CSV and plots. Every file is written whole or not at all (temp + rename).
 
 pandas is imported only by the functions that take or make a DataFrame: the federated job
-writes its rows with `write_rows`, so a short run does not pay pandas' import (~0.4 s here).
+writes its rows with `write_rows`, so a short run does not pay pandas' import.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["atomic_path", "frame", "plot_accuracy", "save_figure", "write_csv", "write_csvs", "write_json",
-           "write_rows"]
+__all__ = [
+    "atomic_path",
+    "frame",
+    "plot_accuracy",
+    "save_figure",
+    "write_csv",
+    "write_csvs",
+    "write_json",
+    "write_rows",
+]
 
 FLOAT_FORMAT = "%.9g"
 
@@ -132,8 +141,10 @@ def plot_accuracy(rounds, label_keys: list[str], out_dir: Path, title: str = "")
         rounds = frame(rounds)
     written = []
     groups = list(rounds.groupby(label_keys, sort=False, dropna=False)) if label_keys else [((), rounds)]
-    for x, name, xlabel in (("round", "accuracy_vs_round.png", "round"),
-                            ("sim_time_s", "accuracy_vs_time.png", "simulated time (s)")):
+    for x, name, xlabel in (
+        ("round", "accuracy_vs_round.png", "round"),
+        ("sim_time_s", "accuracy_vs_time.png", "simulated time (s)"),
+    ):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for _, g in groups:
             label = _label(g.iloc[0], label_keys) if label_keys else "run"

@@ -4,6 +4,7 @@ A stream is named and keyed (round, node, ...), so its draws do not depend on th
 which other streams were used: the same seed gives the same outcome whichever back end runs
 the clients, in whatever order.
 """
+
 from __future__ import annotations
 
 import zlib

@@ -1,5 +1,6 @@
 """FedMAX (Chen, Bhardwaj, Marculescu 2020): FedAvg aggregation, and clients that add a
 maximum-entropy prior on their last hidden activation to the loss."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable

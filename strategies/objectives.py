@@ -5,12 +5,12 @@ puts its coefficient in the train `ConfigRecord` under the key below; `ClientObj
 reads the record and computes the loss. The keys live here, once, so the strategy and the
 client cannot disagree.
 """
+
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +41,7 @@ class ClientObjective:
     mu: float = 0.0
 
     @classmethod
-    def from_config(cls, config: Mapping) -> "ClientObjective":
+    def from_config(cls, config: Mapping) -> ClientObjective:
         return cls(beta=float(config.get(FEDMAX_BETA_KEY, 0.0)), mu=float(config.get(PROXIMAL_MU_KEY, 0.0)))
 
     @property

@@ -1,4 +1,5 @@
 """Strategies by name: every Message-API strategy of Flower, plus FedMAX."""
+
 from __future__ import annotations
 
 import inspect
@@ -40,6 +41,8 @@ def build_strategy(name: str, params: dict[str, Any] | None = None, **common: An
     params = dict(params or {})
     for key in params:
         if key not in accepted:
-            raise ValueError(f"strategy.params.{key}: not a parameter of {cls.__name__}; allowed: {', '.join(sorted(accepted))}")
+            raise ValueError(
+                f"strategy.params.{key}: not a parameter of {cls.__name__}; allowed: {', '.join(sorted(accepted))}"
+            )
     kwargs = {k: v for k, v in common.items() if k in accepted}
     return cls(**kwargs, **params)

@@ -97,8 +97,7 @@ def test_ge_packet_corruption_matches_exact_probability() -> None:
     fr = np.array([ge.attempts_corrupted(m, L_FULL, g).mean() for _ in range(60)])
     assert abs(fr.mean() - p) < 4 * fr.std(ddof=1) / math.sqrt(fr.size)
     # independent path: packets holding >= 1 flip of a bit-level sample of the same stream
-    fr2 = np.array([np.unique(ge.flip_positions(m * L_FULL, g) // L_FULL).size / m
-                    for _ in range(60)])
+    fr2 = np.array([np.unique(ge.flip_positions(m * L_FULL, g) // L_FULL).size / m for _ in range(60)])
     assert abs(fr2.mean() - p) < 4 * fr2.std(ddof=1) / math.sqrt(fr2.size)
     # the same mean BER spread evenly corrupts many more packets than in bursts
     assert IndependentBits(ge.mean_ber).packet_error_prob(L_FULL) > 2 * p
@@ -185,8 +184,9 @@ def test_transfer_is_deterministic() -> None:
     a, b = transfer(link, 300_000, rng(9)), transfer(link, 300_000, rng(9))
     assert (a.attempts, a.time_s) == (b.attempts, b.time_s)
     raw = Link(1e6, 0.0, GilbertElliott.from_mean_ber(1e-3), mode="raw")
-    np.testing.assert_array_equal(transfer(raw, 10**5, rng(9)).flip_positions,
-                                  transfer(raw, 10**5, rng(9)).flip_positions)
+    np.testing.assert_array_equal(
+        transfer(raw, 10**5, rng(9)).flip_positions, transfer(raw, 10**5, rng(9)).flip_positions
+    )
 
 
 # ---------------------------------------------------------------- bit flipping

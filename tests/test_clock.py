@@ -1,4 +1,5 @@
 """Exact event traces of one simulated round (SimPy clock)."""
+
 import numpy as np
 import pytest
 
@@ -10,8 +11,15 @@ EMPTY = np.zeros(0, dtype=np.int64)
 
 
 def outcome(time_s: float, delivered: bool = True) -> TransferOutcome:
-    return TransferOutcome(delivered=delivered, time_s=time_s, packets=1, attempts=1, bits_sent=8,
-                           flip_positions=EMPTY, packets_delivered=1 if delivered else 0)
+    return TransferOutcome(
+        delivered=delivered,
+        time_s=time_s,
+        packets=1,
+        attempts=1,
+        bits_sent=8,
+        flip_positions=EMPTY,
+        packets_delivered=1 if delivered else 0,
+    )
 
 
 def ledger(n: int = 4) -> EnergyLedger:
@@ -21,18 +29,24 @@ def ledger(n: int = 4) -> EnergyLedger:
 
 def test_trace_of_a_round_with_every_outcome():
     plans = [
-        ClientPlan(1, 0, down=outcome(1.0), compute_s=2.0, up=outcome(0.5)),       # arrives at 3.5
-        ClientPlan(2, 1, dropped=True),                                           # never answers
-        ClientPlan(3, 2, down=outcome(1.0, delivered=False)),                     # download gives up
-        ClientPlan(4, 3, down=outcome(0.25), fits=False, up=outcome(0.25)),       # reports OOM at 0.5
+        ClientPlan(1, 0, down=outcome(1.0), compute_s=2.0, up=outcome(0.5)),  # arrives at 3.5
+        ClientPlan(2, 1, dropped=True),  # never answers
+        ClientPlan(3, 2, down=outcome(1.0, delivered=False)),  # download gives up
+        ClientPlan(4, 3, down=outcome(0.25), fits=False, up=outcome(0.25)),  # reports OOM at 0.5
     ]
     trace: list = []
     end, tls = run_round(10.0, plans, deadline_s=None, ledger=ledger(), trace=trace)
     assert trace == [
-        (10.0, 1, "download"), (10.0, 2, "dropped"), (10.0, 3, "download"), (10.0, 4, "download"),
-        (10.25, 4, "out_of_memory"), (10.25, 4, "upload"),
-        (11.0, 1, "compute"), (11.0, 3, "lost_down"),
-        (13.0, 1, "upload"), (13.5, 1, "arrived"),
+        (10.0, 1, "download"),
+        (10.0, 2, "dropped"),
+        (10.0, 3, "download"),
+        (10.0, 4, "download"),
+        (10.25, 4, "out_of_memory"),
+        (10.25, 4, "upload"),
+        (11.0, 1, "compute"),
+        (11.0, 3, "lost_down"),
+        (13.0, 1, "upload"),
+        (13.5, 1, "arrived"),
     ]
     assert [t.status for t in tls] == ["received", "dropped", "lost_down", "out_of_memory"]
     assert end == 13.5  # no deadline: the server waits for every device to finish or fail
@@ -41,8 +55,8 @@ def test_trace_of_a_round_with_every_outcome():
 
 def test_deadline_makes_stragglers_and_ends_the_round():
     plans = [
-        ClientPlan(1, 0, down=outcome(1.0), compute_s=1.0, up=outcome(1.0)),   # arrives at 3
-        ClientPlan(2, 1, down=outcome(1.0), compute_s=5.0, up=outcome(1.0)),   # would arrive at 7
+        ClientPlan(1, 0, down=outcome(1.0), compute_s=1.0, up=outcome(1.0)),  # arrives at 3
+        ClientPlan(2, 1, down=outcome(1.0), compute_s=5.0, up=outcome(1.0)),  # would arrive at 7
     ]
     trace: list = []
     end, tls = run_round(0.0, plans, deadline_s=4.0, ledger=ledger(), trace=trace)

@@ -1,4 +1,5 @@
 """Every config in sim/conf/ composes with Hydra, converts to the typed schema and validates."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -11,9 +12,8 @@ from omegaconf.errors import MissingMandatoryValue
 import sim.__main__  # noqa: F401  (registers the structured schema `base_config`)
 from devices import CATALOGUE
 from sim.config import Config, ConfigError
-from sim.jobs import WORKLOADS, refuse_unused, validate
 from sim.federated.job import strategy_variants
-from sim.jobs import run
+from sim.jobs import WORKLOADS, refuse_unused, run, validate
 from sim.net import build_link
 from strategies import STRATEGIES, build_strategy
 
@@ -117,11 +117,16 @@ def test_experiments_extend_each_other() -> None:
     assert replace(four.workload, num_students=2) == base.workload and four.channel == base.channel
 
 
-@pytest.mark.parametrize(("experiment", "override", "section"), [
-    ("nonn", "strategy=krum", "strategy"), ("nonn", "fleet.num_devices=3", "fleet"),
-    ("nair", "compare=[fedavg]", "compare"), ("mcpipe", "+strategy.params.eta=1", "strategy"),
-    ("fedmax_noniid", "compared.fedavg.x=1", "compared"),
-])
+@pytest.mark.parametrize(
+    ("experiment", "override", "section"),
+    [
+        ("nonn", "strategy=krum", "strategy"),
+        ("nonn", "fleet.num_devices=3", "fleet"),
+        ("nair", "compare=[fedavg]", "compare"),
+        ("mcpipe", "+strategy.params.eta=1", "strategy"),
+        ("fedmax_noniid", "compared.fedavg.x=1", "compared"),
+    ],
+)
 def test_a_section_the_workload_does_not_read_is_refused(experiment: str, override: str, section: str) -> None:
     cfg = _compose([f"+experiment={experiment}"])
     with pytest.raises(ConfigError, match=f"does not use `{section}`") as err:
@@ -158,18 +163,21 @@ def test_overrides_reach_the_typed_config() -> None:
     assert cfg.compare == ["fedavg", "fedprox"]
 
 
-@pytest.mark.parametrize("override, setting", [
-    ("channel.ber=2", "channel.ber"),
-    ("channel.ber=-0.1", "channel.ber"),
-    ("channel.bandwidth_bps=0", "channel.bandwidth_bps"),
-    ("fleet.num_devices=0", "fleet.num_devices"),
-    ("strategy.fraction_train=0", "strategy.fraction_train"),
-    ("workload.rounds=0", "workload.rounds"),
-    ("backend=gpu", "backend"),
-    ("ray.num_cpus=0", "ray.num_cpus"),
-    ("ray.num_workers=0", "ray.num_workers"),
-    ("torch_threads=0", "torch_threads"),
-])
+@pytest.mark.parametrize(
+    "override, setting",
+    [
+        ("channel.ber=2", "channel.ber"),
+        ("channel.ber=-0.1", "channel.ber"),
+        ("channel.bandwidth_bps=0", "channel.bandwidth_bps"),
+        ("fleet.num_devices=0", "fleet.num_devices"),
+        ("strategy.fraction_train=0", "strategy.fraction_train"),
+        ("workload.rounds=0", "workload.rounds"),
+        ("backend=gpu", "backend"),
+        ("ray.num_cpus=0", "ray.num_cpus"),
+        ("ray.num_workers=0", "ray.num_workers"),
+        ("torch_threads=0", "torch_threads"),
+    ],
+)
 def test_validate_names_the_bad_setting(override: str, setting: str) -> None:
     cfg = _compose([override])
     with pytest.raises(ConfigError, match=setting.replace(".", r"\.")) as info:

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.common.data import Dataset, digits_arrays, load_cifar10, load_dataset, load_digits, load_mnist, make_synthetic
+from experiments.common.data import (
+    Dataset,
+    digits_arrays,
+    load_cifar10,
+    load_dataset,
+    load_digits,
+    load_mnist,
+    make_synthetic,
+)
 
 
 def _check(ds: Dataset, shape: tuple[int, int, int], n_train: int, n_test: int) -> None:

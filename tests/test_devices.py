@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
@@ -55,11 +54,17 @@ def test_power_and_energy() -> None:
 
 
 def test_profile_validation_names_field() -> None:
-    base = dict(name="x", memory_bytes=1, flops_per_s=1.0, compute_w=1.0, transmit_w=1.0,
-                receive_w=1.0, idle_w=1.0, source="s")
+    base = dict(
+        name="x", memory_bytes=1, flops_per_s=1.0, compute_w=1.0, transmit_w=1.0, receive_w=1.0, idle_w=1.0, source="s"
+    )
     DeviceProfile(**base)
-    for field, bad in [("flops_per_s", 0.0), ("idle_w", -1.0), ("memory_bytes", 1.5),
-                       ("compute_w", float("nan")), ("memory_bytes", 0)]:
+    for field, bad in [
+        ("flops_per_s", 0.0),
+        ("idle_w", -1.0),
+        ("memory_bytes", 1.5),
+        ("compute_w", float("nan")),
+        ("memory_bytes", 0),
+    ]:
         with pytest.raises(ValueError, match=field):
             DeviceProfile(**{**base, field: bad})
 
@@ -99,8 +104,7 @@ def test_fleet_determinism_and_interleaving() -> None:
     a = build_fleet(mix, 1000, spread=0.3, rng=rng(7))
     b = build_fleet(mix, 1000, spread=0.3, rng=rng(7))
     c = build_fleet(mix, 1000, spread=0.3, rng=rng(8))
-    for field in ("kind", "flops_per_s", "memory_bytes", "compute_w", "transmit_w",
-                  "receive_w", "idle_w"):
+    for field in ("kind", "flops_per_s", "memory_bytes", "compute_w", "transmit_w", "receive_w", "idle_w"):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
     assert not np.array_equal(a.kind, c.kind)
     assert np.count_nonzero(np.diff(a.kind)) > 300  # interleaved, not two blocks
@@ -109,8 +113,10 @@ def test_fleet_determinism_and_interleaving() -> None:
 def test_fleet_spread_bounds() -> None:
     s = 0.2
     f = build_fleet({"rpi3_400mhz": 0.6, "odroid_xu4": 0.4}, 10_000, spread=s, rng=rng(1))
-    base = {name: np.array([getattr(p, name) for p in f.profiles])[f.kind]
-            for name in ("flops_per_s", "compute_w", "transmit_w", "receive_w", "idle_w")}
+    base = {
+        name: np.array([getattr(p, name) for p in f.profiles])[f.kind]
+        for name in ("flops_per_s", "compute_w", "transmit_w", "receive_w", "idle_w")
+    }
     ratios = {name: getattr(f, name) / b for name, b in base.items()}
     for r in ratios.values():
         assert r.min() >= 1 - s and r.max() <= 1 + s
@@ -126,8 +132,9 @@ def test_fleet_without_spread_is_exact_and_read_only() -> None:
     f = build_fleet({"edge_server": 2, "cortex_m7_512kb": 3}, rng=rng())
     for i in range(len(f)):
         assert f.device(i) == get_profile(f.profile_name(i))
-    np.testing.assert_array_equal(f.compute_time_s(2.16e8)[f.kind == f.profiles.index(
-        get_profile("cortex_m7_512kb"))], 1.0)
+    np.testing.assert_array_equal(
+        f.compute_time_s(2.16e8)[f.kind == f.profiles.index(get_profile("cortex_m7_512kb"))], 1.0
+    )
     with pytest.raises(ValueError):
         f.flops_per_s[0] = 1.0
 

@@ -1,4 +1,5 @@
 """Whole jobs: `sim.federated.job.run` in-process on tiny configs, and `python -m sim` as a user runs it."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,11 +23,38 @@ ROUND_COLUMNS = [f.name for f in dataclasses.fields(RoundRow)]
 CLIENT_COLUMNS = [f.name for f in dataclasses.fields(ClientRow)]
 # sim/federated/job.py `_summary`: the settings, then the outcomes
 SUMMARY_COLUMNS = [
-    "strategy", "seed", "dataset", "partition", "model", "num_devices", "fraction_train", "deadline_s",
-    "channel_model", "channel_mode", "channel_ber", "bandwidth_bps", "latency_s", "rounds",
-    "final_accuracy", "best_accuracy", "final_loss", "target_accuracy", "rounds_to_target", "time_to_target_s",
-    "sim_time_s", "active_energy_j", "idle_energy_j", "bytes_down", "bytes_up", "retransmissions", "bits_flipped",
-    "clients_straggled", "clients_dropped", "clients_lost", "clients_out_of_memory", "mean_activation_divergence",
+    "strategy",
+    "seed",
+    "dataset",
+    "partition",
+    "model",
+    "num_devices",
+    "fraction_train",
+    "deadline_s",
+    "channel_model",
+    "channel_mode",
+    "channel_ber",
+    "bandwidth_bps",
+    "latency_s",
+    "rounds",
+    "final_accuracy",
+    "best_accuracy",
+    "final_loss",
+    "target_accuracy",
+    "rounds_to_target",
+    "time_to_target_s",
+    "sim_time_s",
+    "active_energy_j",
+    "idle_energy_j",
+    "bytes_down",
+    "bytes_up",
+    "retransmissions",
+    "bits_flipped",
+    "clients_straggled",
+    "clients_dropped",
+    "clients_lost",
+    "clients_out_of_memory",
+    "mean_activation_divergence",
 ]
 COMPARE = ["fedavg", "fedmax"]
 
@@ -104,7 +132,9 @@ def test_same_config_gives_byte_identical_csvs(compared, tmp_path) -> None:
     out, _ = compared
     run(_compare_cfg(), tmp_path)
     first, second = _csvs(out), _csvs(tmp_path)
-    assert set(first) == {"comparison.csv"} | {f"{s}/{f}" for s in COMPARE for f in ("rounds.csv", "clients.csv", "summary.csv")}
+    assert set(first) == {"comparison.csv"} | {
+        f"{s}/{f}" for s in COMPARE for f in ("rounds.csv", "clients.csv", "summary.csv")
+    }
     assert first.keys() == second.keys()
     for name in first:
         assert first[name] == second[name], name
@@ -114,7 +144,9 @@ def test_another_seed_gives_another_run(compared, tmp_path) -> None:
     out, _ = compared
     run(_compare_cfg(seed=1), tmp_path)
     name = COMPARE[0]
-    differs = [f for f in ("rounds.csv", "clients.csv") if (out / name / f).read_bytes() != (tmp_path / name / f).read_bytes()]
+    differs = [
+        f for f in ("rounds.csv", "clients.csv") if (out / name / f).read_bytes() != (tmp_path / name / f).read_bytes()
+    ]
     assert differs
 
 
@@ -185,8 +217,9 @@ def test_devices_too_small_for_the_model_run_out_of_memory(tiny_cfg, tmp_path) -
     assert (cortex["bytes_up"] == 0).all()
     assert set(others["status"]) == {"received"}
     rounds = pd.read_csv(tmp_path / "rounds.csv")
-    assert (rounds["clients_out_of_memory"] == rounds.merge(
-        cortex.groupby("round").size().rename("n").reset_index())["n"]).all()
+    assert (
+        rounds["clients_out_of_memory"] == rounds.merge(cortex.groupby("round").size().rename("n").reset_index())["n"]
+    ).all()
     assert not math.isnan(rounds["accuracy"].iloc[-1])
 
 
@@ -208,16 +241,22 @@ def cli(tmp_path_factory):
     base = tmp_path_factory.mktemp("cli")
     jobs = {
         "run": [*TINY_OVERRIDES, f"hydra.run.dir={base / 'run' / 'out'}"],
-        "sweep": ["-m", *TINY_OVERRIDES, "channel.ber=0,1e-4", "compare=[fedavg,fedmax]",
-                  f"hydra.sweep.dir={base / 'sweep' / 'out'}"],
+        "sweep": [
+            "-m",
+            *TINY_OVERRIDES,
+            "channel.ber=0,1e-4",
+            "compare=[fedavg,fedmax]",
+            f"hydra.sweep.dir={base / 'sweep' / 'out'}",
+        ],
     }
     for name, (overrides, _) in BAD_INPUTS.items():  # the bad setting last, so that it wins
         jobs[name] = [*TINY_OVERRIDES, f"hydra.run.dir={base / name / 'out'}", *overrides]
     for name in jobs:
         (base / name).mkdir()
     with ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2))) as pool:
-        futures = {name: pool.submit(lambda a, d: finish(start_sim(a, d)), args, base / name)
-                   for name, args in jobs.items()}
+        futures = {
+            name: pool.submit(lambda a, d: finish(start_sim(a, d)), args, base / name) for name, args in jobs.items()
+        }
         yield lambda name: (futures[name].result(), base / name)
 
 
@@ -246,7 +285,8 @@ def test_cli_sweep_writes_one_comparison(cli) -> None:
     assert "channel_ber" in table.columns and "job" in table.columns
     assert sorted(table["channel_ber"]) == [0, 0, 1e-4, 1e-4]
     assert sorted(zip(table["channel_ber"], table["strategy"])) == sorted(
-        (ber, s) for ber in (0, 1e-4) for s in COMPARE)
+        (ber, s) for ber in (0, 1e-4) for s in COMPARE
+    )
     for job in sorted(set(table["job"])):
         for s in COMPARE:
             assert (out / str(job) / s / "rounds.csv").is_file()
@@ -269,6 +309,9 @@ def test_plots_false_writes_the_same_csvs_and_no_png(tiny_cfg, tmp_path) -> None
     run(cfg, tmp_path / "with")
     cfg.plots = False
     run(cfg, tmp_path / "without")
-    assert sorted(p.name for p in (tmp_path / "with").glob("*.png")) == ["accuracy_vs_round.png", "accuracy_vs_time.png"]
+    assert sorted(p.name for p in (tmp_path / "with").glob("*.png")) == [
+        "accuracy_vs_round.png",
+        "accuracy_vs_time.png",
+    ]
     assert not list((tmp_path / "without").glob("*.png"))
     assert _csvs(tmp_path / "with") == _csvs(tmp_path / "without")

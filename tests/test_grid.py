@@ -1,5 +1,6 @@
 """The Flower bridge's own mechanics: raw-channel corruption of real arrays, deadlines,
 memory failures, and the simulated clock across rounds."""
+
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -12,14 +13,25 @@ from sim.federated.job import _flower_session
 
 
 def _content() -> RecordDict:
-    arrays = ArrayRecord({"w": ArrayRecord.from_numpy_ndarrays([np.zeros(3, np.float32)])["0"],
-                          "b": ArrayRecord.from_numpy_ndarrays([np.ones(2, np.float32)])["0"]})
+    arrays = ArrayRecord(
+        {
+            "w": ArrayRecord.from_numpy_ndarrays([np.zeros(3, np.float32)])["0"],
+            "b": ArrayRecord.from_numpy_ndarrays([np.ones(2, np.float32)])["0"],
+        }
+    )
     return RecordDict({"arrays": arrays, "config": ConfigRecord({"lr": 0.1})})
 
 
 def _flips(n_bits: int, positions) -> TransferOutcome:
-    return TransferOutcome(delivered=True, time_s=0.0, packets=1, attempts=1, bits_sent=n_bits,
-                           flip_positions=np.asarray(positions, dtype=np.int64), packets_delivered=1)
+    return TransferOutcome(
+        delivered=True,
+        time_s=0.0,
+        packets=1,
+        attempts=1,
+        bits_sent=n_bits,
+        flip_positions=np.asarray(positions, dtype=np.int64),
+        packets_delivered=1,
+    )
 
 
 def test_raw_flips_land_on_the_real_array_data_and_spare_the_framing():
@@ -45,8 +57,12 @@ def _echo_app() -> ClientApp:
 
     @app.train()
     def train(msg: Message, ctx: Context) -> Message:
-        content = RecordDict({"arrays": msg.content["arrays"],
-                              "metrics": MetricRecord({"num-examples": 1 + ctx.node_config["partition-id"]})})
+        content = RecordDict(
+            {
+                "arrays": msg.content["arrays"],
+                "metrics": MetricRecord({"num-examples": 1 + ctx.node_config["partition-id"]}),
+            }
+        )
         return Message(content=content, reply_to=msg)
 
     return app
@@ -62,7 +78,8 @@ def _start(grid: SimGrid, rounds=2, timeout=3600.0):
     init = ArrayRecord.from_numpy_ndarrays([np.zeros(2000, np.float32)])
     with _flower_session(seed=1, log_level="ERROR"):
         return FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=2).start(
-            grid=grid, initial_arrays=init, num_rounds=rounds, timeout=timeout)
+            grid=grid, initial_arrays=init, num_rounds=rounds, timeout=timeout
+        )
 
 
 def test_rounds_advance_the_clock_by_transfer_times():

@@ -1,4 +1,5 @@
 """The work meter: FLOPs match PyTorch's own counter, cached per shape; memory footprint."""
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode

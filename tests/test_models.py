@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from experiments.common.data import load_digits
-from experiments.common.models import FedCNN, MLP, build_model, count_parameters, fedmax_cifar_cnn
+from experiments.common.models import MLP, FedCNN, build_model, count_parameters, fedmax_cifar_cnn
 
 
 @pytest.mark.parametrize("name", ["cnn", "mlp", "fedmax_cifar_cnn"])

@@ -1,4 +1,5 @@
 """A user's unmodified Flower app (quickstart-pytorch, Message API) run by the simulator."""
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,14 @@ NUM_DEVICES = 6
 
 
 def _run_config(**changes) -> dict:
-    rc = {"num-server-rounds": 3, "fraction-train": 0.5, "fraction-evaluate": 0.5, "local-epochs": 1,
-          "lr": 0.1, "batch-size": 32}
+    rc = {
+        "num-server-rounds": 3,
+        "fraction-train": 0.5,
+        "fraction-evaluate": 0.5,
+        "local-epochs": 1,
+        "lr": 0.1,
+        "batch-size": 32,
+    }
     return {**rc, **changes}
 
 

@@ -1,4 +1,5 @@
 """Fast writes and reads of Flower's serialised arrays give exactly what Flower's own do."""
+
 import pickle
 
 import numpy as np
@@ -7,13 +8,17 @@ import torch
 from flwr.app import Array, ArrayRecord
 
 from experiments.common.models import build_model
-from experiments.federated.records import NpyArray, ModelRecords, npy_array, to_array_record, to_state_dict
+from experiments.federated.records import ModelRecords, NpyArray, npy_array, to_array_record, to_state_dict
 
 
 def _state_dict() -> dict[str, torch.Tensor]:
     sd = dict(build_model("cnn", (1, 8, 8), 10, seed=0).state_dict())
-    sd.update(scalar=torch.tensor(2.5), ints=torch.arange(5), transposed=torch.arange(12.0).reshape(3, 4).t(),
-              half=torch.ones(3, dtype=torch.float16))
+    sd.update(
+        scalar=torch.tensor(2.5),
+        ints=torch.arange(5),
+        transposed=torch.arange(12.0).reshape(3, 4).t(),
+        half=torch.ones(3, dtype=torch.float16),
+    )
     return sd
 
 
@@ -51,11 +56,19 @@ def test_npy_array_direct_is_flowers_constructor_without_its_checks() -> None:
 
 
 def test_npy_array_is_flowers_array() -> None:
-    for arr in (np.arange(7, dtype=np.float32), np.zeros((2, 3), dtype=np.int64), np.array(1.5),
-                np.arange(6.0).reshape(2, 3).T):
+    for arr in (
+        np.arange(7, dtype=np.float32),
+        np.zeros((2, 3), dtype=np.int64),
+        np.array(1.5),
+        np.arange(6.0).reshape(2, 3).T,
+    ):
         ours, theirs = npy_array(arr), Array(arr)
-        assert (ours.dtype, tuple(ours.shape), ours.stype, ours.data) == \
-            (theirs.dtype, tuple(theirs.shape), theirs.stype, theirs.data)
+        assert (ours.dtype, tuple(ours.shape), ours.stype, ours.data) == (
+            theirs.dtype,
+            tuple(theirs.shape),
+            theirs.stype,
+            theirs.data,
+        )
         assert ours.object_id == theirs.object_id
 
 
@@ -97,4 +110,6 @@ def test_model_records_take_torchs_own_path_for_buffers_hooks_and_dtypes() -> No
     doubled.register_state_dict_post_hook(lambda m, sd, prefix, meta: sd.update({k: v * 2 for k, v in sd.items()}))
     assert all(ModelRecords(doubled).record()[k].data == Array(v).data for k, v in doubled.state_dict().items())
     with pytest.raises(RuntimeError, match="Unexpected key"):
-        ModelRecords(torch.nn.Linear(3, 2)).load(ArrayRecord({**torch.nn.Linear(3, 2).state_dict(), "extra": torch.ones(1)}))
+        ModelRecords(torch.nn.Linear(3, 2)).load(
+            ArrayRecord({**torch.nn.Linear(3, 2).state_dict(), "extra": torch.ones(1)})
+        )

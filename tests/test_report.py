@@ -1,4 +1,5 @@
 """sim.report: rows written without pandas are the bytes pandas would write."""
+
 from __future__ import annotations
 
 import math
@@ -23,7 +24,10 @@ class Row:
 TABLES = {
     "typed rows": [Row(1, "a", 0.1, True), Row(2, "b,c", math.nan, False), Row(3, 'say "x"', 1234567891.0, True)],
     "ints, floats, NaN, None": [{"n": 1, "x": 2, "y": None, "z": 1.0}, {"n": 2, "x": 0.5, "y": 3, "z": math.nan}],
-    "numpy scalars": [{"a": np.int64(5), "b": np.float32(0.1), "c": np.float64(1e-12)}, {"a": np.int64(7), "b": 2.0, "c": 3}],
+    "numpy scalars": [
+        {"a": np.int64(5), "b": np.float32(0.1), "c": np.float64(1e-12)},
+        {"a": np.int64(7), "b": 2.0, "c": 3},
+    ],
     "mixed and missing": [{"s": "x", "t": 1}, {"s": 2.5, "u": True}, {"s": None, "t": 3, "u": False}],
     "one summary row": [{"strategy": "fedavg", "rounds_to_target": math.nan, "bytes_down": 12345678901, "ber": 1e-4}],
 }
@@ -41,7 +45,9 @@ def test_an_empty_table_keeps_its_header(tmp_path) -> None:
 
 
 def test_a_federated_job_imports_neither_pandas_nor_scikit_learn_nor_matplotlib() -> None:
-    code = ("import sys, sim.federated.job, benchmarks.digits_fl, experiments.common.data as d; d.digits_arrays(); "
-            "print(sorted({'pandas', 'sklearn', 'matplotlib'} & {m.split('.')[0] for m in sys.modules}))")
+    code = (
+        "import sys, sim.federated.job, benchmarks.digits_fl, experiments.common.data as d; d.digits_arrays(); "
+        "print(sorted({'pandas', 'sklearn', 'matplotlib'} & {m.split('.')[0] for m in sys.modules}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

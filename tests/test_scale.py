@@ -1,4 +1,5 @@
 """Large fleets: partitions drawn only for the devices sampled, no per-device objects kept."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """`workload.vectorize`: a round's clients trained together with torch.func.vmap give what the
 per-client loop gives (to float rounding), and charge each client the very same work."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -12,17 +13,16 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 from torch import nn
 
-from experiments.federated import vectorized
-from experiments.federated.task import make_client_app
 from experiments.common.models import MODEL_NAMES, build_model
+from experiments.federated import vectorized
 from experiments.federated.records import array_view
+from experiments.federated.task import make_client_app
 from sim.backends import LocalBackend, make_backend
-from sim.config import ConfigError
-from sim.jobs import validate
-from sim.federated.job import prepare
-from sim.jobs import run
 from sim.backends.vectorized import VectorizedBackend
 from sim.backends.vectorized import execute as execute_together
+from sim.config import ConfigError
+from sim.federated.job import prepare
+from sim.jobs import run, validate
 from strategies.objectives import FEDMAX_BETA_KEY, PROXIMAL_MU_KEY
 
 from .conftest import make_tiny_cfg
@@ -47,8 +47,12 @@ def _jobs(task, config: dict, evaluate_node: int | None = None) -> list:
         gen = torch.Generator().manual_seed(node)
         start = {k: v + 1e-3 * torch.randn(v.shape, generator=gen) for k, v in base.items()}
         kind = "evaluate" if node == evaluate_node else "train"
-        msg = Message(RecordDict({"arrays": ArrayRecord(start), "config": ConfigRecord({"server-round": 3, **config})}),
-                      node, kind, group_id="3")
+        msg = Message(
+            RecordDict({"arrays": ArrayRecord(start), "config": ConfigRecord({"server-round": 3, **config})}),
+            node,
+            kind,
+            group_id="3",
+        )
         msg.metadata.__dict__["_message_id"] = f"m{node}"
         ctx = Context(run_id=1, node_id=node, node_config={"partition-id": node - 1}, state=RecordDict(), run_config={})
         jobs.append((msg, ctx, 1000 + node))
@@ -76,12 +80,15 @@ def _assert_same(loop, vec) -> None:
                 assert dict(cb[key]) == pytest.approx(dict(rec), rel=RTOL)  # train_loss, num-examples
 
 
-@pytest.mark.parametrize("model,config", [
-    ("cnn", {}),
-    ("cnn", {PROXIMAL_MU_KEY: 1.0}),
-    ("cnn", {FEDMAX_BETA_KEY: 1000.0}),
-    ("mlp", {PROXIMAL_MU_KEY: 0.5, FEDMAX_BETA_KEY: 10.0}),
-])
+@pytest.mark.parametrize(
+    "model,config",
+    [
+        ("cnn", {}),
+        ("cnn", {PROXIMAL_MU_KEY: 1.0}),
+        ("cnn", {FEDMAX_BETA_KEY: 1000.0}),
+        ("mlp", {PROXIMAL_MU_KEY: 0.5, FEDMAX_BETA_KEY: 10.0}),
+    ],
+)
 def test_clients_trained_together_match_the_per_client_loop(model, config) -> None:
     task = _task(model)
     sizes = [len(p) for p in task.partitions[:6]]
@@ -121,10 +128,18 @@ def test_vectorize_keeps_every_simulated_figure_and_the_learning_within_rounding
     run(job(True), tmp_path / "vmap")
     run(job(True), tmp_path / "vmap-again")
     csvs = sorted(p.relative_to(tmp_path / "vmap") for p in (tmp_path / "vmap").rglob("*.csv"))
-    assert len(csvs) == 10 and all((tmp_path / "vmap" / c).read_bytes() == (tmp_path / "vmap-again" / c).read_bytes()
-                                  for c in csvs)  # deterministic, as every run
-    learned = ("accuracy", "loss", "activation_divergence", "final_accuracy", "best_accuracy", "final_loss",
-               "mean_activation_divergence")
+    assert len(csvs) == 10 and all(
+        (tmp_path / "vmap" / c).read_bytes() == (tmp_path / "vmap-again" / c).read_bytes() for c in csvs
+    )  # deterministic, as every run
+    learned = (
+        "accuracy",
+        "loss",
+        "activation_divergence",
+        "final_accuracy",
+        "best_accuracy",
+        "final_loss",
+        "mean_activation_divergence",
+    )
     for strategy in ("fedavg", "fedprox", "fedmax"):
         a, b = tmp_path / "loop" / strategy, tmp_path / "vmap" / strategy
         # times, FLOPs, bytes, energy, memory, statuses: from the work charged, identical to the byte
@@ -141,9 +156,13 @@ def test_unsupported_settings_are_one_line_errors() -> None:
     cfg = make_tiny_cfg()
     cfg.workload.vectorize = True
     validate(cfg)
-    for change, words in ((lambda c: setattr(c, "backend", "ray"), "backend=local"),
-                          (lambda c: setattr(c.workload.app, "client", "a:b") or setattr(c.workload.app, "server", "a:b"),
-                           "workload.app.client")):
+    for change, words in (
+        (lambda c: setattr(c, "backend", "ray"), "backend=local"),
+        (
+            lambda c: setattr(c.workload.app, "client", "a:b") or setattr(c.workload.app, "server", "a:b"),
+            "workload.app.client",
+        ),
+    ):
         bad = make_tiny_cfg()
         bad.workload.vectorize = True
         change(bad)

@@ -7,6 +7,7 @@ model up first, loads the weights of those whose key has a file, trains the othe
 a JSON-able dict (settings, seed, data size), plus the torch version and thread count; training
 is deterministic, so a cache hit gives the weights a fresh run would have trained.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,8 +37,13 @@ def _path(cache_dir: str | os.PathLike, kind: str, key: dict[str, Any], threads:
     return Path(cache_dir) / f"{kind}-{cache_key(key, threads)}.pt"
 
 
-def load_model(cache_dir: str | os.PathLike | None, kind: str, key: dict[str, Any], model: torch.nn.Module,
-               threads: int | None = None) -> dict[str, Any] | None:
+def load_model(
+    cache_dir: str | os.PathLike | None,
+    kind: str,
+    key: dict[str, Any],
+    model: torch.nn.Module,
+    threads: int | None = None,
+) -> dict[str, Any] | None:
     """Load `model`'s weights from the cache; the metadata stored with them, or None on a miss
     (no cache, no file, or a stale or damaged one)."""
     if cache_dir is None:
@@ -49,12 +55,24 @@ def load_model(cache_dir: str | os.PathLike | None, kind: str, key: dict[str, An
         blob = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(blob["state"])
         return dict(blob["meta"])
-    except (RuntimeError, KeyError, EOFError, ValueError, pickle.UnpicklingError):  # stale or damaged: retrain and replace
+    except (
+        RuntimeError,
+        KeyError,
+        EOFError,
+        ValueError,
+        pickle.UnpicklingError,
+    ):  # stale or damaged: retrain and replace
         return None
 
 
-def store_model(cache_dir: str | os.PathLike | None, kind: str, key: dict[str, Any], model: torch.nn.Module,
-                meta: dict[str, Any], threads: int | None = None) -> None:
+def store_model(
+    cache_dir: str | os.PathLike | None,
+    kind: str,
+    key: dict[str, Any],
+    model: torch.nn.Module,
+    meta: dict[str, Any],
+    threads: int | None = None,
+) -> None:
     """Store `model`'s weights and `meta` under `key`. Written whole (temp + rename), so an
     interrupted run never leaves a half-written model for the next one."""
     if cache_dir is None:
@@ -85,8 +103,9 @@ class Training:
     seed: int = 0
 
 
-def trained_state(train: Callable, model: torch.nn.Module, kwargs: dict[str, Any],
-                  *args) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def trained_state(
+    train: Callable, model: torch.nn.Module, kwargs: dict[str, Any], *args
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Train `model` with `train(model, *args, **kwargs)`; its weights and metadata (what a
     call of `executor.map` returns to the process that asked). The arguments stay top-level
     in the call, so that a back end can see which of them the calls share."""
@@ -94,8 +113,9 @@ def trained_state(train: Callable, model: torch.nn.Module, kwargs: dict[str, Any
     return model.state_dict(), dict(meta or {})
 
 
-def train_cached(executor, cache_dir: str | os.PathLike | None,
-                 trainings: list[Training]) -> list[tuple[dict[str, Any], bool]]:
+def train_cached(
+    executor, cache_dir: str | os.PathLike | None, trainings: list[Training]
+) -> list[tuple[dict[str, Any], bool]]:
     """Every model of `trainings` with its trained weights: loaded from the cache, or trained
     (the misses together, in one `executor.map`) and stored. `executor`: anything with
     `map(fn, calls, seeds)` and `torch_threads` (`sim.backends`). Returns, per training,

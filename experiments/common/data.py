@@ -12,9 +12,10 @@ import importlib
 import importlib.util
 import io
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,9 +28,7 @@ _MNIST_FILES = {
     "x_test": ("t10k-images-idx3-ubyte", 2051),
     "y_test": ("t10k-labels-idx1-ubyte", 2049),
 }
-_MNIST_EXPECTED = "expected the MNIST IDX files " + ", ".join(
-    f"{name}[.gz]" for name, _ in _MNIST_FILES.values()
-)
+_MNIST_EXPECTED = "expected the MNIST IDX files " + ", ".join(f"{name}[.gz]" for name, _ in _MNIST_FILES.values())
 _CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR_EXPECTED = (
     "expected the CIFAR-10 python version: data_batch_1..data_batch_5 and test_batch "

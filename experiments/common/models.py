@@ -118,9 +118,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def build_model(
-    name: str, input_shape: Sequence[int], num_classes: int, *, seed: int = 0, **kwargs: Any
-) -> nn.Module:
+def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, seed: int = 0, **kwargs: Any) -> nn.Module:
     """Build a model by its config name (``model.name``), initialised from ``seed``.
 
     Initialisation runs under ``torch.random.fork_rng`` with only the CPU generator

@@ -4,8 +4,8 @@ Each is kept for a measured gain or because no public API does it (docs/scale.md
 figures); `tests/unit/test_internals.py` holds each to the installed version's behaviour, so an
 upgrade that changes one fails there, loudly, instead of giving silently wrong results.
 
-- `new_array`: a Flower `Array` built without `Array.__init__`'s per-field checks (~20 us an
-  array, a tenth of a client's reply): it writes the instance's fields, `_is_dirty` among them.
+- `new_array`: a Flower `Array` built without `Array.__init__`'s per-field checks (a tenth of
+  a client's reply in docs/scale.md's profile): it writes the instance's fields, `_is_dirty` among them.
 - `custom_state_dict`: whether a module changes what `state_dict` gives or how `load_state_dict`
   takes it, read from torch's hook dictionaries and overridden methods (`ModelRecords` copies
   weights directly only when none does).
@@ -35,11 +35,15 @@ def new_array(cls: type[Array], dtype: str, shape: tuple[int, ...], data: bytes)
 def custom_state_dict(model: torch.nn.Module) -> bool:
     """Whether any module changes what `state_dict` gives or how `load_state_dict` takes it."""
     base = torch.nn.Module
-    return any(m._state_dict_pre_hooks or m._state_dict_hooks
-               or m._load_state_dict_pre_hooks or m._load_state_dict_post_hooks
-               or type(m)._save_to_state_dict is not base._save_to_state_dict
-               or type(m)._load_from_state_dict is not base._load_from_state_dict
-               for m in model.modules())
+    return any(
+        m._state_dict_pre_hooks
+        or m._state_dict_hooks
+        or m._load_state_dict_pre_hooks
+        or m._load_state_dict_post_hooks
+        or type(m)._save_to_state_dict is not base._save_to_state_dict
+        or type(m)._load_from_state_dict is not base._load_from_state_dict
+        for m in model.modules()
+    )
 
 
 def task_identity() -> tuple[int | None, int | None, int | None]:

@@ -48,8 +48,10 @@ def partition_indices(
     if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) or num_clients < 1:
         raise ValueError(f"dataset.num_clients={num_clients!r}: must be an integer >= 1")
     if num_clients > n:
-        raise ValueError(f"dataset.num_clients={num_clients}: more clients than the {n} training samples; "
-                         "dataset.partition=sampled gives each of any number of devices its own sample")
+        raise ValueError(
+            f"dataset.num_clients={num_clients}: more clients than the {n} training samples; "
+            "dataset.partition=sampled gives each of any number of devices its own sample"
+        )
     rng = np.random.default_rng(seed)
     if scheme == "iid":
         parts = np.array_split(rng.permutation(n), num_clients)
@@ -107,12 +109,8 @@ def _shards(labels: np.ndarray, num_clients: int, per_client: int, rng: np.rando
     # array_split puts any empty shards last: shuffle the non-empty and empty ones
     # separately and deal round-robin, so every client's first shard is non-empty.
     nonempty = sum(1 for s in shards if len(s))
-    order = np.concatenate(
-        [rng.permutation(nonempty), nonempty + rng.permutation(len(shards) - nonempty)]
-    )
-    return [
-        np.concatenate([shards[j] for j in order[client::num_clients]]) for client in range(num_clients)
-    ]
+    order = np.concatenate([rng.permutation(nonempty), nonempty + rng.permutation(len(shards) - nonempty)])
+    return [np.concatenate([shards[j] for j in order[client::num_clients]]) for client in range(num_clients)]
 
 
 class SampledPartitions(Sequence):
@@ -132,8 +130,15 @@ class SampledPartitions(Sequence):
             raise ValueError(f"fleet.num_devices={num_clients!r}: must be an integer >= 1")
         size = max(1, num_samples // num_clients) if size is None else size
         if not 1 <= size <= num_samples:
-            raise ValueError(f"dataset.samples_per_device={size!r}: allowed range is [1, {num_samples}] (the training samples)")
-        self.num_samples, self.num_clients, self.size, self.seed = int(num_samples), int(num_clients), int(size), int(seed)
+            raise ValueError(
+                f"dataset.samples_per_device={size!r}: allowed range is [1, {num_samples}] (the training samples)"
+            )
+        self.num_samples, self.num_clients, self.size, self.seed = (
+            int(num_samples),
+            int(num_clients),
+            int(size),
+            int(seed),
+        )
 
     def __len__(self) -> int:
         return self.num_clients

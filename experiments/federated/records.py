@@ -10,6 +10,7 @@ would without the intermediate tensors, and encodes them from the same views. Pe
 `str(dtype)` and `np.prod(shape)` cost more than a small array's copy; both are replaced by a
 cache and `math.prod`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -69,10 +70,10 @@ class NpyArray(Array):
         return array_view(self).copy()  # writable, as np.load's
 
     @classmethod
-    def direct(cls, dtype: str, shape: tuple[int, ...], data: bytes) -> "NpyArray":
+    def direct(cls, dtype: str, shape: tuple[int, ...], data: bytes) -> NpyArray:
         """`NpyArray(dtype=dtype, shape=shape, stype="numpy.ndarray", data=data)`, the same
         attributes and state (dirty, no cached object id), without `Array.__init__`'s argument
-        checks and per-field `__setattr__` (~20 us an array, a tenth of a client's reply);
+        checks and per-field `__setattr__`;
         tests/test_records.py holds it to Flower's constructor."""
         return new_array(cls, dtype, shape, data)
 
@@ -85,8 +86,9 @@ def npy_array(arr: np.ndarray) -> Array:
     (dtype, shape), or Flower's own `np.save` path for anything unusual."""
     if arr.dtype.hasobject or not arr.flags.c_contiguous:
         return Array.from_numpy_ndarray(arr)
-    return NpyArray.direct(_dtype_name(arr.dtype), arr.shape,
-                           b"".join((_npy_header(arr.dtype, arr.shape), memoryview(arr).cast("B"))))
+    return NpyArray.direct(
+        _dtype_name(arr.dtype), arr.shape, b"".join((_npy_header(arr.dtype, arr.shape), memoryview(arr).cast("B")))
+    )
 
 
 def to_array_record(state_dict: dict[str, torch.Tensor]) -> ArrayRecord:
@@ -120,7 +122,8 @@ class ModelRecords:
         self.names = list(targets)
         self.tensors = list(targets.values())
         direct = not custom_state_dict(model) and all(
-            t.device.type == "cpu" and t.dtype in _NUMPY_DTYPES for t in self.tensors)
+            t.device.type == "cpu" and t.dtype in _NUMPY_DTYPES for t in self.tensors
+        )
         self.views = [t.detach().numpy() for t in self.tensors] if direct else None
 
     def _current(self) -> bool:
@@ -130,8 +133,9 @@ class ModelRecords:
             return False
         now = self.model.state_dict(keep_vars=True).values()
         if len(now) != len(self.tensors) or any(
-                t is not old or v.ctypes.data != t.data_ptr() or v.shape != tuple(t.shape)
-                for t, old, v in zip(now, self.tensors, self.views)):
+            t is not old or v.ctypes.data != t.data_ptr() or v.shape != tuple(t.shape)
+            for t, old, v in zip(now, self.tensors, self.views)
+        ):
             self.__init__(self.model)
         return self.views is not None
 
@@ -151,5 +155,6 @@ class ModelRecords:
         return _npy_record(zip(self.names, self.views))
 
 
-_NUMPY_DTYPES = {getattr(torch, n) for n in
-                 ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")}
+_NUMPY_DTYPES = {
+    getattr(torch, n) for n in ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
+}

@@ -7,6 +7,7 @@ user's. It adds one record to its reply, `ACTIVATION_PROBE_KEY`, with the mean l
 activation over its last local epoch (taken from the training forwards, so no extra computation); the
 simulator reads and removes it before the reply goes over the link.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -43,8 +44,9 @@ class FederatedTask:
 
 def _train(task: FederatedTask, model: nn.Module, idx: np.ndarray, objective: ClientObjective, lr: float):
     x, y = task.data.x_train[idx], task.data.y_train[idx]
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=task.momentum,
-                          nesterov=task.momentum > 0, weight_decay=task.weight_decay)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=task.momentum, nesterov=task.momentum > 0, weight_decay=task.weight_decay
+    )
     anchor = [p.detach().clone() for p in model.parameters()] if objective.mu > 0 else []
     model.train()
     total, count, feature_sum = 0.0, 0, None
@@ -52,7 +54,7 @@ def _train(task: FederatedTask, model: nn.Module, idx: np.ndarray, objective: Cl
         last = epoch == task.local_epochs - 1
         order = torch.randperm(len(idx))
         for start in range(0, len(idx), task.batch_size):
-            b = order[start:start + task.batch_size]
+            b = order[start : start + task.batch_size]
             logits, feats = model(x[b], with_features=True)
             loss = objective.loss(logits, y[b], feats, list(model.parameters()), anchor)
             opt.zero_grad()
@@ -97,7 +99,6 @@ def make_client_app(task: FederatedTask) -> ClientApp:
         metrics = MetricRecord({"loss": loss, "accuracy": acc, "num-examples": len(idx)})
         return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
 
-
     return app
 
 
@@ -108,11 +109,13 @@ def learning_rate(task: FederatedTask, config) -> float:
 
 def train_reply(msg: Message, arrays: ArrayRecord, loss: float, mean_act: np.ndarray, num_examples: int) -> Message:
     """The built-in ClientApp's reply to a train message."""
-    content = RecordDict({
-        "arrays": arrays,
-        "metrics": MetricRecord({"train_loss": loss, "num-examples": num_examples}),
-        ACTIVATION_PROBE_KEY: ArrayRecord({"mean-activation": npy_array(mean_act)}),
-    })
+    content = RecordDict(
+        {
+            "arrays": arrays,
+            "metrics": MetricRecord({"train_loss": loss, "num-examples": num_examples}),
+            ACTIVATION_PROBE_KEY: ArrayRecord({"mean-activation": npy_array(mean_act)}),
+        }
+    )
     return Message(content=content, reply_to=msg)
 
 
@@ -122,7 +125,7 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     model.eval()
     loss, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
-        logits = model(x[start:start + batch_size])
-        loss += float(F.cross_entropy(logits, y[start:start + batch_size], reduction="sum"))
-        correct += int((logits.argmax(1) == y[start:start + batch_size]).sum())
+        logits = model(x[start : start + batch_size])
+        loss += float(F.cross_entropy(logits, y[start : start + batch_size], reduction="sum"))
+        correct += int((logits.argmax(1) == y[start : start + batch_size]).sum())
     return loss / len(x), correct / len(x)

@@ -28,6 +28,7 @@ peak memory of the calls the per-client loop makes for its own batches, so simul
 and energy do not change; jobs this path does not train (`group_jobs`: an evaluate message, an
 empty partition) run through the ClientApp as usual.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,13 +38,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from flwr.app import Message
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from flwr.app import Message
-
-from experiments.federated.task import FederatedTask, learning_rate, train_reply
 from experiments.federated.records import to_array_record, to_state_dict
+from experiments.federated.task import FederatedTask, learning_rate, train_reply
 from strategies.objectives import ClientObjective
 
 __all__ = ["Trained", "group_jobs", "train_clients", "train_messages", "unsupported"]
@@ -108,9 +108,16 @@ def _batches(n: int, seed: int, epochs: int, batch_size: int, offset: int, pad: 
     return rows.reshape(epochs * per_epoch, batch_size)
 
 
-def train_clients(task: FederatedTask, model: nn.Module, starts: Sequence[dict[str, torch.Tensor]],
-                  partitions: Sequence[np.ndarray], seeds: Sequence[int], lr: float, objective: ClientObjective,
-                  mode: str = "prefix") -> list[Trained]:
+def train_clients(
+    task: FederatedTask,
+    model: nn.Module,
+    starts: Sequence[dict[str, torch.Tensor]],
+    partitions: Sequence[np.ndarray],
+    seeds: Sequence[int],
+    lr: float,
+    objective: ClientObjective,
+    mode: str = "prefix",
+) -> list[Trained]:
     """Train clients k = 0..K-1 together, each from weights `starts[k]` on its partition with the
     batches of torch seed `seeds[k]`: what `experiments.federated._train` does one by one.
 
@@ -127,8 +134,10 @@ def train_clients(task: FederatedTask, model: nn.Module, starts: Sequence[dict[s
     order = sorted(range(k_all), key=lambda k: -sizes[k])  # most steps first (stable)
     names = [n for n, _ in model.named_parameters()]
     # the clients' data, stacked, and one zero sample for padding
-    x = torch.cat([task.data.x_train[partitions[k]] for k in order]
-                  + [task.data.x_train.new_zeros((1, *task.data.x_train.shape[1:]))])
+    x = torch.cat(
+        [task.data.x_train[partitions[k]] for k in order]
+        + [task.data.x_train.new_zeros((1, *task.data.x_train.shape[1:]))]
+    )
     y = torch.cat([task.data.y_train[partitions[k]] for k in order] + [task.data.y_train.new_zeros(1)])
     pad = len(x) - 1
     offsets = np.concatenate([[0], np.cumsum([sizes[k] for k in order])])
@@ -136,7 +145,7 @@ def train_clients(task: FederatedTask, model: nn.Module, starts: Sequence[dict[s
     steps = [len(s) for s in schedules]
     rows = torch.full((k_all, steps[0], bsz), pad, dtype=torch.long)
     for j, s in enumerate(schedules):
-        rows[j, :len(s)] = s
+        rows[j, : len(s)] = s
     like = dict(model.named_parameters())
     params = {n: torch.stack([starts[k][n] for k in order]).to(like[n].dtype) for n in names}
     anchor = {n: p.clone() for n, p in params.items()} if objective.mu > 0.0 else None
@@ -152,8 +161,9 @@ def train_clients(task: FederatedTask, model: nn.Module, starts: Sequence[dict[s
         live = steps_t > s if mode == "mask" else None  # prefix: all of the first `a` are
         r = rows[:a, s]
         view = {n: p[:a] for n, p in params.items()}
-        grads, (loss, fsum) = step(view, x[r], y[r], (r != pad).to(x.dtype),
-                                   None if anchor is None else {n: t[:a] for n, t in anchor.items()})
+        grads, (loss, fsum) = step(
+            view, x[r], y[r], (r != pad).to(x.dtype), None if anchor is None else {n: t[:a] for n, t in anchor.items()}
+        )
         with torch.no_grad():  # torch.optim.SGD's single-tensor step, on every client at once
             for n in names:
                 p, g = view[n], grads[n]
@@ -172,7 +182,7 @@ def train_clients(task: FederatedTask, model: nn.Module, starts: Sequence[dict[s
             feat_sum = fsum.new_zeros((k_all, fsum.shape[1]))
         in_last = (first_of_last_epoch[:a] <= s) & (steps_t[:a] > s)  # the loop tallies the last epoch
         feat_sum[:a] += torch.where(in_last[:, None], fsum, torch.zeros_like(fsum))
-    loss_rows = [l.tolist() for l in losses]
+    loss_rows = [loss.tolist() for loss in losses]
     out: list[Trained | None] = [None] * k_all
     for j, k in enumerate(order):
         per_epoch = steps[j] // epochs
@@ -182,8 +192,9 @@ def train_clients(task: FederatedTask, model: nn.Module, starts: Sequence[dict[s
         for s in range(steps[j] - per_epoch, steps[j]):  # the last epoch, as the loop tallies it
             total += loss_rows[s][j] * batch_sizes[s]
             count += batch_sizes[s]
-        out[k] = Trained({n: params[n][j] for n in names}, total / max(count, 1),
-                         (feat_sum[j] / max(count, 1)).numpy(), batch_sizes)
+        out[k] = Trained(
+            {n: params[n][j] for n in names}, total / max(count, 1), (feat_sum[j] / max(count, 1)).numpy(), batch_sizes
+        )
     return out  # type: ignore[return-value]
 
 
@@ -203,8 +214,12 @@ def group_jobs(task: FederatedTask, jobs: Sequence) -> tuple[dict[tuple[float, C
     others = []
     for i, (msg, ctx, _seed) in enumerate(jobs):
         content = msg.content
-        if msg.metadata.message_type == "train" and "arrays" in content and "config" in content \
-                and len(task.partitions[int(ctx.node_config["partition-id"])]) > 0:
+        if (
+            msg.metadata.message_type == "train"
+            and "arrays" in content
+            and "config" in content
+            and len(task.partitions[int(ctx.node_config["partition-id"])]) > 0
+        ):
             config = content["config"]
             groups.setdefault((learning_rate(task, config), ClientObjective.from_config(config)), []).append(i)
         else:
@@ -212,8 +227,9 @@ def group_jobs(task: FederatedTask, jobs: Sequence) -> tuple[dict[tuple[float, C
     return groups, others
 
 
-def train_messages(task: FederatedTask, model: nn.Module, jobs: Sequence, lr: float, objective: ClientObjective,
-                   mode: str = "prefix") -> list[tuple[Message, list[int]]]:
+def train_messages(
+    task: FederatedTask, model: nn.Module, jobs: Sequence, lr: float, objective: ClientObjective, mode: str = "prefix"
+) -> list[tuple[Message, list[int]]]:
     """Train the jobs' clients together; for each, the reply the ClientApp would send and the
     batch size of every step it took."""
     parts = [task.partitions[int(ctx.node_config["partition-id"])] for _, ctx, _ in jobs]
@@ -221,5 +237,10 @@ def train_messages(task: FederatedTask, model: nn.Module, jobs: Sequence, lr: fl
     with torch.random.fork_rng(devices=[]):  # nothing here draws from torch's global generator; guard it anyway
         trained = train_clients(task, model, starts, parts, [seed for _, _, seed in jobs], lr, objective, mode)
     keys = model.state_dict().keys()
-    return [(train_reply(msg, to_array_record({k: t.state_dict[k] for k in keys}), t.loss, t.mean_activation, len(part)), t.batch_sizes)
-            for (msg, _, _), part, t in zip(jobs, parts, trained)]
+    return [
+        (
+            train_reply(msg, to_array_record({k: t.state_dict[k] for k in keys}), t.loss, t.mean_activation, len(part)),
+            t.batch_sizes,
+        )
+        for (msg, _, _), part, t in zip(jobs, parts, trained)
+    ]

@@ -20,9 +20,10 @@ import contextlib
 import io
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
@@ -43,11 +44,14 @@ class EdgesimRayLauncherConf:
     cpus_per_job: float = 1.0  # Ray CPUs each job reserves (jobs run with torch_threads threads)
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="edgesim_ray", node=EdgesimRayLauncherConf, provider="edgesim")
+ConfigStore.instance().store(
+    group="hydra/launcher", name="edgesim_ray", node=EdgesimRayLauncherConf, provider="edgesim"
+)
 
 
-def _run_one(hydra_context: HydraContext, task_function: TaskFunction, sweep_config: DictConfig,
-             singleton_state: dict) -> tuple[Optional[JobReturn], Optional[int], str]:
+def _run_one(
+    hydra_context: HydraContext, task_function: TaskFunction, sweep_config: DictConfig, singleton_state: dict
+) -> tuple[Optional[JobReturn], Optional[int], str]:
     """One job, in a Ray worker: Hydra's globals as in the launching process, then `run_job`.
     Returns (the job's return, its exit code if it exited, what it printed to stderr)."""
     setup_globals()
@@ -56,8 +60,13 @@ def _run_one(hydra_context: HydraContext, task_function: TaskFunction, sweep_con
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            ret = run_job(hydra_context=hydra_context, task_function=task_function, config=sweep_config,
-                          job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+            ret = run_job(
+                hydra_context=hydra_context,
+                task_function=task_function,
+                config=sweep_config,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
         return ret, None, err.getvalue()
     except SystemExit as exc:  # the job's own exit (a bad setting: `error: ...`, exit 2)
         return None, int(exc.code) if isinstance(exc.code, int) else 1, err.getvalue()

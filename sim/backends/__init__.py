@@ -12,8 +12,17 @@ from collections.abc import Callable, Sequence
 from sim.backends.base import BACKENDS, Backend, Execution, torch_seeded, torch_threads
 from sim.backends.local import LocalBackend
 
-__all__ = ["BACKENDS", "Backend", "Execution", "Executor", "LocalBackend", "make_backend", "make_executor",
-           "torch_seeded", "torch_threads"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "Execution",
+    "Executor",
+    "LocalBackend",
+    "make_backend",
+    "make_executor",
+    "torch_seeded",
+    "torch_threads",
+]
 
 
 def make_backend(cfg, actors: bool = True, task=None) -> Backend:
@@ -25,8 +34,9 @@ def make_backend(cfg, actors: bool = True, task=None) -> Backend:
         from sim.backends.ray import RayBackend  # Ray is imported there only, and only when asked
 
         r = cfg.ray
-        return RayBackend(copies, threads, address=r.address, num_cpus=r.num_cpus, num_workers=r.num_workers,
-                          actors=actors)
+        return RayBackend(
+            copies, threads, address=r.address, num_cpus=r.num_cpus, num_workers=r.num_workers, actors=actors
+        )
     if task is not None:
         from sim.backends.vectorized import VectorizedBackend  # torch.func: only when asked
 
@@ -74,8 +84,14 @@ class Executor:
             self.start_s = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
         out = self.backend.map(_timed, [(fn, *args) for args in calls], seeds)
-        self.maps.append({"calls": len(calls), "wall_s": round(time.perf_counter() - t0, 3),
-                          "call_s": [wall for _, wall, _ in out], "call_cpu_s": [cpu for _, _, cpu in out]})
+        self.maps.append(
+            {
+                "calls": len(calls),
+                "wall_s": round(time.perf_counter() - t0, 3),
+                "call_s": [wall for _, wall, _ in out],
+                "call_cpu_s": [cpu for _, _, cpu in out],
+            }
+        )
         return [result for result, _, _ in out]
 
     def timings(self) -> dict:

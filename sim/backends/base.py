@@ -23,6 +23,7 @@ ClientApp's clients of a step together, `sim.backends.ray.RayBackend` (the only 
 imports Ray) runs them in parallel on Ray workers. `sim.backends.make_backend` builds the one a
 config asks for.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,7 +36,17 @@ from flwr.app import Context, Message
 
 from sim.meter import WorkMeter
 
-__all__ = ["BACKENDS", "Backend", "Execution", "Job", "call_seeds", "run_call", "run_job", "torch_seeded", "torch_threads"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "Execution",
+    "Job",
+    "call_seeds",
+    "run_call",
+    "run_job",
+    "torch_seeded",
+    "torch_threads",
+]
 
 BACKENDS = ("local", "ray")
 
@@ -71,7 +82,7 @@ def torch_seeded(seed: int) -> Iterator[None]:
     """torch's global generator seeded with `seed` inside, its state restored after.
 
     The CPU generator is seeded directly: `torch.manual_seed` also queues a lazy seed for every
-    accelerator torch knows, recording a stack trace each time (~0.2 ms, once per client). A
+    accelerator torch knows, recording a stack trace each time (once per client). A
     CUDA already in use (a user's ClientApp on a GPU) is seeded as well."""
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
@@ -80,8 +91,9 @@ def torch_seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def run_job(app, message: Message, context: Context, torch_seed: int, cost_cache: dict,
-            optimizer_copies: int) -> Execution:
+def run_job(
+    app, message: Message, context: Context, torch_seed: int, cost_cache: dict, optimizer_copies: int
+) -> Execution:
     """Run `app` on one message under its own torch seed and a work meter (both back ends)."""
     with torch_seeded(torch_seed):
         meter = WorkMeter(cost_cache, optimizer_copies)

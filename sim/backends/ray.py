@@ -24,6 +24,7 @@ null, a local Ray instance is started with `ray.num_cpus` CPUs and shut down aft
 Workers import the project from this checkout's folder (PYTHONPATH): on a cluster, every node
 needs the same edgesim code at the same path, or installed as a package.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,8 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 from flwr.app import Context, Message  # noqa: E402
 
-from sim.backends.base import Execution, call_seeds, run_call, run_job, torch_threads  # noqa: E402
 from experiments.federated.internals import set_task_identity, task_identity  # noqa: E402
+from sim.backends.base import Execution, call_seeds, run_call, run_job, torch_threads  # noqa: E402
 from sim.config import ConfigError  # noqa: E402
 from sim.meter import PROCESS_COSTS  # noqa: E402
 
@@ -60,8 +61,10 @@ def _reachable(address: str) -> None:
     try:
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"ray.address={address!r}: no Ray cluster answers there ({exc}); "
-                          "give 'auto', 'HOST:PORT' or 'ray://HOST:PORT' of a running cluster, or null") from None
+        raise ConfigError(
+            f"ray.address={address!r}: no Ray cluster answers there ({exc}); "
+            "give 'auto', 'HOST:PORT' or 'ray://HOST:PORT' of a running cluster, or null"
+        ) from None
 
 
 def start_ray(address: str | None, num_cpus: int | None) -> bool:
@@ -69,9 +72,12 @@ def start_ray(address: str | None, num_cpus: int | None) -> bool:
     None), unless Ray is up already; True when this call started or joined it."""
     if ray.is_initialized():
         return False
-    env = {"FLWR_TELEMETRY_ENABLED": os.environ.get("FLWR_TELEMETRY_ENABLED", "0"),
-           "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0", "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0"),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    env = {
+        "FLWR_TELEMETRY_ENABLED": os.environ.get("FLWR_TELEMETRY_ENABLED", "0"),
+        "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+        "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0"),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    }
     kwargs: dict = {"runtime_env": {"env_vars": env}, "log_to_driver": False, "configure_logging": False}
     if address:
         _reachable(address)
@@ -150,18 +156,30 @@ class RayBackend:
 
     name = "ray"
 
-    def __init__(self, optimizer_copies: int = 1, torch_threads: int | None = None, *, address: str | None = None,
-                 num_cpus: int | None = None, num_workers: int | None = None, actors: bool = True):
+    def __init__(
+        self,
+        optimizer_copies: int = 1,
+        torch_threads: int | None = None,
+        *,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        num_workers: int | None = None,
+        actors: bool = True,
+    ):
         if os.environ.get(SWEEP_JOB_ENV):
-            raise ConfigError("backend=ray: this job already runs as a Ray task of hydra/launcher=edgesim_ray, "
-                              "whose jobs are the parallel units; allowed here: backend=local")
+            raise ConfigError(
+                "backend=ray: this job already runs as a Ray task of hydra/launcher=edgesim_ray, "
+                "whose jobs are the parallel units; allowed here: backend=local"
+            )
         self.optimizer_copies = optimizer_copies
         # None: the driver's own count, so the workers compute as this process would
         self.torch_threads = torch_threads or torch.get_num_threads()
         self._started = start_ray(address, num_cpus)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.slots = num_workers or max(cpus, 1)  # calls of `map` at a time
-        self._workers = [_Worker.remote(optimizer_copies, self.torch_threads) for _ in range(self.slots if actors else 0)]
+        self._workers = [
+            _Worker.remote(optimizer_copies, self.torch_threads) for _ in range(self.slots if actors else 0)
+        ]
         ray.get([w.ready.remote() for w in self._workers])  # started (and importing) before the first round
         self._app = None
         self._app_box: list = []
@@ -217,8 +235,11 @@ class RayBackend:
                 i = pending.pop(0)
                 args = [ship(a) for a in calls[i]]
                 actor = idle.pop(0) if idle else None
-                ref = (actor.call.remote(fn, seeds[i], *args) if actor is not None
-                       else _call.remote(fn, seeds[i], self.torch_threads, *args))
+                ref = (
+                    actor.call.remote(fn, seeds[i], *args)
+                    if actor is not None
+                    else _call.remote(fn, seeds[i], self.torch_threads, *args)
+                )
                 running[ref] = (i, actor)
             (done,), _ = ray.wait(list(running), num_returns=1)
             i, actor = running.pop(done)

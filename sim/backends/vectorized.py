@@ -9,13 +9,13 @@ the ClientApp's, so its bytes on the link, its compute time and its energy are t
 batched path does not train, and a group whose batched training raises, run through the ClientApp
 as on the per-client path.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import torch
-
-from collections.abc import Sequence
 
 from experiments.federated.task import FederatedTask
 from experiments.federated.vectorized import group_jobs, train_messages
@@ -44,8 +44,9 @@ class VectorizedBackend(LocalBackend):
             return execute(self.task, app, list(jobs), self._cost_cache, self.optimizer_copies)
 
 
-def execute(task: FederatedTask, app, jobs: list, cost_cache: dict, optimizer_copies: int,
-            mode: str = "prefix") -> list[Execution]:
+def execute(
+    task: FederatedTask, app, jobs: list, cost_cache: dict, optimizer_copies: int, mode: str = "prefix"
+) -> list[Execution]:
     """`LocalBackend.execute` for the built-in ClientApp of `task`."""
     out: list[Execution | None] = [None] * len(jobs)
     groups, others = group_jobs(task, jobs)
@@ -56,15 +57,23 @@ def execute(task: FederatedTask, app, jobs: list, cost_cache: dict, optimizer_co
     model = task.build_model()
     example = task.data.x_train
     with torch.enable_grad():  # the charged calls are training calls, as in the ClientApp
-        per_stack = max(1, STACK_BUDGET_BYTES // max(_charged(model, example, [task.batch_size], cost_cache, optimizer_copies).peak_bytes, 1))
+        per_stack = max(
+            1,
+            STACK_BUDGET_BYTES
+            // max(_charged(model, example, [task.batch_size], cost_cache, optimizer_copies).peak_bytes, 1),
+        )
         for (lr, objective), members in groups.items():
             for lo in range(0, len(members), per_stack):
-                chunk = members[lo:lo + per_stack]
+                chunk = members[lo : lo + per_stack]
                 try:
                     done = train_messages(task, model, [jobs[i] for i in chunk], lr, objective, mode)
                 except Exception as exc:  # noqa: BLE001 - each client then runs (and fails, if it does) on its own
-                    warnings.warn(f"workload.vectorize: training {len(chunk)} clients together failed "
-                                  f"({type(exc).__name__}: {exc}); they ran one by one", RuntimeWarning, stacklevel=2)
+                    warnings.warn(
+                        f"workload.vectorize: training {len(chunk)} clients together failed "
+                        f"({type(exc).__name__}: {exc}); they ran one by one",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
                     done = None
                 for n, i in enumerate(chunk):
                     if done is None:
@@ -76,7 +85,9 @@ def execute(task: FederatedTask, app, jobs: list, cost_cache: dict, optimizer_co
     return out  # type: ignore[return-value]
 
 
-def _charged(model, example: torch.Tensor, batch_sizes: list[int], cost_cache: dict, optimizer_copies: int) -> WorkMeter:
+def _charged(
+    model, example: torch.Tensor, batch_sizes: list[int], cost_cache: dict, optimizer_copies: int
+) -> WorkMeter:
     """A meter charged one top-level training call of `model` per batch size, as the ClientApp's
     steps are under `run_job`'s meter."""
     meter = WorkMeter(cost_cache, optimizer_copies)

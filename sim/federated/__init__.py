@@ -18,5 +18,6 @@ def _run(cfg: Config, out_dir, *, in_sweep: bool = False):
     return run(cfg, out_dir, in_sweep=in_sweep)
 
 
-WORKLOAD = Workload("federated", FederatedSettings, frozenset({"fleet", "channel", "strategy", "dataset", "compare"}),
-                    validate, _run)
+WORKLOAD = Workload(
+    "federated", FederatedSettings, frozenset({"fleet", "channel", "strategy", "dataset", "compare"}), validate, _run
+)

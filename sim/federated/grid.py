@@ -8,6 +8,7 @@ under a `WorkMeter`, checks the device's memory against the measured footprint, 
 reply up the link the same way, and plays the round on the SimPy clock with the strategy's
 `timeout` as a deadline in simulated seconds. Late replies are stragglers and are withheld.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -124,8 +125,17 @@ def _deliver(content: RecordDict, outcome: TransferOutcome) -> tuple[RecordDict,
 class SimGrid(Grid):
     """A Grid over the simulated fleet: node `i + 1` is device `i` holding partition `i`."""
 
-    def __init__(self, *, fleet: Fleet, link: Link, client_app, seed: int, backend: Backend | None = None,
-                 availability: float = 1.0, run_config: dict | None = None):
+    def __init__(
+        self,
+        *,
+        fleet: Fleet,
+        link: Link,
+        client_app,
+        seed: int,
+        backend: Backend | None = None,
+        availability: float = 1.0,
+        run_config: dict | None = None,
+    ):
         self.fleet = fleet
         self.link = link
         self.client_app = client_app
@@ -152,8 +162,9 @@ class SimGrid(Grid):
     def run(self) -> Run:
         return self._run
 
-    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int,
-                       group_id: str, ttl: float | None = None) -> Message:
+    def create_message(
+        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
+    ) -> Message:
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> Iterable[int]:
@@ -221,28 +232,47 @@ class SimGrid(Grid):
         ctx = self._contexts.get(node_id)
         if ctx is None:
             ctx = self._contexts[node_id] = Context(
-                run_id=RUN_ID, node_id=node_id,
+                run_id=RUN_ID,
+                node_id=node_id,
                 node_config={"partition-id": node_id - 1, "num-partitions": len(self.fleet)},
-                state=RecordDict(), run_config=dict(self.run_config))
+                state=RecordDict(),
+                run_config=dict(self.run_config),
+            )
         return ctx
 
     def _row(self, plan: ClientPlan, rnd: int, phase: str) -> ClientRow:
         d = plan.device
         down = plan.down
         return ClientRow(
-            round=rnd, phase=phase, node_id=plan.node_id, device=self.fleet.profile_name(d),
-            status="", download_s=0.0, compute_s=0.0, upload_s=0.0, energy_j=0.0,
-            compute_flops=0, peak_memory_bytes=0, device_memory_bytes=int(self.fleet.memory_bytes[d]),
-            bytes_down=0, bytes_up=0,
-            attempts_down=down.attempts if down else 0, attempts_up=0,
+            round=rnd,
+            phase=phase,
+            node_id=plan.node_id,
+            device=self.fleet.profile_name(d),
+            status="",
+            download_s=0.0,
+            compute_s=0.0,
+            upload_s=0.0,
+            energy_j=0.0,
+            compute_flops=0,
+            peak_memory_bytes=0,
+            device_memory_bytes=int(self.fleet.memory_bytes[d]),
+            bytes_down=0,
+            bytes_up=0,
+            attempts_down=down.attempts if down else 0,
+            attempts_up=0,
             retransmissions=down.retransmissions if down else 0,
-            bits_flipped=plan.down_flips, arrival_s=float("nan"))
+            bits_flipped=plan.down_flips,
+            arrival_s=float("nan"),
+        )
 
     def _downlink(self, msg: Message, rnd: int, phase: str, deliverable: list) -> ClientPlan:
         node = int(msg.metadata.dst_node_id)
         device = node - 1
         plan = ClientPlan(node_id=node, device=device)
-        if self.availability < 1.0 and stream(self.seed, "availability", rnd, node, phase).random() >= self.availability:
+        if (
+            self.availability < 1.0
+            and stream(self.seed, "availability", rnd, node, phase).random() >= self.availability
+        ):
             plan.dropped = True
             return plan
         plan.down = transfer(self.link, message_bytes(msg.content), stream(self.seed, "downlink", rnd, node, phase))
@@ -273,7 +303,9 @@ class SimGrid(Grid):
             del reply.content[PROBE_KEY]
             if isinstance(probe, ArrayRecord) and "mean-activation" in probe:
                 activation = array_view(probe["mean-activation"]).astype(np.float64)
-        plan.up = transfer(self.link, message_bytes(reply.content), stream(self.seed, "uplink", rnd, plan.node_id, phase))
+        plan.up = transfer(
+            self.link, message_bytes(reply.content), stream(self.seed, "uplink", rnd, plan.node_id, phase)
+        )
         reply.content, flips = _deliver(reply.content, plan.up)
         row.bytes_up = plan.up.bits_sent // 8
         row.attempts_up = plan.up.attempts
@@ -281,4 +313,3 @@ class SimGrid(Grid):
         row.bits_flipped += flips
         row.status = "received"
         replies[plan.node_id] = (reply, activation)
-

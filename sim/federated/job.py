@@ -5,6 +5,7 @@ wrapper around it. The federated workload runs one simulation per compared strat
 same data partition, fleet and channel, and writes one folder per strategy plus a
 comparison across them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,18 +26,18 @@ from tqdm import tqdm
 from channels import Link
 from devices import Fleet, build_fleet
 from experiments.common.data import Dataset, load_dataset
-from experiments.federated.task import FederatedTask, evaluate_model, make_client_app
 from experiments.common.models import build_model
-from experiments.federated.records import ModelRecords
-from experiments.federated.partition import SampledPartitions, partition_indices
 from experiments.federated.internals import set_task_identity
+from experiments.federated.partition import SampledPartitions, partition_indices
+from experiments.federated.records import ModelRecords
+from experiments.federated.task import FederatedTask, evaluate_model, make_client_app
 from sim.backends import make_backend
 from sim.backends.base import Backend, torch_threads
 from sim.backends.local import LocalBackend
 from sim.config import Config, ConfigError, StrategyConfig
 from sim.federated.grid import RUN_ID, SERVER_NODE_ID, ClientRow, PhaseStats, SimGrid
-from sim.net import build_link
 from sim.meter import WorkMeter
+from sim.net import build_link
 from sim.report import plot_accuracy, write_json, write_rows
 from sim.seeding import stream
 from strategies import STRATEGIES, activation_divergence, build_strategy
@@ -128,7 +129,8 @@ def _check_fits_somewhere(cfg: Config, model: torch.nn.Module, data: Dataset, fl
         raise ConfigError(
             f"workload.model={cfg.workload.model!r}: training it with batch_size={cfg.workload.batch_size} needs "
             f"{_human_bytes(meter.peak_bytes)}, but the largest device of fleet.mix has {_human_bytes(largest)}; "
-            "allowed: a smaller model or batch, or a fleet with a larger device")
+            "allowed: a smaller model or batch, or a fleet with a larger device"
+        )
 
 
 @contextlib.contextmanager
@@ -162,9 +164,14 @@ def _flower_session(seed: int, log_level: str) -> Iterator[None]:
 
 def _strategy(scfg: StrategyConfig, num_devices: int):
     return build_strategy(
-        scfg.name, scfg.params, fraction_train=scfg.fraction_train, fraction_evaluate=scfg.fraction_evaluate,
-        min_train_nodes=min(scfg.min_train_nodes, num_devices), min_evaluate_nodes=min(scfg.min_train_nodes, num_devices),
-        min_available_nodes=min(2, num_devices))
+        scfg.name,
+        scfg.params,
+        fraction_train=scfg.fraction_train,
+        fraction_evaluate=scfg.fraction_evaluate,
+        min_train_nodes=min(scfg.min_train_nodes, num_devices),
+        min_evaluate_nodes=min(scfg.min_train_nodes, num_devices),
+        min_available_nodes=min(2, num_devices),
+    )
 
 
 # --- one simulation ----------------------------------------------------------------------
@@ -187,17 +194,26 @@ def _round_rows(phases: list[PhaseStats], evals: dict[int, tuple[float, float]],
         if rnd not in evals:  # a user's app: the clients' evaluate metrics, weighted by examples
             ev = [m for p in ps for _, m in p.eval_metrics]
             acc, loss = _weighted_mean(ev, app_cfg.accuracy_metric), _weighted_mean(ev, app_cfg.loss_metric)
-        rows.append(RoundRow(
-            round=rnd, sim_time_s=max(p.end_s for p in ps), accuracy=acc, loss=loss,
-            clients_sampled=len(train), clients_received=status.count("received"),
-            clients_straggled=status.count("straggler"), clients_dropped=status.count("dropped"),
-            clients_lost=status.count("lost_down") + status.count("lost_up") + status.count("error"),
-            clients_out_of_memory=status.count("out_of_memory"),
-            bytes_down=sum(c.bytes_down for c in clients), bytes_up=sum(c.bytes_up for c in clients),
-            retransmissions=sum(c.retransmissions for c in clients), bits_flipped=sum(c.bits_flipped for c in clients),
-            energy_j=sum(c.energy_j for c in clients),
-            activation_divergence=activation_divergence(np.stack(acts)) if len(acts) > 1 else math.nan,
-        ))
+        rows.append(
+            RoundRow(
+                round=rnd,
+                sim_time_s=max(p.end_s for p in ps),
+                accuracy=acc,
+                loss=loss,
+                clients_sampled=len(train),
+                clients_received=status.count("received"),
+                clients_straggled=status.count("straggler"),
+                clients_dropped=status.count("dropped"),
+                clients_lost=status.count("lost_down") + status.count("lost_up") + status.count("error"),
+                clients_out_of_memory=status.count("out_of_memory"),
+                bytes_down=sum(c.bytes_down for c in clients),
+                bytes_up=sum(c.bytes_up for c in clients),
+                retransmissions=sum(c.retransmissions for c in clients),
+                bits_flipped=sum(c.bits_flipped for c in clients),
+                energy_j=sum(c.energy_j for c in clients),
+                activation_divergence=activation_divergence(np.stack(acts)) if len(acts) > 1 else math.nan,
+            )
+        )
     return rows
 
 
@@ -214,35 +230,65 @@ def _summary(cfg: Config, scfg: StrategyConfig, rounds: list[RoundRow], grid: Si
 
     return {
         # the settings
-        "strategy": f"app:{cfg.workload.app.server}" if user_app else scfg.name, "seed": cfg.seed, "dataset": cfg.dataset.name, "partition": cfg.dataset.partition,
-        "model": "app" if user_app else cfg.workload.model, "num_devices": len(grid.fleet),
+        "strategy": f"app:{cfg.workload.app.server}" if user_app else scfg.name,
+        "seed": cfg.seed,
+        "dataset": cfg.dataset.name,
+        "partition": cfg.dataset.partition,
+        "model": "app" if user_app else cfg.workload.model,
+        "num_devices": len(grid.fleet),
         "fraction_train": math.nan if user_app else scfg.fraction_train,
-        "deadline_s": math.nan if user_app else scfg.timeout_s, "channel_model": c.model, "channel_mode": c.mode, "channel_ber": c.ber,
-        "bandwidth_bps": c.bandwidth_bps, "latency_s": c.latency_s, "rounds": cfg.workload.rounds,
+        "deadline_s": math.nan if user_app else scfg.timeout_s,
+        "channel_model": c.model,
+        "channel_mode": c.mode,
+        "channel_ber": c.ber,
+        "bandwidth_bps": c.bandwidth_bps,
+        "latency_s": c.latency_s,
+        "rounds": cfg.workload.rounds,
         # the outcomes (NaN accuracies, e.g. of an app that reports none, are skipped as pandas would)
-        "final_accuracy": rounds[-1].accuracy, "best_accuracy": max(accuracies, default=math.nan),
-        "final_loss": rounds[-1].loss, "target_accuracy": cfg.workload.target_accuracy,
+        "final_accuracy": rounds[-1].accuracy,
+        "best_accuracy": max(accuracies, default=math.nan),
+        "final_loss": rounds[-1].loss,
+        "target_accuracy": cfg.workload.target_accuracy,
         "rounds_to_target": reached[0].round if reached else math.nan,
         "time_to_target_s": float(reached[0].sim_time_s) if reached else math.nan,
         "sim_time_s": grid.now_s,
-        "active_energy_j": float(energy[:, :3].sum()), "idle_energy_j": float(energy[:, 3].sum()),
-        "bytes_down": total("bytes_down"), "bytes_up": total("bytes_up"),
-        "retransmissions": total("retransmissions"), "bits_flipped": total("bits_flipped"),
-        "clients_straggled": total("clients_straggled"), "clients_dropped": total("clients_dropped"),
-        "clients_lost": total("clients_lost"), "clients_out_of_memory": total("clients_out_of_memory"),
+        "active_energy_j": float(energy[:, :3].sum()),
+        "idle_energy_j": float(energy[:, 3].sum()),
+        "bytes_down": total("bytes_down"),
+        "bytes_up": total("bytes_up"),
+        "retransmissions": total("retransmissions"),
+        "bits_flipped": total("bits_flipped"),
+        "clients_straggled": total("clients_straggled"),
+        "clients_dropped": total("clients_dropped"),
+        "clients_lost": total("clients_lost"),
+        "clients_out_of_memory": total("clients_out_of_memory"),
         "mean_activation_divergence": float(np.mean(divergences)) if divergences else math.nan,
     }
 
 
-def simulate(cfg: Config, scfg: StrategyConfig, fleet: Fleet, link: Link, task: FederatedTask | None,
-             progress: bool = True, backend: Backend | None = None) -> VariantResult:
+def simulate(
+    cfg: Config,
+    scfg: StrategyConfig,
+    fleet: Fleet,
+    link: Link,
+    task: FederatedTask | None,
+    progress: bool = True,
+    backend: Backend | None = None,
+) -> VariantResult:
     """One federated simulation with strategy `scfg` (built-in workload when `task` is given,
     else the user's ServerApp/ClientApp of `cfg.workload.app`)."""
     app_cfg = cfg.workload.app
     client_app = make_client_app(task) if task is not None else _load_app(app_cfg.client, "workload.app.client")
     backend = backend or LocalBackend(cfg.workload.optimizer_copies, cfg.torch_threads)
-    grid = SimGrid(fleet=fleet, link=link, client_app=client_app, seed=cfg.seed, backend=backend,
-                   availability=cfg.fleet.availability, run_config=app_cfg.run_config)
+    grid = SimGrid(
+        fleet=fleet,
+        link=link,
+        client_app=client_app,
+        seed=cfg.seed,
+        backend=backend,
+        availability=cfg.fleet.availability,
+        run_config=app_cfg.run_config,
+    )
     evals: dict[int, tuple[float, float]] = {}
     bar = tqdm(total=cfg.workload.rounds, desc=scfg.name, unit="round", disable=not progress, leave=False)
     # the server's computations too (aggregation, evaluation) with a fixed thread count: a job's
@@ -260,12 +306,23 @@ def simulate(cfg: Config, scfg: StrategyConfig, fleet: Fleet, link: Link, task: 
                 evals[rnd] = (acc, loss)
                 return MetricRecord({"accuracy": acc, "loss": loss})
 
-            strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=cfg.workload.rounds,
-                           timeout=scfg.timeout_s, train_config=ConfigRecord(), evaluate_fn=evaluate_fn)
+            strategy.start(
+                grid=grid,
+                initial_arrays=ArrayRecord(model.state_dict()),
+                num_rounds=cfg.workload.rounds,
+                timeout=scfg.timeout_s,
+                train_config=ConfigRecord(),
+                evaluate_fn=evaluate_fn,
+            )
         else:
             server_app = _load_app(app_cfg.server, "workload.app.server")
-            context = Context(run_id=RUN_ID, node_id=SERVER_NODE_ID, node_config={}, state=RecordDict(),
-                              run_config=dict(app_cfg.run_config))
+            context = Context(
+                run_id=RUN_ID,
+                node_id=SERVER_NODE_ID,
+                node_config={},
+                state=RecordDict(),
+                run_config=dict(app_cfg.run_config),
+            )
             server_app(grid, context)
     grid.ledger.close(grid.now_s)
     rounds = _round_rows(grid.phases, evals, app_cfg)
@@ -282,8 +339,14 @@ def _build_task(cfg: Config, fleet: Fleet) -> FederatedTask:
         if d.partition == "sampled":  # lazy: a device's partition is drawn when it is sampled
             parts = SampledPartitions(len(data.y_train), len(fleet), d.samples_per_device, seed=part_seed)
         else:
-            parts = partition_indices(data.y_train.numpy(), len(fleet), d.partition, seed=part_seed,
-                                      alpha=d.alpha, shards_per_client=d.shards_per_client)
+            parts = partition_indices(
+                data.y_train.numpy(),
+                len(fleet),
+                d.partition,
+                seed=part_seed,
+                alpha=d.alpha,
+                shards_per_client=d.shards_per_client,
+            )
         model_seed = int(stream(cfg.seed, "model").integers(2**31))
 
         def make_model() -> torch.nn.Module:
@@ -292,9 +355,17 @@ def _build_task(cfg: Config, fleet: Fleet) -> FederatedTask:
         make_model()
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(str(exc).splitlines()[0]) from None
-    return FederatedTask(data=data, partitions=parts, build_model=make_model, local_epochs=w.local_epochs,
-                         batch_size=w.batch_size, lr=w.lr, momentum=w.momentum, weight_decay=w.weight_decay,
-                         lr_decay=w.lr_decay)
+    return FederatedTask(
+        data=data,
+        partitions=parts,
+        build_model=make_model,
+        local_epochs=w.local_epochs,
+        batch_size=w.batch_size,
+        lr=w.lr,
+        momentum=w.momentum,
+        weight_decay=w.weight_decay,
+        lr_decay=w.lr_decay,
+    )
 
 
 def prepare(cfg: Config):
@@ -306,9 +377,13 @@ def prepare(cfg: Config):
                 _strategy(v, cfg.fleet.num_devices)
         except (TypeError, ValueError) as exc:
             message = str(exc).splitlines()[0]
-            raise ConfigError(message if message.startswith("strategy") else f"strategy.params={v.params}: {message}") from None
+            raise ConfigError(
+                message if message.startswith("strategy") else f"strategy.params={v.params}: {message}"
+            ) from None
     try:
-        fleet = build_fleet(dict(cfg.fleet.mix), cfg.fleet.num_devices, spread=cfg.fleet.spread, rng=stream(cfg.seed, "fleet"))
+        fleet = build_fleet(
+            dict(cfg.fleet.mix), cfg.fleet.num_devices, spread=cfg.fleet.spread, rng=stream(cfg.seed, "fleet")
+        )
         link = build_link(cfg.channel)
     except ValueError as exc:
         raise ConfigError(str(exc).splitlines()[0]) from None
@@ -321,8 +396,10 @@ def prepare(cfg: Config):
 
             reason = unsupported(task.build_model())
             if reason:
-                raise ConfigError(f"workload.vectorize=True: workload.model={cfg.workload.model!r} cannot be trained "
-                                  f"client-stacked: {reason}; allowed: false")
+                raise ConfigError(
+                    f"workload.vectorize=True: workload.model={cfg.workload.model!r} cannot be trained "
+                    f"client-stacked: {reason}; allowed: false"
+                )
     else:
         _load_app(cfg.workload.app.server, "workload.app.server")
         _load_app(cfg.workload.app.client, "workload.app.client")
@@ -342,7 +419,9 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
     variants, fleet, link, task = prepare(cfg)
     results, wall_s = [], {}
     t0 = time.perf_counter()
-    with make_backend(cfg, task=task if cfg.workload.vectorize else None) as backend:  # one for every strategy (one FLOP cache; Ray started once)
+    with make_backend(
+        cfg, task=task if cfg.workload.vectorize else None
+    ) as backend:  # one for every strategy (one FLOP cache; Ray started once)
         start_s = round(time.perf_counter() - t0, 3)
         for scfg in variants:
             t0 = time.perf_counter()
@@ -354,8 +433,9 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
         write_rows(res.clients, folder / "clients.csv", CLIENT_COLUMNS)
         write_rows([res.summary], folder / "summary.csv")
     # this machine's timings: not simulated, not reproducible, so never in a CSV
-    write_json({"backend": cfg.backend, "backend_start_s": start_s, "wall_s_per_strategy": wall_s},
-               out_dir / "wallclock.json")
+    write_json(
+        {"backend": cfg.backend, "backend_start_s": start_s, "wall_s_per_strategy": wall_s}, out_dir / "wallclock.json"
+    )
     summary = [r.summary for r in results]
     if not in_sweep:  # a sweep compares and plots once, over all its jobs
         if len(results) > 1:
@@ -364,4 +444,3 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
         if cfg.plots and any(not math.isnan(row["accuracy"]) for row in rounds):  # an app may report none
             plot_accuracy(rounds, ["strategy"], out_dir, title=f"{cfg.dataset.name}, {cfg.dataset.partition}")
     return summary
-

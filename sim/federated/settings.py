@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from sim.config import Config, Workload, check, positive
+from sim.config import Config, check, positive
 
 __all__ = ["AppConfig", "FederatedSettings", "validate"]
 
@@ -49,8 +49,9 @@ def validate(cfg: Config) -> None:
     check(0.0 < f.availability <= 1.0, "fleet.availability", f.availability, "allowed range is (0, 1]")
     s = cfg.strategy
     check(0.0 < s.fraction_train <= 1.0, "strategy.fraction_train", s.fraction_train, "allowed range is (0, 1]")
-    check(0.0 <= s.fraction_evaluate <= 1.0, "strategy.fraction_evaluate", s.fraction_evaluate,
-          "allowed range is [0, 1]")
+    check(
+        0.0 <= s.fraction_evaluate <= 1.0, "strategy.fraction_evaluate", s.fraction_evaluate, "allowed range is [0, 1]"
+    )
     if s.timeout_s is not None:
         positive("strategy.timeout_s", s.timeout_s)
     w: FederatedSettings = cfg.workload
@@ -59,11 +60,22 @@ def validate(cfg: Config) -> None:
     check(w.batch_size >= 1, "workload.batch_size", w.batch_size, "must be >= 1")
     positive("workload.lr", w.lr)
     check(0.0 <= w.target_accuracy <= 1.0, "workload.target_accuracy", w.target_accuracy, "allowed range is [0, 1]")
-    check((w.app.server is None) == (w.app.client is None), "workload.app",
-          f"server={w.app.server}, client={w.app.client}",
-          "give both a ServerApp and a ClientApp as 'package.module:attr', or neither")
+    check(
+        (w.app.server is None) == (w.app.client is None),
+        "workload.app",
+        f"server={w.app.server}, client={w.app.client}",
+        "give both a ServerApp and a ClientApp as 'package.module:attr', or neither",
+    )
     if w.vectorize:
-        check(w.app.client is None, "workload.vectorize", True,
-              "trains the built-in ClientApp's clients together; with workload.app.client set it must be false")
-        check(cfg.backend == "local", "workload.vectorize", True,
-              f"needs backend=local (backend={cfg.backend} runs each client on its own); allowed with ray: false")
+        check(
+            w.app.client is None,
+            "workload.vectorize",
+            True,
+            "trains the built-in ClientApp's clients together; with workload.app.client set it must be false",
+        )
+        check(
+            cfg.backend == "local",
+            "workload.vectorize",
+            True,
+            f"needs backend=local (backend={cfg.backend} runs each client on its own); allowed with ray: false",
+        )

@@ -3,17 +3,18 @@ the server's deadline. The real computation has already happened (its FLOPs and 
 sizes are in each `ClientPlan`); these processes only decide *when* things happen and what
 they cost in energy.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import simpy
 
 from channels import TransferOutcome
 from sim.net import EnergyLedger
 
 __all__ = ["ClientPlan", "ClientTimeline", "run_round"]
+
 
 @dataclass
 class ClientPlan:
@@ -43,8 +44,14 @@ class ClientTimeline:
     end_s: float = 0.0  # when the device stopped working on this round
 
 
-def _client(env: simpy.Environment, plan: ClientPlan, tl: ClientTimeline, arrived: simpy.Event,
-            ledger: EnergyLedger, trace: list):
+def _client(
+    env: simpy.Environment,
+    plan: ClientPlan,
+    tl: ClientTimeline,
+    arrived: simpy.Event,
+    ledger: EnergyLedger,
+    trace: list,
+):
     def log(event: str) -> None:
         trace.append((round(env.now, 9), plan.node_id, event))
         tl.end_s = env.now
@@ -76,8 +83,7 @@ def _client(env: simpy.Environment, plan: ClientPlan, tl: ClientTimeline, arrive
         arrived.succeed()  # a reply, or an error report, reached the server
 
 
-def _over_link(env: simpy.Environment, plan: ClientPlan, tl: ClientTimeline, ledger: EnergyLedger, log,
-               direction: str):
+def _over_link(env: simpy.Environment, plan: ClientPlan, tl: ClientTimeline, ledger: EnergyLedger, log, direction: str):
     """The device receives ("down") or sends ("up") its message; a transfer that gives up
     ends the client's round as lost."""
     outcome, state = (plan.down, "receive") if direction == "down" else (plan.up, "transmit")
@@ -96,8 +102,9 @@ def _server(env: simpy.Environment, arrivals: list[simpy.Event], deadline_s: flo
     done["end_s"] = env.now
 
 
-def run_round(start_s: float, plans: list[ClientPlan], deadline_s: float | None,
-              ledger: EnergyLedger, trace: list) -> tuple[float, list[ClientTimeline]]:
+def run_round(
+    start_s: float, plans: list[ClientPlan], deadline_s: float | None, ledger: EnergyLedger, trace: list
+) -> tuple[float, list[ClientTimeline]]:
     """Play one round from `start_s`; returns when the server stopped waiting, and each
     client's timeline. Replies that arrive after the deadline are stragglers; devices finish
     their work all the same (and spend its energy)."""
@@ -118,4 +125,3 @@ def run_round(start_s: float, plans: list[ClientPlan], deadline_s: float | None,
         if tl.status == "received" and tl.arrival_s > end_s:
             tl.status = "straggler"
     return end_s, timelines
-
