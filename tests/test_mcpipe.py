@@ -2,13 +2,30 @@
 version counts per stage, memory accounting, and mcPipe = PipeDream under plain SGD."""
 from __future__ import annotations
 
+import re
+
 import pytest
+import simpy
 import torch
 
-from experiments.mcpipe import SGD, FlopCache, StashStore, VectorStore, balance, build_layers, full_forward, replay, stage_bounds
-from sim.mcpipe import job as M
+from experiments.common.flops import FlopCache
+from experiments.mcpipe import (
+    SGD,
+    Stage,
+    StashStore,
+    VectorStore,
+    balance,
+    build_layers,
+    full_forward,
+    replay,
+    stage_bounds,
+    theorem1,
+)
 from sim.config import Config, ConfigError
-from sim.jobs import default_config
+from sim.jobs import default_config, validate
+from sim.mcpipe.build import prepare
+from sim.mcpipe.settings import PIPELINES
+from sim.mcpipe.timeline import Links, simulate
 
 
 def _cfg(**mc) -> Config:
@@ -27,9 +44,15 @@ def _cfg(**mc) -> Config:
     return cfg
 
 
+def _job(cfg: Config):
+    """The one model's job of `cfg`, its settings checked first as `sim.jobs.run` does."""
+    validate(cfg)
+    return prepare(cfg)[0]
+
+
 @pytest.fixture(scope="module")
 def tiny_job():
-    return M.prepare(_cfg())[0]
+    return _job(_cfg())
 
 
 # --- partitioning ---------------------------------------------------------------------------------
@@ -44,7 +67,7 @@ def test_balance_minimises_the_slowest_stage() -> None:
 
 
 def test_default_partition_balances_counted_flops(tiny_job) -> None:
-    flops = tiny_job.layer_flops
+    flops = tiny_job.model.layer_flops
     bounds = tiny_job.partition(2)
     worst = max(sum(flops[a:b]) for a, b in bounds)
     every = [max(sum(flops[:c]), sum(flops[c:])) for c in range(1, len(flops))]
@@ -62,8 +85,9 @@ def test_layer_backward_matches_autograd(name: str) -> None:
     loss = torch.nn.functional.cross_entropy(full_forward(layers, params, x), y)
     auto = torch.autograd.grad(loss, [t for p in params for t in p])
     with torch.no_grad():
-        stores = [StashStore(layer, tuple(t.detach() for t in p), SGD(0.1), FlopCache()) for layer, p in zip(layers, params)]
-        stage = M.Stage(0, layers, stores, FlopCache(), first=True, last=True)
+        stores = [StashStore(layer, tuple(t.detach() for t in p), SGD(0.1), FlopCache())
+                  for layer, p in zip(layers, params)]
+        stage = Stage(0, layers, stores, FlopCache(), first=True, last=True)
         out, rec, _ = stage.forward(x)
         _, d = stage.loss_error(out, y)
         _, pairs, _ = stage.backward(rec, d)
@@ -106,11 +130,11 @@ def test_store_auto_keeps_pairs_only_where_they_are_smaller() -> None:
     pair is larger than its kernel; the wide fully connected layer's is smaller (the 64->10
     classifier's is not: 16 x (64 + 10) floats against 650)."""
     cfg = _cfg(models=["vgg"], workers=[2], microbatch=16, store="auto", fc_hidden=256)
-    job = M.prepare(cfg)[0]
-    rows = M._layer_rows(job)
+    job = _job(cfg)
+    rows = job.model.layer_rows(cfg.workload.microbatch)
     assert [r["cheaper_to_store"] for r in rows] == ["weights"] * 4 + ["vectors", "weights"]
     assert rows[4]["pair_bytes"] == 16 * (128 + 64) * 4 and rows[4]["weight_bytes"] == (128 * 64 + 64) * 4
-    stage = M._stage_of(job, "mcpipe", 0, 0, len(job.layers), job.params(), True, True)
+    stage = job.whole("mcpipe", job.params())
     assert [s.kind for s in stage.stores] == [r["cheaper_to_store"] for r in rows]
 
 
@@ -120,8 +144,8 @@ def test_exact_event_trace_of_a_two_stage_pipeline() -> None:
     forwards, then alternates one backward and one forward; each backward uses the version
     its forward used. Times: the first input's transfer, then one forward's FLOPs / rate."""
     cfg = _cfg(fc_hidden=64, fc_depth=1, workers=[2], sim_time_s=0.001, eval_every_s=0.001)
-    job = M.prepare(cfg)[0]
-    res = M.simulate(job, "pipedream", 2)
+    job = _job(cfg)
+    res = simulate(job, "pipedream", 2)
     ops = [(w, op, k, v) for (_, w, op, k, v) in res.trace[:14]]
     assert ops == [
         (0, "F", 0, 0), (0, "F", 1, 0), (1, "F", 0, 0), (1, "B", 0, 0), (0, "B", 0, 0), (1, "F", 1, 1),
@@ -142,8 +166,8 @@ def test_exact_event_trace_of_a_two_stage_pipeline() -> None:
 @pytest.fixture(scope="module")
 def three_stage_runs():
     cfg = _cfg(depth=3, sim_time_s=0.02, eval_every_s=0.02)
-    job = M.prepare(cfg)[0]
-    return job, {s: M.simulate(job, s, 3) for s in M.PIPELINES}
+    job = _job(cfg)
+    return job, {s: simulate(job, s, 3) for s in PIPELINES}
 
 
 def test_version_counts_per_stage(three_stage_runs) -> None:
@@ -159,7 +183,7 @@ def test_memory_accounting_on_a_known_model(three_stage_runs) -> None:
     job, runs = three_stage_runs
     params = [(64 * 16 + 16) * 4, (16 * 16 + 16) * 4, (16 * 10 + 10) * 4]
     pairs = [(2 * 64 + 2 * 16) * 4, (2 * 16 + 2 * 16) * 4, (2 * 16 + 2 * 10) * 4]
-    assert job.pair_bytes == pairs
+    assert job.model.pair_bytes == pairs
     pd_rows, mc_rows = runs["pipedream"].memory, runs["mcpipe"].memory
     assert [r["params_bytes"] for r in pd_rows] == params
     assert [r["peak_weights_bytes"] for r in pd_rows] == [3 * params[0], 2 * params[1], params[2]]
@@ -178,30 +202,30 @@ def test_memory_accounting_on_a_known_model(three_stage_runs) -> None:
 
 
 def test_theorem1_formula() -> None:
-    pd_b, mc_b = M.theorem1(total_param_bytes=4 * 2 * 10000, n=2, m=4, b=1)  # Omega/N = 10000 elements
+    pd_b, mc_b = theorem1(total_param_bytes=4 * 2 * 10000, n=2, m=4, b=1)  # Omega/N = 10000 elements
     assert pd_b == 4 * 40000
     assert mc_b == pytest.approx(4 * (10000 + 2 * 3 * 100))
-    assert M.theorem1(4 * 2 * 10000, 2, 4, 8)[1] == pytest.approx(4 * (10000 + 2 * 3 * 8 * 100))
+    assert theorem1(4 * 2 * 10000, 2, 4, 8)[1] == pytest.approx(4 * (10000 + 2 * 3 * 8 * 100))
 
 
 def test_a_worker_over_its_memory_is_reported() -> None:
     """512 KiB microcontrollers, 64->256->256->10 split after the first layer, depth 8:
     PipeDream's first stage stashes 8 versions of 66,560 bytes and overflows; mcPipe fits."""
     cfg = _cfg(fc_hidden=256, fc_depth=2, workers=[2], depth=8, sim_time_s=0.2, eval_every_s=0.2)
-    job = M.prepare(cfg)[0]
+    job = _job(cfg)
     assert job.partition(2) == [(0, 1), (1, 3)]
-    pd_mem = M.simulate(job, "pipedream", 2).memory
-    mc_mem = M.simulate(job, "mcpipe", 2).memory
+    pd_mem = simulate(job, "pipedream", 2).memory
+    mc_mem = simulate(job, "mcpipe", 2).memory
     assert pd_mem[0]["peak_weights_bytes"] == 8 * (64 * 256 + 256) * 4
     assert pd_mem[0]["exceeds_memory"] and pd_mem[0]["peak_total_bytes"] > 512 * 1024
     assert not mc_mem[0]["exceeds_memory"] and mc_mem[0]["peak_total_bytes"] < 512 * 1024
     assert mc_mem[0]["peak_working_bytes"] == (64 * 256 + 256) * 4  # the rebuilt version, while used
     cfg.workload.rebuild = "lowrank"
-    low = M.simulate(M.prepare(cfg)[0], "mcpipe", 2).memory
+    low = simulate(_job(cfg), "mcpipe", 2).memory
     assert 0 < low[0]["peak_working_bytes"] < (64 * 256 + 256) * 4 / 10  # only low-rank temporaries
 
 
-# --- equivalence -------------------------------------------------------------------------------------------------------
+# --- equivalence ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("momentum, weight_decay, rebuild", [(0.0, 0.0, "materialize"), (0.9, 1e-3, "materialize"),
                                                              (0.0, 0.0, "lowrank")])
 def test_mcpipe_weights_equal_pipedreams_at_every_step(momentum: float, weight_decay: float, rebuild: str) -> None:
@@ -211,48 +235,47 @@ def test_mcpipe_weights_equal_pipedreams_at_every_step(momentum: float, weight_d
     GreedyUpdates' do differ."""
     cfg = _cfg(depth=4, sim_time_s=0.02, eval_every_s=0.02, momentum=momentum, weight_decay=weight_decay,
                rebuild=rebuild)
-    job = M.prepare(cfg)[0]
-    ops = [(w, op, k) for (_, w, op, k, _v) in M.simulate(job, "pipedream", 3).trace]
+    job = _job(cfg)
+    ops = [(w, op, k) for (_, w, op, k, _v) in simulate(job, "pipedream", 3).trace]
     assert sum(op == "B" for _, op, _ in ops) > 30
     snaps = {}
-    for sched in M.PIPELINES:
+    for sched in PIPELINES:
         init = job.params()
-        stages = [M._stage_of(job, sched, s, a, b, init, s == 0, s == 2) for s, (a, b) in enumerate(job.partition(3))]
-        snaps[sched] = replay(stages, ops, M.Batches(job.data, 2, cfg.seed))
+        stages = [job.stage(sched, s, b, init, first=s == 0, last=s == 2) for s, b in enumerate(job.partition(3))]
+        snaps[sched] = replay(stages, ops, job.batches())
 
     def gap(a, b) -> float:
-        return max(float((x - y).abs().max()) for (_, _, pa), (_, _, pb) in zip(a, b) for p, q in zip(pa, pb) for x, y in zip(p, q))
+        return max(float((x - y).abs().max())
+                   for (_, _, pa), (_, _, pb) in zip(a, b) for p, q in zip(pa, pb) for x, y in zip(p, q))
 
     assert [(s, k) for s, k, _ in snaps["mcpipe"]] == [(s, k) for s, k, _ in snaps["pipedream"]]
     assert gap(snaps["pipedream"], snaps["mcpipe"]) <= 1e-6
     assert gap(snaps["pipedream"], snaps["greedy"]) > 1e-5
 
 
-# --- settings ------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("setting, value, words", [
-    ("models", ["resnet"], "workload.models"), ("schedules", ["gpipe"], "workload.schedules"),
-    ("workers", [9], "workload.workers"), ("workers", [], "workload.workers"), ("devices", ["cray"], "workload.devices"),
-    ("partition", "random", "workload.partition"), ("microbatch", 0, "workload.microbatch"), ("depth", 0, "workload.depth"),
-    ("store", "disk", "workload.store"), ("rebuild", "lazy", "workload.rebuild"), ("lr", -1.0, "workload.lr"), ("momentum", 1.0, "workload.momentum"),
-    ("sim_time_s", 0.0, "workload.sim_time_s"), ("eval_every_s", 1.0, "workload.eval_every_s"),
-    ("target_accuracy", 2.0, "workload.target_accuracy"), ("accuracy_at_s", 5.0, "workload.accuracy_at_s"),
+# --- settings ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("setting, value", [
+    ("models", ["resnet"]), ("schedules", ["gpipe"]), ("workers", [9]), ("workers", []), ("devices", ["cray"]),
+    ("partition", "random"), ("microbatch", 0), ("depth", 0), ("store", "disk"), ("rebuild", "lazy"), ("lr", -1.0),
+    ("momentum", 1.0), ("sim_time_s", 0.0), ("eval_every_s", 1.0), ("target_accuracy", 2.0), ("accuracy_at_s", 5.0),
 ])
-def test_bad_settings_are_rejected(setting: str, value, words: str) -> None:
+def test_bad_settings_are_rejected(setting: str, value) -> None:
+    """The one-line message starts with the setting as the user writes it, and its value."""
     cfg = _cfg(**{setting: value})
-    with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
-        M.prepare(cfg)
+    with pytest.raises(ConfigError, match="^" + re.escape(f"workload.{setting}={value!r}: ")):
+        validate(cfg)
 
 
 def test_layer_boundaries_setting() -> None:
     cfg = _cfg(partition="layers", boundaries=[2], workers=[2])
-    assert M.prepare(cfg)[0].partition(2) == [(0, 2), (2, 3)]
+    assert _job(cfg).partition(2) == [(0, 2), (2, 3)]
     with pytest.raises(ConfigError, match="workload.boundaries"):
-        M.prepare(_cfg(partition="layers", boundaries=[2], workers=[3]))
+        _job(_cfg(partition="layers", boundaries=[2], workers=[3]))
 
 
 def test_lowrank_needs_plain_sgd() -> None:
-    with pytest.raises(ConfigError, match=r"mcpipe\.rebuild='lowrank': lowrank needs plain SGD"):
-        M.prepare(_cfg(rebuild="lowrank", momentum=0.5))
+    with pytest.raises(ConfigError, match=r"workload\.rebuild='lowrank': lowrank needs plain SGD"):
+        _job(_cfg(rebuild="lowrank", momentum=0.5))
 
 
 def test_raw_link_corrupts_activations_not_labels() -> None:
@@ -260,5 +283,13 @@ def test_raw_link_corrupts_activations_not_labels() -> None:
     intact, so the loss never sees a class out of range)."""
     cfg = _cfg(workers=[2], sim_time_s=0.004, eval_every_s=0.004)
     cfg.channel.mode, cfg.channel.ber = "raw", 1e-3
-    res = M.simulate(M.prepare(cfg)[0], "pipedream", 2)
+    job = _job(cfg)
+    res = simulate(job, "pipedream", 2)
     assert res.summary["bits_flipped"] > 0 and res.summary["updates"] > 0
+    env, got = simpy.Environment(), []
+    links = Links(env, job.link, cfg.seed, ("one message",))
+    x, y = torch.zeros(64, 64), torch.arange(64) % 10
+    env.process(links.send("master", [x, y], got.append))
+    env.run()
+    (x_in, y_in), = got
+    assert links.counts.bits_flipped > 0 and not torch.equal(x_in, x) and torch.equal(y_in, y)

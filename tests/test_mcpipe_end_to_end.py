@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 from sim.config import ConfigError
-
 from sim.jobs import run
 
 from .test_mcpipe import _cfg
@@ -42,7 +41,8 @@ def test_sweep_over_depth_writes_one_comparison(run_sim, tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = pd.read_csv(sweep / "comparison.csv")
     assert len(table) == 4 and sorted(set(table["depth"])) == [2, 4]
-    assert not (sweep / "0" / "comparison.csv").exists()  # in a sweep, one comparison for all jobs
+    for job in ("0", "1"):  # in a sweep, one comparison for all jobs, none in a job's folder
+        assert (sweep / job / "summary.csv").is_file() and not (sweep / job / "comparison.csv").exists()
 
 
 def test_bad_setting_raises_one_line_and_writes_nothing(tmp_path) -> None:

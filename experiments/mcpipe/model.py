@@ -152,7 +152,8 @@ def full_forward(layers: Sequence[Layer], params: Sequence[Params], x: torch.Ten
 
 
 @torch.no_grad()
-def evaluate(layers: Sequence[Layer], params: Sequence[Params], x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def evaluate(layers: Sequence[Layer], params: Sequence[Params], x: torch.Tensor,
+             y: torch.Tensor) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of the model with weights `params` on (x, y)."""
     logits = full_forward(layers, params, x)
     loss = F.cross_entropy(logits, y).item()

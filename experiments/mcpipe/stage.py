@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .flops import FlopCache
+from experiments.common.flops import FlopCache
+
 from .model import Layer, model_input
 from .versions import StashStore, VectorStore, nbytes
 
@@ -92,7 +93,8 @@ class Stage:
         return float(loss.detach()), d
 
     @torch.no_grad()
-    def backward(self, rec: Record, d_out: torch.Tensor) -> tuple[torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor]], Cost]:
+    def backward(self, rec: Record,
+                 d_out: torch.Tensor) -> tuple[torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor]], Cost]:
         """The error to send down (None at the first stage) and each layer's (a, dz) pair;
         the caller applies them with `update`. A consistent store gives the forward's
         version; GreedyUpdates' gives the latest."""

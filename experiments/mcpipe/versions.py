@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .flops import FlopCache
+from experiments.common.flops import FlopCache
+
 from .model import Layer, Params
 
 __all__ = ["SGD", "STORES", "StashStore", "VectorStore", "make_store", "nbytes"]
@@ -47,7 +48,10 @@ class SGD:
         if self.weight_decay:
             g = tuple(gi + self.weight_decay * pi for gi, pi in zip(g, p))
         if self.momentum:
-            buf = tuple(gi.clone() for gi in g) if buf is None else tuple(self.momentum * b + gi for b, gi in zip(buf, g))
+            if buf is None:
+                buf = tuple(gi.clone() for gi in g)
+            else:
+                buf = tuple(self.momentum * b + gi for b, gi in zip(buf, g))
             g = buf
         return tuple(pi - self.lr * gi for pi, gi in zip(p, g)), buf
 
@@ -186,8 +190,9 @@ class VectorStore(_Store):
             a, dz = self.pairs.pop(0)
             if self.lowrank:  # in place: W_b <- W_b - lr dz^T a, with no gradient-sized buffer
                 w, b = self.base
+                lr = self.opt.lr
                 _, f = self.flops.run(("wgrad", self.layer.index, tuple(a.shape)),
-                                      lambda: (w.addmm_(dz.t(), a, alpha=-self.opt.lr), b.add_(dz.sum(0), alpha=-self.opt.lr)))
+                                      lambda: (w.addmm_(dz.t(), a, alpha=-lr), b.add_(dz.sum(0), alpha=-lr)))
                 f += self.opt.elementwise_flops(self.layer.num_params)
             else:
                 g, f = self._grad(a, dz)
@@ -230,4 +235,4 @@ def make_store(schedule: str, layer: Layer, params: Params, opt: SGD, flops: Flo
         return VectorStore(layer, params, opt, flops, lowrank=lowrank)
     if store in ("weights", "auto"):
         return StashStore(layer, params, opt, flops)
-    raise ValueError(f"mcpipe.store={store!r}: allowed: {', '.join(STORES)}")
+    raise ValueError(f"store={store!r}: allowed: {', '.join(STORES)}")

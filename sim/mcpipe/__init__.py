@@ -1,7 +1,9 @@
 """The mcPipe workload: model-parallel pipeline training (`workload=mcpipe`).
 
-`settings.py`: the `workload.*` schema and its validation; `job.py`: the job (real computation
-from `experiments.mcpipe` and its timeline on the clock); this module registers it (`sim.jobs`).
+`settings.py`: the `workload.*` schema and its validation; `build.py`: what every run of a model
+shares (from `experiments.mcpipe`, the real computation); `timeline.py`: each run's SimPy
+processes; `report.py`: its tables and plots; `job.py`: the job (build, simulate every run,
+write the reports); this module registers it (`sim.jobs`).
 """
 
 from __future__ import annotations

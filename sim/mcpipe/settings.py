@@ -9,7 +9,7 @@ from typing import Optional
 from devices import CATALOGUE
 from experiments.mcpipe import MODELS, PARTITIONS
 from experiments.mcpipe.versions import STORES
-from sim.config import Config, ConfigError
+from sim.config import Config, check
 
 __all__ = ["McpipeSettings", "PIPELINES", "REBUILDS", "SCHEDULES", "validate"]
 
@@ -30,11 +30,13 @@ class McpipeSettings:
     # device profile of worker i (devices/catalogue.py): devices[i % len(devices)]; local runs on worker 0's
     devices: list[str] = field(default_factory=lambda: ["rpi3_400mhz", "rpi3_400mhz", "rpi3_400mhz"])
     master_device: str = "odroid_xu4"  # holds the data set; only sends (data, labels, averaged weights)
-    partition: str = "flops"  # flops: balance training FLOPs | time: balance FLOPs / device rate | layers: use boundaries
+    # flops: balance training FLOPs | time: balance FLOPs / device rate | layers: use boundaries
+    partition: str = "flops"
     boundaries: list[int] = field(default_factory=list)  # partition=layers: first layer index of stages 2..N
     microbatch: int = 16  # samples per microbatch (one pipeline step, one weight update)
     depth: Optional[int] = None  # m: microbatches in flight at the first stage (stage s: m - s); null = N
-    store: str = "vectors"  # mcPipe per layer: vectors (the paper) | weights | auto (the smaller of a pair and a version)
+    # mcPipe per layer: vectors (the paper) | weights | auto (the smaller of a pair and a version)
+    store: str = "vectors"
     # mcPipe, a later version: materialize (the paper: computed when needed, then deleted) |
     # lowrank (linear layers, plain SGD: kept weights plus the pairs' low-rank terms, never formed)
     rebuild: str = "materialize"
@@ -53,8 +55,7 @@ class McpipeSettings:
 
 
 def _check(ok: bool, setting: str, value, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"workload.{setting}={value!r}: {allowed}")
+    check(ok, f"workload.{setting}", value, allowed)
 
 
 def _num_layers(m: McpipeSettings, name: str) -> int:
@@ -86,11 +87,12 @@ def validate(cfg: Config) -> None:
     if m.partition == "layers":
         b = list(m.boundaries)
         top = min(_num_layers(m, name) for name in m.models)
-        _check(all(isinstance(i, int) for i in b) and b == sorted(set(b)) and all(1 <= i < top for i in b), "boundaries",
-               b, f"give increasing layer indices in [1, {top - 1}]")
+        _check(all(isinstance(i, int) for i in b) and b == sorted(set(b)) and all(1 <= i < top for i in b),
+               "boundaries", b, f"give increasing layer indices in [1, {top - 1}]")
         _check(all(n == len(b) + 1 for n in m.workers), "boundaries", b,
                f"{len(b)} cuts make {len(b) + 1} stages; set workload.workers=[{len(b) + 1}]")
-    _check(m.depth is None or (isinstance(m.depth, int) and m.depth >= 1), "depth", m.depth, "must be null or an integer >= 1")
+    _check(m.depth is None or (isinstance(m.depth, int) and m.depth >= 1), "depth", m.depth,
+           "must be null or an integer >= 1")
     _check(m.store in STORES, "store", m.store, f"allowed: {', '.join(STORES)}")
     _check(m.rebuild in REBUILDS, "rebuild", m.rebuild, f"allowed: {', '.join(REBUILDS)}")
     _check(m.rebuild != "lowrank" or (m.momentum == 0 and m.weight_decay == 0), "rebuild", m.rebuild,

@@ -1,0 +1,92 @@
+"""What every run of an mcPipe job shares, built once per model before any run: the model's
+layers, initial weights and per-layer costs (`experiments.mcpipe.Model`), the data, the link,
+and the settings that say which device runs which stage."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+from channels import Link
+from devices import CATALOGUE, DeviceProfile
+from experiments.common.data import Dataset, load_dataset
+from experiments.mcpipe.model import Params, build_layers
+from experiments.mcpipe.partition import balance, stage_bounds
+from experiments.mcpipe.stage import Stage
+from experiments.mcpipe.training import Batches, Model, build_model
+from experiments.mcpipe.versions import SGD
+from sim.config import Config, ConfigError
+from sim.mcpipe.settings import McpipeSettings
+from sim.net import build_link
+from sim.seeding import stream
+
+__all__ = ["Job", "prepare"]
+
+
+@dataclass
+class Job:
+    """One model of the job with everything its runs share (sent whole to a back end's worker)."""
+
+    cfg: Config
+    model: Model
+    data: Dataset
+    link: Link
+
+    @property
+    def m(self) -> McpipeSettings:
+        return self.cfg.workload
+
+    def device(self, i: int) -> DeviceProfile:
+        """Worker i's device: `workload.devices[i % len]`."""
+        return CATALOGUE[self.m.devices[i % len(self.m.devices)]]
+
+    def opt(self) -> SGD:
+        return SGD(self.m.lr, self.m.momentum, self.m.weight_decay)
+
+    def batches(self) -> Batches:
+        """The job's microbatch stream, from its start (each run draws its own copy)."""
+        return Batches(self.data, self.m.microbatch, partial(stream, self.cfg.seed, "order"))
+
+    def partition(self, n: int) -> list[tuple[int, int]]:
+        """The [first, end) layers of each of `n` stages, as `workload.partition` says."""
+        if self.m.partition == "layers":
+            starts = [0, *self.m.boundaries]
+        else:
+            speeds = [self.device(i).flops_per_s if self.m.partition == "time" else 1.0 for i in range(n)]
+            starts = balance(self.model.layer_flops, speeds)
+        return stage_bounds(starts, len(self.model.layers))
+
+    def params(self) -> list[Params]:
+        return self.model.params()
+
+    def stage(self, schedule: str, index: int, bounds: tuple[int, int], init: list[Params], *, first: bool,
+              last: bool) -> Stage:
+        """Stage `index` (layers [bounds)) of a `schedule` run, its stores as the settings ask."""
+        return self.model.stage(schedule, index, bounds, init, self.opt(), store=self.m.store,
+                                lowrank=self.m.rebuild == "lowrank", first=first, last=last)
+
+    def whole(self, schedule: str, init: list[Params]) -> Stage:
+        """The whole model as one stage (a worker that trains it alone)."""
+        return self.stage(schedule, 0, (0, len(self.model.layers)), init, first=True, last=True)
+
+
+def _model(cfg: Config, data: Dataset, name: str) -> Model:
+    """Model `name`'s layers for the data set, its seeded initial weights and its costs."""
+    m = cfg.workload
+    layers = build_layers(name, data.input_shape, data.num_classes, widths=m.vgg_widths, hidden=m.vgg_hidden,
+                          fc_hidden=m.fc_hidden, fc_depth=m.fc_depth)
+    gen = torch.Generator().manual_seed(int(stream(cfg.seed, "model", name).integers(2**62)))
+    first = Batches(data, m.microbatch, partial(stream, cfg.seed, "order"))(0)
+    return build_model(name, layers, gen, first, SGD(m.lr, m.momentum, m.weight_decay))
+
+
+def prepare(cfg: Config) -> list[Job]:
+    """Build every model's shared pieces (settings already validated by `sim.jobs.validate`);
+    a data set or link that cannot be had raises a one-line ConfigError."""
+    try:
+        data = load_dataset(cfg.dataset.name, path=cfg.dataset.path, seed=cfg.seed, num_samples=cfg.dataset.num_samples)
+        link = build_link(cfg.channel)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(str(exc).splitlines()[0]) from None
+    return [Job(cfg, _model(cfg, data, name), data, link) for name in cfg.workload.models]
