@@ -294,7 +294,10 @@ ITEMS = [
     ("FedAvg configure_train (sampling, messages)", [("flwr/serverapp/strategy/fedavg.py", "configure_train")]),
     ("Flower Message construction", [("flwr/app/message/message.py", "__init__")]),
     ("channel: transfer (packets, ARQ draws)", [("channels/link.py", "transfer")]),
-    ("channel: payload_bytes + _deliver (bit flips)", [("sim/grid.py", "payload_bytes"), ("sim/grid.py", "_deliver")]),
+    (
+        "channel: message_bytes + _deliver (bit flips)",
+        [("sim/federated/grid.py", "message_bytes"), ("sim/federated/grid.py", "_deliver")],
+    ),
     ("SimPy round (sim.federated.timeline.run_round)", [("sim/federated/timeline.py", "run_round")]),
     ("seeded streams (sim.seeding.stream)", [("sim/seeding.py", "stream")]),
     ("torch.random.fork_rng", [("torch/random.py", "fork_rng")]),

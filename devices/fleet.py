@@ -54,9 +54,9 @@ class Fleet:
             idle_w=float(self.idle_w[i]),
         )
 
-    def compute_time_s(self, flops: float | np.ndarray) -> np.ndarray:
-        """Per-device seconds to run `flops` (scalar or per-device array)."""
-        return np.asarray(flops, dtype=np.float64) / self.flops_per_s
+    def compute_time_s(self, flops: float, device: int) -> float:
+        """Seconds device `device` takes to run `flops` at its sustained rate."""
+        return float(flops) / float(self.flops_per_s[device])
 
     def power_w(self, state: str) -> np.ndarray:
         """Per-device power draw in `state`."""

@@ -23,15 +23,16 @@ def test_catalogue_has_four_sourced_profiles() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "flops", "seconds"),
+    ("name", "measured_s", "rel"),
     [
-        ("rpi3_400mhz", 167e6, 0.10191),  # NoNN student, 2S compute
-        ("odroid_xu4", 167e6, 0.01901),  # NoNN student
-        ("edge_server", 2.6e9, 0.086),  # NoNN 2-split teacher on the server
+        # fitted on the 2-student deployment (167 MFLOP per student); held out: the 8-student
+        # one of the same table (NoNN paper, table 7), each device again running one student
+        ("rpi3_400mhz", 0.10624, 0.05),
+        ("odroid_xu4", 0.02060, 0.08),
     ],
 )
-def test_calibration_matches_nonn(name: str, flops: float, seconds: float) -> None:
-    assert get_profile(name).compute_time_s(flops) == pytest.approx(seconds, rel=0.02)
+def test_profiles_predict_a_measurement_they_were_not_fitted_to(name: str, measured_s: float, rel: float) -> None:
+    assert get_profile(name).compute_time_s(167e6) == pytest.approx(measured_s, rel=rel)
 
 
 def test_power_ordering_is_plausible() -> None:

@@ -22,7 +22,7 @@ touched again). `benchmarks/vmap.py` measured this against the other two ways, o
 every step with the finished ones masked out (`mode="mask"`) and 1.6-1.7x for one vmap per group
 of clients with equal steps; with equal steps all three are the same.
 
-This module is the training (pure torch, as the rest of `experiments`); `sim.vectorize` is the
+This module is the training (pure torch, as the rest of `experiments`); `sim.backends.vectorized` is the
 local back end's side: it charges each client, through the same `WorkMeter` cache, the FLOPs and
 peak memory of the calls the per-client loop makes for its own batches, so simulated time, bytes
 and energy do not change; jobs this path does not train (`group_jobs`: an evaluate message, an

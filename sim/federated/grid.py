@@ -290,7 +290,7 @@ class SimGrid(Grid):
         row = rows[plan.node_id] = self._row(plan, rnd, phase)
         row.bytes_down = plan.down.bits_sent // 8
         row.compute_flops, row.peak_memory_bytes = ex.flops, ex.peak_bytes
-        plan.compute_s = ex.flops / float(self.fleet.flops_per_s[d])
+        plan.compute_s = self.fleet.compute_time_s(ex.flops, d)
         plan.fits = ex.peak_bytes <= int(self.fleet.memory_bytes[d])
         reply = ex.reply
         if reply is None or reply.has_error() or not plan.fits:
