@@ -125,18 +125,22 @@ class ModelRecords:
             t.device.type == "cpu" and t.dtype in _NUMPY_DTYPES for t in self.tensors
         )
         self.views = [t.detach().numpy() for t in self.tensors] if direct else None
+        # where each tensor lives (module, attribute) and its storage, to notice a replaced one;
+        # a view keeps the old storage alive, so a new tensor cannot reuse its address
+        owners = [name.rpartition(".") for name in self.names]
+        self._owners = [(model.get_submodule(prefix), attr) for prefix, _, attr in owners]
+        self._ptrs = [t.data_ptr() for t in self.tensors]
 
     def _current(self) -> bool:
         """Whether the views still are the model's tensors: a parameter replaced since
-        (`p.data = ...`, `module.to(...)`) gets fresh views, never stale ones."""
+        (`p.data = ...`, `module.weight = ...`, `module.to(...)`) gets fresh views, never stale ones."""
         if self.views is None:
             return False
-        now = self.model.state_dict(keep_vars=True).values()
-        if len(now) != len(self.tensors) or any(
-            t is not old or v.ctypes.data != t.data_ptr() or v.shape != tuple(t.shape)
-            for t, old, v in zip(now, self.tensors, self.views)
-        ):
-            self.__init__(self.model)
+        for (module, attr), t, ptr in zip(self._owners, self.tensors, self._ptrs):
+            now = getattr(module, attr, None)
+            if now is not t or now.data_ptr() != ptr:
+                self.__init__(self.model)
+                break
         return self.views is not None
 
     def load(self, record: ArrayRecord) -> None:
