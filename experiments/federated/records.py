@@ -129,16 +129,17 @@ class ModelRecords:
         # a view keeps the old storage alive, so a new tensor cannot reuse its address
         owners = [name.rpartition(".") for name in self.names]
         self._owners = [(model.get_submodule(prefix), attr) for prefix, _, attr in owners]
-        self._ptrs = [t.data_ptr() for t in self.tensors]
+        self._layouts = [_layout(t) for t in self.tensors]
 
     def _current(self) -> bool:
         """Whether the views still are the model's tensors: a parameter replaced since
-        (`p.data = ...`, `module.weight = ...`, `module.to(...)`) gets fresh views, never stale ones."""
+        (`p.data = ...`, a transposed or reinterpreted `.data` on the same storage, `module.weight = ...`,
+        `module.to(...)`) gets fresh views, never stale ones."""
         if self.views is None:
             return False
-        for (module, attr), t, ptr in zip(self._owners, self.tensors, self._ptrs):
+        for (module, attr), t, layout in zip(self._owners, self.tensors, self._layouts):
             now = getattr(module, attr, None)
-            if now is not t or now.data_ptr() != ptr:
+            if now is not t or _layout(now) != layout:
                 self.__init__(self.model)
                 break
         return self.views is not None
@@ -157,6 +158,11 @@ class ModelRecords:
         if not self._current():
             return to_array_record(self.model.state_dict())
         return _npy_record(zip(self.names, self.views))
+
+
+def _layout(t: torch.Tensor) -> tuple:
+    """Where and how a tensor's values lie: storage address, shape, strides, dtype."""
+    return t.data_ptr(), t.shape, t.stride(), t.dtype
 
 
 _NUMPY_DTYPES = {
