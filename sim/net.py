@@ -8,12 +8,12 @@ these processes only decide *when* they happen on the SimPy clock and who waits 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import simpy
 
-from channels import GilbertElliott, IndependentBits, Link, transfer
+from channels import GilbertElliott, IndependentBits, Link, TransferOutcome, transfer
 from devices.profile import STATES
 from sim.config import ChannelConfig
 
@@ -43,13 +43,22 @@ def radio(env: simpy.Environment) -> simpy.Resource:
 
 
 def transmit(
-    env: simpy.Environment, link: Link, nbytes: int, rng: np.random.Generator, *, through_latency: bool = True
+    env: simpy.Environment,
+    link: Link,
+    nbytes: int,
+    rng: np.random.Generator,
+    *,
+    through_latency: bool = True,
+    started: Callable[[TransferOutcome], None] | None = None,
 ) -> Iterator:
     """Process (for `yield from`, with the radio held): one message of `nbytes` over `link`, its
     outcome drawn from `rng` when it starts; returns the `TransferOutcome`. The sender is busy
     for the airtime plus the latency, or, with `through_latency=False`, for the airtime only (the
-    caller then `propagate`s what was delivered)."""
+    caller then `propagate`s what was delivered). `started(outcome)`, if given, is called as the
+    message goes on the air (counters that must include messages in flight)."""
     out = transfer(link, nbytes, rng)
+    if started is not None:
+        started(out)
     yield env.timeout(out.time_s if through_latency else out.time_s - link.latency_s)
     return out
 
