@@ -2,8 +2,8 @@
 
 The real training happens inside these processes (`experiments.mcpipe`); they decide when. A
 compute step lasts the FLOPs it really performed over the device's FLOP rate; each activation,
-error, data, label or weight message holds its sender's radio (`sim.net.radio`) while
-`channels.transfer` of its real bytes plays out, the sender computing on meanwhile; a monitor
+error, data, label or weight message holds its sender's radio (`sim.net.radio`) while it crosses
+the link (`sim.net.transmit` of its real bytes), the sender computing on meanwhile; a monitor
 records test accuracy every `eval_every_s` simulated seconds until `sim_time_s`.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import simpy
 import torch
 
-from channels import Link, TransferOutcome, corrupt_arrays, transfer
+from channels import Link, TransferOutcome, corrupt_arrays
 from devices import DeviceProfile
 from experiments.mcpipe.memory import Memory
 from experiments.mcpipe.model import evaluate
@@ -24,7 +24,7 @@ from experiments.mcpipe.training import average, set_latest, train_step
 from experiments.mcpipe.versions import nbytes
 from sim.mcpipe.build import Job
 from sim.mcpipe.report import LinkCounts, RunResult, run_result
-from sim.net import Mailbox, radio
+from sim.net import Mailbox, radio, transmit
 from sim.seeding import stream
 
 __all__ = ["Links", "monitor", "simulate", "simulate_data_parallel", "simulate_local", "simulate_pipeline"]
@@ -50,21 +50,21 @@ class Links:
     def send(self, src: str, payload: list[torch.Tensor], deliver: Callable[[list[torch.Tensor]], None]) -> Iterator:
         """Process: hold `src`'s radio while the tensors cross the link (resent whole if the
         link gives up on a packet), then hand them to `deliver`. A message's bytes count from
-        the moment it starts crossing (the monitor's `bytes_sent` includes messages on the air),
-        so each attempt is drawn here rather than through `sim.net.transmit`, which returns the
-        outcome only once its wait is over."""
+        the moment it goes on the air (the monitor's `bytes_sent` includes messages in flight)."""
         interface, rng = self._sender(src)
         size = nbytes(*payload)
         with interface.request() as req:
             yield req
             while True:
-                out = transfer(self.link, size, rng)
-                self.counts.bytes_sent += out.bits_sent // 8
-                self.counts.retransmissions += out.retransmissions
-                yield self.env.timeout(out.time_s)
+                out = yield from transmit(self.env, self.link, size, rng, started=self._count)
                 if out.delivered:
                     break
         deliver(self._received(payload, out))
+
+    def _count(self, out: TransferOutcome) -> None:
+        """One attempt's bytes on the air and packets resent."""
+        self.counts.bytes_sent += out.bits_sent // 8
+        self.counts.retransmissions += out.retransmissions
 
     def _received(self, payload: list[torch.Tensor], out: TransferOutcome) -> list[torch.Tensor]:
         """The tensors as they arrive: in raw mode with the flipped bits, in the floating-point
