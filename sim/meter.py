@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+
+from experiments.common.flops import count_flops
 
 __all__ = ["PROCESS_COSTS", "CallCost", "WorkMeter", "parameter_bytes"]
 
@@ -72,17 +73,21 @@ def _measure(module: nn.Module, args: tuple, training: bool, keep: object = None
 
     leaves = [m for m in twin.modules() if not list(m.children())] or [twin]
     handles = [m.register_forward_hook(count_output) for m in leaves]
+
+    def forward_backward() -> None:
+        out = twin(*inputs)
+        if training:
+            outs = [t for t in _tensors(out) if t.requires_grad]
+            if outs:
+                torch.autograd.backward([t.sum() for t in outs])
+
     try:
-        with FlopCounterMode(display=False) as counter, torch.enable_grad() if training else torch.no_grad():
-            out = twin(*inputs)
-            if training:
-                outs = [t for t in _tensors(out) if t.requires_grad]
-                if outs:
-                    torch.autograd.backward([t.sum() for t in outs])
+        with torch.enable_grad() if training else torch.no_grad():
+            _, flops = count_flops(forward_backward)
     finally:
         for h in handles:
             h.remove()
-    return CallCost(int(counter.get_total_flops()), act_bytes, parameter_bytes(module))
+    return CallCost(flops, act_bytes, parameter_bytes(module))
 
 
 class WorkMeter:
