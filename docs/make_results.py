@@ -144,7 +144,7 @@ def nonn_seeds(runs: Runs) -> str:
     s = runs.jobs("nonn_seeds")
     cols = ["teacher", "nonn", "nonn_kd_only", "kd_student", "atkd_student"]
     return table([f"mean ± sd over seeds {', '.join(map(str, s.seed))}", "teacher", "NoNN", "NoNN, KD only",
-                  "KD student", "ATKD student", "P0 filters", "zeroing P0 costs (validation points)"],
+                  "KD student", "ATKD student", "P0 filters", "change with P0 zeroed (validation points)"],
                  [[f"{s.num_students.iloc[0]} students", *(mean_sd(s[f"{c}_accuracy"]) for c in cols),
                    mean_sd(s.p0_filters, ".0f"), mean_sd(100 * s.delta_val_accuracy, ".1f")]])
 
