@@ -62,7 +62,8 @@ from omegaconf import OmegaConf  # noqa: E402
 from experiments.federated.task import FederatedTask, _train, evaluate_model  # noqa: E402
 from sim.backends import torch_seeded  # noqa: E402
 from sim.config import Config  # noqa: E402
-from sim.federated.job import prepare, simulate  # noqa: E402
+from sim.federated.build import prepare  # noqa: E402
+from sim.federated.job import simulate  # noqa: E402
 from sim.report import frame  # noqa: E402
 from sim.seeding import stream  # noqa: E402
 from strategies.objectives import ClientObjective  # noqa: E402

@@ -47,14 +47,18 @@ def child(devices: int, sampled: int, rounds: int, seed: int) -> dict:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     warnings.filterwarnings("ignore", category=FutureWarning, module="pyarrow.*")
     sys.path.insert(0, str(ROOT))
+    from dataclasses import replace
+
     import torch
 
     import sim.federated.job as runner
     from sim.backends import LocalBackend
-    from sim.config import Config
+    from sim.federated.build import prepare
+    from sim.jobs import default_config
 
     rss_imports = rss_mib()
-    cfg = Config(seed=seed, progress=False)
+    cfg = default_config()
+    cfg.seed, cfg.progress = seed, False
     cfg.fleet.num_devices = devices
     cfg.fleet.availability = 1.0
     cfg.strategy.fraction_train = sampled / devices
@@ -62,7 +66,7 @@ def child(devices: int, sampled: int, rounds: int, seed: int) -> dict:
     cfg.dataset.partition, cfg.dataset.samples_per_device = "sampled", 16
 
     t = time.perf_counter()
-    variants, fleet, link, task = runner.prepare(cfg)
+    variants, fleet, link, task = prepare(cfg)
     build_s = time.perf_counter() - t
     rss_built = rss_mib()
 
@@ -90,7 +94,7 @@ def child(devices: int, sampled: int, rounds: int, seed: int) -> dict:
     backend = TimedBackend(cfg.workload.optimizer_copies, cfg.torch_threads)
     # warm-up (first-use costs of torch's optimiser, Flower, SimPy): one round, untimed
     runner.simulate(
-        runner.replace(cfg, workload=runner.replace(cfg.workload, rounds=1)),
+        replace(cfg, workload=replace(cfg.workload, rounds=1)),
         variants[0],
         fleet,
         link,

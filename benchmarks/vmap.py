@@ -68,7 +68,8 @@ from sim.backends import LocalBackend, torch_seeded  # noqa: E402
 from sim.backends.base import run_job  # noqa: E402
 from sim.backends.vectorized import VectorizedBackend  # noqa: E402
 from sim.backends.vectorized import execute as execute_together  # noqa: E402
-from sim.federated.job import prepare, simulate  # noqa: E402
+from sim.federated.build import prepare  # noqa: E402
+from sim.federated.job import simulate  # noqa: E402
 from strategies.objectives import ClientObjective  # noqa: E402
 
 EXPERIMENT = "fedmax_noniid"

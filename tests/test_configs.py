@@ -12,7 +12,7 @@ from omegaconf.errors import MissingMandatoryValue
 import sim.__main__  # noqa: F401  (registers the structured schema `base_config`)
 from devices import CATALOGUE
 from sim.config import Config, ConfigError
-from sim.federated.job import strategy_variants
+from sim.federated.build import strategy_variants
 from sim.jobs import WORKLOADS, refuse_unused, run, validate
 from sim.net import build_link
 from strategies import STRATEGIES, build_strategy

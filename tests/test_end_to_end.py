@@ -13,7 +13,7 @@ import pytest
 
 from sim.config import ConfigError
 from sim.federated.grid import ClientRow
-from sim.federated.job import RoundRow
+from sim.federated.report import RoundRow
 from sim.jobs import run
 
 from .conftest import TINY_OVERRIDES, finish, make_tiny_cfg, start_sim

@@ -21,7 +21,7 @@ from sim.backends import LocalBackend, make_backend
 from sim.backends.vectorized import VectorizedBackend
 from sim.backends.vectorized import execute as execute_together
 from sim.config import ConfigError
-from sim.federated.job import prepare
+from sim.federated.build import prepare
 from sim.jobs import run, validate
 from strategies.objectives import FEDMAX_BETA_KEY, PROXIMAL_MU_KEY
 

@@ -151,7 +151,7 @@ def train_clients(
     anchor = {n: p.clone() for n, p in params.items()} if objective.mu > 0.0 else None
     bufs: dict[str, torch.Tensor] = {}
     step = _step_fn(model, objective)
-    momentum, wd, nesterov = task.momentum, task.weight_decay, task.momentum > 0
+    momentum, wd = task.momentum, task.weight_decay
     steps_t = torch.tensor(steps)
     first_of_last_epoch = steps_t - steps_t // epochs
     feat_sum: torch.Tensor | None = None
@@ -164,19 +164,7 @@ def train_clients(
         grads, (loss, fsum) = step(
             view, x[r], y[r], (r != pad).to(x.dtype), None if anchor is None else {n: t[:a] for n, t in anchor.items()}
         )
-        with torch.no_grad():  # torch.optim.SGD's single-tensor step, on every client at once
-            for n in names:
-                p, g = view[n], grads[n]
-                if wd != 0:
-                    g = g.add(p, alpha=wd)
-                if momentum != 0:
-                    if s == 0:  # every client's first step
-                        buf = bufs[n] = g.detach().clone()
-                    else:
-                        buf = bufs[n][:a]
-                        _update(buf, buf.mul(momentum).add(g), live)
-                    g = g.add(buf, alpha=momentum) if nesterov else buf
-                _update(p, p.add(g, alpha=-lr), live)
+        _sgd_step(view, grads, bufs, s == 0, a, lr, momentum, wd, live)
         losses.append(loss)
         if feat_sum is None:
             feat_sum = fsum.new_zeros((k_all, fsum.shape[1]))
@@ -185,17 +173,49 @@ def train_clients(
     loss_rows = [loss.tolist() for loss in losses]
     out: list[Trained | None] = [None] * k_all
     for j, k in enumerate(order):
-        per_epoch = steps[j] // epochs
-        sched = schedules[j]
-        batch_sizes = (sched != pad).sum(1).tolist()
-        total, count = 0.0, 0
-        for s in range(steps[j] - per_epoch, steps[j]):  # the last epoch, as the loop tallies it
-            total += loss_rows[s][j] * batch_sizes[s]
-            count += batch_sizes[s]
-        out[k] = Trained(
-            {n: params[n][j] for n in names}, total / max(count, 1), (feat_sum[j] / max(count, 1)).numpy(), batch_sizes
+        out[k] = _trained(
+            j, {n: params[n][j] for n in names}, schedules[j], steps[j] // epochs, pad, loss_rows, feat_sum
         )
     return out  # type: ignore[return-value]
+
+
+def _sgd_step(
+    view: dict[str, torch.Tensor],
+    grads: dict[str, torch.Tensor],
+    bufs: dict[str, torch.Tensor],
+    first: bool,
+    a: int,
+    lr: float,
+    momentum: float,
+    wd: float,
+    live: torch.Tensor | None,
+) -> None:
+    """torch.optim.SGD's single-tensor step (Nesterov when momentum > 0), on every client at once;
+    `first`: every client's first step (the momentum buffers start from the gradient)."""
+    with torch.no_grad():
+        for n, p in view.items():
+            g = grads[n]
+            if wd != 0:
+                g = g.add(p, alpha=wd)
+            if momentum != 0:
+                if first:
+                    buf = bufs[n] = g.detach().clone()
+                else:
+                    buf = bufs[n][:a]
+                    _update(buf, buf.mul(momentum).add(g), live)
+                g = g.add(buf, alpha=momentum) if momentum > 0 else buf  # Nesterov, as the loop's SGD
+            _update(p, p.add(g, alpha=-lr), live)
+
+
+def _trained(j: int, params: dict, sched: torch.Tensor, per_epoch: int, pad: int, loss_rows: list, feat_sum) -> Trained:
+    """Client j's outcome: its weights, and the loss and mean features of its last epoch (as the loop tallies them)."""
+    steps = len(sched)
+    batch_sizes = (sched != pad).sum(1).tolist()
+    total, count = 0.0, 0
+    for s in range(steps - per_epoch, steps):
+        total += loss_rows[s][j] * batch_sizes[s]
+        count += batch_sizes[s]
+    return Trained(params, total / max(count, 1), (feat_sum[j] / max(count, 1)).numpy(), batch_sizes)
 
 
 def _update(t: torch.Tensor, new: torch.Tensor, live: torch.Tensor | None) -> None:
