@@ -2,7 +2,6 @@
 baseline's exchanged bytes, the inference timeline, and a tiny end-to-end run."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,11 +9,12 @@ import torch
 
 from channels import IndependentBits, Link
 from devices import DeviceProfile
-from experiments.nonn.budget import WIDTH_CANDIDATES, size_students
+from experiments.nonn.budget import WIDTH_CANDIDATES, forward_flops, size_students
+from experiments.nonn.inference import InferencePlan, pooled_features, student_features
 from experiments.nonn.models import WRN, NoNN, StudentSpec
 from experiments.nonn.partition import activation_network, merge_communities, partition_filters
-from experiments.nonn.split import split_work
-from sim.nonn.job import DeviceLoad, InferencePlan, simulate_inference, simulate_split
+from experiments.nonn.split import SplitLayer, split_plan, split_work
+from sim.nonn.timeline import DeviceLoad, simulate_inference, simulate_split
 
 # two validation images, three filters; the second row is already divided by its maximum, the
 # first is twice [1, 0.5, 0] and has a negative activity that must be clipped
@@ -66,12 +66,14 @@ def test_balance_cuts_large_communities_into_near_equal_partitions():
 
 
 def test_merge_splits_when_there_are_fewer_groups_than_students():
+    # the community of 10 is P0; the pooled singletons {0, 1, 2} are cut into one per student
     p0, parts = merge_communities([[0], [1], [2], list(range(3, 13))], 3)
-    assert p0 == list(range(3, 13)) or len(p0) >= 1
-    assert len(parts) == 3 and all(parts)
-    assert sorted(f for p in parts for f in p) + sorted(p0) != []
+    assert p0 == list(range(3, 13)) and parts == [[0], [1], [2]]
+    # too few filters outside P0 for 3 students: P0 gives up half of itself
+    p0, parts = merge_communities([[0], list(range(1, 9))], 3, balance=False)
+    assert p0 == [1, 2, 3, 4] and parts == [[5, 6], [7, 8], [0]]
     everything = sorted(list(p0) + [f for p in parts for f in p])
-    assert everything == list(range(13))  # disjoint and complete
+    assert everything == list(range(9))  # disjoint and complete
 
 
 def test_partition_pipeline_is_disjoint_and_seeded():
@@ -117,23 +119,25 @@ def test_split_exchanges_the_real_slices():
     torch.manual_seed(0)
     model = WRN(10, (4, 8, 8), 1, 10)  # stem 16 channels; one block per group
     layers, pooled = split_work(model, torch.randn(1, 1, 8, 8), 2)
-    names = [l.name for l in layers]
+    names = [layer.name for layer in layers]
     assert names == ["stem", "groups.0.0.conv1", "groups.0.0.conv2", "groups.0.0.shortcut", "groups.1.0.conv1",
                      "groups.1.0.conv2", "groups.1.0.shortcut", "groups.2.0.conv1", "groups.2.0.conv2",
                      "groups.2.0.shortcut"]
     # bytes of each device's half of each convolution's input (float32), sent to the other device
     per_layer = [0, 8 * 64 * 4, 2 * 64 * 4, 0, 2 * 64 * 4, 4 * 16 * 4, 0, 4 * 16 * 4, 4 * 4 * 4, 0]
-    assert [l.exchange_bytes for l in layers] == [(b, b) for b in per_layer]
+    assert [layer.exchange_bytes for layer in layers] == [(b, b) for b in per_layer]
     assert pooled == (16, 16)
     # three devices: uneven channel slices (16 -> 6, 5, 5)
     layers3, pooled3 = split_work(model, torch.randn(1, 1, 8, 8), 3)
     assert layers3[1].exchange_bytes == (6 * 256, 5 * 256, 5 * 256) and pooled3 == (12, 12, 8)
-    assert sum(sum(l.flops) for l in layers3) == sum(sum(l.flops) for l in layers)
+    assert sum(sum(layer.flops) for layer in layers3) == sum(sum(layer.flops) for layer in layers)
     # the shares' FLOPs add up to what FlopCounterMode counts for the whole network (minus the FC)
-    from experiments.nonn.budget import forward_flops
-
     x = torch.randn(1, 1, 8, 8)
-    assert sum(sum(l.flops) for l in layers) == forward_flops(model, x) - forward_flops(model.fc, torch.zeros(1, 8))
+    fc_flops = forward_flops(model.fc, torch.zeros(1, 8))
+    assert sum(sum(layer.flops) for layer in layers) == forward_flops(model, x) - fc_flops
+    plan = split_plan(model, x, 2)  # with the FC at the aggregator and the bytes the devices exchange
+    assert plan.fc_flops == fc_flops == 2 * 8 * 10
+    assert plan.exchanged_bytes == sum(2 * b for b in per_layer)  # each of 2 devices sends its slice once
 
 
 def _profile(rate: float) -> DeviceProfile:
@@ -152,6 +156,8 @@ def test_inference_timeline_by_hand():
     # d0: image 0-1, compute 2+3 -> 6, up 6-7; d1: image 1-2, compute 2+5 -> 9, up 9-10
     assert out.latency_s == pytest.approx(10.0, abs=1e-6) and set(out.arrived) == {0, 1}
     assert [t.compute_s for t in out.devices] == [5.0, 7.0]
+    # d0: compute 5 s at 2 W, receive 1 s at 0.5 W, transmit 1 s at 1 W, idle the other 3 s at 0.1 W
+    assert out.devices[0].energy_j == pytest.approx(5 * 2.0 + 1 * 0.5 + 1 * 1.0 + 3 * 0.1, rel=1e-6)
     # one device runs both students: the common part once; each student's features sent when ready
     out = simulate_inference(PLAN, [DeviceLoad(dev, (0, 1))], _profile(1e9), LINK, rng)
     assert out.latency_s == pytest.approx(13.0, abs=1e-6) and out.devices[0].compute_flops == 10
@@ -162,16 +168,16 @@ def test_inference_timeline_by_hand():
 
 
 def test_split_timeline_by_hand():
-    from experiments.nonn.split import SplitLayer
-
     rng = np.random.default_rng(0)
     dev = _profile(1.0)
     layers = [SplitLayer("a", (2, 2), (0, 0)), SplitLayer("b", (3, 3), (8, 8))]
     out = simulate_split(layers, (4, 4), 4, 0, [dev, dev], _profile(1e9), LINK, rng)
-    # images at 1 and 2; layer a: d0 1-3, d1 2-4; exchange: d0 sends 3-4, d1 sends 4-5;
-    # layer b: d0 5-8, d1 4? no: d1 waits for d0's slice (4) -> 4-7; results to the server one at a
-    # time: d1 7-8, d0 8-9 -> 9
+    # images at 1 and 2; layer a: d0 1-3, d1 2-4; exchange (each device's own radio): d0 sends
+    # 3-4, d1 sends 4-5; layer b: d1 has d0's slice at 4 -> 4-7, d0 has d1's at 5 -> 5-8; results
+    # to the server one at a time: d1 7-8, d0 8-9 -> 9
     assert out.latency_s == pytest.approx(9.0, abs=1e-6)
+    assert [t.compute_s for t in out.devices] == [5.0, 5.0]
+    assert [t.receive_s for t in out.devices] == pytest.approx([1.0, 1.0], abs=1e-6)
 
 
 def test_lossy_link_gives_up_and_the_student_is_missing():
@@ -182,10 +188,20 @@ def test_lossy_link_gives_up_and_the_student_is_missing():
     assert out.arrived == {} and out.latency_s == pytest.approx(30.0)
 
 
+def test_a_device_computes_on_its_copy_of_the_image():
+    torch.manual_seed(0)
+    model = NoNN(StudentSpec(10, (4, 8, 8)), [3, 5], 1, 10).eval()
+    x = torch.randn(4, 1, 8, 8)
+    pooled = pooled_features(model, x)
+    got = student_features(model, x[2:3].numpy().copy(), (1,))
+    assert list(got) == [1] and np.allclose(got[1], pooled[1][2], atol=1e-6)
+
+
 TINY = ["+experiment=nonn", "workload.teacher_depth=10", "workload.teacher_width=0.5", "workload.teacher_epochs=1",
         "workload.student_depth=10", "workload.student_epochs=1", "workload.num_students=3", "workload.timing_images=2",
-        "workload.memory_budget_bytes=20000", "workload.flop_budget=1e6", "workload.top_filters=8", "workload.edge_percentile=80",
-        "workload.beta_search=[100]", "workload.at_beta_search=[]", "workload.calibrate=false", "progress=false"]
+        "workload.memory_budget_bytes=20000", "workload.flop_budget=1e6", "workload.top_filters=8",
+        "workload.edge_percentile=80", "workload.beta_search=[100]", "workload.at_beta_search=[]",
+        "workload.calibrate=false", "progress=false"]
 
 
 def test_tiny_end_to_end_is_deterministic_through_the_cache(run_sim, tmp_path):
@@ -221,8 +237,8 @@ def test_bad_nonn_setting_is_one_line_and_writes_nothing(run_sim, tmp_path):
 def test_calibration_against_the_papers_tables():
     from devices import CATALOGUE
     from sim.config import ChannelConfig
-    from sim.nonn.job import calibration
     from sim.net import build_link
+    from sim.nonn.calibration import calibration
 
     wired = build_link(ChannelConfig(bandwidth_bps=1e8, latency_s=0.0037, packet_bytes=1460, header_bytes=58))
     df = calibration(wired, CATALOGUE["edge_server"], 0).set_index(["deployment", "device"])
@@ -235,8 +251,8 @@ def test_calibration_against_the_papers_tables():
 
 def test_raw_link_flips_bits_in_the_real_payloads(run_sim, tmp_path):
     d = tmp_path / "raw"
-    res = run_sim(*TINY, "workload.num_students=2", "workload.baselines=false", "workload.split_model=teacher", "channel.mode=raw",
-                  "channel.ber=0.002", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={d}")
+    res = run_sim(*TINY, "workload.num_students=2", "workload.baselines=false", "workload.split_model=teacher",
+                  "channel.mode=raw", "channel.ber=0.002", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={d}")
     assert res.returncode == 0, res.stderr[-2000:]
     s = pd.read_csv(d / "summary.csv").iloc[0]
     # ~360 images x (256-byte image + 2 feature payloads) x 8 bits x 0.002

@@ -2,7 +2,7 @@
 
 A student as deployed is the common part (replicated) plus its own branch; its memory is its
 parameters times the bytes each parameter takes (8-bit quantised by default), and its FLOPs are
-what PyTorch's FlopCounterMode counts for one image through it.
+what PyTorch's FlopCounterMode counts for one image through it (`experiments.common.flops`).
 """
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-from .models import NoNN, StudentSpec, count_params, scaled_widths
+from experiments.common.flops import count_flops
+from experiments.common.metrics import count_params
+
+from .models import WRN, NoNN, StudentSpec, scaled_widths
 
 __all__ = ["StudentCost", "WIDTH_CANDIDATES", "forward_flops", "match_width", "size_students", "student_costs"]
 
@@ -20,19 +22,22 @@ WIDTH_CANDIDATES = tuple(float(w) for w in np.arange(0.25, 4.0001, 0.125))
 
 
 def forward_flops(module: torch.nn.Module, x: torch.Tensor) -> int:
-    """FLOPs (PyTorch's count: 2 per multiply-accumulate) of one forward call on `x`."""
+    """FLOPs (PyTorch's count: 2 per multiply-accumulate) of one inference of `module` on `x`:
+    in eval mode, without gradients; the module's mode is restored after."""
     was = module.training
     module.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            module(x)
+        with torch.no_grad():
+            _, flops = count_flops(lambda: module(x))
     finally:
         module.train(was)
-    return int(counter.get_total_flops())
+    return flops
 
 
 @dataclass(frozen=True)
 class StudentCost:
+    """One student as deployed (common part and its branch) against the per-device budgets."""
+
     student: int
     partition_size: int
     params: int
@@ -48,6 +53,7 @@ class StudentCost:
 
 def student_costs(model: NoNN, input_shape: tuple[int, int, int], bytes_per_param: float,
                   memory_budget_bytes: int, flop_budget: float) -> list[StudentCost]:
+    """Each student's parameters, memory and FLOPs per image, against the budgets."""
     x = torch.zeros(1, *input_shape)
     return [StudentCost(i, s, model.student_params(i), int(np.ceil(model.student_params(i) * bytes_per_param)),
                         forward_flops(model.student(i), x), int(memory_budget_bytes), float(flop_budget))
@@ -86,8 +92,6 @@ def size_students(depth: int, sizes: list[int], input_shape: tuple[int, int, int
 def match_width(depth: int, target_params: int, in_channels: int, num_classes: int) -> float:
     """The WRN width multiplier whose parameter count is closest to `target_params` (the single
     baseline student of a size comparable to the whole NoNN)."""
-    from .models import WRN
-
     with torch.random.fork_rng(devices=[]):
         counts = [(abs(count_params(WRN(depth, scaled_widths(w), in_channels, num_classes)) - target_params), w)
                   for w in WIDTH_CANDIDATES]

@@ -15,13 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["NoNN", "StudentSpec", "WRN", "count_params", "scaled_widths", "wrn_blocks"]
+from experiments.common.metrics import count_params
+
+__all__ = ["NoNN", "StudentSpec", "WRN", "scaled_widths", "wrn_blocks"]
 
 BASE_WIDTHS = (16, 32, 64)  # WRN's group widths at width multiplier 1
 STEM = 16
 
 
 def wrn_blocks(depth: int) -> int:
+    """Basic blocks per group of a WRN of `depth` (6n + 4 layers: n blocks of two convolutions per group)."""
     if depth < 10 or (depth - 4) % 6:
         raise ValueError(f"depth={depth}: a WRN has depth 6n + 4 with n >= 1 (10, 16, 22, 28, 40, ...)")
     return (depth - 4) // 6
@@ -30,10 +33,6 @@ def wrn_blocks(depth: int) -> int:
 def scaled_widths(multiplier: float) -> tuple[int, int, int]:
     """Group widths at a (possibly fractional) width multiplier, at least 1 channel each."""
     return tuple(max(1, round(w * multiplier)) for w in BASE_WIDTHS)  # type: ignore[return-value]
-
-
-def count_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 class Block(nn.Module):
@@ -55,6 +54,7 @@ class Block(nn.Module):
 
 
 def group(c_in: int, c_out: int, n: int, stride: int) -> nn.Sequential:
+    """`n` blocks to `c_out` channels, the first one with `stride`."""
     return nn.Sequential(*(Block(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1) for i in range(n)))
 
 
@@ -152,4 +152,5 @@ class NoNN(nn.Module):
         return nn.Sequential(self.common, self.branches[i])
 
     def student_params(self, i: int) -> int:
+        """Parameters student i stores on its device: the replicated common part and its branch."""
         return count_params(self.common) + count_params(self.branches[i])

@@ -67,7 +67,9 @@ def detect_communities(net: np.ndarray, *, percentile: float = 99.0, resolution:
     g.add_weighted_edges_from((int(i), int(j), float(w[i, j])) for i, j in zip(rows, cols) if w[i, j] > 0)
     communities = nx.community.louvain_communities(g, weight="weight", resolution=resolution, seed=seed)
     communities = sorted((sorted(int(v) for v in c) for c in communities), key=lambda c: (-len(c), c[0]))
-    modularity = nx.community.modularity(g, communities, weight="weight", resolution=resolution) if g.number_of_edges() else 0.0
+    modularity = 0.0
+    if g.number_of_edges():
+        modularity = nx.community.modularity(g, communities, weight="weight", resolution=resolution)
     return communities, float(modularity), g
 
 

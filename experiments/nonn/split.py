@@ -11,6 +11,7 @@ it to the aggregator, which applies the FC layer.
 computed with its slice of the weights (FLOPs counted by PyTorch), the slices are checked to
 reassemble the unsplit output, and the bytes exchanged are those of the real tensor slices.
 FLOPs per share follow PyTorch's count of a convolution (linear in its output channels).
+`split_plan` adds what the aggregator's FC layer costs: all a timeline needs.
 """
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SplitLayer", "split_work"]
+from .budget import forward_flops
+from .models import WRN
+
+__all__ = ["SplitLayer", "SplitPlan", "split_plan", "split_work"]
 
 
 @dataclass(frozen=True)
@@ -83,3 +87,25 @@ def split_work(model: nn.Module, x: torch.Tensor, n: int) -> tuple[list[SplitLay
     channels = last_out.shape[1] if last_out is not None else 0
     pooled = tuple(int(len(rows) * last_out.element_size()) for rows in torch.tensor_split(torch.arange(channels), n))
     return layers, pooled
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """One inference of a WRN split over `devices`: its convolutions, each device's bytes of
+    pooled features for the aggregator, and the FLOPs of the aggregator's FC layer."""
+
+    devices: int
+    layers: list[SplitLayer]
+    pooled_bytes: tuple[int, ...]
+    fc_flops: int
+
+    @property
+    def exchanged_bytes(self) -> int:
+        """Bytes the devices send one another per inference (each slice to every other device)."""
+        return sum(b * (self.devices - 1) for layer in self.layers for b in layer.exchange_bytes)
+
+
+def split_plan(model: WRN, x: torch.Tensor, n: int) -> SplitPlan:
+    """The plan of `model` split over `n` devices, measured on the one image `x`."""
+    layers, pooled_bytes = split_work(model, x, n)
+    return SplitPlan(n, layers, pooled_bytes, forward_flops(model.fc, torch.zeros(1, model.widths[2])))

@@ -15,12 +15,14 @@ from torch import nn
 
 from .models import WRN, NoNN
 
-__all__ = ["DistillSettings", "TeacherTargets", "TrainSettings", "accuracy", "attention", "activation_transfer_loss", "fit",
+__all__ = ["DistillSettings", "TeacherTargets", "TrainSettings", "activation_transfer_loss", "attention", "fit",
            "kd_loss", "teacher_targets", "train_nonn", "train_single", "train_teacher"]
 
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """SGD settings of one model's training; `seed` orders its batches."""
+
     epochs: int
     batch_size: int = 64
     lr: float = 0.1
@@ -48,14 +50,8 @@ def fit(model: nn.Module, n: int, s: TrainSettings, loss_fn: Callable[[torch.Ten
     model.eval()
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
-    model.eval()
-    correct = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
-    return correct / max(1, len(x))
-
-
 def train_teacher(model: WRN, x: torch.Tensor, y: torch.Tensor, s: TrainSettings) -> None:
+    """The teacher: cross-entropy on the labels."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(s.seed)
         fit(model, len(x), s, lambda idx: F.cross_entropy(model(x[idx]), y[idx]))
@@ -73,6 +69,7 @@ def kd_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor, alp
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
+    """Each sample's map flattened and scaled to unit length."""
     return F.normalize(v.flatten(1), dim=1)
 
 
@@ -91,6 +88,8 @@ def attention(h: torch.Tensor) -> torch.Tensor:
 # --- the teacher's outputs, once -----------------------------------------------------------
 @dataclass
 class TeacherTargets:
+    """The teacher's outputs on the training set, which every student learns from."""
+
     logits: torch.Tensor  # (N, classes)
     fconv: torch.Tensor  # (N, F, h, w): ReLU(BN(last group))
     attention: list[torch.Tensor]  # per group, (N, h_g * w_g)
@@ -98,6 +97,7 @@ class TeacherTargets:
 
 @torch.no_grad()
 def teacher_targets(teacher: WRN, x: torch.Tensor, batch: int = 256) -> TeacherTargets:
+    """The teacher's logits, fconv maps and attention maps on `x`, `batch` images at a time."""
     teacher.eval()
     logits, fconv, att = [], [], [[], [], []]
     for i in range(0, len(x), batch):
@@ -111,6 +111,8 @@ def teacher_targets(teacher: WRN, x: torch.Tensor, batch: int = 256) -> TeacherT
 
 @dataclass(frozen=True)
 class DistillSettings:
+    """The weights of the distillation losses."""
+
     alpha: float = 0.9
     temperature: float = 4.0
     kd_scale: float = 32.0  # 2 T^2 at T = 4

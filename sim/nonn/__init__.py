@@ -1,7 +1,9 @@
 """The NoNN workload: a teacher split into disjoint students run across devices (`workload=nonn`).
 
-`settings.py`: the `workload.*` schema and its validation; `job.py`: the job (real computation
-from `experiments.nonn` and its timeline on the clock); this module registers it (`sim.jobs`).
+`settings.py`: the `workload.*` schema and its validation; `job.py`: the job (trains the models
+with `experiments.nonn`, simulates, writes the reports); `fleet.py`: the simulated deployments;
+`timeline.py`: the SimPy processes of one inference; `calibration.py`: the paper's deployments;
+`report.py`: the summary, plots and printout. This module registers the workload (`sim.jobs`).
 """
 
 from __future__ import annotations

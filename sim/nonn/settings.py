@@ -7,7 +7,7 @@ from typing import Optional
 
 from devices import CATALOGUE
 from experiments.nonn.partition import RULES
-from sim.config import Config, ConfigError
+from sim.config import Config, check
 
 __all__ = ["NonnSettings", "validate"]
 
@@ -60,21 +60,24 @@ class NonnSettings:
 
 
 def _check(ok: bool, setting: str, value, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"workload.{setting}={value!r}: {allowed}")
+    """`sim.config.check` of the setting `workload.<setting>`."""
+    check(ok, f"workload.{setting}", value, allowed)
 
 
 def validate(cfg: Config) -> None:
+    """Refuse, with a one-line `ConfigError`, `workload.*` values no NoNN job could use."""
     n: NonnSettings = cfg.workload
     _check(isinstance(n.num_students, int) and 1 <= n.num_students <= 16, "num_students", n.num_students,
            "allowed range is 1..16")
     for name in ("teacher_depth", "student_depth"):
         v = getattr(n, name)
-        _check(isinstance(v, int) and v >= 10 and (v - 4) % 6 == 0, name, v, "a WRN depth 6n + 4 (10, 16, 22, 28, 40, ...)")
+        _check(isinstance(v, int) and v >= 10 and (v - 4) % 6 == 0, name, v,
+               "a WRN depth 6n + 4 (10, 16, 22, 28, 40, ...)")
     _check(n.teacher_width > 0, "teacher_width", n.teacher_width, "must be > 0")
     _check(n.student_width is None or n.student_width > 0, "student_width", n.student_width, "must be > 0 or null")
     for name in ("teacher_epochs", "student_epochs", "batch_size", "timing_images"):
-        _check(isinstance(getattr(n, name), int) and getattr(n, name) >= 1, name, getattr(n, name), "must be an integer >= 1")
+        v = getattr(n, name)
+        _check(isinstance(v, int) and v >= 1, name, v, "must be an integer >= 1")
     _check(0 < n.val_fraction < 1, "val_fraction", n.val_fraction, "allowed range is (0, 1)")
     _check(n.rule in RULES, "rule", n.rule, f"allowed: {', '.join(RULES)}")
     _check(n.top_filters is None or n.top_filters >= 2, "top_filters", n.top_filters, "must be >= 2 or null")
@@ -89,10 +92,11 @@ def validate(cfg: Config) -> None:
     for name in ("beta", "at_beta", "momentum", "weight_decay"):
         _check(getattr(n, name) >= 0, name, getattr(n, name), "must be >= 0")
     for name in ("beta_search", "at_beta_search"):
-        _check(all(b >= 0 for b in getattr(n, name)), name, list(getattr(n, name)), "weights must be >= 0 ([] = use beta / at_beta)")
+        v = list(getattr(n, name))
+        _check(all(b >= 0 for b in v), name, v, "weights must be >= 0 ([] = use beta / at_beta)")
     _check(n.kd_scale is None or n.kd_scale >= 0, "kd_scale", n.kd_scale, "must be >= 0 or null (2 T^2)")
     for name in ("device", "big_device", "server"):
         _check(getattr(n, name) in CATALOGUE, name, getattr(n, name), f"allowed: {', '.join(sorted(CATALOGUE))}")
     _check(n.split_model in ("atkd", "teacher"), "split_model", n.split_model, "allowed: atkd, teacher")
     _check(n.split_model == "teacher" or n.baselines, "split_model", n.split_model,
-           "'atkd' needs nonn.baselines=true (the ATKD student is the model that is split); or use 'teacher'")
+           "'atkd' needs workload.baselines=true (the ATKD student is the model that is split); or use 'teacher'")
