@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from experiments.common.data import load_digits
-from experiments.common.models import MLP, FedCNN, build_model, count_parameters, fedmax_cifar_cnn
+from experiments.common.metrics import count_params
+from experiments.common.models import MLP, FedCNN, build_model, fedmax_cifar_cnn
 
 
 @pytest.mark.parametrize("name", ["cnn", "mlp", "fedmax_cifar_cnn"])
@@ -26,16 +27,16 @@ def test_logits_and_features(name: str, shape: tuple[int, int, int]) -> None:
 
 
 def test_fedmax_cifar_parameter_count() -> None:
-    assert count_parameters(fedmax_cifar_cnn()) == 659_818
-    assert count_parameters(build_model("fedmax_cifar_cnn", (3, 32, 32), 10)) == 659_818
-    assert count_parameters(FedCNN((3, 32, 32), 10)) == 659_818
+    assert count_params(fedmax_cifar_cnn()) == 659_818
+    assert count_params(build_model("fedmax_cifar_cnn", (3, 32, 32), 10)) == 659_818
+    assert count_params(FedCNN((3, 32, 32), 10)) == 659_818
     convs = [m for m in fedmax_cifar_cnn().modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == 5 and all(c.bias is None for c in convs)
 
 
 def test_digits_default_is_small() -> None:
-    assert 20_000 <= count_parameters(FedCNN((1, 8, 8), 10)) <= 120_000
-    assert count_parameters(MLP((1, 8, 8), 10, hidden=64)) == 64 * 64 + 64 + 64 * 10 + 10
+    assert 20_000 <= count_params(FedCNN((1, 8, 8), 10)) <= 120_000
+    assert count_params(MLP((1, 8, 8), 10, hidden=64)) == 64 * 64 + 64 + 64 * 10 + 10
 
 
 def test_seeded_init_is_deterministic_and_leaves_global_rng_alone() -> None:

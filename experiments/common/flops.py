@@ -5,6 +5,7 @@ multiply-accumulate), for every experiment that charges its computation to a dev
 figure after: the FLOPs of an operation depend only on the operation and its shapes, and
 counting every call makes training several times slower.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable

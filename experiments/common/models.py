@@ -113,13 +113,8 @@ def fedmax_cifar_cnn(input_shape: Sequence[int] = (3, 32, 32), num_classes: int 
     return FedCNN(input_shape, num_classes, channels=FEDMAX_CHANNELS, hidden=FEDMAX_HIDDEN)
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, seed: int = 0, **kwargs: Any) -> nn.Module:
-    """Build a model by its config name (``model.name``), initialised from ``seed``.
+    """Build a model by its config name (``workload.model``), initialised from ``seed``.
 
     Initialisation runs under ``torch.random.fork_rng`` with only the CPU generator
     seeded, so torch's global RNG state is left untouched. ``kwargs`` go to the model

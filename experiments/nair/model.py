@@ -63,7 +63,7 @@ class ConvBN(nn.Module):
         y = self.bn(self.conv(x))
         return F.relu6(y) if self.act else y
 
-    def narrowed(self, cin: int) -> "ConvBN":
+    def narrowed(self, cin: int) -> ConvBN:
         """A copy taking `cin` input channels, its convolution re-initialised (CLIO multi-tail)."""
         new = copy.deepcopy(self)
         new.conv = nn.Conv2d(cin, self.conv.out_channels, self.conv.kernel_size, self.conv.stride,
@@ -104,7 +104,7 @@ class InvertedResidual(nn.Module):
             y = y + x
         return y
 
-    def narrowed(self, cin: int) -> "InvertedResidual":
+    def narrowed(self, cin: int) -> InvertedResidual:
         """A copy whose first convolution takes `cin` input channels, re-initialised (CLIO's
         multi-tail: the tail's first layer rebuilt for a narrower input); the rest is kept."""
         new = copy.deepcopy(self)
@@ -163,10 +163,10 @@ class SplitNet(nn.Module):
     def channels(self, k: int) -> int:
         return self.split_layer(k)[0].out_channels
 
-    def head(self, k: int) -> "Head":
+    def head(self, k: int) -> Head:
         return Head(self, k)
 
-    def tail(self, k: int) -> "Tail":
+    def tail(self, k: int) -> Tail:
         return Tail(list(self.stages[k:]), self.classifier, self.upsample if k == 0 else None)
 
 

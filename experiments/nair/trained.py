@@ -20,7 +20,7 @@ from experiments.common.data import Dataset
 
 from .model import BLOCKS, SplitNet, Tail, build_splitnet, narrow_tail
 from .slicing import importance_order, unit_importance
-from .training import TrainSettings, retune_nair, train_clio, train_original
+from .training import SGDSettings, retune_nair, train_clio, train_original
 
 __all__ = ["NAIR_VARIANTS", "Models", "build_models"]
 
@@ -37,12 +37,12 @@ class Models:
     meta: dict = field(default_factory=dict)  # per model: its training's metadata and whether the cache had it
 
 
-def _train_settings(settings, seed: int, retune: bool) -> TrainSettings:
+def _train_settings(settings, seed: int, retune: bool) -> SGDSettings:
     """The original model's training, or (`retune`) the re-tuning and retraining from it."""
     s = settings
     if retune:
-        return TrainSettings(s.retune_epochs, s.retune_lr, s.retune_batch_size, weight_decay=s.weight_decay, seed=seed)
-    return TrainSettings(s.epochs, s.lr, s.batch_size, weight_decay=s.weight_decay, seed=seed)
+        return SGDSettings(s.retune_epochs, s.retune_lr, s.retune_batch_size, weight_decay=s.weight_decay, seed=seed)
+    return SGDSettings(s.epochs, s.lr, s.batch_size, weight_decay=s.weight_decay, seed=seed)
 
 
 def _train_clio_bundle(bundle: nn.ModuleDict, *args, **kwargs) -> dict:

@@ -19,26 +19,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from experiments.common.training import SGDSettings
+
 from .model import SplitNet, Tail
 from .slicing import prefix_masks, unit_importance
 
-__all__ = ["TrainSettings", "clio_alpha", "nair_weights", "retune_nair", "train_clio", "train_original"]
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    epochs: int
-    lr: float
-    batch_size: int
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    seed: int = 0
+__all__ = ["SGDSettings", "clio_alpha", "nair_weights", "retune_nair", "train_clio", "train_original"]
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator):
@@ -48,7 +39,7 @@ def _batches(n: int, batch_size: int, gen: torch.Generator):
 
 
 def _fit(params: Sequence[nn.Parameter], modules: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor,
-         s: TrainSettings, loss_fn) -> list[float]:
+         s: SGDSettings, loss_fn) -> list[float]:
     """Run `s.epochs` of SGD over (x, y) minimising `loss_fn(xb, yb)`; mean loss per epoch."""
     opt = torch.optim.SGD(list(params), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay,
                           nesterov=s.momentum > 0)
@@ -74,7 +65,7 @@ def _fit(params: Sequence[nn.Parameter], modules: Sequence[nn.Module], x: torch.
     return history
 
 
-def train_original(net: SplitNet, x: torch.Tensor, y: torch.Tensor, s: TrainSettings) -> dict:
+def train_original(net: SplitNet, x: torch.Tensor, y: torch.Tensor, s: SGDSettings) -> dict:
     """The original (centralised) model: plain cross-entropy."""
     hist = _fit(net.parameters(), [net], x, y, s, lambda xb, yb: F.cross_entropy(net(xb), yb))
     return {"final_train_loss": hist[-1] if hist else math.nan, "epochs": s.epochs}
@@ -91,7 +82,7 @@ def nair_weights(importance: torch.Tensor, order: Sequence[int], w_non: float) -
 
 
 def retune_nair(net: SplitNet, k: int, order: Sequence[int], channels_per_unit: int, x: torch.Tensor,
-                y: torch.Tensor, s: TrainSettings, *, w_non: float = 2.0, penalty_weight: float = 1e-3,
+                y: torch.Tensor, s: SGDSettings, *, w_non: float = 2.0, penalty_weight: float = 1e-3,
                 use_weight: bool = True, use_penalty: bool = True, fold_bn: bool = True) -> dict:
     """Algorithm 2 on `net` (already trained), in place. Returns the weights used and losses."""
     conv, bn = net.split_layer(k)
@@ -125,7 +116,7 @@ def clio_alpha(units: int, head_emphasis: float) -> torch.Tensor:
     return (a / a.mean()).float()
 
 
-def train_clio(net: SplitNet, k: int, channels_per_unit: int, x: torch.Tensor, y: torch.Tensor, s: TrainSettings,
+def train_clio(net: SplitNet, k: int, channels_per_unit: int, x: torch.Tensor, y: torch.Tensor, s: SGDSettings,
                *, tails: Sequence[Tail] | None = None, head_emphasis: float = 0.0, mode: str = "sum") -> dict:
     """CLIO from the original weights, in place. `tails` (one per width, j units each): the
     multi-tail model (the head shared, each tail fed the first j units); None: a single tail

@@ -27,8 +27,8 @@ from .models import WRN, NoNN, StudentSpec, scaled_widths
 from .partition import KnowledgePartition, partition_filters
 from .train import (
     DistillSettings,
+    SGDSettings,
     TeacherTargets,
-    TrainSettings,
     teacher_targets,
     train_nonn,
     train_single,
@@ -96,7 +96,7 @@ class _Job:
     y_train: torch.Tensor
     channels: int
     classes: int
-    sgd: dict[str, Any]  # the TrainSettings fields every model shares (also part of every cache key)
+    sgd: dict[str, Any]  # the SGDSettings fields every model shares (also part of every cache key)
     streams: Streams
     executor: Any
     cache_dir: Any
@@ -105,9 +105,9 @@ class _Job:
         """The torch seed of the model `name` (its initial weights and batch order)."""
         return int(self.streams(name).integers(2**31))
 
-    def settings(self, epochs: int, seed: int) -> TrainSettings:
+    def settings(self, epochs: int, seed: int) -> SGDSettings:
         """The SGD settings of one model: `epochs`, its `seed`, the rest shared."""
-        return TrainSettings(epochs, seed=seed, **self.sgd)
+        return SGDSettings(epochs, seed=seed, **self.sgd)
 
     def train(self, trainings: list[Training]) -> None:
         """Train the models of `trainings` in place, or load them from the cache."""

@@ -13,25 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from experiments.common.training import SGDSettings
+
 from .models import WRN, NoNN
 
-__all__ = ["DistillSettings", "TeacherTargets", "TrainSettings", "activation_transfer_loss", "attention", "fit",
+__all__ = ["DistillSettings", "TeacherTargets", "SGDSettings", "activation_transfer_loss", "attention", "fit",
            "kd_loss", "teacher_targets", "train_nonn", "train_single", "train_teacher"]
 
 
-@dataclass(frozen=True)
-class TrainSettings:
-    """SGD settings of one model's training; `seed` orders its batches."""
-
-    epochs: int
-    batch_size: int = 64
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    seed: int = 0
-
-
-def fit(model: nn.Module, n: int, s: TrainSettings, loss_fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+def fit(model: nn.Module, n: int, s: SGDSettings, loss_fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """SGD (momentum, weight decay) with a cosine-annealed rate over `s.epochs` epochs of `n`
     samples in seeded random order; `loss_fn(batch_indices)` gives the batch's loss."""
     gen = torch.Generator().manual_seed(s.seed)
@@ -50,7 +40,7 @@ def fit(model: nn.Module, n: int, s: TrainSettings, loss_fn: Callable[[torch.Ten
     model.eval()
 
 
-def train_teacher(model: WRN, x: torch.Tensor, y: torch.Tensor, s: TrainSettings) -> None:
+def train_teacher(model: WRN, x: torch.Tensor, y: torch.Tensor, s: SGDSettings) -> None:
     """The teacher: cross-entropy on the labels."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(s.seed)
@@ -121,7 +111,7 @@ class DistillSettings:
 
 
 def train_nonn(model: NoNN, x: torch.Tensor, y: torch.Tensor, targets: TeacherTargets, order: list[list[int]],
-               s: TrainSettings, d: DistillSettings, activation_transfer: bool = True) -> None:
+               s: SGDSettings, d: DistillSettings, activation_transfer: bool = True) -> None:
     """Train the NoNN jointly: KD on the aggregated logits, plus (unless ablated) activation
     transfer of each student's map onto its partition `order[i]` of the teacher's fconv."""
     parts = [torch.as_tensor(p, dtype=torch.long) for p in order]
@@ -139,7 +129,7 @@ def train_nonn(model: NoNN, x: torch.Tensor, y: torch.Tensor, targets: TeacherTa
         fit(model, len(x), s, loss_fn)
 
 
-def train_single(model: WRN, x: torch.Tensor, y: torch.Tensor, targets: TeacherTargets, s: TrainSettings,
+def train_single(model: WRN, x: torch.Tensor, y: torch.Tensor, targets: TeacherTargets, s: SGDSettings,
                  d: DistillSettings, attention_transfer: bool) -> None:
     """A single student: KD, plus attention transfer at every group (ATKD) when asked."""
     def loss_fn(idx: torch.Tensor) -> torch.Tensor:

@@ -19,13 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from experiments.nair.model import ConvBN, SplitNet, Upsample, narrow_tail
-from experiments.nair.training import TrainSettings as NairSettings
+from experiments.nair.training import SGDSettings as NairSettings
 from experiments.nair.training import clio_alpha, nair_weights, retune_nair, train_clio
 from experiments.nonn.models import WRN, NoNN, StudentSpec
 from experiments.nonn.train import (
     DistillSettings,
+    SGDSettings,
     TeacherTargets,
-    TrainSettings,
     activation_transfer_loss,
     attention,
     kd_loss,
@@ -145,8 +145,8 @@ def test_atkd_loss_is_kd_plus_half_beta_times_attention_distances(monkeypatch) -
     targets = _targets(4, 3, 2, [16, 4, 1])  # group maps of 4x4, 2x2 and 1x1
     d = DistillSettings(alpha=0.8, temperature=2.0, kd_scale=8.0, at_beta=50.0)
     kept = _grab(monkeypatch, train_single, "fit")
-    train_single(student, x, y, targets, TrainSettings(epochs=1), d, attention_transfer=True)
-    train_single(student, x, y, targets, TrainSettings(epochs=1), d, attention_transfer=False)
+    train_single(student, x, y, targets, SGDSettings(epochs=1), d, attention_transfer=True)
+    train_single(student, x, y, targets, SGDSettings(epochs=1), d, attention_transfer=False)
     idx = torch.tensor([2, 0])
     with torch.no_grad():
         groups, f = student.features(x[idx])
@@ -175,8 +175,8 @@ def test_nonn_loss_is_kd_on_the_aggregate_plus_beta_times_activation_transfer(mo
     targets = _targets(3, 3, 3, [16, 4, 1])
     d = DistillSettings(alpha=0.6, temperature=3.0, kd_scale=18.0, beta=200.0)
     kept = _grab(monkeypatch, train_nonn, "fit")
-    train_nonn(model, x, y, targets, order, TrainSettings(epochs=1), d)
-    train_nonn(model, x, y, targets, order, TrainSettings(epochs=1), d, activation_transfer=False)
+    train_nonn(model, x, y, targets, order, SGDSettings(epochs=1), d)
+    train_nonn(model, x, y, targets, order, SGDSettings(epochs=1), d, activation_transfer=False)
     idx = torch.tensor([1, 2])
     with torch.no_grad():
         logits, maps = model.forward_with_maps(x[idx])
