@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny, fast configuration and a runner for `python -m sim`; and the `unit` /
 `e2e` marks, given to every test by where it lives and what it runs (see
 `pytest_collection_modifyitems`)."""
+
 from __future__ import annotations
 
 import ast
@@ -19,8 +20,13 @@ REPO = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO / "sim" / "conf"
 
 # the same tiny job, as command-line overrides (see `tiny_cfg`)
-TINY_OVERRIDES = ["workload.model=mlp", "fleet.num_devices=6", "workload.rounds=2", "workload.local_epochs=1",
-                  "progress=false"]
+TINY_OVERRIDES = [
+    "workload.model=mlp",
+    "fleet.num_devices=6",
+    "workload.rounds=2",
+    "workload.local_epochs=1",
+    "progress=false",
+]
 
 
 def make_tiny_cfg() -> Config:
@@ -48,8 +54,15 @@ def sim_env() -> dict[str, str]:
 
 def start_sim(args: list[str], cwd: Path) -> subprocess.Popen:
     """`python -m sim ARGS` in `cwd`, started (collect with `finish`)."""
-    return subprocess.Popen([sys.executable, "-m", "sim", *args], cwd=cwd, env=sim_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sim", *args],
+        cwd=cwd,
+        env=sim_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -65,8 +78,10 @@ def finish(proc: subprocess.Popen, timeout: float = 180) -> subprocess.Completed
 def run_sim(tmp_path):
     """`run_sim(*args)`: run `python -m sim ARGS` with cwd = a fresh tmp dir; returns the
     CompletedProcess. Pass `hydra.run.dir=...` / `hydra.sweep.dir=...` to place outputs."""
+
     def _run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
         return finish(start_sim(list(args), tmp_path), timeout)
+
     return _run
 
 
@@ -84,8 +99,11 @@ def runs_jobs(path: Path) -> bool:
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import) and any(a.name == "subprocess" for a in node.names):
             return True
-        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "sim" and \
-                any(a.name == "run" for a in node.names):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and (node.module or "").split(".")[0] == "sim"
+            and any(a.name == "run" for a in node.names)
+        ):
             return True
         if getattr(node, "id", None) in JOB_RUNNERS or getattr(node, "arg", None) in JOB_RUNNERS:  # a name, a parameter
             return True

@@ -5,6 +5,7 @@ computations through `map`).
 The Ray tests start one local Ray instance (2 CPUs) for the module. Ray is a dependency of the
 project: where it is missing or cannot start, they fail, saying why, rather than skip (a skipped
 back end is an untested one)."""
+
 from __future__ import annotations
 
 import gc
@@ -47,8 +48,9 @@ def _require_ray() -> None:
     try:
         importlib.import_module("ray")
     except ImportError as exc:
-        pytest.fail(f"Ray is not installed ({exc}): the Ray tests need it; install the project's dependencies",
-                    pytrace=False)
+        pytest.fail(
+            f"Ray is not installed ({exc}): the Ray tests need it; install the project's dependencies", pytrace=False
+        )
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +151,9 @@ def test_ray_runs_jobs_in_order_with_their_seeds_and_keeps_context_state(ray_up)
     outcomes = {}
     for name, make in (("local", lambda: LocalBackend(torch_threads=1)), ("ray", lambda: ray_up(torch_threads=1))):
         backend = make()
-        contexts = {n: Context(run_id=1, node_id=n, node_config={}, state=RecordDict(), run_config={})
-                    for n in range(1, 6)}
+        contexts = {
+            n: Context(run_id=1, node_id=n, node_config={}, state=RecordDict(), run_config={}) for n in range(1, 6)
+        }
         rows = []
         for _ in range(2):  # twice: the second call sees the state the first one kept
             for ex in backend.execute(app, _jobs(contexts)):
@@ -168,8 +171,16 @@ def test_ray_runs_jobs_in_order_with_their_seeds_and_keeps_context_state(ray_up)
 def test_a_sweep_on_the_ray_launcher_gives_the_sequential_comparison(ray_address, tmp_path) -> None:
     """`hydra/launcher=edgesim_ray` (joining the module's Ray) against Hydra's basic launcher."""
     args = [*TINY_OVERRIDES, "channel.ber=0,1e-4", "seed=1,2"]
-    ray_run = start_sim(["-m", *args, "hydra/launcher=edgesim_ray", f"hydra.launcher.address={ray_address}",
-                         f"hydra.sweep.dir={tmp_path / 'ray'}"], tmp_path)
+    ray_run = start_sim(
+        [
+            "-m",
+            *args,
+            "hydra/launcher=edgesim_ray",
+            f"hydra.launcher.address={ray_address}",
+            f"hydra.sweep.dir={tmp_path / 'ray'}",
+        ],
+        tmp_path,
+    )
     seq = finish(start_sim(["-m", *args, f"hydra.sweep.dir={tmp_path / 'seq'}"], tmp_path))
     ray_done = finish(ray_run)
     assert seq.returncode == 0, seq.stderr[-2000:]
@@ -324,9 +335,11 @@ def test_a_dead_cluster_address_stops_a_workload_before_it_writes(tmp_path) -> N
     _require_ray()
     root = Path(__file__).resolve().parent.parent
     out = tmp_path / "out"
-    code = ("import sys; from tests.test_mcpipe import _cfg; from sim.config import ConfigError; "
-            "from sim.jobs import run\ncfg = _cfg(workers=[2]); cfg.backend, cfg.ray.address = 'ray', '127.0.0.1:1'\n"
-            f"try:\n    run(cfg, {str(out)!r})\nexcept ConfigError as exc:\n    print(exc); sys.exit(2)")
+    code = (
+        "import sys; from tests.test_mcpipe import _cfg; from sim.config import ConfigError; "
+        "from sim.jobs import run\ncfg = _cfg(workers=[2]); cfg.backend, cfg.ray.address = 'ray', '127.0.0.1:1'\n"
+        f"try:\n    run(cfg, {str(out)!r})\nexcept ConfigError as exc:\n    print(exc); sys.exit(2)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stdout.strip().startswith("ray.address='127.0.0.1:1': no Ray cluster answers")

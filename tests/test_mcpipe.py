@@ -1,5 +1,6 @@
 """mcPipe workload: partitioning, layer backward, version stores, the 1F1B event trace,
 version counts per stage, memory accounting, and mcPipe = PipeDream under plain SGD."""
+
 from __future__ import annotations
 
 import re
@@ -85,8 +86,9 @@ def test_layer_backward_matches_autograd(name: str) -> None:
     loss = torch.nn.functional.cross_entropy(full_forward(layers, params, x), y)
     auto = torch.autograd.grad(loss, [t for p in params for t in p])
     with torch.no_grad():
-        stores = [StashStore(layer, tuple(t.detach() for t in p), SGD(0.1), FlopCache())
-                  for layer, p in zip(layers, params)]
+        stores = [
+            StashStore(layer, tuple(t.detach() for t in p), SGD(0.1), FlopCache()) for layer, p in zip(layers, params)
+        ]
         stage = Stage(0, layers, stores, FlopCache(), first=True, last=True)
         out, rec, _ = stage.forward(x)
         _, d = stage.loss_error(out, y)
@@ -148,9 +150,20 @@ def test_exact_event_trace_of_a_two_stage_pipeline() -> None:
     res = simulate(job, "pipedream", 2)
     ops = [(w, op, k, v) for (_, w, op, k, v) in res.trace[:14]]
     assert ops == [
-        (0, "F", 0, 0), (0, "F", 1, 0), (1, "F", 0, 0), (1, "B", 0, 0), (0, "B", 0, 0), (1, "F", 1, 1),
-        (1, "B", 1, 1), (0, "F", 2, 1), (0, "B", 1, 0), (1, "F", 2, 2), (1, "B", 2, 2), (0, "F", 3, 2),
-        (0, "B", 2, 1), (1, "F", 3, 3),
+        (0, "F", 0, 0),
+        (0, "F", 1, 0),
+        (1, "F", 0, 0),
+        (1, "B", 0, 0),
+        (0, "B", 0, 0),
+        (1, "F", 1, 1),
+        (1, "B", 1, 1),
+        (0, "F", 2, 1),
+        (0, "B", 1, 0),
+        (1, "F", 2, 2),
+        (1, "B", 2, 2),
+        (0, "F", 3, 2),
+        (0, "B", 2, 1),
+        (1, "F", 3, 3),
     ]
     rate = job.device(0).flops_per_s
     x_s = (2 * 64 * 4 + 40) * 8 / 1e9  # one 512-byte input in one packet with 40 header bytes
@@ -226,15 +239,17 @@ def test_a_worker_over_its_memory_is_reported() -> None:
 
 
 # --- equivalence ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("momentum, weight_decay, rebuild", [(0.0, 0.0, "materialize"), (0.9, 1e-3, "materialize"),
-                                                             (0.0, 0.0, "lowrank")])
+@pytest.mark.parametrize(
+    "momentum, weight_decay, rebuild", [(0.0, 0.0, "materialize"), (0.9, 1e-3, "materialize"), (0.0, 0.0, "lowrank")]
+)
 def test_mcpipe_weights_equal_pipedreams_at_every_step(momentum: float, weight_decay: float, rebuild: str) -> None:
     """Replaying one simulated 1F1B schedule with PipeDream's stash and with mcPipe's
     (activation, error) pairs gives the same weights after every update (plain SGD: exact;
     momentum and weight decay: replayed in order; low-rank application: within rounding);
     GreedyUpdates' do differ."""
-    cfg = _cfg(depth=4, sim_time_s=0.02, eval_every_s=0.02, momentum=momentum, weight_decay=weight_decay,
-               rebuild=rebuild)
+    cfg = _cfg(
+        depth=4, sim_time_s=0.02, eval_every_s=0.02, momentum=momentum, weight_decay=weight_decay, rebuild=rebuild
+    )
     job = _job(cfg)
     ops = [(w, op, k) for (_, w, op, k, _v) in simulate(job, "pipedream", 3).trace]
     assert sum(op == "B" for _, op, _ in ops) > 30
@@ -245,8 +260,12 @@ def test_mcpipe_weights_equal_pipedreams_at_every_step(momentum: float, weight_d
         snaps[sched] = replay(stages, ops, job.batches())
 
     def gap(a, b) -> float:
-        return max(float((x - y).abs().max())
-                   for (_, _, pa), (_, _, pb) in zip(a, b) for p, q in zip(pa, pb) for x, y in zip(p, q))
+        return max(
+            float((x - y).abs().max())
+            for (_, _, pa), (_, _, pb) in zip(a, b)
+            for p, q in zip(pa, pb)
+            for x, y in zip(p, q)
+        )
 
     assert [(s, k) for s, k, _ in snaps["mcpipe"]] == [(s, k) for s, k, _ in snaps["pipedream"]]
     assert gap(snaps["pipedream"], snaps["mcpipe"]) <= 1e-6
@@ -254,11 +273,27 @@ def test_mcpipe_weights_equal_pipedreams_at_every_step(momentum: float, weight_d
 
 
 # --- settings ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("setting, value", [
-    ("models", ["resnet"]), ("schedules", ["gpipe"]), ("workers", [9]), ("workers", []), ("devices", ["cray"]),
-    ("partition", "random"), ("microbatch", 0), ("depth", 0), ("store", "disk"), ("rebuild", "lazy"), ("lr", -1.0),
-    ("momentum", 1.0), ("sim_time_s", 0.0), ("eval_every_s", 1.0), ("target_accuracy", 2.0), ("accuracy_at_s", 5.0),
-])
+@pytest.mark.parametrize(
+    "setting, value",
+    [
+        ("models", ["resnet"]),
+        ("schedules", ["gpipe"]),
+        ("workers", [9]),
+        ("workers", []),
+        ("devices", ["cray"]),
+        ("partition", "random"),
+        ("microbatch", 0),
+        ("depth", 0),
+        ("store", "disk"),
+        ("rebuild", "lazy"),
+        ("lr", -1.0),
+        ("momentum", 1.0),
+        ("sim_time_s", 0.0),
+        ("eval_every_s", 1.0),
+        ("target_accuracy", 2.0),
+        ("accuracy_at_s", 5.0),
+    ],
+)
 def test_bad_settings_are_rejected(setting: str, value) -> None:
     """The one-line message starts with the setting as the user writes it, and its value."""
     cfg = _cfg(**{setting: value})
@@ -291,5 +326,5 @@ def test_raw_link_corrupts_activations_not_labels() -> None:
     x, y = torch.zeros(64, 64), torch.arange(64) % 10
     env.process(links.send("master", [x, y], got.append))
     env.run()
-    (x_in, y_in), = got
+    ((x_in, y_in),) = got
     assert links.counts.bits_flipped > 0 and not torch.equal(x_in, x) and torch.equal(y_in, y)

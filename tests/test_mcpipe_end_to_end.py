@@ -1,6 +1,7 @@
 """mcPipe as a user runs it: `python -m sim +experiment=mcpipe` with tiny overrides, a sweep,
 a bad setting (the entry point turns the ConfigError into `error: ...`, exit 2), and
 byte-identical reruns."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -11,10 +12,27 @@ from sim.jobs import run
 
 from .test_mcpipe import _cfg
 
-TINY = ["workload.models=[fc]", "workload.fc_hidden=16", "workload.workers=[2]", "workload.microbatch=4",
-        "workload.sim_time_s=0.04", "workload.eval_every_s=0.01", "workload.accuracy_at_s=0.02", "progress=false"]
-FILES = ["curves.csv", "memory.csv", "layers.csv", "trace.csv", "summary.csv", "comparison.csv",
-         "accuracy_vs_time.png", "memory.png", "wallclock.json"]
+TINY = [
+    "workload.models=[fc]",
+    "workload.fc_hidden=16",
+    "workload.workers=[2]",
+    "workload.microbatch=4",
+    "workload.sim_time_s=0.04",
+    "workload.eval_every_s=0.01",
+    "workload.accuracy_at_s=0.02",
+    "progress=false",
+]
+FILES = [
+    "curves.csv",
+    "memory.csv",
+    "layers.csv",
+    "trace.csv",
+    "summary.csv",
+    "comparison.csv",
+    "accuracy_vs_time.png",
+    "memory.png",
+    "wallclock.json",
+]
 
 
 def test_tiny_experiment_end_to_end(run_sim, tmp_path) -> None:
@@ -36,8 +54,14 @@ def test_tiny_experiment_end_to_end(run_sim, tmp_path) -> None:
 
 def test_sweep_over_depth_writes_one_comparison(run_sim, tmp_path) -> None:
     sweep = tmp_path / "sweep"
-    proc = run_sim("-m", "+experiment=mcpipe", *TINY, "workload.schedules=[pipedream,mcpipe]", "workload.depth=2,4",
-                   f"hydra.sweep.dir={sweep}")
+    proc = run_sim(
+        "-m",
+        "+experiment=mcpipe",
+        *TINY,
+        "workload.schedules=[pipedream,mcpipe]",
+        "workload.depth=2,4",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = pd.read_csv(sweep / "comparison.csv")
     assert len(table) == 4 and sorted(set(table["depth"])) == [2, 4]

@@ -1,5 +1,6 @@
 """NAIR: importance (eq. 8), slices and their bytes, selective assembly (algorithm 1), the
 re-tuning weights (eq. 11), the link's slice count, and the job end to end."""
+
 from __future__ import annotations
 
 import math
@@ -124,8 +125,9 @@ def test_quantised_slices_decode_within_half_a_step():
 
 
 def test_slice_count_for_a_budget_and_rate():
-    link = Link(bandwidth_bps=250e3, latency_s=0.01, errors=IndependentBits(0.0), mode="arq", packet_bytes=256,
-                header_bytes=16)
+    link = Link(
+        bandwidth_bps=250e3, latency_s=0.01, errors=IndependentBits(0.0), mode="arq", packet_bytes=256, header_bytes=16
+    )
     sizes = [512] * 8  # a 512-byte slice: 2 packets, 4352 bits, 17.408 ms at 250 kbit/s
     budgets = [0.02, 0.03, 0.05, 0.2]
     _, got = simulate_link(link, [(0.0, sizes, budgets)], lambda e: np.random.default_rng(e))
@@ -140,8 +142,9 @@ def test_slice_count_for_a_budget_and_rate():
 
 
 def test_slices_go_back_to_back_and_arrive_one_latency_after_their_airtime():
-    link = Link(bandwidth_bps=250e3, latency_s=0.01, errors=IndependentBits(0.0), mode="raw", packet_bytes=256,
-                header_bytes=16)
+    link = Link(
+        bandwidth_bps=250e3, latency_s=0.01, errors=IndependentBits(0.0), mode="raw", packet_bytes=256, header_bytes=16
+    )
     sizes = [600, 512, 512]
     log, got = simulate_link(link, [(0.002, sizes, [1.0]), (0.002, sizes, [1.0])], lambda e: np.random.default_rng(e))
     assert [(ev.episode, ev.slice) for ev in log] == [(e, s) for e in range(2) for s in range(3)]
@@ -157,8 +160,9 @@ def test_slices_go_back_to_back_and_arrive_one_latency_after_their_airtime():
 
 
 def test_bit_errors_reach_the_payload_in_raw_mode():
-    link = Link(bandwidth_bps=1e6, latency_s=0.0, errors=IndependentBits(1e-3), mode="raw", packet_bytes=256,
-                header_bytes=16)
+    link = Link(
+        bandwidth_bps=1e6, latency_s=0.0, errors=IndependentBits(1e-3), mode="raw", packet_bytes=256, header_bytes=16
+    )
     o = torch.linspace(-1.0, 1.0, 2 * 4 * 16 * 16).reshape(2, 4, 16, 16)
     plan = SlicePlan((4, 16, 16), 1, 32, order=[0, 1, 2, 3], send_index=False)
     payload = encode_slices(o, plan)
@@ -178,8 +182,11 @@ def test_received_units_follow_the_index_vector_and_drop_what_it_cannot_place():
     plan = SlicePlan((4, 2, 2), 1, 32, order=[2, 0, 3, 1], send_index=True)
     payload = encode_slices(o, plan)
     flips_index_3 = np.array([3 * 8 + 2])  # byte 3 of slice 0 is slice 3's index entry: 1 -> past the last unit
-    decoded = decode_delivered(payload, plan, [(0, 0, flips_index_3), (0, 1, np.array([], dtype=np.int64)),
-                                               (0, 3, np.array([], dtype=np.int64))])
+    decoded = decode_delivered(
+        payload,
+        plan,
+        [(0, 0, flips_index_3), (0, 1, np.array([], dtype=np.int64)), (0, 3, np.array([], dtype=np.int64))],
+    )
     assert sorted(received_units(decoded, plan, 0, [0, 1, 3])) == [0, 2]  # slice 3's unit lost with its index entry
     assert received_units(decoded, plan, 0, [1, 3]) == {}  # without slice 0, no positions
     native = SlicePlan((4, 2, 2), 1, 32, order=[0, 1, 2, 3], send_index=False)
@@ -201,8 +208,12 @@ def test_raw_quantisation_fits_the_budget_and_round_trips():
     assert full_payload_bytes("raw_quant", img[None]) == 64.0
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="known bug, kept for byte-identity: a flipped header "
-                   "naming more bits than the message holds makes decode_raw raise instead of giving zeros")
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="known bug, kept for byte-identity: a flipped header "
+    "naming more bits than the message holds makes decode_raw raise instead of giving zeros",
+)
 def test_raw_quantisation_header_naming_more_bits_than_sent_gives_zeros():
     img = np.linspace(0.0, 1.0, 64, dtype=np.float32).reshape(1, 8, 8)
     msg = encode_raw("raw_quant", img, lambda nbytes: nbytes <= quant_bytes(64, 3))
@@ -229,7 +240,7 @@ def test_multi_tail_has_one_narrow_tail_per_width():
     tails = [narrow_tail(net, 3, w) for w in range(2, c + 1, 2)]
     o = net.forward_to(torch.zeros(2, 1, 8, 8), 3)
     for j, t in enumerate(tails):
-        assert t(o[:, :2 * (j + 1)]).shape == (2, 10)
+        assert t(o[:, : 2 * (j + 1)]).shape == (2, 10)
     single = count_params(net.tail(3))
     assert count_params(tails[-1]) == single
     assert sum(count_params(t) for t in tails) > 6 * single
@@ -271,8 +282,16 @@ def test_same_config_gives_identical_csvs_and_bad_settings_write_nothing(tmp_pat
 def test_tiny_end_to_end_run(run_sim, tmp_path):
     out = tmp_path / "run"
     overrides = [f"workload.{k}={v}" for k, v in TINY.items()]
-    proc = run_sim("+experiment=nair", *overrides, "cache_dir=null", "progress=false", "workload.split=5",
-                   "workload.channels_per_unit=4", "workload.bits_per_element=8", f"hydra.run.dir={out}")
+    proc = run_sim(
+        "+experiment=nair",
+        *overrides,
+        "cache_dir=null",
+        "progress=false",
+        "workload.split=5",
+        "workload.channels_per_unit=4",
+        "workload.bits_per_element=8",
+        f"hydra.run.dir={out}",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = pd.read_csv(out / "table2.csv")
     assert table["method"].tolist() == list(METHODS)
@@ -287,6 +306,12 @@ def test_tiny_end_to_end_run(run_sim, tmp_path):
     assert cost.loc["nair", "head_flops"] > 0
     fig5 = pd.read_csv(out / "corruption.csv")
     assert sorted(fig5["split"].unique()) == list(range(9))
-    for name in ("latency.csv", "ablation.csv", "importance.csv", "comparison.csv", "accuracy_vs_latency.png",
-                 "accuracy_vs_corruption.png"):
+    for name in (
+        "latency.csv",
+        "ablation.csv",
+        "importance.csv",
+        "comparison.csv",
+        "accuracy_vs_latency.png",
+        "accuracy_vs_corruption.png",
+    ):
         assert (out / name).exists(), name

@@ -1,5 +1,6 @@
 """NoNN: the filter activation network, partition merging, student budgets, the split
 baseline's exchanged bytes, the inference timeline, and a tiny end-to-end run."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,7 +25,7 @@ ACT = np.array([[2.0, 1.0, -3.0], [0.2, 1.0, 0.6]])
 def test_ah_weights_by_hand():
     f = activation_network(ACT, "ah", top=None)
     # a_i a_j |a_i - a_j| summed over the images: [1, .5, 0] and [.2, 1, .6]
-    expected = {(0, 1): 1 * .5 * .5 + .2 * 1 * .8, (0, 2): 0 + .2 * .6 * .4, (1, 2): 0 + 1 * .6 * .4}
+    expected = {(0, 1): 1 * 0.5 * 0.5 + 0.2 * 1 * 0.8, (0, 2): 0 + 0.2 * 0.6 * 0.4, (1, 2): 0 + 1 * 0.6 * 0.4}
     for (i, j), w in expected.items():
         assert f[i, j] == pytest.approx(w) and f[j, i] == pytest.approx(w)
     assert np.all(np.diag(f) == 0)
@@ -32,7 +33,7 @@ def test_ah_weights_by_hand():
 
 def test_ca_weights_by_hand():
     f = activation_network(ACT, "ca", top=None)
-    expected = {(0, 1): .5 / 1.5 + .2 / 1.8, (0, 2): 0 + .12 / 1.4, (1, 2): 0 + .6 / 1.4}
+    expected = {(0, 1): 0.5 / 1.5 + 0.2 / 1.8, (0, 2): 0 + 0.12 / 1.4, (1, 2): 0 + 0.6 / 1.4}
     for (i, j), w in expected.items():
         assert f[i, j] == pytest.approx(w)
 
@@ -40,7 +41,7 @@ def test_ca_weights_by_hand():
 def test_top_filters_keeps_only_the_most_active_per_image():
     f = activation_network(ACT, "ah", top=2)
     # image 2 keeps filters 1 and 2 (1.0, 0.6): its (0, 1) and (0, 2) terms vanish
-    assert f[0, 1] == pytest.approx(.25) and f[0, 2] == pytest.approx(0) and f[1, 2] == pytest.approx(.24)
+    assert f[0, 1] == pytest.approx(0.25) and f[0, 2] == pytest.approx(0) and f[1, 2] == pytest.approx(0.24)
 
 
 def test_merge_follows_the_papers_example():
@@ -89,12 +90,14 @@ def test_partition_pipeline_is_disjoint_and_seeded():
 def test_budget_picks_the_widest_student_that_fits():
     sizes, shape = [20, 18], (1, 8, 8)
     budget = 40_000
-    spec, width, costs = size_students(10, sizes, shape, 10, memory_budget_bytes=budget, bytes_per_param=1.0,
-                                       flop_budget=1e9)
+    spec, width, costs = size_students(
+        10, sizes, shape, 10, memory_budget_bytes=budget, bytes_per_param=1.0, flop_budget=1e9
+    )
     assert all(c.fits and c.memory_bytes <= budget for c in costs)
     wider = WIDTH_CANDIDATES[WIDTH_CANDIDATES.index(width) + 1]
-    _, _, over = size_students(10, sizes, shape, 10, memory_budget_bytes=budget, bytes_per_param=1.0, flop_budget=1e9,
-                               width=wider)
+    _, _, over = size_students(
+        10, sizes, shape, 10, memory_budget_bytes=budget, bytes_per_param=1.0, flop_budget=1e9, width=wider
+    )
     assert not all(c.fits for c in over)
     # 4 bytes per parameter (float32) needs a narrower student for the same budget
     _, w32, _ = size_students(10, sizes, shape, 10, memory_budget_bytes=budget, bytes_per_param=4.0, flop_budget=1e9)
@@ -102,8 +105,9 @@ def test_budget_picks_the_widest_student_that_fits():
 
 
 def test_budget_that_nothing_meets_is_reported_not_hidden():
-    spec, width, costs = size_students(10, [30], (1, 8, 8), 10, memory_budget_bytes=100, bytes_per_param=1.0,
-                                       flop_budget=1e9)
+    spec, width, costs = size_students(
+        10, [30], (1, 8, 8), 10, memory_budget_bytes=100, bytes_per_param=1.0, flop_budget=1e9
+    )
     assert width == WIDTH_CANDIDATES[0] and not costs[0].fits and costs[0].memory_bytes > 100
 
 
@@ -120,9 +124,18 @@ def test_split_exchanges_the_real_slices():
     model = WRN(10, (4, 8, 8), 1, 10)  # stem 16 channels; one block per group
     layers, pooled = split_work(model, torch.randn(1, 1, 8, 8), 2)
     names = [layer.name for layer in layers]
-    assert names == ["stem", "groups.0.0.conv1", "groups.0.0.conv2", "groups.0.0.shortcut", "groups.1.0.conv1",
-                     "groups.1.0.conv2", "groups.1.0.shortcut", "groups.2.0.conv1", "groups.2.0.conv2",
-                     "groups.2.0.shortcut"]
+    assert names == [
+        "stem",
+        "groups.0.0.conv1",
+        "groups.0.0.conv2",
+        "groups.0.0.shortcut",
+        "groups.1.0.conv1",
+        "groups.1.0.conv2",
+        "groups.1.0.shortcut",
+        "groups.2.0.conv1",
+        "groups.2.0.conv2",
+        "groups.2.0.shortcut",
+    ]
     # bytes of each device's half of each convolution's input (float32), sent to the other device
     per_layer = [0, 8 * 64 * 4, 2 * 64 * 4, 0, 2 * 64 * 4, 4 * 16 * 4, 0, 4 * 16 * 4, 4 * 4 * 4, 0]
     assert [layer.exchange_bytes for layer in layers] == [(b, b) for b in per_layer]
@@ -162,8 +175,15 @@ def test_inference_timeline_by_hand():
     out = simulate_inference(PLAN, [DeviceLoad(dev, (0, 1))], _profile(1e9), LINK, rng)
     assert out.latency_s == pytest.approx(13.0, abs=1e-6) and out.devices[0].compute_flops == 10
     # a failed device: the aggregator waits for its deadline, then uses what arrived
-    out = simulate_inference(PLAN, [DeviceLoad(dev, (0,)), DeviceLoad(dev, (1,))], _profile(1e9), LINK, rng,
-                             failed=frozenset({1}), deadline_s=20.0)
+    out = simulate_inference(
+        PLAN,
+        [DeviceLoad(dev, (0,)), DeviceLoad(dev, (1,))],
+        _profile(1e9),
+        LINK,
+        rng,
+        failed=frozenset({1}),
+        deadline_s=20.0,
+    )
     assert out.latency_s == pytest.approx(20.0) and set(out.arrived) == {0} and out.devices[1].energy_j == 0
 
 
@@ -181,10 +201,12 @@ def test_split_timeline_by_hand():
 
 
 def test_lossy_link_gives_up_and_the_student_is_missing():
-    bad = Link(bandwidth_bps=1e6, latency_s=0.0, errors=IndependentBits(0.5), packet_bytes=64, header_bytes=0,
-               max_attempts=1)
-    out = simulate_inference(PLAN, [DeviceLoad(_profile(1.0), (0,))], _profile(1e9), bad, np.random.default_rng(1),
-                             deadline_s=30.0)
+    bad = Link(
+        bandwidth_bps=1e6, latency_s=0.0, errors=IndependentBits(0.5), packet_bytes=64, header_bytes=0, max_attempts=1
+    )
+    out = simulate_inference(
+        PLAN, [DeviceLoad(_profile(1.0), (0,))], _profile(1e9), bad, np.random.default_rng(1), deadline_s=30.0
+    )
     assert out.arrived == {} and out.latency_s == pytest.approx(30.0)
 
 
@@ -197,11 +219,24 @@ def test_a_device_computes_on_its_copy_of_the_image():
     assert list(got) == [1] and np.allclose(got[1], pooled[1][2], atol=1e-6)
 
 
-TINY = ["+experiment=nonn", "workload.teacher_depth=10", "workload.teacher_width=0.5", "workload.teacher_epochs=1",
-        "workload.student_depth=10", "workload.student_epochs=1", "workload.num_students=3", "workload.timing_images=2",
-        "workload.memory_budget_bytes=20000", "workload.flop_budget=1e6", "workload.top_filters=8",
-        "workload.edge_percentile=80", "workload.beta_search=[100]", "workload.at_beta_search=[]",
-        "workload.calibrate=false", "progress=false"]
+TINY = [
+    "+experiment=nonn",
+    "workload.teacher_depth=10",
+    "workload.teacher_width=0.5",
+    "workload.teacher_epochs=1",
+    "workload.student_depth=10",
+    "workload.student_epochs=1",
+    "workload.num_students=3",
+    "workload.timing_images=2",
+    "workload.memory_budget_bytes=20000",
+    "workload.flop_budget=1e6",
+    "workload.top_filters=8",
+    "workload.edge_percentile=80",
+    "workload.beta_search=[100]",
+    "workload.at_beta_search=[]",
+    "workload.calibrate=false",
+    "progress=false",
+]
 
 
 def test_tiny_end_to_end_is_deterministic_through_the_cache(run_sim, tmp_path):
@@ -211,8 +246,16 @@ def test_tiny_end_to_end_is_deterministic_through_the_cache(run_sim, tmp_path):
         res = run_sim(*TINY, f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={d}")
         assert res.returncode == 0, res.stderr[-2000:]
         outs.append(d)
-    names = ["partition.csv", "students.csv", "comparison.csv", "inference.csv", "inference_devices.csv",
-             "robustness.csv", "beta_search.csv", "summary.csv"]
+    names = [
+        "partition.csv",
+        "students.csv",
+        "comparison.csv",
+        "inference.csv",
+        "inference_devices.csv",
+        "robustness.csv",
+        "beta_search.csv",
+        "summary.csv",
+    ]
     for name in names:
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
     assert (outs[0] / "robustness.png").exists() and (outs[0] / "latency.png").exists()
@@ -251,8 +294,16 @@ def test_calibration_against_the_papers_tables():
 
 def test_raw_link_flips_bits_in_the_real_payloads(run_sim, tmp_path):
     d = tmp_path / "raw"
-    res = run_sim(*TINY, "workload.num_students=2", "workload.baselines=false", "workload.split_model=teacher",
-                  "channel.mode=raw", "channel.ber=0.002", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={d}")
+    res = run_sim(
+        *TINY,
+        "workload.num_students=2",
+        "workload.baselines=false",
+        "workload.split_model=teacher",
+        "channel.mode=raw",
+        "channel.ber=0.002",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={d}",
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     s = pd.read_csv(d / "summary.csv").iloc[0]
     # ~360 images x (256-byte image + 2 feature payloads) x 8 bits x 0.002
@@ -261,9 +312,17 @@ def test_raw_link_flips_bits_in_the_real_payloads(run_sim, tmp_path):
 
 
 def test_sweep_over_link_quality_gives_one_comparison_and_reuses_the_cache(run_sim, tmp_path):
-    res = run_sim("-m", *TINY, "workload.num_students=2", "workload.baselines=false", "workload.split_model=teacher",
-                  "channel.mode=raw", "channel.ber=0,0.001", f"cache_dir={tmp_path / 'cache'}",
-                  f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    res = run_sim(
+        "-m",
+        *TINY,
+        "workload.num_students=2",
+        "workload.baselines=false",
+        "workload.split_model=teacher",
+        "channel.mode=raw",
+        "channel.ber=0,0.001",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     table = pd.read_csv(tmp_path / "sweep" / "comparison.csv")
     assert list(table["channel_ber"]) == [0, 0.001] and list(table["job"]) == [0, 1]

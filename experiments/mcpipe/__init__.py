@@ -7,6 +7,7 @@ replayed without a clock (`replay`), what every schedule's training shares (`tra
 the memory a worker holds (`memory`). FLOPs are counted by `experiments.common.flops`.
 `sim/mcpipe/` drives them on simulated devices and links.
 """
+
 from .memory import Memory, theorem1
 from .model import MODELS, Layer, build_layers, evaluate, full_forward
 from .partition import PARTITIONS, balance, stage_bounds
@@ -15,6 +16,26 @@ from .stage import Stage
 from .training import Batches, Model, build_model
 from .versions import SGD, STORES, StashStore, VectorStore, make_store, nbytes
 
-__all__ = ["Batches", "Layer", "MODELS", "Memory", "Model", "PARTITIONS", "SGD", "STORES", "Stage", "StashStore",
-           "VectorStore", "balance", "build_layers", "build_model", "evaluate", "full_forward", "make_store", "nbytes",
-           "replay", "stage_bounds", "theorem1"]
+__all__ = [
+    "Batches",
+    "Layer",
+    "MODELS",
+    "Memory",
+    "Model",
+    "PARTITIONS",
+    "SGD",
+    "STORES",
+    "Stage",
+    "StashStore",
+    "VectorStore",
+    "balance",
+    "build_layers",
+    "build_model",
+    "evaluate",
+    "full_forward",
+    "make_store",
+    "nbytes",
+    "replay",
+    "stage_bounds",
+    "theorem1",
+]

@@ -1,5 +1,6 @@
 """What a worker holds in memory: the peaks of a run, measured on the real tensors, and the
 bound theorem 1 gives for them."""
+
 from __future__ import annotations
 
 import math
@@ -23,12 +24,19 @@ class Memory:
     peak: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     max_versions: int = 0
 
-    def observe(self, *, weights: int, vectors: int, optimizer: int, activations: int, working: int = 0,
-                versions: int = 1) -> None:
+    def observe(
+        self, *, weights: int, vectors: int, optimizer: int, activations: int, working: int = 0, versions: int = 1
+    ) -> None:
         """Take what the worker holds now into the peaks."""
-        now = {"weights": weights, "working": working, "vectors": vectors, "optimizer": optimizer,
-               "activations": activations, "state": weights + vectors + optimizer,
-               "total": weights + working + vectors + optimizer + activations}
+        now = {
+            "weights": weights,
+            "working": working,
+            "vectors": vectors,
+            "optimizer": optimizer,
+            "activations": activations,
+            "state": weights + vectors + optimizer,
+            "total": weights + working + vectors + optimizer + activations,
+        }
         for k, v in now.items():
             self.peak[k] = max(self.peak[k], int(v))
         self.max_versions = max(self.max_versions, versions)

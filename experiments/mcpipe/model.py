@@ -7,6 +7,7 @@ any stored or rebuilt weight version. The backward is written per layer, from th
 operation input `a` and pre-activation `z`: the error `dz` (gradient of the loss with
 respect to `z`) and `a` are exactly the (activation, error) pair mcPipe stores.
 """
+
 from __future__ import annotations
 
 import math
@@ -110,8 +111,9 @@ def _vgg(input_shape: Sequence[int], num_classes: int, widths: Sequence[int], hi
             c = width
     flat = c * h * w
     last = layers[-1]
-    layers[-1] = Layer(last.index, "conv", last.in_features, last.out_features, last.post + ("flatten",),
-                       last.in_shape, (flat,))
+    layers[-1] = Layer(
+        last.index, "conv", last.in_features, last.out_features, last.post + ("flatten",), last.in_shape, (flat,)
+    )
     layers.append(Layer(len(layers), "linear", flat, hidden, ("relu",), (flat,), (hidden,)))
     layers.append(Layer(len(layers), "linear", hidden, num_classes, (), (hidden,), (num_classes,)))
     return layers
@@ -129,8 +131,16 @@ def _fc(input_shape: Sequence[int], num_classes: int, hidden: int, depth: int) -
     return layers
 
 
-def build_layers(name: str, input_shape: Sequence[int], num_classes: int, *, widths: Sequence[int] = (16, 32),
-                 hidden: int = 64, fc_hidden: int = 256, fc_depth: int = 3) -> list[Layer]:
+def build_layers(
+    name: str,
+    input_shape: Sequence[int],
+    num_classes: int,
+    *,
+    widths: Sequence[int] = (16, 32),
+    hidden: int = 64,
+    fc_hidden: int = 256,
+    fc_depth: int = 3,
+) -> list[Layer]:
     """The layers of model `name` ('vgg' or 'fc') for inputs of `input_shape` (C, H, W)."""
     if name == "vgg":
         return _vgg(input_shape, num_classes, widths, hidden)
@@ -152,8 +162,9 @@ def full_forward(layers: Sequence[Layer], params: Sequence[Params], x: torch.Ten
 
 
 @torch.no_grad()
-def evaluate(layers: Sequence[Layer], params: Sequence[Params], x: torch.Tensor,
-             y: torch.Tensor) -> tuple[float, float]:
+def evaluate(
+    layers: Sequence[Layer], params: Sequence[Params], x: torch.Tensor, y: torch.Tensor
+) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of the model with weights `params` on (x, y)."""
     logits = full_forward(layers, params, x)
     loss = F.cross_entropy(logits, y).item()

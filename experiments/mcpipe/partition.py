@@ -1,4 +1,5 @@
 """Split a model's layers into contiguous stages, one per worker, at layer boundaries."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

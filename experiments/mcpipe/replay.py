@@ -6,6 +6,7 @@ event order of a simulated run it reproduces that run's weight updates, so two v
 policies can be compared update by update on the same schedule (the equivalence of mcPipe and
 PipeDream under plain SGD).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
@@ -17,8 +18,11 @@ from .stage import Stage
 __all__ = ["replay"]
 
 
-def replay(stages: Sequence[Stage], ops: Iterable[tuple[int, str, int]],
-           batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[int, int, list]]:
+def replay(
+    stages: Sequence[Stage],
+    ops: Iterable[tuple[int, str, int]],
+    batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+) -> list[tuple[int, int, list]]:
     """Execute `ops` in order; after every backward, (worker, microbatch, that stage's latest
     weights). A forward at the last stage also computes the loss's error, as a worker does."""
     inputs: dict[tuple[int, int], torch.Tensor] = {}

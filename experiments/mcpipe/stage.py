@@ -6,6 +6,7 @@ error of the stage's output into each layer's error `dz`, the error to pass down
 the version the forward used, or the latest under GreedyUpdates) and one update per layer.
 Each call returns the FLOPs it performed, so that the caller can charge them to a device.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -48,8 +49,16 @@ class Cost:
 
 
 class Stage:
-    def __init__(self, index: int, layers: Sequence[Layer], stores: Sequence[StashStore | VectorStore],
-                 flops: FlopCache, *, first: bool, last: bool) -> None:
+    def __init__(
+        self,
+        index: int,
+        layers: Sequence[Layer],
+        stores: Sequence[StashStore | VectorStore],
+        flops: FlopCache,
+        *,
+        first: bool,
+        last: bool,
+    ) -> None:
         self.index, self.layers, self.stores, self.flops = index, list(layers), list(stores), flops
         self.first, self.last = first, last
 
@@ -93,8 +102,9 @@ class Stage:
         return float(loss.detach()), d
 
     @torch.no_grad()
-    def backward(self, rec: Record,
-                 d_out: torch.Tensor) -> tuple[torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor]], Cost]:
+    def backward(
+        self, rec: Record, d_out: torch.Tensor
+    ) -> tuple[torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor]], Cost]:
         """The error to send down (None at the first stage) and each layer's (a, dz) pair;
         the caller applies them with `update`. A consistent store gives the forward's
         version; GreedyUpdates' gives the latest."""

@@ -5,6 +5,7 @@ and the weight averaging of data-parallel training.
 Every schedule trains the same model from the same initial weights on the same microbatch
 stream; the simulation (`sim.mcpipe`) only decides when each of these steps happens.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -40,7 +41,7 @@ class Batches:
             perm = self.orders(self.epochs).permutation(n)
             self.order = np.concatenate([self.order, perm])
             self.epochs += 1
-        idx = torch.from_numpy(self.order[k * self.b:(k + 1) * self.b])
+        idx = torch.from_numpy(self.order[k * self.b : (k + 1) * self.b])
         return self.data.x_train[idx], self.data.y_train[idx]
 
 
@@ -65,13 +66,35 @@ class Model:
         """A copy of the initial weights, for one run to train."""
         return _clone(self.init)
 
-    def stage(self, schedule: str, index: int, bounds: tuple[int, int], init: list[Params], opt: SGD, *,
-              store: str, lowrank: bool, first: bool, last: bool) -> Stage:
+    def stage(
+        self,
+        schedule: str,
+        index: int,
+        bounds: tuple[int, int],
+        init: list[Params],
+        opt: SGD,
+        *,
+        store: str,
+        lowrank: bool,
+        first: bool,
+        last: bool,
+    ) -> Stage:
         """Layers [bounds) as pipeline stage `index`, with `schedule`'s weight-version stores
         starting from `init` (indexed by layer)."""
         start, end = bounds
-        stores = [make_store(schedule, self.layers[i], init[i], opt, self.flops, store=store,
-                             pair_bytes=self.pair_bytes[i], lowrank=lowrank) for i in range(start, end)]
+        stores = [
+            make_store(
+                schedule,
+                self.layers[i],
+                init[i],
+                opt,
+                self.flops,
+                store=store,
+                pair_bytes=self.pair_bytes[i],
+                lowrank=lowrank,
+            )
+            for i in range(start, end)
+        ]
         return Stage(index, self.layers[start:end], stores, self.flops, first=first, last=last)
 
     def layer_rows(self, microbatch: int) -> list[dict]:
@@ -79,14 +102,25 @@ class Model:
         rows = []
         for layer, p, f, pb in zip(self.layers, self.init, self.layer_flops, self.pair_bytes):
             wb = nbytes(*p)
-            rows.append({"model": self.name, "layer": layer.index, "kind": layer.kind, "params": layer.num_params,
-                         "weight_bytes": wb, "pair_bytes": pb, "microbatch": microbatch,
-                         "cheaper_to_store": "vectors" if pb < wb else "weights", "train_flops": f})
+            rows.append(
+                {
+                    "model": self.name,
+                    "layer": layer.index,
+                    "kind": layer.kind,
+                    "params": layer.num_params,
+                    "weight_bytes": wb,
+                    "pair_bytes": pb,
+                    "microbatch": microbatch,
+                    "cheaper_to_store": "vectors" if pb < wb else "weights",
+                    "train_flops": f,
+                }
+            )
         return rows
 
 
-def layer_costs(layers: list[Layer], init: list[Params], flops: FlopCache, x: torch.Tensor, y: torch.Tensor,
-                opt: SGD) -> tuple[list[int], list[int]]:
+def layer_costs(
+    layers: list[Layer], init: list[Params], flops: FlopCache, x: torch.Tensor, y: torch.Tensor, opt: SGD
+) -> tuple[list[int], list[int]]:
     """Per layer, from one real training step of a microbatch on the whole model: training
     FLOPs (forward, error down, weight gradient, optimiser) and the (a, dz) pair's bytes."""
     stores = [make_store("pipedream", layer, p, opt, flops) for layer, p in zip(layers, init)]
@@ -104,8 +138,9 @@ def layer_costs(layers: list[Layer], init: list[Params], flops: FlopCache, x: to
     return per_layer, [nbytes(a, dz) for a, dz in pairs]
 
 
-def build_model(name: str, layers: list[Layer], gen: torch.Generator, batch: tuple[torch.Tensor, torch.Tensor],
-                opt: SGD) -> Model:
+def build_model(
+    name: str, layers: list[Layer], gen: torch.Generator, batch: tuple[torch.Tensor, torch.Tensor], opt: SGD
+) -> Model:
     """Model `name`: initial weights drawn from `gen`, costs measured on the microbatch `batch`."""
     init = [layer.init(gen) for layer in layers]
     flops = FlopCache()
@@ -119,8 +154,13 @@ def train_step(stage: Stage, x: torch.Tensor, y: torch.Tensor, mem: Memory) -> i
     out, rec, c1 = stage.forward(x)
     _, d = stage.loss_error(out, y)
     _, pairs, c2 = stage.backward(rec, d)
-    mem.observe(weights=stage.stored_weight_bytes, vectors=0, optimizer=stage.optimizer_bytes,
-                activations=rec.bytes + nbytes(*(t for pr in pairs for t in pr)), versions=stage.num_versions)
+    mem.observe(
+        weights=stage.stored_weight_bytes,
+        vectors=0,
+        optimizer=stage.optimizer_bytes,
+        activations=rec.bytes + nbytes(*(t for pr in pairs for t in pr)),
+        versions=stage.num_versions,
+    )
     c3 = stage.update(pairs)
     return c1.total_flops + c2.total_flops + c3.total_flops
 

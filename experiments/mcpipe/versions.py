@@ -17,6 +17,7 @@ Every store returns the FLOPs it spent (the weight gradients it computed, counte
 `FlopCounterMode`, plus the optimiser's element-wise work, counted analytically) so the
 simulation can charge them to the worker.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -191,8 +192,10 @@ class VectorStore(_Store):
             if self.lowrank:  # in place: W_b <- W_b - lr dz^T a, with no gradient-sized buffer
                 w, b = self.base
                 lr = self.opt.lr
-                _, f = self.flops.run(("wgrad", self.layer.index, tuple(a.shape)),
-                                      lambda: (w.addmm_(dz.t(), a, alpha=-lr), b.add_(dz.sum(0), alpha=-lr)))
+                _, f = self.flops.run(
+                    ("wgrad", self.layer.index, tuple(a.shape)),
+                    lambda: (w.addmm_(dz.t(), a, alpha=-lr), b.add_(dz.sum(0), alpha=-lr)),
+                )
                 f += self.opt.elementwise_flops(self.layer.num_params)
             else:
                 g, f = self._grad(a, dz)
@@ -218,8 +221,17 @@ class VectorStore(_Store):
         return nbytes(*self.base_buf) if self.base_buf is not None else 0
 
 
-def make_store(schedule: str, layer: Layer, params: Params, opt: SGD, flops: FlopCache, *, store: str = "vectors",
-               pair_bytes: int = 0, lowrank: bool = False) -> StashStore | VectorStore:
+def make_store(
+    schedule: str,
+    layer: Layer,
+    params: Params,
+    opt: SGD,
+    flops: FlopCache,
+    *,
+    store: str = "vectors",
+    pair_bytes: int = 0,
+    lowrank: bool = False,
+) -> StashStore | VectorStore:
     """The store a layer gets under `schedule`: 'pipedream' stashes weights, 'greedy' keeps
     the latest only, 'mcpipe' keeps pairs (`store='vectors'`, the paper), weights
     (`'weights'`), or per layer whichever of one pair (`pair_bytes`) and one weight version

@@ -1,6 +1,7 @@
 """The paper's analyses that need no link: figure 5 (accuracy when a fraction of the elements
 sent at a split is corrupted) and figure 6 (how the split layer's importance is distributed
 over its units, before and after re-tuning)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,8 +30,14 @@ def _corrupted(flat: torch.Tensor, fraction: float, mode: str, g: torch.Generato
     return torch.where(hit, bad, flat)
 
 
-def corruption_table(net: SplitNet, x: torch.Tensor, y: torch.Tensor, fractions: Sequence[float], mode: str,
-                     generator_seed: Callable[[int, float], int]) -> pd.DataFrame:
+def corruption_table(
+    net: SplitNet,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    fractions: Sequence[float],
+    mode: str,
+    generator_seed: Callable[[int, float], int],
+) -> pd.DataFrame:
     """Figure 5: accuracy of `net` when a fraction of the elements sent at each split (0 = the
     raw image) is corrupted (`corruption_mode`); `generator_seed(split, fraction)` seeds each draw."""
     rows = []
@@ -39,18 +46,21 @@ def corruption_table(net: SplitNet, x: torch.Tensor, y: torch.Tensor, fractions:
             o = net.forward_to(x, k)
             flat = o.reshape(len(o), -1)
             where = {"split": k, "layer": "input" if k == 0 else f"stage{k}", "elements": flat.shape[1]}
-            rows.append({**where, "corruption_fraction": 0.0,
-                         "accuracy": accuracy(lambda z: net.forward_from(z, k), o, y)})
+            rows.append(
+                {**where, "corruption_fraction": 0.0, "accuracy": accuracy(lambda z: net.forward_from(z, k), o, y)}
+            )
             for f in fractions:
                 g = torch.Generator().manual_seed(generator_seed(k, f))
                 z = _corrupted(flat, f, mode, g).reshape(o.shape)
-                rows.append({**where, "corruption_fraction": f,
-                             "accuracy": accuracy(lambda t: net.forward_from(t, k), z, y)})
+                rows.append(
+                    {**where, "corruption_fraction": f, "accuracy": accuracy(lambda t: net.forward_from(t, k), z, y)}
+                )
     return pd.DataFrame(rows)
 
 
-def importance_table(nets: Mapping[str, SplitNet], names: Iterable[str], k: int, channels_per_unit: int,
-                     fold_bn: bool, order: np.ndarray) -> pd.DataFrame:
+def importance_table(
+    nets: Mapping[str, SplitNet], names: Iterable[str], k: int, channels_per_unit: int, fold_bn: bool, order: np.ndarray
+) -> pd.DataFrame:
     """Figure 6: per unit of split `k`, its rank, its position in NAIR's sending order, and its
     importance (eq. 8) and share of the layer's total in each of the networks `names`."""
     units = len(order)

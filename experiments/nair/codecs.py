@@ -8,6 +8,7 @@
 Whether a message fits is the caller's question (`fits(nbytes)`): these codecs know no link and
 no clock. An empty message means nothing fits; the receiver then sees zeros.
 """
+
 from __future__ import annotations
 
 import io
@@ -17,8 +18,16 @@ import numpy as np
 
 from .slicing import pack_codes, unpack_codes
 
-__all__ = ["JPEG_QUALITIES", "RAW_METHODS", "decode_raw", "encode_raw", "full_payload_bytes", "jpeg", "quant_bytes",
-           "unjpeg"]
+__all__ = [
+    "JPEG_QUALITIES",
+    "RAW_METHODS",
+    "decode_raw",
+    "encode_raw",
+    "full_payload_bytes",
+    "jpeg",
+    "quant_bytes",
+    "unjpeg",
+]
 
 RAW_METHODS = ("raw_quant", "raw_jpeg")
 JPEG_QUALITIES = (95, 90, 85, 75, 65, 50, 40, 30, 20, 15, 10, 5, 1)

@@ -12,6 +12,7 @@ The 8x8 digits are upsampled to `input_size` (16 by default) inside the head, so
 stride-2 stages of the network still leave a 4x4 map; the sensor data that the raw-input
 baseline transmits stays the 8x8 image.
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,8 +22,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BLOCKS", "NUM_STAGES", "ConvBN", "Head", "InvertedResidual", "SplitNet", "Tail", "Upsample",
-           "build_splitnet", "narrow_tail"]
+__all__ = [
+    "BLOCKS",
+    "NUM_STAGES",
+    "ConvBN",
+    "Head",
+    "InvertedResidual",
+    "SplitNet",
+    "Tail",
+    "Upsample",
+    "build_splitnet",
+    "narrow_tail",
+]
 
 # (expansion t, output channels c, stride s) per bottleneck block: MobileNetV2's pattern
 # (t=1 first, then t=6 stages, strides at the stage starts) scaled down for 16x16 inputs.
@@ -66,8 +77,9 @@ class ConvBN(nn.Module):
     def narrowed(self, cin: int) -> ConvBN:
         """A copy taking `cin` input channels, its convolution re-initialised (CLIO multi-tail)."""
         new = copy.deepcopy(self)
-        new.conv = nn.Conv2d(cin, self.conv.out_channels, self.conv.kernel_size, self.conv.stride,
-                             self.conv.padding, bias=False)
+        new.conv = nn.Conv2d(
+            cin, self.conv.out_channels, self.conv.kernel_size, self.conv.stride, self.conv.padding, bias=False
+        )
         return new
 
 
@@ -86,8 +98,11 @@ class InvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if expand != 1:
             layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True)]
-        layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden),
-                   nn.ReLU6(inplace=True)]
+        layers += [
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(inplace=True),
+        ]
         self.body = nn.Sequential(*layers)
         self.project = nn.Conv2d(hidden, cout, 1, bias=False)
         self.project_bn = nn.BatchNorm2d(cout)
@@ -203,8 +218,13 @@ def narrow_tail(net: SplitNet, k: int, width: int) -> Tail:
     return tail
 
 
-def build_splitnet(in_channels: int, num_classes: int, input_size: int = 16, seed: int = 0,
-                   blocks: Sequence[tuple[int, int, int]] = BLOCKS) -> SplitNet:
+def build_splitnet(
+    in_channels: int,
+    num_classes: int,
+    input_size: int = 16,
+    seed: int = 0,
+    blocks: Sequence[tuple[int, int, int]] = BLOCKS,
+) -> SplitNet:
     """The network, initialised from `seed` (torch's global generator left untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(int(seed))

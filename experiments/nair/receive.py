@@ -7,6 +7,7 @@ their units (through the index vector of the first slice, or in native order), a
 assembles the inputs (algorithm 1) and runs the tail, or CLIO's multi-tail model on the longest
 received prefix. Which slices arrived, and when, is the caller's (the simulation's) business.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,8 +26,9 @@ __all__ = ["classify", "decode_delivered", "head_payload", "received_units"]
 Decoded = dict[tuple[int, int], tuple[np.ndarray | None, np.ndarray]]  # (image, slice) -> (index vector, values)
 
 
-def head_payload(net: SplitNet, x: torch.Tensor, k: int, channels_per_unit: int, bits: int, order: np.ndarray,
-                 send_index: bool) -> tuple[torch.Tensor, SlicePlan, list[np.ndarray]]:
+def head_payload(
+    net: SplitNet, x: torch.Tensor, k: int, channels_per_unit: int, bits: int, order: np.ndarray, send_index: bool
+) -> tuple[torch.Tensor, SlicePlan, list[np.ndarray]]:
     """O_k of every image, how it is sliced, and each slice's bytes per image ((N, bytes) per slice)."""
     with torch.no_grad():
         o = net.forward_to(x, k)
@@ -34,8 +36,9 @@ def head_payload(net: SplitNet, x: torch.Tensor, k: int, channels_per_unit: int,
     return o, plan, encode_slices(o, plan)
 
 
-def decode_delivered(payload: Sequence[np.ndarray], plan: SlicePlan,
-                     deliveries: Iterable[tuple[int, int, np.ndarray]]) -> Decoded:
+def decode_delivered(
+    payload: Sequence[np.ndarray], plan: SlicePlan, deliveries: Iterable[tuple[int, int, np.ndarray]]
+) -> Decoded:
     """Every delivered slice decoded once: `deliveries` gives (image, slice, flipped bit
     positions); the flips are applied to a copy of the slice's real bytes first."""
     decoded: Decoded = {}
@@ -82,8 +85,9 @@ def _multi_tail(tails: Sequence[Tail], batch: torch.Tensor, prefix: np.ndarray, 
     return pred
 
 
-def classify(tail: nn.Module, tails: Sequence[Tail] | None, plan: SlicePlan,
-             received: Sequence[Mapping[int, np.ndarray]]) -> torch.Tensor:
+def classify(
+    tail: nn.Module, tails: Sequence[Tail] | None, plan: SlicePlan, received: Sequence[Mapping[int, np.ndarray]]
+) -> torch.Tensor:
     """The predicted class of every image from the units it received (`received_units`), the
     missing ones zero (algorithm 1): through `tail`, or CLIO's `tails` when given."""
     batch = torch.zeros((len(received), *plan.shape))

@@ -10,6 +10,7 @@
   (`bits = 32`) or uniformly quantised to `bits` (1..16) between the slice's min and max.
 - `assemble`: algorithm 1, received units put back at their original channels, zeros elsewhere.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -18,15 +19,27 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["FLOAT_BITS", "SlicePlan", "assemble", "decode_slice", "encode_slices", "importance_order", "pack_codes",
-           "prefix_masks", "unit_importance", "units_in_budget", "unpack_codes"]
+__all__ = [
+    "FLOAT_BITS",
+    "SlicePlan",
+    "assemble",
+    "decode_slice",
+    "encode_slices",
+    "importance_order",
+    "pack_codes",
+    "prefix_masks",
+    "unit_importance",
+    "units_in_budget",
+    "unpack_codes",
+]
 
 FLOAT_BITS = 32  # bits per element meaning "send float32 as is"
 _RANGE_BYTES = 8  # a quantised slice carries its float32 min and max
 
 
-def unit_importance(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, channels_per_unit: int,
-                    fold_bn: bool = True) -> torch.Tensor:
+def unit_importance(
+    conv: nn.Conv2d, bn: nn.BatchNorm2d | None, channels_per_unit: int, fold_bn: bool = True
+) -> torch.Tensor:
     """Eq. 8 per unit: sum over the unit's output channels of ||F_c||_1 (differentiable in the
     weights; with `fold_bn` the batch-norm scale |gamma| / sqrt(running_var + eps) multiplies
     each filter, its running statistics taken as constants)."""
@@ -50,7 +63,7 @@ def prefix_masks(order: Sequence[int], channels: int, channels_per_unit: int) ->
     j_count = len(order)
     masks = torch.zeros(j_count, channels)
     for j, unit in enumerate(order):
-        masks[j:, unit * channels_per_unit:(unit + 1) * channels_per_unit] = 1.0
+        masks[j:, unit * channels_per_unit : (unit + 1) * channels_per_unit] = 1.0
     return masks
 
 
@@ -62,8 +75,7 @@ class SlicePlan:
     native order (the original model, CLIO).
     """
 
-    def __init__(self, shape: Sequence[int], channels_per_unit: int, bits: int, order: Sequence[int],
-                 send_index: bool):
+    def __init__(self, shape: Sequence[int], channels_per_unit: int, bits: int, order: Sequence[int], send_index: bool):
         c, h, w = (int(s) for s in shape)
         if c % channels_per_unit:
             raise ValueError(f"channels_per_unit={channels_per_unit}: must divide {c} channels")
@@ -139,7 +151,7 @@ def decode_slice(buf: np.ndarray, plan: SlicePlan, first: bool) -> tuple[np.ndar
     elements as float32 of shape (cpu, H, W)). Corrupted floats that are not finite become 0."""
     index = None
     if first and plan.send_index:
-        index, buf = buf[: plan.units].astype(np.int64), buf[plan.units:]
+        index, buf = buf[: plan.units].astype(np.int64), buf[plan.units :]
     if plan.bits == FLOAT_BITS:
         v = buf.view("<f4").astype(np.float32)
     else:
@@ -153,20 +165,31 @@ def decode_slice(buf: np.ndarray, plan: SlicePlan, first: bool) -> tuple[np.ndar
     return index, v.reshape(plan.cpu, plan.shape[1], plan.shape[2])
 
 
-def assemble(received: Mapping[int, np.ndarray | torch.Tensor], shape: Sequence[int],
-             channels_per_unit: int) -> torch.Tensor:
+def assemble(
+    received: Mapping[int, np.ndarray | torch.Tensor], shape: Sequence[int], channels_per_unit: int
+) -> torch.Tensor:
     """Algorithm 1 (selective assembly): each received unit back at its original channels,
     zero vectors for the units that did not arrive. `received` maps unit index -> (cpu, H, W)."""
     c, h, w = (int(s) for s in shape)
     out = torch.zeros(c, h, w)
     for unit, values in received.items():
         if 0 <= unit < c // channels_per_unit:
-            out[unit * channels_per_unit:(unit + 1) * channels_per_unit] = torch.as_tensor(values, dtype=torch.float32)
+            out[unit * channels_per_unit : (unit + 1) * channels_per_unit] = torch.as_tensor(
+                values, dtype=torch.float32
+            )
     return out
 
 
-def units_in_budget(budget_s: float, unit_bytes: int, first_extra_bytes: int, units: int, rate_bps: float,
-                    packet_bytes: int, header_bytes: int, latency_s: float = 0.0) -> int:
+def units_in_budget(
+    budget_s: float,
+    unit_bytes: int,
+    first_extra_bytes: int,
+    units: int,
+    rate_bps: float,
+    packet_bytes: int,
+    header_bytes: int,
+    latency_s: float = 0.0,
+) -> int:
     """How many slices an error-free link delivers by `budget_s`: each slice is packetised on its
     own (`packet_bytes` of payload + `header_bytes` per packet), sent back to back at `rate_bps`
     after a one-way `latency_s`. The figure the simulation must reproduce when BER = 0."""

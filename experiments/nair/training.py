@@ -15,6 +15,7 @@ CLIO (jinhuang01/CLIO): the transmitted units are a prefix in native channel ord
 sums alpha_j CE over the prefix widths. Single tail: one tail fed with zero-padded prefixes.
 Multi-tail: one tail per width, its first layer rebuilt for that width.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,14 +36,21 @@ __all__ = ["SGDSettings", "clio_alpha", "nair_weights", "retune_nair", "train_cl
 def _batches(n: int, batch_size: int, gen: torch.Generator):
     order = torch.randperm(n, generator=gen)
     for start in range(0, n, batch_size):
-        yield order[start:start + batch_size]
+        yield order[start : start + batch_size]
 
 
-def _fit(params: Sequence[nn.Parameter], modules: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor,
-         s: SGDSettings, loss_fn) -> list[float]:
+def _fit(
+    params: Sequence[nn.Parameter],
+    modules: Sequence[nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    s: SGDSettings,
+    loss_fn,
+) -> list[float]:
     """Run `s.epochs` of SGD over (x, y) minimising `loss_fn(xb, yb)`; mean loss per epoch."""
-    opt = torch.optim.SGD(list(params), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay,
-                          nesterov=s.momentum > 0)
+    opt = torch.optim.SGD(
+        list(params), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, nesterov=s.momentum > 0
+    )
     steps = s.epochs * math.ceil(len(y) / s.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
     gen = torch.Generator().manual_seed(int(s.seed))
@@ -81,9 +89,21 @@ def nair_weights(importance: torch.Tensor, order: Sequence[int], w_non: float) -
     return w.float()
 
 
-def retune_nair(net: SplitNet, k: int, order: Sequence[int], channels_per_unit: int, x: torch.Tensor,
-                y: torch.Tensor, s: SGDSettings, *, w_non: float = 2.0, penalty_weight: float = 1e-3,
-                use_weight: bool = True, use_penalty: bool = True, fold_bn: bool = True) -> dict:
+def retune_nair(
+    net: SplitNet,
+    k: int,
+    order: Sequence[int],
+    channels_per_unit: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    s: SGDSettings,
+    *,
+    w_non: float = 2.0,
+    penalty_weight: float = 1e-3,
+    use_weight: bool = True,
+    use_penalty: bool = True,
+    fold_bn: bool = True,
+) -> dict:
     """Algorithm 2 on `net` (already trained), in place. Returns the weights used and losses."""
     conv, bn = net.split_layer(k)
     channels = conv.out_channels
@@ -116,8 +136,18 @@ def clio_alpha(units: int, head_emphasis: float) -> torch.Tensor:
     return (a / a.mean()).float()
 
 
-def train_clio(net: SplitNet, k: int, channels_per_unit: int, x: torch.Tensor, y: torch.Tensor, s: SGDSettings,
-               *, tails: Sequence[Tail] | None = None, head_emphasis: float = 0.0, mode: str = "sum") -> dict:
+def train_clio(
+    net: SplitNet,
+    k: int,
+    channels_per_unit: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    s: SGDSettings,
+    *,
+    tails: Sequence[Tail] | None = None,
+    head_emphasis: float = 0.0,
+    mode: str = "sum",
+) -> dict:
     """CLIO from the original weights, in place. `tails` (one per width, j units each): the
     multi-tail model (the head shared, each tail fed the first j units); None: a single tail
     fed zero-padded prefixes. `mode="sum"` (the NAIR paper's eqs. 3-4): every minibatch sums
@@ -156,7 +186,7 @@ def train_clio(net: SplitNet, k: int, channels_per_unit: int, x: torch.Tensor, y
         def loss_fn(xb, yb):
             o = head(xb)
             js = list(widths())
-            ce = torch.stack([F.cross_entropy(tails[j](o[:, :(j + 1) * channels_per_unit]), yb) for j in js])
+            ce = torch.stack([F.cross_entropy(tails[j](o[:, : (j + 1) * channels_per_unit]), yb) for j in js])
             return (scale[js] * ce).sum()
 
         params = list(head.parameters()) + [p for t in tails for p in t.parameters()]

@@ -4,6 +4,7 @@ A student as deployed is the common part (replicated) plus its own branch; its m
 parameters times the bytes each parameter takes (8-bit quantised by default), and its FLOPs are
 what PyTorch's FlopCounterMode counts for one image through it (`experiments.common.flops`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,21 +52,41 @@ class StudentCost:
         return self.memory_bytes <= self.memory_budget_bytes and self.flops <= self.flop_budget
 
 
-def student_costs(model: NoNN, input_shape: tuple[int, int, int], bytes_per_param: float,
-                  memory_budget_bytes: int, flop_budget: float) -> list[StudentCost]:
+def student_costs(
+    model: NoNN, input_shape: tuple[int, int, int], bytes_per_param: float, memory_budget_bytes: int, flop_budget: float
+) -> list[StudentCost]:
     """Each student's parameters, memory and FLOPs per image, against the budgets."""
     x = torch.zeros(1, *input_shape)
-    return [StudentCost(i, s, model.student_params(i), int(np.ceil(model.student_params(i) * bytes_per_param)),
-                        forward_flops(model.student(i), x), int(memory_budget_bytes), float(flop_budget))
-            for i, s in enumerate(model.sizes)]
+    return [
+        StudentCost(
+            i,
+            s,
+            model.student_params(i),
+            int(np.ceil(model.student_params(i) * bytes_per_param)),
+            forward_flops(model.student(i), x),
+            int(memory_budget_bytes),
+            float(flop_budget),
+        )
+        for i, s in enumerate(model.sizes)
+    ]
 
 
-def size_students(depth: int, sizes: list[int], input_shape: tuple[int, int, int], num_classes: int, *,
-                  memory_budget_bytes: int, bytes_per_param: float, flop_budget: float, common_group: bool = True,
-                  width: float | None = None) -> tuple[StudentSpec, float, list[StudentCost]]:
+def size_students(
+    depth: int,
+    sizes: list[int],
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    memory_budget_bytes: int,
+    bytes_per_param: float,
+    flop_budget: float,
+    common_group: bool = True,
+    width: float | None = None,
+) -> tuple[StudentSpec, float, list[StudentCost]]:
     """The widest student (width multiplier from WIDTH_CANDIDATES) whose every student meets both
     budgets; with `width` given, that width. Returns (spec, width, costs); when nothing fits,
     the narrowest candidate, with costs that show by how much it misses (`fits` False)."""
+
     def build(w: float) -> tuple[StudentSpec, list[StudentCost]]:
         spec = StudentSpec(depth, scaled_widths(w), common_group)
         with torch.random.fork_rng(devices=[]):
@@ -93,6 +114,8 @@ def match_width(depth: int, target_params: int, in_channels: int, num_classes: i
     """The WRN width multiplier whose parameter count is closest to `target_params` (the single
     baseline student of a size comparable to the whole NoNN)."""
     with torch.random.fork_rng(devices=[]):
-        counts = [(abs(count_params(WRN(depth, scaled_widths(w), in_channels, num_classes)) - target_params), w)
-                  for w in WIDTH_CANDIDATES]
+        counts = [
+            (abs(count_params(WRN(depth, scaled_widths(w), in_channels, num_classes)) - target_params), w)
+            for w in WIDTH_CANDIDATES
+        ]
     return min(counts)[1]

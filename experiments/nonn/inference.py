@@ -4,6 +4,7 @@ features that arrived (corrupted, or missing ones as zeros).
 
 No clock: `sim.nonn.timeline` decides when each part happens and what it costs in time and energy.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -16,8 +17,16 @@ from torch import nn
 from .budget import forward_flops
 from .models import NoNN
 
-__all__ = ["FLOAT_BYTES", "InferencePlan", "features_accuracy", "inference_plan", "pooled_features", "predict",
-           "single_model_plan", "student_features"]
+__all__ = [
+    "FLOAT_BYTES",
+    "InferencePlan",
+    "features_accuracy",
+    "inference_plan",
+    "pooled_features",
+    "predict",
+    "single_model_plan",
+    "student_features",
+]
 
 FLOAT_BYTES = 4  # a float32 feature or logit on the wire
 
@@ -40,17 +49,22 @@ def inference_plan(model: NoNN, input_shape: Sequence[int]) -> InferencePlan:
     x = torch.zeros(1, *input_shape)
     h = model.common(x)
     pooled = torch.zeros(1, sum(model.sizes))
-    return InferencePlan(forward_flops(model.common, x), tuple(forward_flops(b, h) for b in model.branches),
-                         int(x.numel() * x.element_size()), tuple(s * FLOAT_BYTES for s in model.sizes),
-                         forward_flops(model.fc, pooled))
+    return InferencePlan(
+        forward_flops(model.common, x),
+        tuple(forward_flops(b, h) for b in model.branches),
+        int(x.numel() * x.element_size()),
+        tuple(s * FLOAT_BYTES for s in model.sizes),
+        forward_flops(model.fc, pooled),
+    )
 
 
 def single_model_plan(model: nn.Module, input_shape: Sequence[int], num_classes: int) -> InferencePlan:
     """`model` whole on one device (no common part, no FC at the aggregator): the device
     receives the image and sends back its logits."""
     x = torch.zeros(1, *input_shape)
-    return InferencePlan(0, (forward_flops(model, x),), int(x.numel() * x.element_size()),
-                         (num_classes * FLOAT_BYTES,), 0)
+    return InferencePlan(
+        0, (forward_flops(model, x),), int(x.numel() * x.element_size()), (num_classes * FLOAT_BYTES,), 0
+    )
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ All models are pre-activation WRNs (Zagoruyko & Komodakis): group g has n = (dep
 basic blocks of width `widths[g]`, strides 1, 2, 2. `features` exposes what the losses need: the
 output of every group (attention transfer) and the final ReLU(BN(.)) map, the paper's "fconv".
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -66,8 +67,9 @@ class WRN(nn.Module):
         n = wrn_blocks(depth)
         self.depth, self.widths = depth, tuple(widths)
         self.stem = nn.Conv2d(in_channels, STEM, 3, 1, 1, bias=False)
-        self.groups = nn.ModuleList([group(STEM, widths[0], n, 1), group(widths[0], widths[1], n, 2),
-                                     group(widths[1], widths[2], n, 2)])
+        self.groups = nn.ModuleList(
+            [group(STEM, widths[0], n, 1), group(widths[0], widths[1], n, 2), group(widths[1], widths[2], n, 2)]
+        )
         self.bn = nn.BatchNorm2d(widths[2])
         self.fc = nn.Linear(widths[2], num_classes)
 

@@ -6,6 +6,7 @@ code's details: per image, activities are clipped at 0 and divided by their maxi
 `top` most active filters connect; edge weights are normalised by the largest, edges below a
 percentile of the non-zero weights are dropped, and Louvain finds the communities.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,8 +14,14 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
-__all__ = ["RULES", "KnowledgePartition", "activation_network", "detect_communities", "merge_communities",
-           "partition_filters"]
+__all__ = [
+    "RULES",
+    "KnowledgePartition",
+    "activation_network",
+    "detect_communities",
+    "merge_communities",
+    "partition_filters",
+]
 
 RULES = ("ah", "ca")
 
@@ -27,8 +34,7 @@ def _pair_weights(a: np.ndarray, rule: str) -> np.ndarray:
     return w.sum(axis=0)
 
 
-def activation_network(activity: np.ndarray, rule: str = "ah", top: int | None = 50,
-                       chunk: int = 256) -> np.ndarray:
+def activation_network(activity: np.ndarray, rule: str = "ah", top: int | None = 50, chunk: int = 256) -> np.ndarray:
     """The filter activation network F (F x F, zero diagonal) from per-image average filter
     activities `activity` (n_images x F), with rule `ah` (activation hubs, eq. 3 / 4) or `ca`
     (co-activation). Each image's activities are clipped at 0 and divided by their maximum;
@@ -46,13 +52,14 @@ def activation_network(activity: np.ndarray, rule: str = "ah", top: int | None =
         a = np.where(mask, a, 0.0)
     net = np.zeros((a.shape[1], a.shape[1]))
     for s in range(0, a.shape[0], chunk):
-        net += _pair_weights(a[s:s + chunk], rule)
+        net += _pair_weights(a[s : s + chunk], rule)
     np.fill_diagonal(net, 0.0)
     return net
 
 
-def detect_communities(net: np.ndarray, *, percentile: float = 99.0, resolution: float = 0.7,
-                       seed: int = 0) -> tuple[list[list[int]], float, nx.Graph]:
+def detect_communities(
+    net: np.ndarray, *, percentile: float = 99.0, resolution: float = 0.7, seed: int = 0
+) -> tuple[list[list[int]], float, nx.Graph]:
     """Louvain communities of the network after normalising weights by the largest and
     dropping edges below `percentile` of the non-zero weights. Filters left without an edge
     are singletons. Returns (communities as sorted filter lists, modularity, graph)."""
@@ -147,12 +154,21 @@ def merge_communities(communities: list[list[int]], k: int, balance: bool = True
     return sorted(p0), parts
 
 
-def partition_filters(activity: np.ndarray, k: int, *, rule: str = "ah", top: int | None = 50,
-                      percentile: float = 99.0, resolution: float = 0.7, seed: int = 0,
-                      balance: bool = True) -> KnowledgePartition:
+def partition_filters(
+    activity: np.ndarray,
+    k: int,
+    *,
+    rule: str = "ah",
+    top: int | None = 50,
+    percentile: float = 99.0,
+    resolution: float = 0.7,
+    seed: int = 0,
+    balance: bool = True,
+) -> KnowledgePartition:
     """The whole pipeline: activity -> network -> communities -> P0 and k partitions."""
     net = activation_network(activity, rule, top)
     communities, modularity, _ = detect_communities(net, percentile=percentile, resolution=resolution, seed=seed)
     p0, parts = merge_communities(communities, k, balance)
-    return KnowledgePartition(p0=tuple(p0), parts=tuple(tuple(p) for p in parts), communities=len(communities),
-                              modularity=modularity)
+    return KnowledgePartition(
+        p0=tuple(p0), parts=tuple(tuple(p) for p in parts), communities=len(communities), modularity=modularity
+    )

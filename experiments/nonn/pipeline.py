@@ -7,6 +7,7 @@ No clock and no simulator: the caller passes the `workload.*` settings, an execu
 with `map(fn, calls, seeds)` and `torch_threads`, as `sim.backends` makes) and `streams(name)`,
 the job's named random generators.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -132,8 +133,16 @@ def _partition(job: _Job, teacher: WRN, x_val: torch.Tensor) -> KnowledgePartiti
     with torch.no_grad():
         _, f_val = teacher.features(x_val)
     activity = f_val.mean(dim=(2, 3)).numpy()
-    return partition_filters(activity, n.num_students, rule=n.rule, top=n.top_filters, percentile=n.edge_percentile,
-                             resolution=n.resolution, seed=job.seed_of("nonn-louvain"), balance=n.balance)
+    return partition_filters(
+        activity,
+        n.num_students,
+        rule=n.rule,
+        top=n.top_filters,
+        percentile=n.edge_percentile,
+        resolution=n.resolution,
+        seed=job.seed_of("nonn-louvain"),
+        balance=n.balance,
+    )
 
 
 @dataclass(frozen=True)
@@ -152,31 +161,65 @@ class _Students:
         j, kp = self.job, self.partition
         seed = j.seed_of(name)
         model = seeded(seed, lambda: NoNN(self.spec, kp.sizes, j.channels, j.classes))
-        args = (j.x_train, j.y_train, self.targets, [list(p) for p in kp.parts], j.settings(j.n.student_epochs, seed),
-                replace(self.distill, beta=beta), at)
-        return Training(name, {**self.key, "activation_transfer": at, "beta": beta if at else None}, model, train_nonn,
-                        args, seed=seed)
+        args = (
+            j.x_train,
+            j.y_train,
+            self.targets,
+            [list(p) for p in kp.parts],
+            j.settings(j.n.student_epochs, seed),
+            replace(self.distill, beta=beta),
+            at,
+        )
+        return Training(
+            name,
+            {**self.key, "activation_transfer": at, "beta": beta if at else None},
+            model,
+            train_nonn,
+            args,
+            seed=seed,
+        )
 
     def single(self, name: str, at: bool, beta: float, width: float) -> Training:
         """A single WRN student of `width`: KD, plus attention transfer with weight `beta` when `at`."""
         j = self.job
         seed = j.seed_of(name)
         model = seeded(seed, lambda: WRN(j.n.student_depth, scaled_widths(width), j.channels, j.classes))
-        args = (j.x_train, j.y_train, self.targets, j.settings(j.n.student_epochs, seed),
-                replace(self.distill, at_beta=beta), at)
-        return Training(name, {**self.key, "width": width, "attention_transfer": at, "at_beta": beta if at else None},
-                        model, train_single, args, seed=seed)
+        args = (
+            j.x_train,
+            j.y_train,
+            self.targets,
+            j.settings(j.n.student_epochs, seed),
+            replace(self.distill, at_beta=beta),
+            at,
+        )
+        return Training(
+            name,
+            {**self.key, "width": width, "attention_transfer": at, "at_beta": beta if at else None},
+            model,
+            train_single,
+            args,
+            seed=seed,
+        )
 
 
-def _students(job: _Job, teacher: WRN, teacher_key: dict[str, Any], kp: KnowledgePartition,
-              spec: StudentSpec) -> _Students:
+def _students(
+    job: _Job, teacher: WRN, teacher_key: dict[str, Any], kp: KnowledgePartition, spec: StudentSpec
+) -> _Students:
     """The students of partition `kp` with architecture `spec`, distilled from `teacher`."""
     n = job.n
     targets = teacher_targets(teacher, job.x_train)
     kd_scale = 2 * n.temperature**2 if n.kd_scale is None else n.kd_scale
     distill = DistillSettings(n.alpha, n.temperature, kd_scale, n.beta, n.at_beta)
-    key = {"teacher": teacher_key, "partition": [list(p) for p in kp.parts], "spec": asdict(spec),
-           "epochs": n.student_epochs, "alpha": n.alpha, "temperature": n.temperature, "kd_scale": kd_scale, **job.sgd}
+    key = {
+        "teacher": teacher_key,
+        "partition": [list(p) for p in kp.parts],
+        "spec": asdict(spec),
+        "epochs": n.student_epochs,
+        "alpha": n.alpha,
+        "temperature": n.temperature,
+        "kd_scale": kd_scale,
+        **job.sgd,
+    }
     return _Students(job, spec, kp, targets, distill, key)
 
 
@@ -191,14 +234,22 @@ def _student_trainings(students: _Students) -> tuple[list[Training], list[float]
     if n.baselines:  # the single students as large as the NoNN (whose size training does not change)
         width = match_width(n.student_depth, count_params(trainings[0].model), j.channels, j.classes)
         at_betas = list(n.at_beta_search) or [n.at_beta]
-        trainings += [students.nonn("nonn-students-kd", False, 0.0),
-                      students.single("nonn-kd-student", False, 0.0, width)]
+        trainings += [
+            students.nonn("nonn-students-kd", False, 0.0),
+            students.single("nonn-kd-student", False, 0.0, width),
+        ]
         trainings += [students.single("nonn-atkd-student", True, b, width) for b in at_betas]
     return trainings, betas, at_betas, width
 
 
-def _best(name: str, candidates: list[float], trained: list[nn.Module], x_val: torch.Tensor, y_val: torch.Tensor,
-          search: list[dict]) -> tuple[nn.Module, float]:
+def _best(
+    name: str,
+    candidates: list[float],
+    trained: list[nn.Module],
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    search: list[dict],
+) -> tuple[nn.Module, float]:
     """Of one model per weight, the best on the validation set (ties: the first), and its
     weight; each candidate's validation accuracy is appended to `search`."""
     found = None
@@ -210,8 +261,9 @@ def _best(name: str, candidates: list[float], trained: list[nn.Module], x_val: t
     return found[0], found[1]
 
 
-def train_models(n, data: Dataset, dataset_key: dict[str, Any], seed: int, streams: Streams, executor,
-                 cache_dir) -> TrainedModels:
+def train_models(
+    n, data: Dataset, dataset_key: dict[str, Any], seed: int, streams: Streams, executor, cache_dir
+) -> TrainedModels:
     """Every model of the job with settings `n`, trained (or loaded from `cache_dir`) on `executor`:
     the teacher first (the students learn from it), then every student model at once, since they
     are independent of one another (in parallel on a parallel back end). `dataset_key`: what
@@ -222,18 +274,39 @@ def train_models(n, data: Dataset, dataset_key: dict[str, Any], seed: int, strea
     data_key = {**dataset_key, "n_train": len(x_tr), "seed": seed, "val_fraction": n.val_fraction}
     teacher, teacher_key = _teacher(job, data_key)
     kp = _partition(job, teacher, x_val)
-    spec, width, costs = size_students(n.student_depth, kp.sizes, data.input_shape, job.classes,
-                                       memory_budget_bytes=n.memory_budget_bytes, bytes_per_param=n.bytes_per_param,
-                                       flop_budget=n.flop_budget, common_group=n.common_group, width=n.student_width)
+    spec, width, costs = size_students(
+        n.student_depth,
+        kp.sizes,
+        data.input_shape,
+        job.classes,
+        memory_budget_bytes=n.memory_budget_bytes,
+        bytes_per_param=n.bytes_per_param,
+        flop_budget=n.flop_budget,
+        common_group=n.common_group,
+        width=n.student_width,
+    )
     trainings, betas, at_betas, b_width = _student_trainings(_students(job, teacher, teacher_key, kp, spec))
     job.train(trainings)
     models = [t.model.eval() for t in trainings]
     search: list[dict] = []
-    nonn, beta = _best("NoNN", betas, models[:len(betas)], x_val, y_val, search)
+    nonn, beta = _best("NoNN", betas, models[: len(betas)], x_val, y_val, search)
     nonn_kd = kd = atkd = at_beta = None
     if n.baselines:
-        nonn_kd, kd = models[len(betas):len(betas) + 2]
-        atkd, at_beta = _best("ATKD student", at_betas, models[len(betas) + 2:], x_val, y_val, search)
-    return TrainedModels(teacher, nonn, nonn_kd, kd, atkd, kp, costs, width, b_width,
-                         accuracy(teacher, x_val, y_val, ACCURACY_BATCH), p0_accuracy(teacher, x_val, y_val, kp.p0),
-                         beta, at_beta, pd.DataFrame(search))
+        nonn_kd, kd = models[len(betas) : len(betas) + 2]
+        atkd, at_beta = _best("ATKD student", at_betas, models[len(betas) + 2 :], x_val, y_val, search)
+    return TrainedModels(
+        teacher,
+        nonn,
+        nonn_kd,
+        kd,
+        atkd,
+        kp,
+        costs,
+        width,
+        b_width,
+        accuracy(teacher, x_val, y_val, ACCURACY_BATCH),
+        p0_accuracy(teacher, x_val, y_val, kp.p0),
+        beta,
+        at_beta,
+        pd.DataFrame(search),
+    )

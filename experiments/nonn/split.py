@@ -13,6 +13,7 @@ reassemble the unsplit output, and the bytes exchanged are those of the real ten
 FLOPs per share follow PyTorch's count of a convolution (linear in its output channels).
 `split_plan` adds what the aggregator's FC layer costs: all a timeline needs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,8 +41,15 @@ def _conv_share(conv: nn.Conv2d, x: torch.Tensor, rows: torch.Tensor) -> tuple[t
     """A device's share of `conv`: its output channels `rows`, computed for real, and their
     FLOPs as PyTorch's FlopCounterMode counts a convolution (2 x output elements x C_in/groups x
     kernel area; a test checks the two agree)."""
-    out = F.conv2d(x, conv.weight[rows], None if conv.bias is None else conv.bias[rows], conv.stride,
-                   conv.padding, conv.dilation, conv.groups)
+    out = F.conv2d(
+        x,
+        conv.weight[rows],
+        None if conv.bias is None else conv.bias[rows],
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+    )
     kh, kw = conv.kernel_size
     return out, 2 * out.numel() * (conv.in_channels // conv.groups) * kh * kw
 

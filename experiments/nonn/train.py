@@ -4,6 +4,7 @@
 The teacher's outputs on the training set are computed once (no augmentation, so they do not
 change between epochs) and every student reads them by index.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -17,8 +18,19 @@ from experiments.common.training import SGDSettings
 
 from .models import WRN, NoNN
 
-__all__ = ["DistillSettings", "TeacherTargets", "SGDSettings", "activation_transfer_loss", "attention", "fit",
-           "kd_loss", "teacher_targets", "train_nonn", "train_single", "train_teacher"]
+__all__ = [
+    "DistillSettings",
+    "TeacherTargets",
+    "SGDSettings",
+    "activation_transfer_loss",
+    "attention",
+    "fit",
+    "kd_loss",
+    "teacher_targets",
+    "train_nonn",
+    "train_single",
+    "train_teacher",
+]
 
 
 def fit(model: nn.Module, n: int, s: SGDSettings, loss_fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
@@ -32,7 +44,7 @@ def fit(model: nn.Module, n: int, s: SGDSettings, loss_fn: Callable[[torch.Tenso
     for _ in range(s.epochs):
         order = torch.randperm(n, generator=gen)
         for i in range(0, n, s.batch_size):
-            loss = loss_fn(order[i:i + s.batch_size])
+            loss = loss_fn(order[i : i + s.batch_size])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -48,8 +60,9 @@ def train_teacher(model: WRN, x: torch.Tensor, y: torch.Tensor, s: SGDSettings) 
 
 
 # --- losses ------------------------------------------------------------------------------
-def kd_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor, alpha: float, temperature: float,
-            scale: float) -> torch.Tensor:
+def kd_loss(
+    s_logits: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor, alpha: float, temperature: float, scale: float
+) -> torch.Tensor:
     """(1 - alpha) CE(y, student) + alpha * scale * KL(teacher_T || student_T); the authors'
     code uses scale = 2 T^2 (eq. 1 of the paper has scale 1 with cross-entropy, equal up to a
     constant)."""
@@ -91,7 +104,7 @@ def teacher_targets(teacher: WRN, x: torch.Tensor, batch: int = 256) -> TeacherT
     teacher.eval()
     logits, fconv, att = [], [], [[], [], []]
     for i in range(0, len(x), batch):
-        groups, f = teacher.features(x[i:i + batch])
+        groups, f = teacher.features(x[i : i + batch])
         logits.append(teacher.head(f))
         fconv.append(f)
         for g, h in enumerate(groups):
@@ -110,8 +123,16 @@ class DistillSettings:
     at_beta: float = 1.0e3  # attention transfer (ATKD)
 
 
-def train_nonn(model: NoNN, x: torch.Tensor, y: torch.Tensor, targets: TeacherTargets, order: list[list[int]],
-               s: SGDSettings, d: DistillSettings, activation_transfer: bool = True) -> None:
+def train_nonn(
+    model: NoNN,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    targets: TeacherTargets,
+    order: list[list[int]],
+    s: SGDSettings,
+    d: DistillSettings,
+    activation_transfer: bool = True,
+) -> None:
     """Train the NoNN jointly: KD on the aggregated logits, plus (unless ablated) activation
     transfer of each student's map onto its partition `order[i]` of the teacher's fconv."""
     parts = [torch.as_tensor(p, dtype=torch.long) for p in order]
@@ -129,9 +150,17 @@ def train_nonn(model: NoNN, x: torch.Tensor, y: torch.Tensor, targets: TeacherTa
         fit(model, len(x), s, loss_fn)
 
 
-def train_single(model: WRN, x: torch.Tensor, y: torch.Tensor, targets: TeacherTargets, s: SGDSettings,
-                 d: DistillSettings, attention_transfer: bool) -> None:
+def train_single(
+    model: WRN,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    targets: TeacherTargets,
+    s: SGDSettings,
+    d: DistillSettings,
+    attention_transfer: bool,
+) -> None:
     """A single student: KD, plus attention transfer at every group (ATKD) when asked."""
+
     def loss_fn(idx: torch.Tensor) -> torch.Tensor:
         groups, f = model.features(x[idx])
         loss = kd_loss(model.head(f), targets.logits[idx], y[idx], d.alpha, d.temperature, d.kd_scale)

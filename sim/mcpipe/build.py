@@ -1,6 +1,7 @@
 """What every run of an mcPipe job shares, built once per model before any run: the model's
 layers, initial weights and per-layer costs (`experiments.mcpipe.Model`), the data, the link,
 and the settings that say which device runs which stage."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,11 +61,21 @@ class Job:
     def params(self) -> list[Params]:
         return self.model.params()
 
-    def stage(self, schedule: str, index: int, bounds: tuple[int, int], init: list[Params], *, first: bool,
-              last: bool) -> Stage:
+    def stage(
+        self, schedule: str, index: int, bounds: tuple[int, int], init: list[Params], *, first: bool, last: bool
+    ) -> Stage:
         """Stage `index` (layers [bounds)) of a `schedule` run, its stores as the settings ask."""
-        return self.model.stage(schedule, index, bounds, init, self.opt(), store=self.m.store,
-                                lowrank=self.m.rebuild == "lowrank", first=first, last=last)
+        return self.model.stage(
+            schedule,
+            index,
+            bounds,
+            init,
+            self.opt(),
+            store=self.m.store,
+            lowrank=self.m.rebuild == "lowrank",
+            first=first,
+            last=last,
+        )
 
     def whole(self, schedule: str, init: list[Params]) -> Stage:
         """The whole model as one stage (a worker that trains it alone)."""
@@ -74,8 +85,15 @@ class Job:
 def _model(cfg: Config, data: Dataset, name: str) -> Model:
     """Model `name`'s layers for the data set, its seeded initial weights and its costs."""
     m = cfg.workload
-    layers = build_layers(name, data.input_shape, data.num_classes, widths=m.vgg_widths, hidden=m.vgg_hidden,
-                          fc_hidden=m.fc_hidden, fc_depth=m.fc_depth)
+    layers = build_layers(
+        name,
+        data.input_shape,
+        data.num_classes,
+        widths=m.vgg_widths,
+        hidden=m.vgg_hidden,
+        fc_hidden=m.fc_hidden,
+        fc_depth=m.fc_depth,
+    )
     gen = torch.Generator().manual_seed(int(stream(cfg.seed, "model", name).integers(2**62)))
     first = Batches(data, m.microbatch, partial(stream, cfg.seed, "order"))(0)
     return build_model(name, layers, gen, first, SGD(m.lr, m.momentum, m.weight_decay))

@@ -15,6 +15,7 @@ The job builds what every run of a model shares (`build`), runs every model x N 
 on its own clock (`timeline`) through the back end's executor, and writes the tables and
 plots (`report`).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

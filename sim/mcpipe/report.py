@@ -1,5 +1,6 @@
 """mcPipe's tables, plots and progress lines: one run's curve, memory and summary rows, and
 the job's CSVs and figures from all of them."""
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,16 @@ from sim.mcpipe.build import Job
 from sim.mcpipe.settings import PIPELINES, McpipeSettings
 from sim.report import frame, save_figure
 
-__all__ = ["LinkCounts", "RunResult", "accuracy_time_s", "plot_curves", "plot_memory", "progress_line", "run_result",
-           "tables"]
+__all__ = [
+    "LinkCounts",
+    "RunResult",
+    "accuracy_time_s",
+    "plot_curves",
+    "plot_memory",
+    "progress_line",
+    "run_result",
+    "tables",
+]
 
 
 @dataclass
@@ -40,8 +49,12 @@ class RunResult:
 
     def relabelled(self, n: int) -> RunResult:
         """The local run (one device, whatever N) shown beside the N-worker runs."""
-        return RunResult([{**r, "workers": n} for r in self.curve], [{**r, "workers": n} for r in self.memory],
-                         {**self.summary, "workers": n}, self.trace)
+        return RunResult(
+            [{**r, "workers": n} for r in self.curve],
+            [{**r, "workers": n} for r in self.memory],
+            {**self.summary, "workers": n},
+            self.trace,
+        )
 
 
 def accuracy_time_s(m: McpipeSettings) -> float:
@@ -54,46 +67,86 @@ def _memory_rows(job: Job, settings: dict, mems: list[Memory], bounds, bound: fl
     rows = []
     for i, (mem, (a, b)) in enumerate(zip(mems, bounds)):
         dev = job.device(i)
-        rows.append({
-            **settings, "worker": i, "device": dev.name, "device_memory_bytes": dev.memory_bytes,
-            "first_layer": a, "last_layer": b - 1, "params_bytes": sum(nbytes(*job.model.init[j]) for j in range(a, b)),
-            "peak_weights_bytes": mem.peak["weights"], "peak_working_bytes": mem.peak["working"],
-            "peak_vectors_bytes": mem.peak["vectors"], "peak_optimizer_bytes": mem.peak["optimizer"],
-            "peak_activations_bytes": mem.peak["activations"], "peak_state_bytes": mem.peak["state"],
-            "peak_total_bytes": mem.peak["total"], "max_weight_versions": mem.max_versions,
-            "theorem1_bytes": bound, "exceeds_memory": mem.peak["total"] > dev.memory_bytes,
-        })
+        rows.append(
+            {
+                **settings,
+                "worker": i,
+                "device": dev.name,
+                "device_memory_bytes": dev.memory_bytes,
+                "first_layer": a,
+                "last_layer": b - 1,
+                "params_bytes": sum(nbytes(*job.model.init[j]) for j in range(a, b)),
+                "peak_weights_bytes": mem.peak["weights"],
+                "peak_working_bytes": mem.peak["working"],
+                "peak_vectors_bytes": mem.peak["vectors"],
+                "peak_optimizer_bytes": mem.peak["optimizer"],
+                "peak_activations_bytes": mem.peak["activations"],
+                "peak_state_bytes": mem.peak["state"],
+                "peak_total_bytes": mem.peak["total"],
+                "max_weight_versions": mem.max_versions,
+                "theorem1_bytes": bound,
+                "exceeds_memory": mem.peak["total"] > dev.memory_bytes,
+            }
+        )
     return rows
 
 
-def _summary(job: Job, settings: dict, depth: int, rows: list[dict], links: LinkCounts, memory: list[dict],
-             bound: float) -> dict:
+def _summary(
+    job: Job, settings: dict, depth: int, rows: list[dict], links: LinkCounts, memory: list[dict], bound: float
+) -> dict:
     """summary.csv: the settings a sweep varies, then the run's outcomes."""
     m, c, schedule = job.m, job.cfg.channel, settings["schedule"]
     acc_t = accuracy_time_s(m)
     at = [r for r in rows if r["sim_time_s"] <= acc_t + 1e-9]
     reached = [r for r in rows if r["accuracy"] >= m.target_accuracy]
     return {
-        **settings, "seed": job.cfg.seed, "dataset": job.cfg.dataset.name, "microbatch": m.microbatch,
-        "depth": depth if schedule in PIPELINES else math.nan, "store": m.store if schedule == "mcpipe" else "",
+        **settings,
+        "seed": job.cfg.seed,
+        "dataset": job.cfg.dataset.name,
+        "microbatch": m.microbatch,
+        "depth": depth if schedule in PIPELINES else math.nan,
+        "store": m.store if schedule == "mcpipe" else "",
         "rebuild": m.rebuild if schedule == "mcpipe" else "",
-        "partition": m.partition if schedule in PIPELINES else "", "lr": m.lr, "momentum": m.momentum,
-        "channel_model": c.model, "channel_mode": c.mode, "channel_ber": c.ber, "bandwidth_bps": c.bandwidth_bps,
-        "latency_s": c.latency_s, "sim_time_s": m.sim_time_s,
-        "accuracy_at_s": acc_t, "accuracy_at_time": at[-1]["accuracy"], "final_accuracy": rows[-1]["accuracy"],
-        "best_accuracy": max(r["accuracy"] for r in rows), "final_loss": rows[-1]["loss"],
-        "target_accuracy": m.target_accuracy, "time_to_target_s": reached[0]["sim_time_s"] if reached else math.nan,
-        "updates": rows[-1]["updates"], "samples": rows[-1]["samples"], "bytes_sent": links.bytes_sent,
-        "retransmissions": links.retransmissions, "bits_flipped": links.bits_flipped,
+        "partition": m.partition if schedule in PIPELINES else "",
+        "lr": m.lr,
+        "momentum": m.momentum,
+        "channel_model": c.model,
+        "channel_mode": c.mode,
+        "channel_ber": c.ber,
+        "bandwidth_bps": c.bandwidth_bps,
+        "latency_s": c.latency_s,
+        "sim_time_s": m.sim_time_s,
+        "accuracy_at_s": acc_t,
+        "accuracy_at_time": at[-1]["accuracy"],
+        "final_accuracy": rows[-1]["accuracy"],
+        "best_accuracy": max(r["accuracy"] for r in rows),
+        "final_loss": rows[-1]["loss"],
+        "target_accuracy": m.target_accuracy,
+        "time_to_target_s": reached[0]["sim_time_s"] if reached else math.nan,
+        "updates": rows[-1]["updates"],
+        "samples": rows[-1]["samples"],
+        "bytes_sent": links.bytes_sent,
+        "retransmissions": links.retransmissions,
+        "bits_flipped": links.bits_flipped,
         "max_peak_total_bytes": max(x["peak_total_bytes"] for x in memory),
         "max_peak_state_bytes": max(x["peak_state_bytes"] for x in memory),
-        "max_weight_versions": max(x["max_weight_versions"] for x in memory), "theorem1_bytes": bound,
+        "max_weight_versions": max(x["max_weight_versions"] for x in memory),
+        "theorem1_bytes": bound,
         "workers_over_memory": sum(bool(x["exceeds_memory"]) for x in memory),
     }
 
 
-def run_result(job: Job, schedule: str, n: int, rows: list[dict], links: LinkCounts, mems: list[Memory],
-               bounds: list[tuple[int, int]], depth: int, trace: list[tuple]) -> RunResult:
+def run_result(
+    job: Job,
+    schedule: str,
+    n: int,
+    rows: list[dict],
+    links: LinkCounts,
+    mems: list[Memory],
+    bounds: list[tuple[int, int]],
+    depth: int,
+    trace: list[tuple],
+) -> RunResult:
     """One run's rows, from the monitor's `rows`, the links' counts and each worker's peaks
     (`bounds`: the [first, end) layers of each worker; `depth`: the pipeline's m, 1 otherwise)."""
     total_bytes = sum(nbytes(w, b) for w, b in job.model.init)
@@ -107,21 +160,37 @@ def run_result(job: Job, schedule: str, n: int, rows: list[dict], links: LinkCou
 
 def tables(jobs: list[Job], results: list[RunResult]) -> dict[str, pd.DataFrame]:
     """The job's CSVs by file name: curves, memory, trace, summary and layers."""
-    trace = frame({"model": res.summary["model"], "workers": res.summary["workers"],
-                   "schedule": res.summary["schedule"], "sim_time_s": t, "worker": w, "op": op, "microbatch": k,
-                   "version": v} for res in results for (t, w, op, k, v) in res.trace)
-    return {"curves.csv": frame(r for res in results for r in res.curve),
-            "memory.csv": frame(r for res in results for r in res.memory), "trace.csv": trace,
-            "summary.csv": frame(res.summary for res in results),
-            "layers.csv": frame(r for job in jobs for r in job.model.layer_rows(job.m.microbatch))}
+    trace = frame(
+        {
+            "model": res.summary["model"],
+            "workers": res.summary["workers"],
+            "schedule": res.summary["schedule"],
+            "sim_time_s": t,
+            "worker": w,
+            "op": op,
+            "microbatch": k,
+            "version": v,
+        }
+        for res in results
+        for (t, w, op, k, v) in res.trace
+    )
+    return {
+        "curves.csv": frame(r for res in results for r in res.curve),
+        "memory.csv": frame(r for res in results for r in res.memory),
+        "trace.csv": trace,
+        "summary.csv": frame(res.summary for res in results),
+        "layers.csv": frame(r for job in jobs for r in job.model.layer_rows(job.m.microbatch)),
+    }
 
 
 def progress_line(res: RunResult) -> str:
     """One finished run, as `progress=true` prints it."""
     s = res.summary
-    return (f"{s['model']} N={s['workers']} {s['schedule']:13s} "
-            f"acc@{s['accuracy_at_s']:g}s={s['accuracy_at_time']:.3f} t_target={s['time_to_target_s']:.3g}s "
-            f"peak={s['max_peak_state_bytes']}B")
+    return (
+        f"{s['model']} N={s['workers']} {s['schedule']:13s} "
+        f"acc@{s['accuracy_at_s']:g}s={s['accuracy_at_time']:.3f} t_target={s['time_to_target_s']:.3g}s "
+        f"peak={s['max_peak_state_bytes']}B"
+    )
 
 
 def plot_curves(curves: pd.DataFrame, out_dir: Path, acc_t: float) -> None:
@@ -131,8 +200,10 @@ def plot_curves(curves: pd.DataFrame, out_dir: Path, acc_t: float) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = sorted({(r.model, r.workers) for r in curves[curves.schedule != "local"].itertuples()} or
-                    {(r.model, 1) for r in curves.itertuples()})
+    panels = sorted(
+        {(r.model, r.workers) for r in curves[curves.schedule != "local"].itertuples()}
+        or {(r.model, 1) for r in curves.itertuples()}
+    )
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
     for ax, (model, n) in zip(axes[0], panels):
         g = curves[(curves.model == model) & (curves.workers == n)]
@@ -166,8 +237,15 @@ def plot_memory(memory: pd.DataFrame, out_dir: Path) -> None:
             h = g[g.schedule == sched]
             xs = h.worker.to_numpy() + (j - 0.5) * 0.38
             ax.bar(xs, h.peak_state_bytes / 1024, width=0.36, label=f"{sched} (weights+vectors)")
-            ax.scatter(xs, h.theorem1_bytes / 1024, marker="_", s=300, color="k",
-                       label="theorem 1" if j == 0 else None, zorder=3)
+            ax.scatter(
+                xs,
+                h.theorem1_bytes / 1024,
+                marker="_",
+                s=300,
+                color="k",
+                label="theorem 1" if j == 0 else None,
+                zorder=3,
+            )
         ax.set_title(f"{model}, {n} workers")
         ax.set_xlabel("worker (stage)")
         ax.set_ylabel("peak KiB")

@@ -6,6 +6,7 @@ error, data, label or weight message holds its sender's radio (`sim.net.radio`) 
 the link (`sim.net.transmit` of its real bytes), the sender computing on meanwhile; a monitor
 records test accuracy every `eval_every_s` simulated seconds until `sim_time_s`.
 """
+
 from __future__ import annotations
 
 import math
@@ -77,8 +78,9 @@ class Links:
         return [torch.from_numpy(a) if t.is_floating_point() else t for a, t in zip(arrays, payload)]
 
 
-def monitor(env: simpy.Environment, job: Job, params: Callable[[], list], counters: Callable[[], dict],
-            rows: list[dict]) -> Iterator:
+def monitor(
+    env: simpy.Environment, job: Job, params: Callable[[], list], counters: Callable[[], dict], rows: list[dict]
+) -> Iterator:
     """Process: test accuracy of the current weights at 0, eval_every_s, ... up to sim_time_s
     (an observer: it costs no simulated time)."""
     m = job.m
@@ -114,15 +116,23 @@ class _Worker:
         box.items.clear()
 
     def can_forward(self, last_stage: bool) -> bool:
-        return (self.next_k in self.inputs and len(self.inflight) < self.limit
-                and (not last_stage or self.next_k in self.labels))
+        return (
+            self.next_k in self.inputs
+            and len(self.inflight) < self.limit
+            and (not last_stage or self.next_k in self.labels)
+        )
 
     def observe(self, working_bytes: int = 0) -> None:
         """Take what the worker holds now into its peaks (`working_bytes`: a rebuilt version in use)."""
         st, buffered = self.stage, nbytes(*self.inputs.values(), *self.errors.values())
-        self.mem.observe(weights=st.stored_weight_bytes, vectors=st.vector_bytes, optimizer=st.optimizer_bytes,
-                         activations=sum(r.bytes for r in self.inflight.values()) + buffered,
-                         working=working_bytes, versions=st.num_versions)
+        self.mem.observe(
+            weights=st.stored_weight_bytes,
+            vectors=st.vector_bytes,
+            optimizer=st.optimizer_bytes,
+            activations=sum(r.bytes for r in self.inflight.values()) + buffered,
+            working=working_bytes,
+            versions=st.num_versions,
+        )
 
 
 class _Pipeline:
@@ -134,8 +144,12 @@ class _Pipeline:
         self.depth = job.m.depth or n
         self.bounds = job.partition(n)
         init = job.params()
-        self.workers = [_Worker(s, job.stage(schedule, s, b, init, first=s == 0, last=s == n - 1), job.device(s),
-                                max(1, self.depth - s)) for s, b in enumerate(self.bounds)]
+        self.workers = [
+            _Worker(
+                s, job.stage(schedule, s, b, init, first=s == 0, last=s == n - 1), job.device(s), max(1, self.depth - s)
+            )
+            for s, b in enumerate(self.bounds)
+        ]
         self.boxes = [Mailbox(self.env) for _ in range(n)]
         self.links = Links(self.env, job.link, job.cfg.seed, (job.model.name, n, schedule))
         self.credits = simpy.Container(self.env, capacity=job.m.prefetch, init=job.m.prefetch)
@@ -221,8 +235,17 @@ class _Pipeline:
         for w in self.workers:
             self.env.process(self.worker(w))
         self.env.run(until=self.env.process(monitor(self.env, self.job, self.params, self.counters, rows)))
-        return run_result(self.job, self.schedule, self.n, rows, self.links.counts, [w.mem for w in self.workers],
-                          self.bounds, self.depth, self.trace)
+        return run_result(
+            self.job,
+            self.schedule,
+            self.n,
+            rows,
+            self.links.counts,
+            [w.mem for w in self.workers],
+            self.bounds,
+            self.depth,
+            self.trace,
+        )
 
 
 def simulate_pipeline(job: Job, schedule: str, n: int) -> RunResult:

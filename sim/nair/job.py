@@ -17,6 +17,7 @@ parameters, head compute, transfer time and energy), summary.csv (table II with 
 row per method; a sweep's comparison.csv gathers them), comparison.csv (outside a sweep), plots,
 wallclock.json.
 """
+
 from __future__ import annotations
 
 import time
@@ -83,20 +84,28 @@ def _head_flops(cfg: Config, data: Dataset, device: DeviceProfile) -> int:
     n, k = cfg.workload, cfg.workload.split
     probe = build_splitnet(data.input_shape[0], data.num_classes, n.input_size)
     channels = probe.channels(k)
-    require(channels % n.channels_per_unit == 0, "channels_per_unit", n.channels_per_unit,
-            f"must divide the {channels} channels at split {k}")
-    require(channels // n.channels_per_unit <= 256, "channels_per_unit", n.channels_per_unit,
-            "at most 256 units per split")
+    require(
+        channels % n.channels_per_unit == 0,
+        "channels_per_unit",
+        n.channels_per_unit,
+        f"must divide the {channels} channels at split {k}",
+    )
+    require(
+        channels // n.channels_per_unit <= 256, "channels_per_unit", n.channels_per_unit, "at most 256 units per split"
+    )
     head_flops, head_bytes = _work(probe.head(k), data.x_test[:1])
     if head_bytes > device.memory_bytes:
-        raise ConfigError(f"workload.split={k}: the head needs {head_bytes} bytes, more than "
-                          f"workload.device={n.device!r} has ({device.memory_bytes}); allowed: an earlier split "
-                          f"or a larger device")
+        raise ConfigError(
+            f"workload.split={k}: the head needs {head_bytes} bytes, more than "
+            f"workload.device={n.device!r} has ({device.memory_bytes}); allowed: an earlier split "
+            f"or a larger device"
+        )
     return head_flops
 
 
-def _evaluations(cfg: Config, models: Models, x: torch.Tensor, y: torch.Tensor, link: Link, head_s: float,
-                 device: DeviceProfile) -> list[tuple]:
+def _evaluations(
+    cfg: Config, models: Models, x: torch.Tensor, y: torch.Tensor, link: Link, head_s: float, device: DeviceProfile
+) -> list[tuple]:
     """The arguments of `evaluate` for every method: its network (CLIO multi-tail: and its
     tails) and its sending order (NAIR: the index vector; the others: native)."""
     n = cfg.workload
@@ -106,23 +115,42 @@ def _evaluations(cfg: Config, models: Models, x: torch.Tensor, y: torch.Tensor, 
         if method in RAW_METHODS:
             calls.append((cfg, method, models.original, None, native, x, y, link, head_s, device))
         else:
-            calls.append((cfg, method, models.nets[method], models.clio_tails if method == "clio_mt" else None,
-                          models.order if method.startswith("nair") else native, x, y, link, head_s, device))
+            calls.append(
+                (
+                    cfg,
+                    method,
+                    models.nets[method],
+                    models.clio_tails if method == "clio_mt" else None,
+                    models.order if method.startswith("nair") else native,
+                    x,
+                    y,
+                    link,
+                    head_s,
+                    device,
+                )
+            )
     return calls
 
 
-def _simulate(cfg: Config, data: Dataset, link: Link, head_s: float, device: DeviceProfile,
-              walls: dict) -> tuple[Models, dict[str, MethodResult], dict]:
+def _simulate(
+    cfg: Config, data: Dataset, link: Link, head_s: float, device: DeviceProfile, walls: dict
+) -> tuple[Models, dict[str, MethodResult], dict]:
     """Every model (trained or from the cache), then every method's link and inference at once
     (each has its own link streams and models), on `cfg.backend`; Ray starts at the first call
     with work. Returns the models, the results and the executor's timings."""
     x, y = data.x_test, data.y_test
     with make_executor(cfg) as executor:
         t = time.perf_counter()
-        models = build_models(cfg.workload, data, executor, cfg.cache_dir, seed=cfg.seed,
-                              net_seed=int(stream(cfg.seed, "nair-model").integers(2**31)),
-                              train_seed=int(stream(cfg.seed, "nair-train").integers(2**31)),
-                              say=lambda text: say(cfg, text))
+        models = build_models(
+            cfg.workload,
+            data,
+            executor,
+            cfg.cache_dir,
+            seed=cfg.seed,
+            net_seed=int(stream(cfg.seed, "nair-model").integers(2**31)),
+            train_seed=int(stream(cfg.seed, "nair-train").integers(2**31)),
+            say=lambda text: say(cfg, text),
+        )
         walls["training_s"] = round(time.perf_counter() - t, 3)
         t = time.perf_counter()
         say(cfg, f"link and inference: {', '.join(METHODS)}")
@@ -131,22 +159,43 @@ def _simulate(cfg: Config, data: Dataset, link: Link, head_s: float, device: Dev
     return models, results, executor.timings()
 
 
-def _tables(cfg: Config, data: Dataset, models: Models, results: dict[str, MethodResult], link: Link,
-            device: DeviceProfile, head_flops: int) -> dict[str, pd.DataFrame]:
+def _tables(
+    cfg: Config,
+    data: Dataset,
+    models: Models,
+    results: dict[str, MethodResult],
+    link: Link,
+    device: DeviceProfile,
+    head_flops: int,
+) -> dict[str, pd.DataFrame]:
     """Every CSV of the job, by file name."""
     n, k = cfg.workload, cfg.workload.split
     x, y = data.x_test, data.y_test
     say(cfg, "figure 5")
-    corruption = corruption_table(models.original, x, y, n.corruption_fractions, n.corruption_mode,
-                                  lambda s, f: int(stream(cfg.seed, "nair-corrupt", s, repr(f)).integers(2**62)))
+    corruption = corruption_table(
+        models.original,
+        x,
+        y,
+        n.corruption_fractions,
+        n.corruption_mode,
+        lambda s, f: int(stream(cfg.seed, "nair-corrupt", s, repr(f)).integers(2**62)),
+    )
     o1 = models.original.forward_to(x[:1], k).detach()
     flops = Flops(head_flops, _work(models.original.tail(k), o1)[0], _work(models.original, x[:1])[0])
     cost = cost_table(cfg, models, results, link, device, CATALOGUE[n.server], flops, o1.shape[1:])
     latency, table, ablation = accuracy_tables(cfg, results)
-    importance = importance_table(models.nets, ("original", *NAIR_VARIANTS, "clio_st"), k, n.channels_per_unit,
-                                  n.fold_bn, models.order)
-    return {"table2.csv": table, "latency.csv": latency, "ablation.csv": ablation, "corruption.csv": corruption,
-            "importance.csv": importance, "cost.csv": cost, "summary.csv": summary_table(cfg, data.name, table, cost)}
+    importance = importance_table(
+        models.nets, ("original", *NAIR_VARIANTS, "clio_st"), k, n.channels_per_unit, n.fold_bn, models.order
+    )
+    return {
+        "table2.csv": table,
+        "latency.csv": latency,
+        "ablation.csv": ablation,
+        "corruption.csv": corruption,
+        "importance.csv": importance,
+        "cost.csv": cost,
+        "summary.csv": summary_table(cfg, data.name, table, cost),
+    }
 
 
 def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataFrame:
@@ -163,8 +212,13 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
     write_tables(out_dir, tables, in_sweep)
     if cfg.plots:
         c = cfg.channel
-        plots(out_dir, tables["latency.csv"], tables["corruption.csv"], tables["importance.csv"],
-              f"{data.name}, split {cfg.workload.split}, {c.bandwidth_bps / 1e3:g} kbit/s, BER {c.ber:g}")
+        plots(
+            out_dir,
+            tables["latency.csv"],
+            tables["corruption.csv"],
+            tables["importance.csv"],
+            f"{data.name}, split {cfg.workload.split}, {c.bandwidth_bps / 1e3:g} kbit/s, BER {c.ber:g}",
+        )
     walls["total_s"] = round(time.perf_counter() - wall0, 3)
     write_json({**timings, "wall_s": walls, "training": models.meta}, out_dir / "wallclock.json")
     say(cfg, f"done: {out_dir}")

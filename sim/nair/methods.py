@@ -7,6 +7,7 @@ raw-input method sends the image compressed to fit each budget (`experiments.nai
 through the whole original model. Both give, per budget, the accuracy and what the device
 spent.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -49,19 +50,37 @@ class Tally:
 
     def rows(self, method: str, budgets: Sequence[float], head_s: float, device: DeviceProfile) -> list[dict]:
         """One row of latency.csv per budget; the device's energy: head compute, then the radio."""
-        return [{
-            "method": method, "latency_budget_s": budget, "accuracy": float(self.correct[b].mean()),
-            "mean_units_received": float(self.units[b].mean()), "mean_bytes_received": float(self.got_bytes[b].mean()),
-            "mean_transmit_s": float(self.tx_s[b].mean()), "mean_head_compute_s": head_s,
-            "mean_device_energy_j": float(device.energy_j("compute", head_s)
-                                          + device.energy_j("transmit", self.tx_s[b].mean())),
-            "mean_bits_flipped": float(self.flipped[b].mean()),
-        } for b, budget in enumerate(budgets)]
+        return [
+            {
+                "method": method,
+                "latency_budget_s": budget,
+                "accuracy": float(self.correct[b].mean()),
+                "mean_units_received": float(self.units[b].mean()),
+                "mean_bytes_received": float(self.got_bytes[b].mean()),
+                "mean_transmit_s": float(self.tx_s[b].mean()),
+                "mean_head_compute_s": head_s,
+                "mean_device_energy_j": float(
+                    device.energy_j("compute", head_s) + device.energy_j("transmit", self.tx_s[b].mean())
+                ),
+                "mean_bits_flipped": float(self.flipped[b].mean()),
+            }
+            for b, budget in enumerate(budgets)
+        ]
 
 
-def _run_slices(cfg: Config, method: str, net: SplitNet, tails: list[Tail] | None, order: np.ndarray,
-                send_index: bool, x: torch.Tensor, y: torch.Tensor, link: Link, head_s: float,
-                device: DeviceProfile) -> MethodResult:
+def _run_slices(
+    cfg: Config,
+    method: str,
+    net: SplitNet,
+    tails: list[Tail] | None,
+    order: np.ndarray,
+    send_index: bool,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    link: Link,
+    head_s: float,
+    device: DeviceProfile,
+) -> MethodResult:
     """A slice method: the head's O_k of every image in slices over the simulated link, each
     delivered slice decoded with its bit errors, the tail (or CLIO's tails) on what arrived."""
     n, k = cfg.workload, cfg.workload.split
@@ -69,11 +88,13 @@ def _run_slices(cfg: Config, method: str, net: SplitNet, tails: list[Tail] | Non
     o, plan, payload = head_payload(net, x, k, n.channels_per_unit, n.bits_per_element, order, send_index)
     sizes = plan.slice_sizes()
     count = len(y)
-    log, got = simulate_link(link, [(head_s, sizes, budgets)] * count,
-                             lambda e: stream(cfg.seed, "nair-link", method, e))
+    log, got = simulate_link(
+        link, [(head_s, sizes, budgets)] * count, lambda e: stream(cfg.seed, "nair-link", method, e)
+    )
     by_episode = events_by_episode(log)
-    decoded = decode_delivered(payload, plan, [(i, s, ev.flips) for i, evs in by_episode.items()
-                                               for s, ev in evs.items() if ev.delivered])
+    decoded = decode_delivered(
+        payload, plan, [(i, s, ev.flips) for i, evs in by_episode.items() for s, ev in evs.items() if ev.delivered]
+    )
     tally = Tally(len(budgets), count)
     tail = net.tail(k)
     for b, budget in enumerate(budgets):
@@ -101,8 +122,9 @@ def _raw_messages(method: str, imgs: np.ndarray, budgets: Sequence[float], link:
     return messages
 
 
-def _run_raw(cfg: Config, method: str, net: SplitNet, x: torch.Tensor, y: torch.Tensor, link: Link,
-             device: DeviceProfile) -> MethodResult:
+def _run_raw(
+    cfg: Config, method: str, net: SplitNet, x: torch.Tensor, y: torch.Tensor, link: Link, device: DeviceProfile
+) -> MethodResult:
     """The raw sensor image, compressed to fit each budget (`experiments.nair.codecs`); one
     message per inference and budget, decoded with its bit errors, then the whole original model."""
     budgets = list(cfg.workload.latencies_s)
@@ -135,8 +157,18 @@ def _run_raw(cfg: Config, method: str, net: SplitNet, x: torch.Tensor, y: torch.
     return MethodResult(tally.rows(method, budgets, 0.0, device), overall, full_payload_bytes(method, x.numpy()))
 
 
-def evaluate(cfg: Config, method: str, net: SplitNet, tails: list[Tail] | None, order: np.ndarray, x: torch.Tensor,
-             y: torch.Tensor, link: Link, head_s: float, device: DeviceProfile) -> MethodResult:
+def evaluate(
+    cfg: Config,
+    method: str,
+    net: SplitNet,
+    tails: list[Tail] | None,
+    order: np.ndarray,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    link: Link,
+    head_s: float,
+    device: DeviceProfile,
+) -> MethodResult:
     """One method's simulated link and real inference (one call of `executor.map`)."""
     if method in RAW_METHODS:
         return _run_raw(cfg, method, net, x, y, link, device)

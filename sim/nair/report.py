@@ -1,5 +1,6 @@
 """The reports of a NAIR job: its tables (table II, its long form, table III, the costs, the
 summary), its plots and its progress lines."""
+
 from __future__ import annotations
 
 import sys
@@ -54,13 +55,26 @@ def _airtime_s(cfg: Config, method: str, result: MethodResult, link: Link, shape
     n = cfg.workload
     if method in RAW_METHODS:
         return airtime_s(link, int(round(result.payload_bytes)))
-    plan = SlicePlan(shape, n.channels_per_unit, n.bits_per_element, np.arange(shape[0] // n.channels_per_unit),
-                     method.startswith("nair"))
+    plan = SlicePlan(
+        shape,
+        n.channels_per_unit,
+        n.bits_per_element,
+        np.arange(shape[0] // n.channels_per_unit),
+        method.startswith("nair"),
+    )
     return sum(airtime_s(link, s) for s in plan.slice_sizes())
 
 
-def cost_table(cfg: Config, models: Models, results: dict[str, MethodResult], link: Link, device: DeviceProfile,
-               server: DeviceProfile, flops: Flops, shape: tuple) -> pd.DataFrame:
+def cost_table(
+    cfg: Config,
+    models: Models,
+    results: dict[str, MethodResult],
+    link: Link,
+    device: DeviceProfile,
+    server: DeviceProfile,
+    flops: Flops,
+    shape: tuple,
+) -> pd.DataFrame:
     """cost.csv: per method, the tails' parameters, the head's compute and energy on the device,
     the tail's compute on the server, and the error-free transfer of O_k (`shape`) or the image."""
     k = cfg.workload.split
@@ -71,15 +85,22 @@ def cost_table(cfg: Config, models: Models, results: dict[str, MethodResult], li
         airtime = _airtime_s(cfg, method, results[method], link, shape)
         head = 0 if raw else flops.head
         tail = flops.full if raw else flops.tail
-        rows.append({
-            "method": method, "num_tails": tails_n, "tail_params": tail_params,
-            "head_params": 0 if raw else count_params(models.nets[method].head(k)),
-            "head_flops": head, "head_compute_s": device.compute_time_s(head),
-            "head_energy_j": device.energy_j("compute", device.compute_time_s(head)),
-            "tail_flops": tail, "tail_compute_s": server.compute_time_s(tail),
-            "payload_bytes": results[method].payload_bytes, "transfer_s": airtime + link.latency_s,
-            "transfer_energy_j": device.energy_j("transmit", airtime),
-        })
+        rows.append(
+            {
+                "method": method,
+                "num_tails": tails_n,
+                "tail_params": tail_params,
+                "head_params": 0 if raw else count_params(models.nets[method].head(k)),
+                "head_flops": head,
+                "head_compute_s": device.compute_time_s(head),
+                "head_energy_j": device.energy_j("compute", device.compute_time_s(head)),
+                "tail_flops": tail,
+                "tail_compute_s": server.compute_time_s(tail),
+                "payload_bytes": results[method].payload_bytes,
+                "transfer_s": airtime + link.latency_s,
+                "transfer_energy_j": device.energy_j("transmit", airtime),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -93,10 +114,19 @@ def accuracy_tables(cfg: Config, results: dict[str, MethodResult]) -> tuple[pd.D
     table = table.reset_index()
     table["accuracy_overall"] = [results[m].overall for m in METHODS]
     low = _col(min(latencies))
-    ablation = pd.DataFrame([{"variant": v, "penalty": up, "importance_weight": uw,
-                              "low_latency_s": min(latencies),
-                              "low_latency_accuracy": float(table.loc[table.method == v, low].iloc[0]),
-                              "overall_accuracy": results[v].overall} for v, (uw, up) in NAIR_VARIANTS.items()])
+    ablation = pd.DataFrame(
+        [
+            {
+                "variant": v,
+                "penalty": up,
+                "importance_weight": uw,
+                "low_latency_s": min(latencies),
+                "low_latency_accuracy": float(table.loc[table.method == v, low].iloc[0]),
+                "overall_accuracy": results[v].overall,
+            }
+            for v, (uw, up) in NAIR_VARIANTS.items()
+        ]
+    )
     return latency, table, ablation
 
 
@@ -104,15 +134,30 @@ def summary_table(cfg: Config, dataset: str, table: pd.DataFrame, cost: pd.DataF
     """summary.csv: table II with the job's settings in front and the main costs after (a
     sweep's comparison.csv gathers them)."""
     n, c = cfg.workload, cfg.channel
-    settings = {"seed": cfg.seed, "dataset": dataset, "split": n.split, "channels_per_unit": n.channels_per_unit,
-                "bits_per_element": n.bits_per_element, "input_size": n.input_size, "device": n.device,
-                "channel_model": c.model, "channel_mode": c.mode, "channel_ber": c.ber,
-                "bandwidth_bps": c.bandwidth_bps, "latency_s": c.latency_s, "w_non": n.w_non,
-                "penalty_weight": n.penalty_weight, "retune_epochs": n.retune_epochs}
+    settings = {
+        "seed": cfg.seed,
+        "dataset": dataset,
+        "split": n.split,
+        "channels_per_unit": n.channels_per_unit,
+        "bits_per_element": n.bits_per_element,
+        "input_size": n.input_size,
+        "device": n.device,
+        "channel_model": c.model,
+        "channel_mode": c.mode,
+        "channel_ber": c.ber,
+        "bandwidth_bps": c.bandwidth_bps,
+        "latency_s": c.latency_s,
+        "w_non": n.w_non,
+        "penalty_weight": n.penalty_weight,
+        "retune_epochs": n.retune_epochs,
+    }
     summary = table.assign(**settings)
     summary = summary[["method", *settings, *[col for col in table.columns if col != "method"]]]
-    return summary.merge(cost[["method", "num_tails", "tail_params", "head_flops", "payload_bytes", "transfer_s"]],
-                         on="method", how="left")
+    return summary.merge(
+        cost[["method", "num_tails", "tail_params", "head_flops", "payload_bytes", "transfer_s"]],
+        on="method",
+        how="left",
+    )
 
 
 def write_tables(out_dir: Path, tables: dict[str, pd.DataFrame], in_sweep: bool) -> None:
@@ -122,8 +167,7 @@ def write_tables(out_dir: Path, tables: dict[str, pd.DataFrame], in_sweep: bool)
         write_csv(tables["summary.csv"], out_dir / "comparison.csv")
 
 
-def plots(out_dir: Path, latency: pd.DataFrame, corruption: pd.DataFrame, importance: pd.DataFrame,
-          title: str) -> None:
+def plots(out_dir: Path, latency: pd.DataFrame, corruption: pd.DataFrame, importance: pd.DataFrame, title: str) -> None:
     """accuracy_vs_latency.png, accuracy_vs_corruption.png (figure 5), importance.png (figure 6)."""
     import matplotlib
 
@@ -147,11 +191,21 @@ def plots(out_dir: Path, latency: pd.DataFrame, corruption: pd.DataFrame, import
     _, ax = plt.subplots(figsize=(7, 4.5))
     for layer, g in corruption.groupby("layer", sort=False):
         ax.plot(g["corruption_fraction"], g["accuracy"], marker=".", label=layer)
-    finish(ax, "accuracy_vs_corruption.png", "fraction of corrupted elements", "test accuracy (original model)",
-           "figure 5: errors at every split")
+    finish(
+        ax,
+        "accuracy_vs_corruption.png",
+        "fraction of corrupted elements",
+        "test accuracy (original model)",
+        "figure 5: errors at every split",
+    )
 
     _, ax = plt.subplots(figsize=(7, 4.5))
     for colname in [c for c in importance.columns if c.startswith("share_")]:
         ax.plot(importance["rank"], np.sort(importance[colname].to_numpy())[::-1], marker=".", label=colname[6:])
-    finish(ax, "importance.png", "unit rank (descending importance)", "share of the split layer's importance",
-           "figure 6: importance distribution")
+    finish(
+        ax,
+        "importance.png",
+        "unit rank (descending importance)",
+        "share of the split layer's importance",
+        "figure 6: importance distribution",
+    )

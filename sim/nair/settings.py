@@ -57,16 +57,34 @@ def require(ok: bool, setting: str, value, allowed: str) -> None:
 def validate(cfg: Config) -> None:
     """One-line ConfigError for a setting no run can use (before anything is built)."""
     n: NairSettings = cfg.workload
-    require(isinstance(n.split, int) and 1 <= n.split <= NUM_STAGES, "split", n.split,
-             f"allowed 1..{NUM_STAGES} (after the stem, a bottleneck block or the last convolution)")
+    require(
+        isinstance(n.split, int) and 1 <= n.split <= NUM_STAGES,
+        "split",
+        n.split,
+        f"allowed 1..{NUM_STAGES} (after the stem, a bottleneck block or the last convolution)",
+    )
     require(isinstance(n.input_size, int) and 8 <= n.input_size <= 256, "input_size", n.input_size, "allowed 8..256")
-    require(isinstance(n.channels_per_unit, int) and n.channels_per_unit >= 1, "channels_per_unit", n.channels_per_unit,
-             "must be an integer >= 1")
-    require(n.bits_per_element == FLOAT_BITS or 1 <= n.bits_per_element <= 16, "bits_per_element", n.bits_per_element,
-             "allowed 1..16 (quantised) or 32 (float32)")
+    require(
+        isinstance(n.channels_per_unit, int) and n.channels_per_unit >= 1,
+        "channels_per_unit",
+        n.channels_per_unit,
+        "must be an integer >= 1",
+    )
+    require(
+        n.bits_per_element == FLOAT_BITS or 1 <= n.bits_per_element <= 16,
+        "bits_per_element",
+        n.bits_per_element,
+        "allowed 1..16 (quantised) or 32 (float32)",
+    )
     lat = list(n.latencies_s)
-    require(bool(lat) and all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in lat)
-             and len(set(lat)) == len(lat), "latencies_s", lat, "give distinct positive latency budgets in seconds")
+    require(
+        bool(lat)
+        and all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in lat)
+        and len(set(lat)) == len(lat),
+        "latencies_s",
+        lat,
+        "give distinct positive latency budgets in seconds",
+    )
     for name in ("device", "server"):
         require(getattr(n, name) in CATALOGUE, name, getattr(n, name), f"allowed: {', '.join(sorted(CATALOGUE))}")
     for name in ("epochs", "batch_size", "retune_epochs", "retune_batch_size"):

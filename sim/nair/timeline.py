@@ -6,6 +6,7 @@ latency budget has passed; every delivered slice reaches the receiver's mailbox 
 later (`sim.net.propagate`). At each budget the receiver takes what has arrived. Episodes follow
 one another on the same radio. The real payloads are not here: only their sizes.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -34,8 +35,18 @@ class SliceEvent:
     attempts: int
 
 
-def _sender(env: simpy.Environment, interface: simpy.Resource, link: Link, sizes: Sequence[int], stop_s: float,
-            rng: np.random.Generator, mailbox: simpy.Store, log: list, episode: int, t0: float):
+def _sender(
+    env: simpy.Environment,
+    interface: simpy.Resource,
+    link: Link,
+    sizes: Sequence[int],
+    stop_s: float,
+    rng: np.random.Generator,
+    mailbox: simpy.Store,
+    log: list,
+    episode: int,
+    t0: float,
+):
     """The device's radio sends the slices back to back until they are all out or `stop_s` (the
     last budget) has passed; each delivered slice reaches the mailbox one link latency after its
     airtime."""
@@ -46,15 +57,24 @@ def _sender(env: simpy.Environment, interface: simpy.Resource, link: Link, sizes
                 break
             start = env.now
             out = yield from transmit(env, link, int(size), rng, through_latency=False)
-            ev = SliceEvent(episode, s, start - t0, env.now - t0, env.now - t0 + link.latency_s, out.delivered,
-                            out.flip_positions, out.attempts)
+            ev = SliceEvent(
+                episode,
+                s,
+                start - t0,
+                env.now - t0,
+                env.now - t0 + link.latency_s,
+                out.delivered,
+                out.flip_positions,
+                out.attempts,
+            )
             log.append(ev)
             if out.delivered:
                 env.process(propagate(env, link.latency_s, mailbox, ev))
 
 
-def _receiver(env: simpy.Environment, mailbox: simpy.Store, t0: float, budgets: Sequence[float], got: dict,
-              episode: int):
+def _receiver(
+    env: simpy.Environment, mailbox: simpy.Store, t0: float, budgets: Sequence[float], got: dict, episode: int
+):
     """The edge server takes the slices as they arrive; at each budget (in increasing order) it
     records what it has so far (`got[(episode, b)]` = slice indices)."""
     arrived: list[int] = []
@@ -72,8 +92,18 @@ def _receiver(env: simpy.Environment, mailbox: simpy.Store, t0: float, budgets: 
         got[(episode, b)] = list(arrived)
 
 
-def _episode(env: simpy.Environment, interface: simpy.Resource, link: Link, head_s: float, sizes: Sequence[int],
-             budgets: Sequence[float], rng: np.random.Generator, log: list, got: dict, episode: int):
+def _episode(
+    env: simpy.Environment,
+    interface: simpy.Resource,
+    link: Link,
+    head_s: float,
+    sizes: Sequence[int],
+    budgets: Sequence[float],
+    rng: np.random.Generator,
+    log: list,
+    got: dict,
+    episode: int,
+):
     """One inference: the head computes, the radio sends, the receiver takes what has arrived
     by each budget."""
     t0 = env.now
@@ -84,8 +114,11 @@ def _episode(env: simpy.Environment, interface: simpy.Resource, link: Link, head
     yield sender
 
 
-def simulate_link(link: Link, episodes: Sequence[tuple[float, Sequence[int], Sequence[float]]],
-                  rng_for: Callable[[int], np.random.Generator]) -> tuple[list[SliceEvent], dict]:
+def simulate_link(
+    link: Link,
+    episodes: Sequence[tuple[float, Sequence[int], Sequence[float]]],
+    rng_for: Callable[[int], np.random.Generator],
+) -> tuple[list[SliceEvent], dict]:
     """Play `episodes` (head seconds, slice sizes in bytes, budgets) one after another on one
     device's radio, episode e drawing its link outcomes from `rng_for(e)`; returns every slice
     sent and, per (episode, budget index), the slices the receiver had by that budget."""

@@ -2,6 +2,7 @@
 the paper measured (calibration.csv): NoNN tables 6 and 7, the teacher on one device, and the
 split ATKD student of table 8.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,10 +23,18 @@ __all__ = ["PAPER_TABLE7", "calibration"]
 
 # NoNN paper, tables 6 and 7 (CIFAR-10, 167 MFLOP students, 2.6 GFLOP teacher, wired network):
 # (device, students) -> (computation ms, communication ms); teacher on one device: latency ms.
-PAPER_TABLE7 = {("rpi3_400mhz", 2): (101.91, 13.10), ("rpi3_400mhz", 8): (106.24, 43.76),
-                ("odroid_xu4", 2): (19.01, 6.00), ("odroid_xu4", 8): (20.60, 15.40)}
-PAPER_TABLE6_ENERGY_MJ = {("rpi3_400mhz", 2): 238.98, ("rpi3_400mhz", 8): 249.15,
-                          ("odroid_xu4", 2): 219.07, ("odroid_xu4", 8): 237.45}
+PAPER_TABLE7 = {
+    ("rpi3_400mhz", 2): (101.91, 13.10),
+    ("rpi3_400mhz", 8): (106.24, 43.76),
+    ("odroid_xu4", 2): (19.01, 6.00),
+    ("odroid_xu4", 8): (20.60, 15.40),
+}
+PAPER_TABLE6_ENERGY_MJ = {
+    ("rpi3_400mhz", 2): 238.98,
+    ("rpi3_400mhz", 8): 249.15,
+    ("odroid_xu4", 2): 219.07,
+    ("odroid_xu4", 8): 237.45,
+}
 PAPER_TEACHER_MS = {"rpi3_400mhz": 1405.0, "odroid_xu4": 224.0}
 PAPER_TABLE8_SPLIT_S = {4: 23.0, 8: 28.5}  # split-ATKD (WRN40-2) total latency per inference, PyTorch on the Pis
 PAPER_STUDENT_FLOPS, PAPER_TEACHER_FLOPS = 167e6, 2.6e9
@@ -33,15 +42,31 @@ PAPER_IMAGE_BYTES = 3 * 32 * 32 * FLOAT_BYTES  # a CIFAR-10 image as float32
 PAPER_PARTITION_FILTERS = 80  # 34 + 46 filters kept out of 256 (figure 6a)
 
 
-def _row(deployment: str, device: str, out: InferenceOutcome, compute_s: float, energy_per_node_j: float, *,
-         paper_compute_ms: float = math.nan, paper_communication_ms: float = math.nan,
-         paper_latency_ms: float = math.nan, paper_energy_per_node_mj: float = math.nan) -> dict:
+def _row(
+    deployment: str,
+    device: str,
+    out: InferenceOutcome,
+    compute_s: float,
+    energy_per_node_j: float,
+    *,
+    paper_compute_ms: float = math.nan,
+    paper_communication_ms: float = math.nan,
+    paper_latency_ms: float = math.nan,
+    paper_energy_per_node_mj: float = math.nan,
+) -> dict:
     """One deployment: simulated compute, communication, latency and energy beside the paper's."""
-    return {"deployment": deployment, "device": device, "sim_compute_ms": 1e3 * compute_s,
-            "paper_compute_ms": paper_compute_ms, "sim_communication_ms": 1e3 * (out.latency_s - compute_s),
-            "paper_communication_ms": paper_communication_ms, "sim_latency_ms": 1e3 * out.latency_s,
-            "paper_latency_ms": paper_latency_ms, "sim_energy_per_node_mj": 1e3 * energy_per_node_j,
-            "paper_energy_per_node_mj": paper_energy_per_node_mj}
+    return {
+        "deployment": deployment,
+        "device": device,
+        "sim_compute_ms": 1e3 * compute_s,
+        "paper_compute_ms": paper_compute_ms,
+        "sim_communication_ms": 1e3 * (out.latency_s - compute_s),
+        "paper_communication_ms": paper_communication_ms,
+        "sim_latency_ms": 1e3 * out.latency_s,
+        "paper_latency_ms": paper_latency_ms,
+        "sim_energy_per_node_mj": 1e3 * energy_per_node_j,
+        "paper_energy_per_node_mj": paper_energy_per_node_mj,
+    }
 
 
 def _mean_energy_j(out: InferenceOutcome) -> float:
@@ -56,13 +81,29 @@ def _nonn_rows(link: Link, server: DeviceProfile, seed: int) -> list[dict]:
     for (name, k), (comp_ms, comm_ms) in PAPER_TABLE7.items():
         p = CATALOGUE[name]
         sizes = [PAPER_PARTITION_FILTERS // k + (i < PAPER_PARTITION_FILTERS % k) for i in range(k)]
-        plan = InferencePlan(0, (int(PAPER_STUDENT_FLOPS),) * k, PAPER_IMAGE_BYTES,
-                             tuple(s * FLOAT_BYTES for s in sizes), 2 * PAPER_PARTITION_FILTERS * 10)
-        out = simulate_inference(plan, [DeviceLoad(p, (i,)) for i in range(k)], server, link,
-                                 stream(seed, "calibration", name, k))
-        rows.append(_row(f"NoNN-{k}S", name, out, max(t.compute_s for t in out.devices), _mean_energy_j(out),
-                         paper_compute_ms=comp_ms, paper_communication_ms=comm_ms, paper_latency_ms=comp_ms + comm_ms,
-                         paper_energy_per_node_mj=PAPER_TABLE6_ENERGY_MJ[(name, k)]))
+        plan = InferencePlan(
+            0,
+            (int(PAPER_STUDENT_FLOPS),) * k,
+            PAPER_IMAGE_BYTES,
+            tuple(s * FLOAT_BYTES for s in sizes),
+            2 * PAPER_PARTITION_FILTERS * 10,
+        )
+        out = simulate_inference(
+            plan, [DeviceLoad(p, (i,)) for i in range(k)], server, link, stream(seed, "calibration", name, k)
+        )
+        rows.append(
+            _row(
+                f"NoNN-{k}S",
+                name,
+                out,
+                max(t.compute_s for t in out.devices),
+                _mean_energy_j(out),
+                paper_compute_ms=comp_ms,
+                paper_communication_ms=comm_ms,
+                paper_latency_ms=comp_ms + comm_ms,
+                paper_energy_per_node_mj=PAPER_TABLE6_ENERGY_MJ[(name, k)],
+            )
+        )
     return rows
 
 
@@ -73,8 +114,16 @@ def _teacher_rows(link: Link, server: DeviceProfile, seed: int) -> list[dict]:
         p = CATALOGUE[name]
         plan = InferencePlan(0, (int(PAPER_TEACHER_FLOPS),), PAPER_IMAGE_BYTES, (10 * FLOAT_BYTES,), 0)
         out = simulate_inference(plan, [DeviceLoad(p, (0,))], server, link, stream(seed, "calibration", name, 0))
-        rows.append(_row("teacher (one device)", name, out, out.devices[0].compute_s, out.devices[0].energy_j,
-                         paper_latency_ms=ms))
+        rows.append(
+            _row(
+                "teacher (one device)",
+                name,
+                out,
+                out.devices[0].compute_s,
+                out.devices[0].energy_j,
+                paper_latency_ms=ms,
+            )
+        )
     return rows
 
 
@@ -90,17 +139,34 @@ def _split_rows(link: Link, server: DeviceProfile, seed: int) -> list[dict]:
     for k, seconds in PAPER_TABLE8_SPLIT_S.items():
         p = CATALOGUE["rpi3_400mhz"]
         layers, pooled = split_work(wrn40_2, image, k)
-        out = simulate_split(layers, pooled, PAPER_IMAGE_BYTES, 2 * 128 * 10, [p] * k, server, link,
-                             stream(seed, "calibration", "split", k))
-        rows.append(_row(f"split ATKD WRN40-2 over {k}", p.name, out, max(t.compute_s for t in out.devices),
-                         _mean_energy_j(out), paper_latency_ms=1e3 * seconds))
+        out = simulate_split(
+            layers,
+            pooled,
+            PAPER_IMAGE_BYTES,
+            2 * 128 * 10,
+            [p] * k,
+            server,
+            link,
+            stream(seed, "calibration", "split", k),
+        )
+        rows.append(
+            _row(
+                f"split ATKD WRN40-2 over {k}",
+                p.name,
+                out,
+                max(t.compute_s for t in out.devices),
+                _mean_energy_j(out),
+                paper_latency_ms=1e3 * seconds,
+            )
+        )
     return rows
 
 
 def calibration(link: Link, server: DeviceProfile, seed: int) -> pd.DataFrame:
     """The paper's deployments simulated over `link` with `server` as the aggregator, beside the
     paper's measured figures, and the latency's error against them (%)."""
-    df = pd.DataFrame(_nonn_rows(link, server, seed) + _teacher_rows(link, server, seed)
-                      + _split_rows(link, server, seed))
+    df = pd.DataFrame(
+        _nonn_rows(link, server, seed) + _teacher_rows(link, server, seed) + _split_rows(link, server, seed)
+    )
     df["latency_error_pct"] = 100 * (df["sim_latency_ms"] / df["paper_latency_ms"] - 1)
     return df

@@ -7,6 +7,7 @@ Each inference is a timeline (`sim.nonn.timeline`) of the plan measured on the r
 the first scenario every test image is simulated and what the link delivered (bit flips in raw
 mode, missing students) goes through the real aggregator: the delivered accuracy.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -67,24 +68,49 @@ class FleetResult:
 def fleet_scenarios(k: int, small: DeviceProfile, big: DeviceProfile) -> list[tuple[str, list[DeviceLoad]]]:
     """The NoNN deployments: k small devices, k big ones, and (the paper's figure 7) the big
     device running j students with small devices one each."""
-    out = [(f"homogeneous {small.name}", [DeviceLoad(small, (i,)) for i in range(k)]),
-           (f"homogeneous {big.name}", [DeviceLoad(big, (i,)) for i in range(k)])]
+    out = [
+        (f"homogeneous {small.name}", [DeviceLoad(small, (i,)) for i in range(k)]),
+        (f"homogeneous {big.name}", [DeviceLoad(big, (i,)) for i in range(k)]),
+    ]
     for j in range(1, k + 1):
-        out.append((f"{big.name} runs {j}",
-                    [DeviceLoad(big, tuple(range(j)))] + [DeviceLoad(small, (i,)) for i in range(j, k)]))
+        out.append(
+            (
+                f"{big.name} runs {j}",
+                [DeviceLoad(big, tuple(range(j)))] + [DeviceLoad(small, (i,)) for i in range(j, k)],
+            )
+        )
     return out
 
 
-def _device_rows(scenario: str, method: str, out: InferenceOutcome, params: list[int], bytes_per_param: float,
-                 profiles: Sequence[DeviceProfile]) -> list[dict]:
+def _device_rows(
+    scenario: str,
+    method: str,
+    out: InferenceOutcome,
+    params: list[int],
+    bytes_per_param: float,
+    profiles: Sequence[DeviceProfile],
+) -> list[dict]:
     """inference_devices.csv rows of one simulated inference; `params`: each device's parameters."""
-    return [{"scenario": scenario, "method": method, "device": t.device, "profile": t.profile,
-             "students": " ".join(map(str, t.students)), "params": p,
-             "memory_bytes": int(math.ceil(p * bytes_per_param)), "device_memory_bytes": prof.memory_bytes,
-             "compute_flops": t.compute_flops, "compute_s": t.compute_s, "download_s": t.download_s,
-             "upload_s": t.upload_s, "receive_s": t.receive_s, "retransmissions": t.retransmissions,
-             "energy_j": t.energy_j}
-            for t, p, prof in zip(out.devices, params, profiles)]
+    return [
+        {
+            "scenario": scenario,
+            "method": method,
+            "device": t.device,
+            "profile": t.profile,
+            "students": " ".join(map(str, t.students)),
+            "params": p,
+            "memory_bytes": int(math.ceil(p * bytes_per_param)),
+            "device_memory_bytes": prof.memory_bytes,
+            "compute_flops": t.compute_flops,
+            "compute_s": t.compute_s,
+            "download_s": t.download_s,
+            "upload_s": t.upload_s,
+            "receive_s": t.receive_s,
+            "retransmissions": t.retransmissions,
+            "energy_j": t.energy_j,
+        }
+        for t, p, prof in zip(out.devices, params, profiles)
+    ]
 
 
 def _mean_rows(rows: list[list[dict]]) -> list[dict]:
@@ -98,22 +124,39 @@ def _mean_rows(rows: list[list[dict]]) -> list[dict]:
     return out
 
 
-def _scenario_row(name: str, method: str, devices: int, students: int, outs: list[InferenceOutcome],
-                  dev: list[dict], bytes_per_inference: int, delivered_accuracy: float = math.nan) -> dict:
+def _scenario_row(
+    name: str,
+    method: str,
+    devices: int,
+    students: int,
+    outs: list[InferenceOutcome],
+    dev: list[dict],
+    bytes_per_inference: int,
+    delivered_accuracy: float = math.nan,
+) -> dict:
     """inference.csv row: latency over the simulated inferences, the slowest device's compute,
     the rest as communication and waiting, energy per node and in all, bytes on the air."""
     lat = np.array([o.latency_s for o in outs])
     compute = max(d["compute_s"] for d in dev)
-    return {"scenario": name, "method": method, "devices": devices, "students": students,
-            "latency_s": float(lat.mean()), "latency_max_s": float(lat.max()), "compute_s": compute,
-            "communication_s": float(lat.mean()) - compute,
-            "energy_per_node_j": float(np.mean([d["energy_j"] for d in dev])),
-            "energy_total_j": float(sum(d["energy_j"] for d in dev)),
-            "bytes_per_inference": bytes_per_inference, "delivered_accuracy": delivered_accuracy}
+    return {
+        "scenario": name,
+        "method": method,
+        "devices": devices,
+        "students": students,
+        "latency_s": float(lat.mean()),
+        "latency_max_s": float(lat.max()),
+        "compute_s": compute,
+        "communication_s": float(lat.mean()) - compute,
+        "energy_per_node_j": float(np.mean([d["energy_j"] for d in dev])),
+        "energy_total_j": float(sum(d["energy_j"] for d in dev)),
+        "bytes_per_inference": bytes_per_inference,
+        "delivered_accuracy": delivered_accuracy,
+    }
 
 
-def _delivered(nonn: NoNN, loads: list[DeviceLoad], outs: list[InferenceOutcome], data: Dataset,
-               pooled: list[np.ndarray]) -> tuple[float, int]:
+def _delivered(
+    nonn: NoNN, loads: list[DeviceLoad], outs: list[InferenceOutcome], data: Dataset, pooled: list[np.ndarray]
+) -> tuple[float, int]:
     """(test accuracy on what the link delivered, bits flipped), one simulated inference per test
     image: a device whose copy of the image was corrupted (raw mode) computes on it, flipped
     bits land in the features sent, and a student that never arrived counts as zeros."""
@@ -123,7 +166,7 @@ def _delivered(nonn: NoNN, loads: list[DeviceLoad], outs: list[InferenceOutcome]
         flipped += out.bits_flipped
         redo = {}
         for d, flips in out.image_flips.items():
-            bad = data.x_test[img:img + 1].numpy().copy()
+            bad = data.x_test[img : img + 1].numpy().copy()
             flip_bits(bad.view(np.uint8).reshape(-1), flips)
             redo.update(student_features(nonn, bad, loads[d].students))
         for s, flips in out.arrived.items():
@@ -134,8 +177,9 @@ def _delivered(nonn: NoNN, loads: list[DeviceLoad], outs: list[InferenceOutcome]
     return features_accuracy(nonn, received, data.y_test.numpy()), flipped
 
 
-def _nonn_scenarios(fleet: Fleet, tr: TrainedModels, data: Dataset, plan: InferencePlan,
-                    pooled: list[np.ndarray]) -> tuple[list[dict], list[dict], float, int]:
+def _nonn_scenarios(
+    fleet: Fleet, tr: TrainedModels, data: Dataset, plan: InferencePlan, pooled: list[np.ndarray]
+) -> tuple[list[dict], list[dict], float, int]:
     """(inference.csv rows, inference_devices.csv rows, delivered accuracy, bits flipped) of the
     NoNN on every scenario; the first scenario simulates every test image for the delivered
     accuracy, the others `timing_images`."""
@@ -144,18 +188,36 @@ def _nonn_scenarios(fleet: Fleet, tr: TrainedModels, data: Dataset, plan: Infere
     rows, dev_rows, delivered, flipped = [], [], math.nan, 0
     for si, (name, loads) in enumerate(fleet_scenarios(k, fleet.small, fleet.big)):
         n_images = len(data.y_test) if si == 0 else n.timing_images
-        outs = [simulate_inference(plan, loads, fleet.server, fleet.link, stream(fleet.seed, "nonn-inference", si, img),
-                                   deadline_s=n.deadline_s) for img in range(n_images)]
+        outs = [
+            simulate_inference(
+                plan,
+                loads,
+                fleet.server,
+                fleet.link,
+                stream(fleet.seed, "nonn-inference", si, img),
+                deadline_s=n.deadline_s,
+            )
+            for img in range(n_images)
+        ]
         if si == 0:
             delivered, flipped = _delivered(tr.nonn, loads, outs, data, pooled)
         params = [common_p + sum(branch_p[s] for s in load.students) for load in loads]
         profiles = [load.profile for load in loads]
-        timed = outs[:n.timing_images]
+        timed = outs[: n.timing_images]
         dev = _mean_rows([_device_rows(name, "NoNN", o, params, n.bytes_per_param, profiles) for o in timed])
         dev_rows += dev
-        rows.append(_scenario_row(name, "NoNN", len(loads), k, timed, dev,
-                                  plan.image_bytes * len(loads) + sum(plan.feature_bytes),
-                                  delivered if si == 0 else math.nan))
+        rows.append(
+            _scenario_row(
+                name,
+                "NoNN",
+                len(loads),
+                k,
+                timed,
+                dev,
+                plan.image_bytes * len(loads) + sum(plan.feature_bytes),
+                delivered if si == 0 else math.nan,
+            )
+        )
     return rows, dev_rows, delivered, flipped
 
 
@@ -164,15 +226,21 @@ def _teacher_scenario(fleet: Fleet, tr: TrainedModels, data: Dataset) -> tuple[d
     n, small = fleet.n, fleet.small
     plan = single_model_plan(tr.teacher, data.input_shape, data.num_classes)
     name = f"teacher on one {small.name}"
-    outs = [simulate_inference(plan, [DeviceLoad(small, (0,))], fleet.server, fleet.link,
-                               stream(fleet.seed, "nonn-teacher-inf", img)) for img in range(n.timing_images)]
-    dev = _mean_rows([_device_rows(name, "teacher", o, [count_params(tr.teacher)], n.bytes_per_param, [small])
-                      for o in outs])
+    outs = [
+        simulate_inference(
+            plan, [DeviceLoad(small, (0,))], fleet.server, fleet.link, stream(fleet.seed, "nonn-teacher-inf", img)
+        )
+        for img in range(n.timing_images)
+    ]
+    dev = _mean_rows(
+        [_device_rows(name, "teacher", o, [count_params(tr.teacher)], n.bytes_per_param, [small]) for o in outs]
+    )
     return _scenario_row(name, "teacher", 1, 0, outs, dev, plan.image_bytes + sum(plan.feature_bytes)), dev
 
 
-def _split_scenarios(fleet: Fleet, tr: TrainedModels, data: Dataset, image_bytes: int,
-                     k: int) -> tuple[list[dict], list[dict]]:
+def _split_scenarios(
+    fleet: Fleet, tr: TrainedModels, data: Dataset, image_bytes: int, k: int
+) -> tuple[list[dict], list[dict]]:
     """The horizontally split baseline (`workload.split_model`) on k devices of each kind."""
     n = fleet.n
     model = tr.atkd if n.split_model == "atkd" else tr.teacher
@@ -182,13 +250,26 @@ def _split_scenarios(fleet: Fleet, tr: TrainedModels, data: Dataset, image_bytes
     rows, dev_rows = [], []
     for prof in (fleet.small, fleet.big):
         name = f"homogeneous {prof.name}"
-        outs = [simulate_split(plan.layers, plan.pooled_bytes, image_bytes, plan.fc_flops, [prof] * k, fleet.server,
-                               fleet.link, stream(fleet.seed, "nonn-split", prof.name, img))
-                for img in range(n.timing_images)]
+        outs = [
+            simulate_split(
+                plan.layers,
+                plan.pooled_bytes,
+                image_bytes,
+                plan.fc_flops,
+                [prof] * k,
+                fleet.server,
+                fleet.link,
+                stream(fleet.seed, "nonn-split", prof.name, img),
+            )
+            for img in range(n.timing_images)
+        ]
         dev = _mean_rows([_device_rows(name, method, o, params, n.bytes_per_param, [prof] * k) for o in outs])
         dev_rows += dev
-        rows.append(_scenario_row(name, method, k, 0, outs, dev,
-                                  image_bytes * k + plan.exchanged_bytes + sum(plan.pooled_bytes)))
+        rows.append(
+            _scenario_row(
+                name, method, k, 0, outs, dev, image_bytes * k + plan.exchanged_bytes + sum(plan.pooled_bytes)
+            )
+        )
     return rows, dev_rows
 
 
@@ -203,14 +284,23 @@ def _robustness(fleet: Fleet, nonn: NoNN, plan: InferencePlan, pooled: list[np.n
         for active in itertools.combinations(range(k), active_n):
             failed = frozenset(range(k)) - set(active)
             rng = stream(fleet.seed, "nonn-robustness", *active)
-            out = simulate_inference(plan, loads, fleet.server, fleet.link, rng, failed=failed,
-                                     deadline_s=fleet.n.deadline_s)
+            out = simulate_inference(
+                plan, loads, fleet.server, fleet.link, rng, failed=failed, deadline_s=fleet.n.deadline_s
+            )
             feats = [pooled[s] if s in out.arrived else np.zeros_like(pooled[s]) for s in range(k)]
             accs.append(features_accuracy(nonn, feats, y))
             lats.append(out.latency_s)
-        rows.append({"active_devices": active_n, "failed_devices": k - active_n, "subsets": len(accs),
-                     "accuracy_min": min(accs), "accuracy_mean": float(np.mean(accs)), "accuracy_max": max(accs),
-                     "latency_mean_s": float(np.mean(lats))})
+        rows.append(
+            {
+                "active_devices": active_n,
+                "failed_devices": k - active_n,
+                "subsets": len(accs),
+                "accuracy_min": min(accs),
+                "accuracy_mean": float(np.mean(accs)),
+                "accuracy_max": max(accs),
+                "latency_mean_s": float(np.mean(lats)),
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -9,6 +9,7 @@ inference timelines (`sim.nonn.timeline`) are SimPy processes whose compute time
 FLOPs PyTorch counts on the real students and whose transfers carry the real payload sizes over
 `cfg.channel`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,8 +44,9 @@ def _link_and_data(cfg: Config) -> tuple[Link, Dataset]:
         raise ConfigError(str(exc).splitlines()[0]) from None
     h, w = data.input_shape[1:]
     if h < 4 or w < 4:
-        raise ConfigError(f"dataset.name={cfg.dataset.name!r}: images of {h}x{w} are too small for a WRN "
-                          "(needs >= 4x4)")
+        raise ConfigError(
+            f"dataset.name={cfg.dataset.name!r}: images of {h}x{w} are too small for a WRN (needs >= 4x4)"
+        )
     return link, data
 
 
@@ -64,11 +66,17 @@ def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
 
     comparison = comparison_table(tr, data, n.bytes_per_param, n.memory_budget_bytes, n.flop_budget)
     summary = summary_table(cfg, tr, comparison, fleet)
-    tables = {"partition.csv": partition_table(tr.partition), "students.csv": students_table(tr),
-              "comparison.csv": comparison, "inference.csv": fleet.scenarios, "inference_devices.csv": fleet.devices,
-              "robustness.csv": fleet.robustness,
-              "calibration.csv": calibration(link, CATALOGUE[n.server], cfg.seed) if n.calibrate else None,
-              "beta_search.csv": tr.beta_search, "summary.csv": summary}
+    tables = {
+        "partition.csv": partition_table(tr.partition),
+        "students.csv": students_table(tr),
+        "comparison.csv": comparison,
+        "inference.csv": fleet.scenarios,
+        "inference_devices.csv": fleet.devices,
+        "robustness.csv": fleet.robustness,
+        "calibration.csv": calibration(link, CATALOGUE[n.server], cfg.seed) if n.calibrate else None,
+        "beta_search.csv": tr.beta_search,
+        "summary.csv": summary,
+    }
     write_csvs(out_dir, {name: df for name, df in tables.items() if df is not None})
     write_json({**executor.timings(), "wall_s": wall}, out_dir / "wallclock.json")
     if cfg.plots:

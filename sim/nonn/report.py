@@ -1,5 +1,6 @@
 """What a NoNN job reports beyond its tables: the one-row summary (summary.csv), the robustness
 and latency plots, and the lines it prints."""
+
 from __future__ import annotations
 
 import math
@@ -18,33 +19,56 @@ __all__ = ["plot", "print_summary", "summary_table"]
 def _setting_columns(cfg: Config, k: int) -> dict:
     """The settings that tell one job of a sweep from another."""
     n, c = cfg.workload, cfg.channel
-    return {"workload": "nonn", "seed": cfg.seed, "dataset": cfg.dataset.name, "num_students": k, "rule": n.rule,
-            "resolution": n.resolution, "device": n.device, "channel_model": c.model, "channel_mode": c.mode,
-            "channel_ber": c.ber, "bandwidth_bps": c.bandwidth_bps, "latency_s": c.latency_s,
-            "memory_budget_bytes": n.memory_budget_bytes, "flop_budget": n.flop_budget}
+    return {
+        "workload": "nonn",
+        "seed": cfg.seed,
+        "dataset": cfg.dataset.name,
+        "num_students": k,
+        "rule": n.rule,
+        "resolution": n.resolution,
+        "device": n.device,
+        "channel_model": c.model,
+        "channel_mode": c.mode,
+        "channel_ber": c.ber,
+        "bandwidth_bps": c.bandwidth_bps,
+        "latency_s": c.latency_s,
+        "memory_budget_bytes": n.memory_budget_bytes,
+        "flop_budget": n.flop_budget,
+    }
 
 
 def _accuracy_columns(tr: TrainedModels, comparison: pd.DataFrame, fleet: FleetResult) -> dict:
     """Test accuracy of every model (NaN for a baseline not trained), the weights the searches
     chose, and the NoNN's accuracy on what the link delivered."""
     accs = dict(zip(comparison["model"], comparison["accuracy"]))
-    return {"teacher_accuracy": accs["teacher"], "nonn_accuracy": accs["NoNN"],
-            "nonn_kd_only_accuracy": accs.get("NoNN, KD only", math.nan),
-            "kd_student_accuracy": accs.get("KD student", math.nan),
-            "atkd_student_accuracy": accs.get("ATKD student", math.nan), "nonn_beta": tr.beta,
-            "atkd_beta": math.nan if tr.at_beta is None else tr.at_beta,
-            "nonn_delivered_accuracy": fleet.delivered_accuracy, "nonn_bits_flipped": fleet.bits_flipped}
+    return {
+        "teacher_accuracy": accs["teacher"],
+        "nonn_accuracy": accs["NoNN"],
+        "nonn_kd_only_accuracy": accs.get("NoNN, KD only", math.nan),
+        "kd_student_accuracy": accs.get("KD student", math.nan),
+        "atkd_student_accuracy": accs.get("ATKD student", math.nan),
+        "nonn_beta": tr.beta,
+        "atkd_beta": math.nan if tr.at_beta is None else tr.at_beta,
+        "nonn_delivered_accuracy": fleet.delivered_accuracy,
+        "nonn_bits_flipped": fleet.bits_flipped,
+    }
 
 
 def _partition_columns(tr: TrainedModels) -> dict:
     """The knowledge partition, P0's effect on the teacher, the students against the budgets."""
     kp = tr.partition
-    return {"communities": kp.communities, "modularity": kp.modularity, "p0_filters": len(kp.p0),
-            "partition_sizes": " ".join(map(str, kp.sizes)), "teacher_val_accuracy": tr.teacher_val_accuracy,
-            "p0_zeroed_val_accuracy": tr.p0_val_accuracy,
-            "delta_val_accuracy": tr.p0_val_accuracy - tr.teacher_val_accuracy,
-            "student_params_max": max(c.params for c in tr.costs), "student_flops_max": max(c.flops for c in tr.costs),
-            "students_fit_budget": all(c.fits for c in tr.costs)}
+    return {
+        "communities": kp.communities,
+        "modularity": kp.modularity,
+        "p0_filters": len(kp.p0),
+        "partition_sizes": " ".join(map(str, kp.sizes)),
+        "teacher_val_accuracy": tr.teacher_val_accuracy,
+        "p0_zeroed_val_accuracy": tr.p0_val_accuracy,
+        "delta_val_accuracy": tr.p0_val_accuracy - tr.teacher_val_accuracy,
+        "student_params_max": max(c.params for c in tr.costs),
+        "student_flops_max": max(c.flops for c in tr.costs),
+        "students_fit_budget": all(c.fits for c in tr.costs),
+    }
 
 
 def _inference_columns(fleet: FleetResult, k: int) -> dict:
@@ -54,21 +78,32 @@ def _inference_columns(fleet: FleetResult, k: int) -> dict:
     nonn_row = scenarios.iloc[0]
     split_row = scenarios[scenarios["method"].str.startswith("split")].iloc[0]
     teacher_row = scenarios[scenarios["method"] == "teacher"].iloc[0]
-    return {"nonn_latency_s": nonn_row["latency_s"], "nonn_energy_per_node_j": nonn_row["energy_per_node_j"],
-            "split_latency_s": split_row["latency_s"],
-            "speedup_vs_split": split_row["latency_s"] / nonn_row["latency_s"],
-            "teacher_latency_s": teacher_row["latency_s"],
-            "speedup_vs_teacher": teacher_row["latency_s"] / nonn_row["latency_s"],
-            "accuracy_one_device_failed_mean": robustness.iloc[-2]["accuracy_mean"] if k > 1 else math.nan,
-            "accuracy_one_device_active_max": robustness.iloc[0]["accuracy_max"]}
+    return {
+        "nonn_latency_s": nonn_row["latency_s"],
+        "nonn_energy_per_node_j": nonn_row["energy_per_node_j"],
+        "split_latency_s": split_row["latency_s"],
+        "speedup_vs_split": split_row["latency_s"] / nonn_row["latency_s"],
+        "teacher_latency_s": teacher_row["latency_s"],
+        "speedup_vs_teacher": teacher_row["latency_s"] / nonn_row["latency_s"],
+        "accuracy_one_device_failed_mean": robustness.iloc[-2]["accuracy_mean"] if k > 1 else math.nan,
+        "accuracy_one_device_active_max": robustness.iloc[0]["accuracy_max"],
+    }
 
 
 def summary_table(cfg: Config, tr: TrainedModels, comparison: pd.DataFrame, fleet: FleetResult) -> pd.DataFrame:
     """summary.csv: the job's settings, every model's accuracy, the partition, and the
     simulated latency against the split baseline and the teacher, in one row."""
     k = len(tr.nonn.sizes)
-    return pd.DataFrame([{**_setting_columns(cfg, k), **_accuracy_columns(tr, comparison, fleet),
-                          **_partition_columns(tr), **_inference_columns(fleet, k)}])
+    return pd.DataFrame(
+        [
+            {
+                **_setting_columns(cfg, k),
+                **_accuracy_columns(tr, comparison, fleet),
+                **_partition_columns(tr),
+                **_inference_columns(fleet, k),
+            }
+        ]
+    )
 
 
 def plot(out_dir: Path, scenarios: pd.DataFrame, robustness: pd.DataFrame, k: int) -> None:
@@ -105,12 +140,18 @@ def plot(out_dir: Path, scenarios: pd.DataFrame, robustness: pd.DataFrame, k: in
 
 def print_summary(s: pd.Series, comparison: pd.DataFrame, out_dir: Path) -> None:
     """The partition, each model's accuracy and size, and the latencies, for the terminal."""
-    print(f"NoNN-{s['num_students']}S on {s['dataset']}: partitions {s['partition_sizes']} (P0 {s['p0_filters']} "
-          f"filters, modularity {s['modularity']:.3f}, val accuracy change with P0 zeroed "
-          f"{s['delta_val_accuracy']:+.3f})")
+    print(
+        f"NoNN-{s['num_students']}S on {s['dataset']}: partitions {s['partition_sizes']} (P0 {s['p0_filters']} "
+        f"filters, modularity {s['modularity']:.3f}, val accuracy change with P0 zeroed "
+        f"{s['delta_val_accuracy']:+.3f})"
+    )
     for _, r in comparison.iterrows():
-        print(f"  {r['model']:<14} accuracy {r['accuracy']:.4f}  params/device {r['params_per_device']:>9,}  "
-              f"FLOPs/device {r['flops_per_device']:>12,}")
-    print(f"  latency: NoNN {1e3 * s['nonn_latency_s']:.2f} ms, split baseline {1e3 * s['split_latency_s']:.2f} ms "
-          f"(speed-up {s['speedup_vs_split']:.1f}x), teacher on one device {1e3 * s['teacher_latency_s']:.2f} ms")
+        print(
+            f"  {r['model']:<14} accuracy {r['accuracy']:.4f}  params/device {r['params_per_device']:>9,}  "
+            f"FLOPs/device {r['flops_per_device']:>12,}"
+        )
+    print(
+        f"  latency: NoNN {1e3 * s['nonn_latency_s']:.2f} ms, split baseline {1e3 * s['split_latency_s']:.2f} ms "
+        f"(speed-up {s['speedup_vs_split']:.1f}x), teacher on one device {1e3 * s['teacher_latency_s']:.2f} ms"
+    )
     print(f"  reports in {out_dir}")

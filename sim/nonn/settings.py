@@ -67,12 +67,17 @@ def _check(ok: bool, setting: str, value, allowed: str) -> None:
 def validate(cfg: Config) -> None:
     """Refuse, with a one-line `ConfigError`, `workload.*` values no NoNN job could use."""
     n: NonnSettings = cfg.workload
-    _check(isinstance(n.num_students, int) and 1 <= n.num_students <= 16, "num_students", n.num_students,
-           "allowed range is 1..16")
+    _check(
+        isinstance(n.num_students, int) and 1 <= n.num_students <= 16,
+        "num_students",
+        n.num_students,
+        "allowed range is 1..16",
+    )
     for name in ("teacher_depth", "student_depth"):
         v = getattr(n, name)
-        _check(isinstance(v, int) and v >= 10 and (v - 4) % 6 == 0, name, v,
-               "a WRN depth 6n + 4 (10, 16, 22, 28, 40, ...)")
+        _check(
+            isinstance(v, int) and v >= 10 and (v - 4) % 6 == 0, name, v, "a WRN depth 6n + 4 (10, 16, 22, 28, 40, ...)"
+        )
     _check(n.teacher_width > 0, "teacher_width", n.teacher_width, "must be > 0")
     _check(n.student_width is None or n.student_width > 0, "student_width", n.student_width, "must be > 0 or null")
     for name in ("teacher_epochs", "student_epochs", "batch_size", "timing_images"):
@@ -98,5 +103,9 @@ def validate(cfg: Config) -> None:
     for name in ("device", "big_device", "server"):
         _check(getattr(n, name) in CATALOGUE, name, getattr(n, name), f"allowed: {', '.join(sorted(CATALOGUE))}")
     _check(n.split_model in ("atkd", "teacher"), "split_model", n.split_model, "allowed: atkd, teacher")
-    _check(n.split_model == "teacher" or n.baselines, "split_model", n.split_model,
-           "'atkd' needs workload.baselines=true (the ATKD student is the model that is split); or use 'teacher'")
+    _check(
+        n.split_model == "teacher" or n.baselines,
+        "split_model",
+        n.split_model,
+        "'atkd' needs workload.baselines=true (the ATKD student is the model that is split); or use 'teacher'",
+    )

@@ -6,6 +6,7 @@ The real computation has already happened: FLOPs and payload bytes come in an `I
 a list of `SplitLayer`s. These processes only decide *when* each part happens, over the
 `sim.net` radio and link, and what it costs each device in energy.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,7 @@ from experiments.nonn.inference import InferencePlan
 from experiments.nonn.split import SplitLayer
 from sim.net import radio, send
 
-__all__ = ["DeviceLoad", "DeviceTrace", "InferenceOutcome", "device_energy_j", "simulate_inference",
-           "simulate_split"]
+__all__ = ["DeviceLoad", "DeviceTrace", "InferenceOutcome", "device_energy_j", "simulate_inference", "simulate_split"]
 
 
 @dataclass(frozen=True)
@@ -65,20 +65,31 @@ def device_energy_j(tr: DeviceTrace, p: DeviceProfile, total_s: float) -> float:
     """A device's energy over an inference of `total_s`: computing, receiving (the image and
     any slices), transmitting, and idle for the rest."""
     busy_s = tr.compute_s + tr.download_s + tr.upload_s + tr.receive_s
-    return (p.energy_j("compute", tr.compute_s) + p.energy_j("receive", tr.download_s + tr.receive_s)
-            + p.energy_j("transmit", tr.upload_s) + p.energy_j("idle", max(0.0, total_s - busy_s)))
+    return (
+        p.energy_j("compute", tr.compute_s)
+        + p.energy_j("receive", tr.download_s + tr.receive_s)
+        + p.energy_j("transmit", tr.upload_s)
+        + p.energy_j("idle", max(0.0, total_s - busy_s))
+    )
 
 
 class _NonnInference:
     """The processes of one NoNN inference (see `simulate_inference`)."""
 
-    def __init__(self, plan: InferencePlan, loads: Sequence[DeviceLoad], link: Link, rng: np.random.Generator,
-                 failed: frozenset[int]):
+    def __init__(
+        self,
+        plan: InferencePlan,
+        loads: Sequence[DeviceLoad],
+        link: Link,
+        rng: np.random.Generator,
+        failed: frozenset[int],
+    ):
         self.env = simpy.Environment()
         self.radio = radio(self.env)  # the server's, in both directions
         self.plan, self.link, self.rng = plan, link, rng
-        self.traces = [DeviceTrace(d, load.profile.name, load.students, failed=d in failed)
-                       for d, load in enumerate(loads)]
+        self.traces = [
+            DeviceTrace(d, load.profile.name, load.students, failed=d in failed) for d, load in enumerate(loads)
+        ]
         self.expected = sum(len(load.students) for load in loads)  # the aggregator does not know who failed
         self.arrivals: dict[int, np.ndarray] = {}
         self.image_flips: dict[int, np.ndarray] = {}
@@ -126,9 +137,16 @@ class _NonnInference:
         yield self.env.timeout(self.plan.fc_flops / server.flops_per_s)
 
 
-def simulate_inference(plan: InferencePlan, loads: Sequence[DeviceLoad], server: DeviceProfile, link: Link,
-                       rng: np.random.Generator, *, failed: frozenset[int] = frozenset(),
-                       deadline_s: float = math.inf) -> InferenceOutcome:
+def simulate_inference(
+    plan: InferencePlan,
+    loads: Sequence[DeviceLoad],
+    server: DeviceProfile,
+    link: Link,
+    rng: np.random.Generator,
+    *,
+    failed: frozenset[int] = frozenset(),
+    deadline_s: float = math.inf,
+) -> InferenceOutcome:
     """One NoNN inference as SimPy processes.
 
     The server sends the image to each live device in turn; its radio handles one message at a
@@ -153,8 +171,9 @@ def simulate_inference(plan: InferencePlan, loads: Sequence[DeviceLoad], server:
 class _SplitInference:
     """The processes of one inference of the split baseline (see `simulate_split`)."""
 
-    def __init__(self, layers: Sequence[SplitLayer], profiles: Sequence[DeviceProfile], link: Link,
-                 rng: np.random.Generator):
+    def __init__(
+        self, layers: Sequence[SplitLayer], profiles: Sequence[DeviceProfile], link: Link, rng: np.random.Generator
+    ):
         self.env = env = simpy.Environment()
         n = len(profiles)
         self.layers, self.profiles, self.link, self.rng = layers, profiles, link, rng
@@ -217,9 +236,16 @@ class _SplitInference:
         yield self.env.timeout(fc_flops / server.flops_per_s)
 
 
-def simulate_split(layers: Sequence[SplitLayer], pooled_bytes: Sequence[int], image_bytes: int, fc_flops: int,
-                   profiles: Sequence[DeviceProfile], server: DeviceProfile, link: Link,
-                   rng: np.random.Generator) -> InferenceOutcome:
+def simulate_split(
+    layers: Sequence[SplitLayer],
+    pooled_bytes: Sequence[int],
+    image_bytes: int,
+    fc_flops: int,
+    profiles: Sequence[DeviceProfile],
+    server: DeviceProfile,
+    link: Link,
+    rng: np.random.Generator,
+) -> InferenceOutcome:
     """One inference of the horizontally split baseline as SimPy processes.
 
     The server sends the image to every device; then, for each convolution in order, each
