@@ -16,8 +16,9 @@ __all__ = ["PIXEL_LEVELS", "decode_images", "encode_images", "predict", "train_c
 PIXEL_LEVELS = 16.0  # the digits' pixels are integers 0..16, scaled to [0, 1] by this
 
 
-def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float,
-                     batch_size: int, seed: int) -> dict:
+def train_classifier(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float, batch_size: int, seed: int
+) -> dict:
     """Train `model` in place with SGD (momentum 0.9) on (x, y), minibatches shuffled from
     `seed`; returns its metadata: the last minibatch's loss."""
     order_gen = torch.Generator().manual_seed(seed)
@@ -27,7 +28,7 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epoc
     for _ in range(epochs):
         order = torch.randperm(len(y), generator=order_gen)
         for start in range(0, len(y), batch_size):
-            batch = order[start:start + batch_size]
+            batch = order[start : start + batch_size]
             opt.zero_grad()
             loss = F.cross_entropy(model(x[batch]), y[batch])
             loss.backward()

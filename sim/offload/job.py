@@ -37,8 +37,11 @@ def _trained_model(cfg: Config, data: Dataset) -> torch.nn.Module:
     hyper = {"epochs": s.epochs, "lr": s.lr, "batch_size": s.batch_size, "seed": cfg.seed}
     key = {"hidden": s.hidden, **hyper, "train_samples": len(data.y_train)}
     with make_executor(cfg) as executor:
-        train_cached(executor, cfg.cache_dir, [Training("offload-mlp", key, model, train_classifier,
-                                                        (data.x_train, data.y_train), hyper, seed=cfg.seed)])
+        train_cached(
+            executor,
+            cfg.cache_dir,
+            [Training("offload-mlp", key, model, train_classifier, (data.x_train, data.y_train), hyper, seed=cfg.seed)],
+        )
     return model
 
 
@@ -59,31 +62,63 @@ def _labels_received(model: torch.nn.Module, x: torch.Tensor, answers: list[Answ
         flip_bits(payload[a.image], a.image_flips)
     labels = predict(model, decode_images(payload, tuple(x.shape[1:]))).astype(np.uint8)
     for a in answers:
-        flip_bits(labels[a.image:a.image + 1], a.answer_flips)
+        flip_bits(labels[a.image : a.image + 1], a.answer_flips)
     return labels.astype(np.int64)
 
 
 def _result_rows(answers: list[Answer], labels: np.ndarray, y: np.ndarray) -> list[dict]:
     """One row per image: its label, the answer the sensor got (if any), and what it cost."""
-    return [{"mode": a.mode, "image": a.image, "label": int(y[a.image]), "answered": a.answered,
-             "answer": int(labels[a.image]), "correct": a.answered and bool(labels[a.image] == y[a.image]),
-             "latency_s": a.latency_s, "device_energy_j": a.device_energy_j, "bytes_sent": a.bytes_sent,
-             "retransmissions": a.retransmissions, "bits_flipped": len(a.image_flips) + len(a.answer_flips)}
-            for a in answers]
+    return [
+        {
+            "mode": a.mode,
+            "image": a.image,
+            "label": int(y[a.image]),
+            "answered": a.answered,
+            "answer": int(labels[a.image]),
+            "correct": a.answered and bool(labels[a.image] == y[a.image]),
+            "latency_s": a.latency_s,
+            "device_energy_j": a.device_energy_j,
+            "bytes_sent": a.bytes_sent,
+            "retransmissions": a.retransmissions,
+            "bits_flipped": len(a.image_flips) + len(a.answer_flips),
+        }
+        for a in answers
+    ]
 
 
 def _summary(cfg: Config, costs: Costs, results: pd.DataFrame) -> pd.DataFrame:
     """One row per mode: the settings a sweep varies, then the outcomes."""
     s, c = cfg.workload, cfg.channel
-    settings = {"workload": s.name, "seed": cfg.seed, "device": s.device, "server": s.server, "images": s.images,
-                "period_s": s.period_s, "channel_model": c.model, "channel_mode": c.mode, "channel_ber": c.ber,
-                "bandwidth_bps": c.bandwidth_bps, "latency_s": c.latency_s, "flops_per_inference": costs.flops,
-                "image_bytes": costs.image_bytes}
-    rows = [{**settings, "mode": mode, "delivered_fraction": g["answered"].mean(), "accuracy": g["correct"].mean(),
-             "mean_latency_s": g["latency_s"].mean(), "max_latency_s": g["latency_s"].max(),
-             "mean_device_energy_j": g["device_energy_j"].mean(), "bytes_sent": int(g["bytes_sent"].sum()),
-             "retransmissions": int(g["retransmissions"].sum()), "bits_flipped": int(g["bits_flipped"].sum())}
-            for mode, g in results.groupby("mode", sort=False)]
+    settings = {
+        "workload": s.name,
+        "seed": cfg.seed,
+        "device": s.device,
+        "server": s.server,
+        "images": s.images,
+        "period_s": s.period_s,
+        "channel_model": c.model,
+        "channel_mode": c.mode,
+        "channel_ber": c.ber,
+        "bandwidth_bps": c.bandwidth_bps,
+        "latency_s": c.latency_s,
+        "flops_per_inference": costs.flops,
+        "image_bytes": costs.image_bytes,
+    }
+    rows = [
+        {
+            **settings,
+            "mode": mode,
+            "delivered_fraction": g["answered"].mean(),
+            "accuracy": g["correct"].mean(),
+            "mean_latency_s": g["latency_s"].mean(),
+            "max_latency_s": g["latency_s"].max(),
+            "mean_device_energy_j": g["device_energy_j"].mean(),
+            "bytes_sent": int(g["bytes_sent"].sum()),
+            "retransmissions": int(g["retransmissions"].sum()),
+            "bits_flipped": int(g["bits_flipped"].sum()),
+        }
+        for mode, g in results.groupby("mode", sort=False)
+    ]
     return frame(rows)
 
 
@@ -93,7 +128,7 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
     data = load_digits(seed=cfg.seed)
     check(s.images <= len(data.y_test), "workload.images", s.images, f"at most {len(data.y_test)} (the test set)")
     model = _trained_model(cfg, data)
-    x, y = data.x_test[:s.images], data.y_test[:s.images].numpy()
+    x, y = data.x_test[: s.images], data.y_test[: s.images].numpy()
     costs, link = inference_costs(model, x), build_link(cfg.channel)
     rows = []
     for mode in MODES:

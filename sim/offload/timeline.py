@@ -58,8 +58,16 @@ def _book(answer: Answer, out: TransferOutcome, energy_j: float) -> None:
     answer.device_energy_j += energy_j
 
 
-def simulate(mode: str, costs: Costs, images: int, period_s: float, device: DeviceProfile, server: DeviceProfile,
-             link: Link, seed: int) -> list[Answer]:
+def simulate(
+    mode: str,
+    costs: Costs,
+    images: int,
+    period_s: float,
+    device: DeviceProfile,
+    server: DeviceProfile,
+    link: Link,
+    seed: int,
+) -> list[Answer]:
     """Every image's fate in `mode` on one SimPy clock. Each image's transfers draw from their
     own stream (`seed`, image), so they do not depend on the order the processes run in."""
     env = simpy.Environment()
