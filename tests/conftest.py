@@ -1,11 +1,8 @@
 """Shared fixtures: a tiny, fast configuration and a runner for `python -m sim`; and the `unit` /
-`e2e` marks, given to every test by where it lives and what it runs (see
-`pytest_collection_modifyitems`)."""
+`e2e` marks, given to every test by the folder it lives in."""
 
 from __future__ import annotations
 
-import ast
-import functools
 import os
 import subprocess
 import sys
@@ -88,41 +85,14 @@ def run_sim(tmp_path):
 # --- unit / e2e ------------------------------------------------------------------------------
 TESTS = Path(__file__).resolve().parent
 FOLDER_KINDS = {"unit": "unit", "e2e": "e2e", "golden": "e2e"}  # golden: a whole job, byte-compared
-JOB_RUNNERS = {"subprocess", "run_sim", "start_sim"}  # names whose use means a process or a whole job
-
-
-@functools.cache
-def runs_jobs(path: Path) -> bool:
-    """Whether a top-level test module runs `python -m sim` or another process (it uses
-    `subprocess`, `run_sim` or `start_sim`) or a whole job (it imports `run` from a `sim` module,
-    `sim.jobs.run` or a workload's)."""
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import) and any(a.name == "subprocess" for a in node.names):
-            return True
-        if (
-            isinstance(node, ast.ImportFrom)
-            and (node.module or "").split(".")[0] == "sim"
-            and any(a.name == "run" for a in node.names)
-        ):
-            return True
-        if getattr(node, "id", None) in JOB_RUNNERS or getattr(node, "arg", None) in JOB_RUNNERS:  # a name, a parameter
-            return True
-    return False
-
-
-def kind_of(path: Path, fixtures) -> str:
-    """The mark of a test, `unit` or `e2e`: by its folder under tests/ (unit/, e2e/; golden/ is
-    e2e), else by what its module runs (`runs_jobs`) or its use of the `run_sim` fixture."""
-    rel = path.resolve().relative_to(TESTS)
-    if len(rel.parts) > 1 and rel.parts[0] in FOLDER_KINDS:
-        return FOLDER_KINDS[rel.parts[0]]
-    return "e2e" if "run_sim" in fixtures or runs_jobs(path.resolve()) else "unit"
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Mark every collected test `unit` or `e2e` (run one kind alone with `-m unit` / `-m e2e`);
-    a test that carries either mark itself keeps it."""
+    """Mark every collected test by its folder: tests/unit/ `unit` (in-process, one piece),
+    tests/e2e/ and tests/golden/ `e2e` (whole jobs, most through `python -m sim`); run one kind
+    alone with `-m unit` / `-m e2e`. A test that carries either mark itself keeps it."""
     for item in items:
         if item.get_closest_marker("unit") or item.get_closest_marker("e2e"):
             continue
-        item.add_marker(getattr(pytest.mark, kind_of(Path(str(item.path)), item.fixturenames)))
+        folder = Path(str(item.path)).resolve().relative_to(TESTS).parts[0]
+        item.add_marker(getattr(pytest.mark, FOLDER_KINDS.get(folder, "unit")))

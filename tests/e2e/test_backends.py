@@ -26,8 +26,8 @@ from sim.backends import Executor, LocalBackend, make_backend, torch_threads
 from sim.config import Config, ConfigError
 from sim.jobs import default_config, run
 
-from .conftest import TINY_OVERRIDES, finish, make_tiny_cfg, start_sim
-from .test_mcpipe import _cfg as mcpipe_cfg
+from ..conftest import TINY_OVERRIDES, finish, make_tiny_cfg, start_sim
+from ..unit.test_mcpipe import _cfg as mcpipe_cfg
 from .test_nair import _tiny_cfg as nair_cfg
 
 # ray.init leaves the handles of the node processes it spawns (GCS, raylet, ...) and their
@@ -201,7 +201,7 @@ def test_ray_is_imported_by_one_module_only() -> None:
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     importers = []
     packages = ("sim", "experiments", "devices", "channels", "strategies", "hydra_plugins")
     for path in sorted(p for pkg in packages for p in (root / pkg).rglob("*.py")):
@@ -333,10 +333,10 @@ def test_a_dead_cluster_address_stops_a_workload_before_it_writes(tmp_path) -> N
     nothing answers at is then the same one-line error, and no CSV is left behind. (In a fresh
     process: this module's own Ray instance would otherwise be joined instead.)"""
     _require_ray()
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     out = tmp_path / "out"
     code = (
-        "import sys; from tests.test_mcpipe import _cfg; from sim.config import ConfigError; "
+        "import sys; from tests.unit.test_mcpipe import _cfg; from sim.config import ConfigError; "
         "from sim.jobs import run\ncfg = _cfg(workers=[2]); cfg.backend, cfg.ray.address = 'ray', '127.0.0.1:1'\n"
         f"try:\n    run(cfg, {str(out)!r})\nexcept ConfigError as exc:\n    print(exc); sys.exit(2)"
     )

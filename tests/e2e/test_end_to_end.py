@@ -16,7 +16,7 @@ from sim.federated.grid import ClientRow
 from sim.federated.report import RoundRow
 from sim.jobs import run
 
-from .conftest import TINY_OVERRIDES, finish, make_tiny_cfg, start_sim
+from ..conftest import TINY_OVERRIDES, finish, make_tiny_cfg, start_sim
 
 STATUSES = {"received", "straggler", "dropped", "lost_down", "lost_up", "out_of_memory", "error"}
 ROUND_COLUMNS = [f.name for f in dataclasses.fields(RoundRow)]

@@ -10,7 +10,7 @@ import pytest
 from sim.config import ConfigError
 from sim.jobs import run
 
-from .test_mcpipe import _cfg
+from ..unit.test_mcpipe import _cfg
 
 TINY = [
     "workload.models=[fc]",

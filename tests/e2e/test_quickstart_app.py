@@ -10,7 +10,7 @@ from flwr.app import ArrayRecord
 
 from sim.jobs import run
 
-from .quickstart_app.task import Net
+from ..quickstart_app.task import Net
 
 SERVER = "tests.quickstart_app.server_app:app"
 CLIENT = "tests.quickstart_app.client_app:app"
@@ -49,7 +49,7 @@ def _bytes_on_air(payload: int, packet_bytes: int, header_bytes: int) -> int:
 
 @pytest.fixture(scope="module")
 def quickstart_out(tmp_path_factory):
-    from .conftest import make_tiny_cfg
+    from ..conftest import make_tiny_cfg
 
     cfg = _quickstart_cfg(make_tiny_cfg, _run_config())
     out = tmp_path_factory.mktemp("quickstart")

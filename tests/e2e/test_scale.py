@@ -10,7 +10,7 @@ from experiments.federated.partition import SampledPartitions, partition_indices
 from sim.config import ConfigError
 from sim.jobs import run
 
-from .conftest import make_tiny_cfg
+from ..conftest import make_tiny_cfg
 
 
 def test_sampled_partition_is_keyed_by_device_and_stores_nothing() -> None:

@@ -25,7 +25,7 @@ from sim.federated.build import prepare
 from sim.jobs import run, validate
 from strategies.objectives import FEDMAX_BETA_KEY, PROXIMAL_MU_KEY
 
-from .conftest import make_tiny_cfg
+from ..conftest import make_tiny_cfg
 
 RTOL = 1e-5  # of the largest magnitude of each array
 

@@ -17,7 +17,7 @@ from sim.jobs import WORKLOADS, refuse_unused, run, validate
 from sim.net import build_link
 from strategies import STRATEGIES, build_strategy
 
-from .conftest import CONF_DIR
+from ..conftest import CONF_DIR
 
 GROUPS = ("fleet", "channel", "strategy", "dataset", "workload")
 NEEDS_PATH = {"mnist", "cifar10"}  # datasets read from a local folder (`path: ???`)
