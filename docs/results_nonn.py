@@ -1,0 +1,198 @@
+"""The result blocks of docs/nonn.md, from the NoNN runs' CSVs (see docs/make_results.py)."""
+
+from __future__ import annotations
+
+import math
+
+from results_common import Runs, beta_name, block, mean_sd, ms, num, table
+
+NONN = {"nonn": 2, "nonn_4s": 4, "nonn_8s": 8}  # run -> students
+
+
+# --- NoNN ------------------------------------------------------------------------------------
+def _place(deployment: str, device: str) -> str:
+    one, many = {"rpi3_400mhz": ("Pi", "Raspberry Pis"), "odroid_xu4": ("Odroid", "Odroids")}[device]
+    if deployment.startswith("teacher"):
+        return f"teacher (2.6 GFLOP) on one {one}"
+    return f"{deployment} {many}" if deployment[-1].isdigit() else f"{deployment} on {many}"
+
+
+@block("nonn", "calibration", "nonn")
+def nonn_calibration(runs: Runs) -> str:
+    cal, rows = runs.csv("nonn", "calibration.csv"), []
+    for r in cal.itertuples():
+        err = f"{r.latency_error_pct:+.1f}%" if abs(r.latency_error_pct) < 20 else f"{r.latency_error_pct:+.0f}%"
+        if math.isnan(r.paper_compute_ms):
+            sim, paper = f"{r.sim_compute_ms:.0f} / {r.sim_communication_ms:.0f}", f"{r.paper_latency_ms:,.0f} total"
+        else:
+            sim = f"{r.sim_compute_ms:.1f} / {r.sim_communication_ms:.1f}"
+            paper = f"{r.paper_compute_ms:.2f} / {r.paper_communication_ms:.2f}"
+        rows.append([_place(r.deployment, r.device), sim, paper, err])
+    e = cal.iloc[0]
+    return (
+        table(["deployment", "simulated compute / communication (ms)", "paper (ms)", "latency error"], rows)
+        + f"\n\nSimulated energy per node of NoNN-2S on Pis: {e.sim_energy_per_node_mj:.0f} mJ against the measured"
+        f" {e.paper_energy_per_node_mj:.0f} mJ ({e.sim_energy_per_node_mj / e.paper_energy_per_node_mj - 1:+.0%})."
+    )
+
+
+@block("nonn", "partitioning", *NONN)
+def nonn_partitioning(runs: Runs) -> str:
+    rows = []
+    for run, k in NONN.items():
+        s = runs.summary(run)
+        sizes = [int(v) for v in str(s.partition_sizes).split()]
+        rows.append(
+            [
+                k,
+                s.communities,
+                f"{s.modularity:.3f}",
+                f"{s.p0_filters} of {s.p0_filters + sum(sizes)}",
+                f"{s.teacher_val_accuracy:.3f}",
+                f"{s.p0_zeroed_val_accuracy:.3f}",
+                ", ".join(map(str, sizes)),
+            ]
+        )
+    return table(
+        [
+            "students",
+            "communities",
+            "modularity",
+            "P0 (dropped) filters",
+            "teacher validation accuracy",
+            "with P0 zeroed",
+            "partition sizes",
+        ],
+        rows,
+    )
+
+
+@block("nonn", "accuracy", *NONN)
+def nonn_accuracy(runs: Runs) -> str:
+    models = ["teacher", "NoNN", "NoNN, KD only", "KD student", "ATKD student"]
+    tables = {k: runs.csv(run, "comparison.csv").set_index("model") for run, k in NONN.items()}
+    rows = [[f"{k} students", *(f"{t.loc[m, 'accuracy']:.3f}" for m in models)] for k, t in tables.items()]
+    params = [[num(t.loc[m, "params_per_device"]) for t in tables.values()] for m in models]
+    cells = [" / ".join(dict.fromkeys(p)) for p in params]
+    for i, same_as in ((2, "NoNN"), (4, "KD")):
+        cells[i] = f"same as {same_as}" if params[i] == params[i - 1] else cells[i]
+    label = f"parameters per device ({' / '.join(f'{k}S' for k in tables)})"
+    return table(["", *models], [*rows, [label, *cells]])
+
+
+@block("nonn", "seeds", "nonn_seeds")
+def nonn_seeds(runs: Runs) -> str:
+    s = runs.jobs("nonn_seeds")
+    cols = ["teacher", "nonn", "nonn_kd_only", "kd_student", "atkd_student"]
+    return table(
+        [
+            f"mean ± sd over seeds {', '.join(map(str, s.seed))}",
+            "teacher",
+            "NoNN",
+            "NoNN, KD only",
+            "KD student",
+            "ATKD student",
+            "P0 filters",
+            "change with P0 zeroed (validation points)",
+        ],
+        [
+            [
+                f"{s.num_students.iloc[0]} students",
+                *(mean_sd(s[f"{c}_accuracy"]) for c in cols),
+                mean_sd(s.p0_filters, ".0f"),
+                mean_sd(100 * s.delta_val_accuracy, ".1f"),
+            ]
+        ],
+    )
+
+
+@block("nonn", "beta", *NONN)
+def nonn_beta(runs: Runs) -> str:
+    rows, betas = [], []
+    for run, k in NONN.items():
+        b, s = runs.csv(run, "beta_search.csv"), runs.summary(run)
+        betas = sorted(b.beta.unique())
+        for model, picked in (("NoNN", s.nonn_beta), ("ATKD student", s.atkd_beta)):
+            acc = b[b.model == model].set_index("beta").val_accuracy
+            rows.append([k, model, *(f"{acc[v]:.3f}" for v in betas), beta_name(picked)])
+    return table(["students", "model", *(f"beta {beta_name(v)}" for v in betas), "picked"], rows)
+
+
+@block("nonn", "budgets", *NONN)
+def nonn_budgets(runs: Runs) -> str:
+    rows = []
+    for run, k in NONN.items():
+        st, cmp = runs.csv(run, "students.csv"), runs.csv(run, "comparison.csv").set_index("model")
+        rows.append(
+            [
+                k,
+                num(st.params.max()),
+                f"{num(st.memory_bytes.max())} / {num(st.memory_budget_bytes.iloc[0])}",
+                f"{st.flops.max() / 1e6:.2f} / {st.flop_budget.iloc[0] / 1e6:.2f}",
+                st.width_multiplier.iloc[0],
+                num(cmp.loc["KD student", "total_params"]),
+            ]
+        )
+    return table(
+        [
+            "students",
+            "parameters (largest student)",
+            "memory bytes (8-bit) / budget",
+            "MFLOP per image / budget",
+            "width",
+            "single KD / ATKD student parameters",
+        ],
+        rows,
+    )
+
+
+@block("nonn", "inference", *NONN)
+def nonn_inference(runs: Runs) -> str:
+    rows = [
+        [
+            f"{k} devices",
+            ms(s.nonn_latency_s),
+            ms(s.split_latency_s),
+            f"{s.speedup_vs_split:.1f}x",
+            ms(s.teacher_latency_s),
+        ]
+        for s, k in ((runs.summary(run), k) for run, k in NONN.items())
+    ]
+    inf = runs.csv("nonn", "inference.csv").set_index(["scenario", "method"]).compute_s
+    student, teacher = inf["homogeneous rpi3_400mhz", "NoNN"], inf["teacher on one rpi3_400mhz", "teacher"]
+    return (
+        table(["", "NoNN", "split ATKD student", "speed-up", "teacher on one Pi"], rows)
+        + f"\n\nOn a Pi a student computes in {ms(student)}, the whole teacher in {ms(teacher)}."
+    )
+
+
+@block("nonn", "heterogeneous", "nonn_8s")
+def nonn_heterogeneous(runs: Runs) -> str:
+    inf = runs.csv("nonn_8s", "inference.csv")
+    het = inf[inf.scenario.str.startswith("odroid_xu4 runs") & (inf.method == "NoNN")]
+    return table(
+        ["students on the Odroid (8 students)", *(s.rpartition(" ")[2] for s in het.scenario)],
+        [
+            ["latency", *(ms(v) for v in het.latency_s)],
+            ["energy per node", *(f"{1e3 * v:.0f} mJ" for v in het.energy_per_node_j)],
+        ],
+    )
+
+
+@block("nonn", "robustness", "nonn_8s")
+def nonn_robustness(runs: Runs) -> str:
+    r = runs.csv("nonn_8s", "robustness.csv")
+    min_max = ["" if n == 1 else f"{lo:.3f} / {hi:.3f}" for n, lo, hi in zip(r.subsets, r.accuracy_min, r.accuracy_max)]
+    by = r.set_index("active_devices")
+    return (
+        table(
+            ["active devices", *r.active_devices],
+            [["mean accuracy", *(f"{v:.3f}" for v in r.accuracy_mean)], ["min / max", *min_max]],
+        )
+        + f"\n\nThe best single student alone reaches {by.accuracy_max[1]:.3f} (the paper's: 82.8%); with four"
+        f" devices active the mean is {by.accuracy_mean[4]:.3f} (the paper: above 93%)."
+    )
+
+
+# --- NAIR ------------------------------------------------------------------------------------
+# NAIR's columns accuracy_at_<budget>_s, and their headings
