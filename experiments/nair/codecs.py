@@ -90,13 +90,14 @@ def encode_raw(method: str, img: np.ndarray, fits: Callable[[int], bool]) -> byt
 
 def decode_raw(method: str, buf: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray | None:
     """A received message (uint8 array, bit errors and all) back to an image of `shape`; None
-    where a quantised message's header names no valid bit count (the receiver keeps zeros)."""
+    where a quantised message's header names no valid bit count, or more bits than the message
+    holds (a flipped header: the receiver keeps zeros)."""
     if method != "raw_quant":
         return unjpeg(buf.tobytes(), shape)
     bits = int(buf[0])
-    if not 1 <= bits <= _MAX_QUANT_BITS:
-        return None
     pixels = int(np.prod(shape))
+    if not 1 <= bits <= _MAX_QUANT_BITS or len(buf) - 1 < quant_bytes(pixels, bits):
+        return None
     codes = unpack_codes(buf[1:], pixels, bits)
     return (codes / ((1 << bits) - 1)).reshape(shape)
 

@@ -208,12 +208,6 @@ def test_raw_quantisation_fits_the_budget_and_round_trips():
     assert full_payload_bytes("raw_quant", img[None]) == 64.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="known bug, kept for byte-identity: a flipped header "
-    "naming more bits than the message holds makes decode_raw raise instead of giving zeros",
-)
 def test_raw_quantisation_header_naming_more_bits_than_sent_gives_zeros():
     img = np.linspace(0.0, 1.0, 64, dtype=np.float32).reshape(1, 8, 8)
     msg = encode_raw("raw_quant", img, lambda nbytes: nbytes <= quant_bytes(64, 3))
