@@ -17,7 +17,7 @@ from channels import GilbertElliott, IndependentBits, Link, TransferOutcome, tra
 from devices.profile import STATES
 from sim.config import ChannelConfig
 
-__all__ = ["STATES", "EnergyLedger", "Mailbox", "build_link", "propagate", "radio", "send", "transmit"]
+__all__ = ["STATES", "EnergyLedger", "Mailbox", "build_link", "carry", "propagate", "radio", "send", "transmit"]
 
 
 def build_link(c: ChannelConfig) -> Link:
@@ -59,8 +59,14 @@ def transmit(
     out = transfer(link, nbytes, rng)
     if started is not None:
         started(out)
-    yield env.timeout(out.time_s if through_latency else out.time_s - link.latency_s)
+    yield from carry(env, out, link.latency_s if not through_latency else 0.0)
     return out
+
+
+def carry(env: simpy.Environment, outcome: TransferOutcome, latency_s: float = 0.0) -> Iterator:
+    """Process: the sender is busy with a transfer whose outcome is already drawn, for its time
+    less `latency_s` (0: through the propagation latency; the link's latency: the airtime only)."""
+    yield env.timeout(outcome.time_s - latency_s if latency_s else outcome.time_s)
 
 
 def send(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import simpy
 
 from channels import TransferOutcome
-from sim.net import EnergyLedger
+from sim.net import EnergyLedger, carry
 
 __all__ = ["ClientPlan", "ClientTimeline", "run_round"]
 
@@ -88,7 +88,7 @@ def _over_link(env: simpy.Environment, plan: ClientPlan, tl: ClientTimeline, led
     ends the client's round as lost."""
     outcome, state = (plan.down, "receive") if direction == "down" else (plan.up, "transmit")
     log("download" if direction == "down" else "upload")
-    yield env.timeout(outcome.time_s)
+    yield from carry(env, outcome)
     setattr(tl, f"{direction}_s", outcome.time_s)
     tl.energy_j += ledger.spend(plan.device, state, outcome.time_s)
     if not outcome.delivered:
