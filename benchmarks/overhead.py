@@ -53,23 +53,23 @@ warnings.filterwarnings("ignore", category=FutureWarning, module="pyarrow.*")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.global_hydra import GlobalHydra  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
-from experiments.federated.task import FederatedTask, _train, evaluate_model  # noqa: E402
-from sim.backends import torch_seeded  # noqa: E402
-from sim.config import Config  # noqa: E402
-from sim.federated.build import prepare  # noqa: E402
-from sim.federated.job import simulate  # noqa: E402
-from sim.report import frame  # noqa: E402
-from sim.seeding import stream  # noqa: E402
-from strategies.objectives import ClientObjective  # noqa: E402
+from experiments.federated.task import FederatedTask, _train, evaluate_model
+from sim.backends import torch_seeded
+from sim.config import Config
+from sim.federated.build import prepare
+from sim.federated.job import simulate
+from sim.report import frame
+from sim.seeding import stream
+from strategies.objectives import ClientObjective
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import finish, load_note  # noqa: E402
+from common import finish, load_note
 
 TARGET_RATIO = 1.10
 # statuses of clients.csv rows whose ClientApp never ran: no availability, or download lost

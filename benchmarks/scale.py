@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import finish, load_note  # noqa: E402
+from common import finish, load_note
 
 
 def rss_mib() -> float:

@@ -55,22 +55,22 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from common import finish, load_note  # noqa: E402
-from flwr.app import ArrayRecord, Message, RecordDict  # noqa: E402
-from overhead import compose_config  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+import numpy as np
+import torch
+from common import finish, load_note
+from flwr.app import ArrayRecord, Message, RecordDict
+from overhead import compose_config
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from experiments.federated.records import array_view, to_array_record, to_state_dict  # noqa: E402
-from experiments.federated.task import learning_rate, train_reply  # noqa: E402
-from sim.backends import LocalBackend, torch_seeded  # noqa: E402
-from sim.backends.base import run_job  # noqa: E402
-from sim.backends.vectorized import VectorizedBackend  # noqa: E402
-from sim.backends.vectorized import execute as execute_together  # noqa: E402
-from sim.federated.build import prepare  # noqa: E402
-from sim.federated.job import simulate  # noqa: E402
-from strategies.objectives import ClientObjective  # noqa: E402
+from experiments.federated.records import array_view, to_array_record, to_state_dict
+from experiments.federated.task import learning_rate, train_reply
+from sim.backends import LocalBackend, torch_seeded
+from sim.backends.base import run_job
+from sim.backends.vectorized import VectorizedBackend
+from sim.backends.vectorized import execute as execute_together
+from sim.federated.build import prepare
+from sim.federated.job import simulate
+from strategies.objectives import ClientObjective
 
 EXPERIMENT = "fedmax_noniid"
 STRATEGIES = ("fedavg", "fedprox", "fedmax")

@@ -46,7 +46,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import finish, load_note  # noqa: E402
+from common import finish, load_note
 
 TARGET = 5.0  # edgesim at least this many times faster than Flower's simulation, end to end
 PATHS = ("flower", "edgesim-local", "edgesim-ray", "floor")

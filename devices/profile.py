@@ -14,7 +14,7 @@ def _check_positive(name: str, value: object, *, integer: bool = False) -> None:
     if isinstance(value, bool) or not ok_type:
         kind = "an integer" if integer else "a number"
         raise ValueError(f"DeviceProfile.{name}={value!r}: must be {kind} > 0")
-    if not (math.isfinite(value) and value > 0):  # type: ignore[arg-type]
+    if not (math.isfinite(value) and value > 0):
         raise ValueError(f"DeviceProfile.{name}={value!r}: must be finite and > 0")
 
 

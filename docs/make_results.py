@@ -22,10 +22,10 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS))  # the table writers beside this script
 
-import results_mcpipe  # noqa: E402, F401  (each registers its guide's blocks)
-import results_nair  # noqa: E402, F401
-import results_nonn  # noqa: E402, F401
-from results_common import BLOCKS, Runs  # noqa: E402
+import results_mcpipe  # noqa: F401  (each registers its guide's blocks)
+import results_nair  # noqa: F401
+import results_nonn  # noqa: F401
+from results_common import BLOCKS, Runs
 
 # run name -> the arguments of `python -m sim` (a sweep: -m)
 RUNS = {

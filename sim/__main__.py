@@ -16,16 +16,16 @@ from pathlib import Path
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 warnings.filterwarnings("ignore", category=FutureWarning, module="pyarrow.*")
 
-import hydra  # noqa: E402
-from hydra.core.config_store import ConfigStore  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from hydra.experimental.callback import Callback  # noqa: E402
-from hydra.types import RunMode  # noqa: E402
-from omegaconf import MISSING, DictConfig, OmegaConf  # noqa: E402
-from omegaconf.errors import OmegaConfBaseException  # noqa: E402
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from sim.config import Config, ConfigError, FleetConfig  # noqa: E402
-from sim.jobs import WORKLOADS, refuse_unused, run  # noqa: E402
+from sim.config import Config, ConfigError, FleetConfig
+from sim.jobs import WORKLOADS, refuse_unused, run
 
 # OmegaConf merges dicts: with the schema's default mix in place, `fleet=mcu` would add the
 # microcontrollers to the default mix instead of replacing it. The fleet option supplies it.

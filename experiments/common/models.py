@@ -132,4 +132,4 @@ def _check_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"input_shape={tuple(input_shape)}: must be (C, H, W) with positive sizes")
-    return shape  # type: ignore[return-value]
+    return shape

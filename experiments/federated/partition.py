@@ -68,7 +68,7 @@ def partition_indices(
 
 def _positive_finite(value: object) -> bool:
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(value)
     except (TypeError, ValueError):
         return False
     return math.isfinite(number) and number > 0
@@ -143,7 +143,7 @@ class SampledPartitions(Sequence):
     def __len__(self) -> int:
         return self.num_clients
 
-    def __getitem__(self, i):  # type: ignore[override]
+    def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(self.num_clients))]
         i = int(i)

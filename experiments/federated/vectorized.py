@@ -176,7 +176,7 @@ def train_clients(
         out[k] = _trained(
             j, {n: params[n][j] for n in names}, schedules[j], steps[j] // epochs, pad, loss_rows, feat_sum
         )
-    return out  # type: ignore[return-value]
+    return out
 
 
 def _sgd_step(

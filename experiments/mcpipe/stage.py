@@ -110,7 +110,7 @@ class Stage:
         version; GreedyUpdates' gives the latest."""
         cost = Cost()
         d = d_out
-        pairs: list[tuple[torch.Tensor, torch.Tensor]] = [None] * len(self.layers)  # type: ignore[list-item]
+        pairs: list[tuple[torch.Tensor, torch.Tensor]] = [None] * len(self.layers)
         for i in range(len(self.layers) - 1, -1, -1):
             layer, a, z = self.layers[i], rec.inputs[i], rec.pre[i]
             dz = layer.error(z, d)

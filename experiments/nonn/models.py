@@ -33,7 +33,7 @@ def wrn_blocks(depth: int) -> int:
 
 def scaled_widths(multiplier: float) -> tuple[int, int, int]:
     """Group widths at a (possibly fractional) width multiplier, at least 1 channel each."""
-    return tuple(max(1, round(w * multiplier)) for w in BASE_WIDTHS)  # type: ignore[return-value]
+    return tuple(max(1, round(w * multiplier)) for w in BASE_WIDTHS)
 
 
 class Block(nn.Module):

@@ -36,14 +36,14 @@ from pathlib import Path
 # zero-GPU tasks; opting in to that behaviour now silences it. Set before Ray is imported.
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
-import ray  # noqa: E402
-import torch  # noqa: E402
-from flwr.app import Context, Message  # noqa: E402
+import ray
+import torch
+from flwr.app import Context, Message
 
-from experiments.federated.internals import set_task_identity, task_identity  # noqa: E402
-from sim.backends.base import Execution, call_seeds, run_call, run_job, torch_threads  # noqa: E402
-from sim.config import ConfigError  # noqa: E402
-from sim.meter import PROCESS_COSTS  # noqa: E402
+from experiments.federated.internals import set_task_identity, task_identity
+from sim.backends.base import Execution, call_seeds, run_call, run_job, torch_threads
+from sim.config import ConfigError
+from sim.meter import PROCESS_COSTS
 
 __all__ = ["RayBackend", "cluster_address", "run_parallel", "start_ray", "stop_ray"]
 
@@ -86,7 +86,7 @@ def start_ray(address: str | None, num_cpus: int | None) -> bool:
         kwargs.update(num_cpus=num_cpus, include_dashboard=False)
     try:
         ray.init(**kwargs)
-    except Exception as exc:  # noqa: BLE001  (Ray raises many kinds; all mean the same here)
+    except Exception as exc:  # Ray raises many kinds; all mean the same here
         where = f"ray.address={address!r}: cannot join the cluster" if address else "backend=ray: cannot start Ray"
         raise ConfigError(f"{where} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     return True
@@ -208,7 +208,7 @@ class RayBackend:
             for index, ex, state in part:
                 results[index] = ex
                 jobs[index][1].state = state  # what the ClientApp kept in its context
-        return results  # type: ignore[return-value]
+        return results
 
     def map(self, fn, calls, seeds=None) -> list:
         """`[fn(*args) for args in calls]` as Ray tasks of 1 CPU, `slots` at a time (the next

@@ -53,7 +53,7 @@ def execute(
     for i in others:
         out[i] = run_job(app, *jobs[i], cost_cache, optimizer_copies)
     if not groups:
-        return out  # type: ignore[return-value]
+        return out
     model = task.build_model()
     example = task.data.x_train
     with torch.enable_grad():  # the charged calls are training calls, as in the ClientApp
@@ -67,7 +67,7 @@ def execute(
                 chunk = members[lo : lo + per_stack]
                 try:
                     done = train_messages(task, model, [jobs[i] for i in chunk], lr, objective, mode)
-                except Exception as exc:  # noqa: BLE001 - each client then runs (and fails, if it does) on its own
+                except Exception as exc:  # each client then runs (and fails, if it does) on its own
                     warnings.warn(
                         f"workload.vectorize: training {len(chunk)} clients together failed "
                         f"({type(exc).__name__}: {exc}); they ran one by one",
@@ -82,7 +82,7 @@ def execute(
                     reply, batch_sizes = done[n]
                     meter = _charged(model, example, batch_sizes, cost_cache, optimizer_copies)
                     out[i] = Execution(reply, meter.flops, meter.peak_bytes)
-    return out  # type: ignore[return-value]
+    return out
 
 
 def _charged(

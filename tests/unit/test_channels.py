@@ -250,7 +250,7 @@ def test_validation_messages_name_the_setting() -> None:
         (lambda: Link(1e6, 0.0, IndependentBits(0.0), packet_bytes=0), r"channel\.packet_bytes=0"),
         (lambda: Link(1e6, 0.0, IndependentBits(0.0), header_bytes=-1), r"channel\.header_bytes=-1"),
         (lambda: Link(1e6, 0.0, IndependentBits(0.0), max_attempts=0), r"channel\.max_attempts=0"),
-        (lambda: Link(1e6, 0.0, 1e-3), r"channel\.errors=0\.001"),  # type: ignore[arg-type]
+        (lambda: Link(1e6, 0.0, 1e-3), r"channel\.errors=0\.001"),
         (lambda: transfer(Link(1e6, 0.0, IndependentBits(0.0)), -5, rng()), r"payload_bytes=-5"),
     ]
     for make, pattern in cases:
