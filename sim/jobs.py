@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sim.backends.base import torch_threads
 from sim.config import COMMON_SECTIONS, Config, ConfigError, Workload, validate_common
 from sim.federated import WORKLOAD as FEDERATED
 from sim.mcpipe import WORKLOAD as MCPIPE
@@ -58,6 +57,8 @@ def validate(cfg: Config) -> None:
 def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
     """Validate `cfg`, run its workload's job and write its reports under `out_dir`; returns the
     summary rows. Every computation of the job runs with `torch_threads` threads."""
+    from sim.backends.base import torch_threads  # torch: imported when a job runs, not for --help
+
     validate(cfg)
     with torch_threads(cfg.torch_threads):
         return workload_of(cfg).run(cfg, out_dir, in_sweep=in_sweep)

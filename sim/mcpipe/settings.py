@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from devices import CATALOGUE
-from experiments.mcpipe import MODELS, PARTITIONS
-from experiments.mcpipe.versions import STORES
 from sim.config import Config, check
 
 __all__ = ["McpipeSettings", "PIPELINES", "REBUILDS", "SCHEDULES", "validate"]
@@ -72,6 +70,8 @@ def validate(cfg: Config) -> None:
 
 def _check_names(m: McpipeSettings) -> None:
     """Models, schedules, devices and the models' sizes."""
+    from experiments.mcpipe import MODELS  # torch: imported when a job is checked, not for --help
+
     _check(
         bool(m.models) and all(x in MODELS for x in m.models) and len(set(m.models)) == len(m.models),
         "models",
@@ -109,6 +109,9 @@ def _check_names(m: McpipeSettings) -> None:
 
 def _check_pipeline(m: McpipeSettings) -> None:
     """Pipeline sizes, their partition into stages and the weight store."""
+    from experiments.mcpipe import PARTITIONS
+    from experiments.mcpipe.versions import STORES
+
     _check(
         bool(m.workers) and len(set(m.workers)) == len(m.workers),
         "workers",

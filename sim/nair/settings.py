@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from devices import CATALOGUE
-from experiments.nair.model import NUM_STAGES
-from experiments.nair.slicing import FLOAT_BITS
 from sim.config import Config, check
 
 __all__ = ["NairSettings", "require", "validate"]
@@ -56,6 +54,9 @@ def require(ok: bool, setting: str, value, allowed: str) -> None:
 
 def validate(cfg: Config) -> None:
     """One-line ConfigError for a setting no run can use (before anything is built)."""
+    from experiments.nair.model import NUM_STAGES
+    from experiments.nair.slicing import FLOAT_BITS
+
     n: NairSettings = cfg.workload
     require(
         isinstance(n.split, int) and 1 <= n.split <= NUM_STAGES,

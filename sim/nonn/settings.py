@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from devices import CATALOGUE
-from experiments.nonn.partition import RULES
 from sim.config import Config, check
 
 __all__ = ["NonnSettings", "validate"]
@@ -66,6 +65,8 @@ def _check(ok: bool, setting: str, value, allowed: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Refuse, with a one-line `ConfigError`, `workload.*` values no NoNN job could use."""
+    from experiments.nonn.partition import RULES
+
     n: NonnSettings = cfg.workload
     _check(
         isinstance(n.num_students, int) and 1 <= n.num_students <= 16,
