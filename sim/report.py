@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "channel_columns",
     "atomic_path",
     "frame",
     "plot_accuracy",
@@ -36,6 +37,17 @@ FLOAT_FORMAT = "%.9g"
 
 def _as_dict(row) -> dict:
     return asdict(row) if is_dataclass(row) else dict(row)
+
+
+def channel_columns(c) -> dict:
+    """The link settings every workload's summary.csv carries, by the same names (a `ChannelConfig`)."""
+    return {
+        "channel_model": c.model,
+        "channel_mode": c.mode,
+        "channel_ber": c.ber,
+        "bandwidth_bps": c.bandwidth_bps,
+        "latency_s": c.latency_s,
+    }
 
 
 def frame(rows) -> pd.DataFrame:

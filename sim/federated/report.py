@@ -10,6 +10,7 @@ import numpy as np
 
 from sim.config import Config, StrategyConfig
 from sim.federated.grid import ClientRow, PhaseStats, SimGrid
+from sim.report import channel_columns
 from strategies import activation_divergence
 
 __all__ = ["CLIENT_COLUMNS", "ROUND_COLUMNS", "RoundRow", "VariantResult", "round_rows", "summary"]
@@ -112,11 +113,7 @@ def summary(cfg: Config, scfg: StrategyConfig, rounds: list[RoundRow], grid: Sim
         "num_devices": len(grid.fleet),
         "fraction_train": math.nan if user_app else scfg.fraction_train,
         "deadline_s": math.nan if user_app else scfg.timeout_s,
-        "channel_model": c.model,
-        "channel_mode": c.mode,
-        "channel_ber": c.ber,
-        "bandwidth_bps": c.bandwidth_bps,
-        "latency_s": c.latency_s,
+        **channel_columns(c),
         "rounds": cfg.workload.rounds,
         # the outcomes (NaN accuracies, e.g. of an app that reports none, are skipped as pandas would)
         "final_accuracy": rounds[-1].accuracy,

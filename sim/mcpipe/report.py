@@ -13,7 +13,7 @@ from experiments.mcpipe.memory import Memory, theorem1
 from experiments.mcpipe.versions import nbytes
 from sim.mcpipe.build import Job
 from sim.mcpipe.settings import PIPELINES, McpipeSettings
-from sim.report import frame, save_figure
+from sim.report import channel_columns, frame, save_figure
 
 __all__ = [
     "LinkCounts",
@@ -110,11 +110,7 @@ def _summary(
         "partition": m.partition if schedule in PIPELINES else "",
         "lr": m.lr,
         "momentum": m.momentum,
-        "channel_model": c.model,
-        "channel_mode": c.mode,
-        "channel_ber": c.ber,
-        "bandwidth_bps": c.bandwidth_bps,
-        "latency_s": c.latency_s,
+        **channel_columns(c),
         "sim_time_s": m.sim_time_s,
         "accuracy_at_s": acc_t,
         "accuracy_at_time": at[-1]["accuracy"],

@@ -18,7 +18,7 @@ from experiments.nair.trained import NAIR_VARIANTS, Models
 from sim.config import Config
 from sim.nair.methods import METHODS, RAW_METHODS, MethodResult
 from sim.nair.timeline import airtime_s
-from sim.report import frame, save_figure, write_csv, write_csvs
+from sim.report import channel_columns, frame, save_figure, write_csv, write_csvs
 
 __all__ = ["Flops", "accuracy_tables", "cost_table", "plots", "say", "summary_table", "write_tables"]
 
@@ -142,11 +142,7 @@ def summary_table(cfg: Config, dataset: str, table: pd.DataFrame, cost: pd.DataF
         "bits_per_element": n.bits_per_element,
         "input_size": n.input_size,
         "device": n.device,
-        "channel_model": c.model,
-        "channel_mode": c.mode,
-        "channel_ber": c.ber,
-        "bandwidth_bps": c.bandwidth_bps,
-        "latency_s": c.latency_s,
+        **channel_columns(c),
         "w_non": n.w_non,
         "penalty_weight": n.penalty_weight,
         "retune_epochs": n.retune_epochs,

@@ -11,7 +11,7 @@ import pandas as pd
 from experiments.nonn.pipeline import TrainedModels
 from sim.config import Config
 from sim.nonn.fleet import FleetResult
-from sim.report import save_figure
+from sim.report import channel_columns, save_figure
 
 __all__ = ["plot", "print_summary", "summary_table"]
 
@@ -27,11 +27,7 @@ def _setting_columns(cfg: Config, k: int) -> dict:
         "rule": n.rule,
         "resolution": n.resolution,
         "device": n.device,
-        "channel_model": c.model,
-        "channel_mode": c.mode,
-        "channel_ber": c.ber,
-        "bandwidth_bps": c.bandwidth_bps,
-        "latency_s": c.latency_s,
+        **channel_columns(c),
         "memory_budget_bytes": n.memory_budget_bytes,
         "flop_budget": n.flop_budget,
     }
