@@ -161,6 +161,11 @@ def check(ok: bool, setting: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{setting}={value!r}: {allowed}")
 
 
+def check_workload(ok: bool, setting: str, value: Any, allowed: str) -> None:
+    """`check` of the workload's own setting `workload.<setting>`."""
+    check(ok, f"workload.{setting}", value, allowed)
+
+
 def positive(setting: str, value: float) -> None:
     check(
         isinstance(value, (int, float)) and math.isfinite(value) and value > 0,

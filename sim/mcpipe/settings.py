@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from devices import CATALOGUE
-from sim.config import Config, check
+from sim.config import Config, check_workload
 
 __all__ = ["McpipeSettings", "PIPELINES", "REBUILDS", "SCHEDULES", "validate"]
 
@@ -52,10 +52,6 @@ class McpipeSettings:
     fc_depth: int = 3  # fc model: hidden layers
 
 
-def _check(ok: bool, setting: str, value, allowed: str) -> None:
-    check(ok, f"workload.{setting}", value, allowed)
-
-
 def _num_layers(m: McpipeSettings, name: str) -> int:
     return 2 * len(m.vgg_widths) + 2 if name == "vgg" else m.fc_depth + 1
 
@@ -72,26 +68,28 @@ def _check_names(m: McpipeSettings) -> None:
     """Models, schedules, devices and the models' sizes."""
     from experiments.mcpipe import MODELS  # torch: imported when a job is checked, not for --help
 
-    _check(
+    check_workload(
         bool(m.models) and all(x in MODELS for x in m.models) and len(set(m.models)) == len(m.models),
         "models",
         list(m.models),
         f"give distinct names from: {', '.join(MODELS)}",
     )
-    _check(
+    check_workload(
         bool(m.schedules) and all(x in SCHEDULES for x in m.schedules) and len(set(m.schedules)) == len(m.schedules),
         "schedules",
         list(m.schedules),
         f"give distinct names from: {', '.join(SCHEDULES)}",
     )
-    _check(
+    check_workload(
         bool(m.devices) and all(d in CATALOGUE for d in m.devices),
         "devices",
         list(m.devices),
         f"give profile names from: {', '.join(sorted(CATALOGUE))}",
     )
-    _check(m.master_device in CATALOGUE, "master_device", m.master_device, f"allowed: {', '.join(sorted(CATALOGUE))}")
-    _check(
+    check_workload(
+        m.master_device in CATALOGUE, "master_device", m.master_device, f"allowed: {', '.join(sorted(CATALOGUE))}"
+    )
+    check_workload(
         all(isinstance(w, int) and w >= 1 for w in m.vgg_widths) and len(m.vgg_widths) >= 1,
         "vgg_widths",
         list(m.vgg_widths),
@@ -104,7 +102,7 @@ def _check_names(m: McpipeSettings) -> None:
         ("microbatch", m.microbatch),
         ("prefetch", m.prefetch),
     ):
-        _check(isinstance(v, int) and v >= 1, name, v, "must be an integer >= 1")
+        check_workload(isinstance(v, int) and v >= 1, name, v, "must be an integer >= 1")
 
 
 def _check_pipeline(m: McpipeSettings) -> None:
@@ -112,7 +110,7 @@ def _check_pipeline(m: McpipeSettings) -> None:
     from experiments.mcpipe import PARTITIONS
     from experiments.mcpipe.versions import STORES
 
-    _check(
+    check_workload(
         bool(m.workers) and len(set(m.workers)) == len(m.workers),
         "workers",
         list(m.workers),
@@ -120,60 +118,64 @@ def _check_pipeline(m: McpipeSettings) -> None:
     )
     for name in m.models:
         top = _num_layers(m, name)
-        _check(
+        check_workload(
             all(isinstance(n, int) and 1 <= n <= top for n in m.workers),
             "workers",
             list(m.workers),
             f"each must be an integer in [1, {top}] (the {name} model has {top} layers)",
         )
-    _check(m.partition in PARTITIONS, "partition", m.partition, f"allowed: {', '.join(PARTITIONS)}")
+    check_workload(m.partition in PARTITIONS, "partition", m.partition, f"allowed: {', '.join(PARTITIONS)}")
     if m.partition == "layers":
         b = list(m.boundaries)
         top = min(_num_layers(m, name) for name in m.models)
-        _check(
+        check_workload(
             all(isinstance(i, int) for i in b) and b == sorted(set(b)) and all(1 <= i < top for i in b),
             "boundaries",
             b,
             f"give increasing layer indices in [1, {top - 1}]",
         )
-        _check(
+        check_workload(
             all(n == len(b) + 1 for n in m.workers),
             "boundaries",
             b,
             f"{len(b)} cuts make {len(b) + 1} stages; set workload.workers=[{len(b) + 1}]",
         )
-    _check(
+    check_workload(
         m.depth is None or (isinstance(m.depth, int) and m.depth >= 1),
         "depth",
         m.depth,
         "must be null or an integer >= 1",
     )
-    _check(m.store in STORES, "store", m.store, f"allowed: {', '.join(STORES)}")
-    _check(m.rebuild in REBUILDS, "rebuild", m.rebuild, f"allowed: {', '.join(REBUILDS)}")
+    check_workload(m.store in STORES, "store", m.store, f"allowed: {', '.join(STORES)}")
+    check_workload(m.rebuild in REBUILDS, "rebuild", m.rebuild, f"allowed: {', '.join(REBUILDS)}")
 
 
 def _check_training(m: McpipeSettings) -> None:
     """SGD and the simulated time the runs train for."""
-    _check(
+    check_workload(
         m.rebuild != "lowrank" or (m.momentum == 0 and m.weight_decay == 0),
         "rebuild",
         m.rebuild,
         "lowrank needs plain SGD (workload.momentum=0, workload.weight_decay=0)",
     )
-    _check(math.isfinite(m.lr) and m.lr > 0, "lr", m.lr, "must be a positive number")
-    _check(0.0 <= m.momentum < 1.0, "momentum", m.momentum, "allowed range is [0, 1)")
-    _check(math.isfinite(m.weight_decay) and m.weight_decay >= 0, "weight_decay", m.weight_decay, "must be >= 0")
-    _check(math.isfinite(m.sim_time_s) and m.sim_time_s > 0, "sim_time_s", m.sim_time_s, "must be a positive number")
-    _check(
+    check_workload(math.isfinite(m.lr) and m.lr > 0, "lr", m.lr, "must be a positive number")
+    check_workload(0.0 <= m.momentum < 1.0, "momentum", m.momentum, "allowed range is [0, 1)")
+    check_workload(
+        math.isfinite(m.weight_decay) and m.weight_decay >= 0, "weight_decay", m.weight_decay, "must be >= 0"
+    )
+    check_workload(
+        math.isfinite(m.sim_time_s) and m.sim_time_s > 0, "sim_time_s", m.sim_time_s, "must be a positive number"
+    )
+    check_workload(
         math.isfinite(m.eval_every_s) and 0 < m.eval_every_s <= m.sim_time_s,
         "eval_every_s",
         m.eval_every_s,
         f"allowed range is (0, sim_time_s={m.sim_time_s}]",
     )
-    _check(
+    check_workload(
         m.accuracy_at_s is None or 0 < m.accuracy_at_s <= m.sim_time_s,
         "accuracy_at_s",
         m.accuracy_at_s,
         f"must be null or in (0, sim_time_s={m.sim_time_s}]",
     )
-    _check(0.0 <= m.target_accuracy <= 1.0, "target_accuracy", m.target_accuracy, "allowed range is [0, 1]")
+    check_workload(0.0 <= m.target_accuracy <= 1.0, "target_accuracy", m.target_accuracy, "allowed range is [0, 1]")

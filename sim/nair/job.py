@@ -35,11 +35,10 @@ from experiments.nair.analysis import corruption_table, importance_table
 from experiments.nair.model import build_splitnet
 from experiments.nair.trained import NAIR_VARIANTS, Models, build_models
 from sim.backends import make_executor
-from sim.config import Config, ConfigError
+from sim.config import Config, ConfigError, check_workload
 from sim.meter import WorkMeter
 from sim.nair.methods import METHODS, RAW_METHODS, MethodResult, evaluate
 from sim.nair.report import Flops, accuracy_tables, cost_table, plots, say, summary_table, write_tables
-from sim.nair.settings import require
 from sim.net import build_link
 from sim.report import write_json
 from sim.seeding import stream
@@ -84,13 +83,13 @@ def _head_flops(cfg: Config, data: Dataset, device: DeviceProfile) -> int:
     n, k = cfg.workload, cfg.workload.split
     probe = build_splitnet(data.input_shape[0], data.num_classes, n.input_size)
     channels = probe.channels(k)
-    require(
+    check_workload(
         channels % n.channels_per_unit == 0,
         "channels_per_unit",
         n.channels_per_unit,
         f"must divide the {channels} channels at split {k}",
     )
-    require(
+    check_workload(
         channels // n.channels_per_unit <= 256, "channels_per_unit", n.channels_per_unit, "at most 256 units per split"
     )
     head_flops, head_bytes = _work(probe.head(k), data.x_test[:1])

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from devices import CATALOGUE
-from sim.config import Config, check
+from sim.config import Config, check_workload
 
-__all__ = ["NairSettings", "require", "validate"]
+__all__ = ["NairSettings", "validate"]
 
 
 @dataclass
@@ -47,38 +47,35 @@ class NairSettings:
     test_samples: Optional[int] = None
 
 
-def require(ok: bool, setting: str, value, allowed: str) -> None:
-    """`sim.config.check` on the setting `workload.<setting>`."""
-    check(ok, f"workload.{setting}", value, allowed)
-
-
 def validate(cfg: Config) -> None:
     """One-line ConfigError for a setting no run can use (before anything is built)."""
     from experiments.nair.model import NUM_STAGES
     from experiments.nair.slicing import FLOAT_BITS
 
     n: NairSettings = cfg.workload
-    require(
+    check_workload(
         isinstance(n.split, int) and 1 <= n.split <= NUM_STAGES,
         "split",
         n.split,
         f"allowed 1..{NUM_STAGES} (after the stem, a bottleneck block or the last convolution)",
     )
-    require(isinstance(n.input_size, int) and 8 <= n.input_size <= 256, "input_size", n.input_size, "allowed 8..256")
-    require(
+    check_workload(
+        isinstance(n.input_size, int) and 8 <= n.input_size <= 256, "input_size", n.input_size, "allowed 8..256"
+    )
+    check_workload(
         isinstance(n.channels_per_unit, int) and n.channels_per_unit >= 1,
         "channels_per_unit",
         n.channels_per_unit,
         "must be an integer >= 1",
     )
-    require(
+    check_workload(
         n.bits_per_element == FLOAT_BITS or 1 <= n.bits_per_element <= 16,
         "bits_per_element",
         n.bits_per_element,
         "allowed 1..16 (quantised) or 32 (float32)",
     )
     lat = list(n.latencies_s)
-    require(
+    check_workload(
         bool(lat)
         and all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in lat)
         and len(set(lat)) == len(lat),
@@ -87,20 +84,24 @@ def validate(cfg: Config) -> None:
         "give distinct positive latency budgets in seconds",
     )
     for name in ("device", "server"):
-        require(getattr(n, name) in CATALOGUE, name, getattr(n, name), f"allowed: {', '.join(sorted(CATALOGUE))}")
+        check_workload(
+            getattr(n, name) in CATALOGUE, name, getattr(n, name), f"allowed: {', '.join(sorted(CATALOGUE))}"
+        )
     for name in ("epochs", "batch_size", "retune_epochs", "retune_batch_size"):
         v = getattr(n, name)
-        require(isinstance(v, int) and v >= 1, name, v, "must be an integer >= 1")
+        check_workload(isinstance(v, int) and v >= 1, name, v, "must be an integer >= 1")
     for name in ("lr", "retune_lr"):
         v = getattr(n, name)
-        require(isinstance(v, (int, float)) and math.isfinite(v) and v > 0, name, v, "must be a positive number")
+        check_workload(isinstance(v, (int, float)) and math.isfinite(v) and v > 0, name, v, "must be a positive number")
     for name in ("weight_decay", "w_non", "penalty_weight", "clio_head_emphasis"):
         v = getattr(n, name)
-        require(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, name, v, "must be a number >= 0")
-    require(n.clio_training in ("sample", "sum"), "clio_training", n.clio_training, "allowed: sample, sum")
+        check_workload(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, name, v, "must be a number >= 0")
+    check_workload(n.clio_training in ("sample", "sum"), "clio_training", n.clio_training, "allowed: sample, sum")
     fr = list(n.corruption_fractions)
-    require(bool(fr) and all(0 < f <= 1 for f in fr), "corruption_fractions", fr, "give fractions in (0, 1]")
-    require(n.corruption_mode in ("erase", "noise"), "corruption_mode", n.corruption_mode, "allowed: erase, noise")
+    check_workload(bool(fr) and all(0 < f <= 1 for f in fr), "corruption_fractions", fr, "give fractions in (0, 1]")
+    check_workload(
+        n.corruption_mode in ("erase", "noise"), "corruption_mode", n.corruption_mode, "allowed: erase, noise"
+    )
     for name in ("train_samples", "test_samples"):
         v = getattr(n, name)
-        require(v is None or (isinstance(v, int) and v >= 10), name, v, "null (all) or an integer >= 10")
+        check_workload(v is None or (isinstance(v, int) and v >= 10), name, v, "null (all) or an integer >= 10")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from devices import CATALOGUE
-from sim.config import Config, check
+from sim.config import Config, check_workload
 
 __all__ = ["NonnSettings", "validate"]
 
@@ -58,17 +58,12 @@ class NonnSettings:
     calibrate: bool = True  # also simulate the paper's own deployments (tables 6-8) into calibration.csv
 
 
-def _check(ok: bool, setting: str, value, allowed: str) -> None:
-    """`sim.config.check` of the setting `workload.<setting>`."""
-    check(ok, f"workload.{setting}", value, allowed)
-
-
 def validate(cfg: Config) -> None:
     """Refuse, with a one-line `ConfigError`, `workload.*` values no NoNN job could use."""
     from experiments.nonn.partition import RULES
 
     n: NonnSettings = cfg.workload
-    _check(
+    check_workload(
         isinstance(n.num_students, int) and 1 <= n.num_students <= 16,
         "num_students",
         n.num_students,
@@ -76,35 +71,39 @@ def validate(cfg: Config) -> None:
     )
     for name in ("teacher_depth", "student_depth"):
         v = getattr(n, name)
-        _check(
+        check_workload(
             isinstance(v, int) and v >= 10 and (v - 4) % 6 == 0, name, v, "a WRN depth 6n + 4 (10, 16, 22, 28, 40, ...)"
         )
-    _check(n.teacher_width > 0, "teacher_width", n.teacher_width, "must be > 0")
-    _check(n.student_width is None or n.student_width > 0, "student_width", n.student_width, "must be > 0 or null")
+    check_workload(n.teacher_width > 0, "teacher_width", n.teacher_width, "must be > 0")
+    check_workload(
+        n.student_width is None or n.student_width > 0, "student_width", n.student_width, "must be > 0 or null"
+    )
     for name in ("teacher_epochs", "student_epochs", "batch_size", "timing_images"):
         v = getattr(n, name)
-        _check(isinstance(v, int) and v >= 1, name, v, "must be an integer >= 1")
-    _check(0 < n.val_fraction < 1, "val_fraction", n.val_fraction, "allowed range is (0, 1)")
-    _check(n.rule in RULES, "rule", n.rule, f"allowed: {', '.join(RULES)}")
-    _check(n.top_filters is None or n.top_filters >= 2, "top_filters", n.top_filters, "must be >= 2 or null")
-    _check(0 <= n.edge_percentile < 100, "edge_percentile", n.edge_percentile, "allowed range is [0, 100)")
-    _check(n.resolution > 0, "resolution", n.resolution, "must be > 0")
-    _check(n.memory_budget_bytes > 0, "memory_budget_bytes", n.memory_budget_bytes, "must be > 0")
-    _check(n.bytes_per_param > 0, "bytes_per_param", n.bytes_per_param, "must be > 0 (1 = 8-bit, 4 = float32)")
-    _check(n.flop_budget > 0, "flop_budget", n.flop_budget, "must be > 0")
+        check_workload(isinstance(v, int) and v >= 1, name, v, "must be an integer >= 1")
+    check_workload(0 < n.val_fraction < 1, "val_fraction", n.val_fraction, "allowed range is (0, 1)")
+    check_workload(n.rule in RULES, "rule", n.rule, f"allowed: {', '.join(RULES)}")
+    check_workload(n.top_filters is None or n.top_filters >= 2, "top_filters", n.top_filters, "must be >= 2 or null")
+    check_workload(0 <= n.edge_percentile < 100, "edge_percentile", n.edge_percentile, "allowed range is [0, 100)")
+    check_workload(n.resolution > 0, "resolution", n.resolution, "must be > 0")
+    check_workload(n.memory_budget_bytes > 0, "memory_budget_bytes", n.memory_budget_bytes, "must be > 0")
+    check_workload(n.bytes_per_param > 0, "bytes_per_param", n.bytes_per_param, "must be > 0 (1 = 8-bit, 4 = float32)")
+    check_workload(n.flop_budget > 0, "flop_budget", n.flop_budget, "must be > 0")
     for name in ("lr", "temperature", "deadline_s"):
-        _check(getattr(n, name) > 0, name, getattr(n, name), "must be > 0")
-    _check(0 <= n.alpha <= 1, "alpha", n.alpha, "allowed range is [0, 1]")
+        check_workload(getattr(n, name) > 0, name, getattr(n, name), "must be > 0")
+    check_workload(0 <= n.alpha <= 1, "alpha", n.alpha, "allowed range is [0, 1]")
     for name in ("beta", "at_beta", "momentum", "weight_decay"):
-        _check(getattr(n, name) >= 0, name, getattr(n, name), "must be >= 0")
+        check_workload(getattr(n, name) >= 0, name, getattr(n, name), "must be >= 0")
     for name in ("beta_search", "at_beta_search"):
         v = list(getattr(n, name))
-        _check(all(b >= 0 for b in v), name, v, "weights must be >= 0 ([] = use beta / at_beta)")
-    _check(n.kd_scale is None or n.kd_scale >= 0, "kd_scale", n.kd_scale, "must be >= 0 or null (2 T^2)")
+        check_workload(all(b >= 0 for b in v), name, v, "weights must be >= 0 ([] = use beta / at_beta)")
+    check_workload(n.kd_scale is None or n.kd_scale >= 0, "kd_scale", n.kd_scale, "must be >= 0 or null (2 T^2)")
     for name in ("device", "big_device", "server"):
-        _check(getattr(n, name) in CATALOGUE, name, getattr(n, name), f"allowed: {', '.join(sorted(CATALOGUE))}")
-    _check(n.split_model in ("atkd", "teacher"), "split_model", n.split_model, "allowed: atkd, teacher")
-    _check(
+        check_workload(
+            getattr(n, name) in CATALOGUE, name, getattr(n, name), f"allowed: {', '.join(sorted(CATALOGUE))}"
+        )
+    check_workload(n.split_model in ("atkd", "teacher"), "split_model", n.split_model, "allowed: atkd, teacher")
+    check_workload(
         n.split_model == "teacher" or n.baselines,
         "split_model",
         n.split_model,

@@ -20,7 +20,7 @@ from experiments.common.data import Dataset, load_digits
 from experiments.common.models import build_model
 from experiments.offload.classifier import decode_images, encode_images, predict, train_classifier
 from sim.backends import make_executor
-from sim.config import Config, check
+from sim.config import Config, check_workload
 from sim.meter import WorkMeter
 from sim.net import build_link
 from sim.offload.settings import OffloadSettings
@@ -126,7 +126,7 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
     """The whole job; returns the summary rows."""
     s: OffloadSettings = cfg.workload
     data = load_digits(seed=cfg.seed)
-    check(s.images <= len(data.y_test), "workload.images", s.images, f"at most {len(data.y_test)} (the test set)")
+    check_workload(s.images <= len(data.y_test), "images", s.images, f"at most {len(data.y_test)} (the test set)")
     model = _trained_model(cfg, data)
     x, y = data.x_test[: s.images], data.y_test[: s.images].numpy()
     costs, link = inference_costs(model, x), build_link(cfg.channel)

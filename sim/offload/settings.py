@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from devices import CATALOGUE
-from sim.config import Config, check, positive
+from sim.config import Config, check_workload, positive
 
 __all__ = ["OffloadSettings", "validate"]
 
@@ -28,9 +28,9 @@ def validate(cfg: Config) -> None:
     s: OffloadSettings = cfg.workload
     for name in ("device", "server"):
         value = getattr(s, name)
-        check(value in CATALOGUE, f"workload.{name}", value, f"allowed: {', '.join(sorted(CATALOGUE))}")
+        check_workload(value in CATALOGUE, name, value, f"allowed: {', '.join(sorted(CATALOGUE))}")
     for name in ("images", "hidden", "epochs", "batch_size"):
         value = getattr(s, name)
-        check(isinstance(value, int) and value >= 1, f"workload.{name}", value, "must be an integer >= 1")
+        check_workload(isinstance(value, int) and value >= 1, name, value, "must be an integer >= 1")
     positive("workload.period_s", s.period_s)
     positive("workload.lr", s.lr)
