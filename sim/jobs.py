@@ -1,8 +1,9 @@
 """The registry of workloads, and the one way to validate and run a job.
 
-A workload is one package under `sim/` (its `settings.py` declares a `Workload`: its
-`workload.*` schema, the sections it reads, its validation and its job) and one yaml in
-`sim/conf/workload/`. Registering it is one line in `WORKLOADS` below (docs/extending.md).
+A workload is one package under `sim/` (its `__init__.py` declares a `Workload`: its
+`workload.*` schema from `settings.py`, the sections it reads, its validation and its job) and
+one yaml in `sim/conf/workload/`. Registering it is one line in `WORKLOADS` below
+(docs/extending.md).
 """
 
 from __future__ import annotations

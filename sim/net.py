@@ -66,7 +66,7 @@ def transmit(
 def carry(env: simpy.Environment, outcome: TransferOutcome, latency_s: float = 0.0) -> Iterator:
     """Process: the sender is busy with a transfer whose outcome is already drawn, for its time
     less `latency_s` (0: through the propagation latency; the link's latency: the airtime only)."""
-    yield env.timeout(outcome.time_s - latency_s if latency_s else outcome.time_s)
+    yield env.timeout(outcome.time_s - latency_s)
 
 
 def send(

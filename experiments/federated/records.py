@@ -110,7 +110,7 @@ class ModelRecords:
 
     `load(record)` is `model.load_state_dict(to_state_dict(record))` (strict) without building
     the state dict: each value is copied from its bytes straight into the model's own (CPU)
-    tensor, through numpy views of those tensors taken once. `record()` is
+    tensor, through numpy views of those tensors (taken again when a tensor is replaced). `record()` is
     `to_array_record(model.state_dict())`, from the same views. A record that does not match
     names, shapes and dtypes exactly, or a model with its own state-dict handling (save or
     load hooks, BatchNorm's `_load_from_state_dict`, any `_save_to_state_dict`), takes torch's
@@ -118,6 +118,10 @@ class ModelRecords:
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
+        self._take_views()
+
+    def _take_views(self) -> None:
+        model = self.model
         targets = model.state_dict(keep_vars=True)
         self.names = list(targets)
         self.tensors = list(targets.values())
@@ -140,7 +144,7 @@ class ModelRecords:
         for (module, attr), t, layout in zip(self._owners, self.tensors, self._layouts):
             now = getattr(module, attr, None)
             if now is not t or _layout(now) != layout:
-                self.__init__(self.model)
+                self._take_views()
                 break
         return self.views is not None
 

@@ -33,8 +33,6 @@ STACK_BUDGET_BYTES = 2 << 30
 class VectorizedBackend(LocalBackend):
     """The local back end, with the train jobs of the built-in ClientApp of `task` trained together."""
 
-    name = "local"
-
     def __init__(self, task: FederatedTask, optimizer_copies: int = 1, torch_threads: int | None = None):
         super().__init__(optimizer_copies, torch_threads)
         self.task = task
