@@ -98,8 +98,8 @@ def with_rounds(cfg: Config, rounds: int) -> Config:
 
 # --- the two paths --------------------------------------------------------------------------
 def run_sim(cfg: Config, job):
-    variants, fleet, link, task = job
-    return simulate(cfg, variants[0], fleet, link, task, progress=False)
+    variants, fleet, _link, task = job
+    return simulate(cfg, variants[0], fleet, task, progress=False)
 
 
 def schedule_of(clients, rounds: int) -> list[tuple[list[int], list[int]]]:
@@ -299,7 +299,10 @@ ITEMS = [
         "channel: message_bytes + _deliver (bit flips)",
         [("sim/federated/grid.py", "message_bytes"), ("sim/federated/grid.py", "_deliver")],
     ),
-    ("SimPy round (sim.federated.timeline.run_round)", [("sim/federated/timeline.py", "run_round")]),
+    (
+        "SimPy clock (sim.federated.timeline.Round, client)",
+        [("sim/federated/timeline.py", "play"), ("sim/federated/timeline.py", "client")],
+    ),
     ("seeded streams (sim.seeding.stream)", [("sim/seeding.py", "stream")]),
     ("torch.random.fork_rng", [("torch/random.py", "fork_rng")]),
     (

@@ -66,7 +66,7 @@ def child(devices: int, sampled: int, rounds: int, seed: int) -> dict:
     cfg.dataset.partition, cfg.dataset.samples_per_device = "sampled", 16
 
     t = time.perf_counter()
-    variants, fleet, link, task = prepare(cfg)
+    variants, fleet, _link, task = prepare(cfg)
     build_s = time.perf_counter() - t
     rss_built = rss_mib()
 
@@ -97,14 +97,13 @@ def child(devices: int, sampled: int, rounds: int, seed: int) -> dict:
         replace(cfg, workload=replace(cfg.workload, rounds=1)),
         variants[0],
         fleet,
-        link,
         task,
         progress=False,
         backend=backend,
     )
     spent.update(clients=0.0, evaluation=0.0, clients_run=0)
     t = time.perf_counter()
-    res = runner.simulate(cfg, variants[0], fleet, link, task, progress=False, backend=backend)
+    res = runner.simulate(cfg, variants[0], fleet, task, progress=False, backend=backend)
     total = time.perf_counter() - t
     own = total - spent["clients"] - spent["evaluation"]
     return {

@@ -99,10 +99,10 @@ class RecordingBackend(LocalBackend):
 def record(strategy: str, rounds: int, overrides: list[str], vectorize: bool = False):
     """Simulate `rounds` rounds of the experiment with one strategy; (cfg, task, backend, wall s)."""
     cfg = compose_config(EXPERIMENT, rounds, [f"strategy={strategy}", *overrides])
-    variants, fleet, link, task = prepare(cfg)
+    variants, fleet, _link, task = prepare(cfg)
     backend = RecordingBackend(cfg.workload.optimizer_copies, cfg.torch_threads, vectorize=vectorize)
     t0 = time.perf_counter()
-    simulate(cfg, variants[0], fleet, link, task, progress=False, backend=backend)
+    simulate(cfg, variants[0], fleet, task, progress=False, backend=backend)
     return cfg, task, backend, time.perf_counter() - t0
 
 
@@ -475,7 +475,7 @@ def perturbed(task):
 
 def end_to_end(rounds: int, repeats: int) -> dict:
     cfg = compose_config(EXPERIMENT, rounds, [f"compare=[{','.join(STRATEGIES)}]"])
-    variants, fleet, link, task = prepare(cfg)
+    variants, fleet, _link, task = prepare(cfg)
     runs: dict[str, list] = defaultdict(list)
     wall: dict[str, list[float]] = defaultdict(list)
     settings = {"vectorize=false": (cfg, False), "vectorize=true": (cfg, True)}
@@ -489,7 +489,6 @@ def end_to_end(rounds: int, repeats: int) -> dict:
                     c,
                     v,
                     fleet,
-                    link,
                     task,
                     progress=False,
                     backend=(
@@ -503,7 +502,7 @@ def end_to_end(rounds: int, repeats: int) -> dict:
             wall[name].append(time.perf_counter() - t0)
     # the reference for "float rounding": the loop from initial weights perturbed by ~1e-7 relative
     runs["loop, initial weights x (1 + 1e-7 N(0,1))"] = [
-        simulate(cfg, v, fleet, link, perturbed(task), progress=False) for v in variants
+        simulate(cfg, v, fleet, perturbed(task), progress=False) for v in variants
     ]
     base = runs["vectorize=false"]
     same_clients = all(a.clients == b.clients for a, b in zip(base, runs["vectorize=true"]))

@@ -60,7 +60,19 @@ class FleetConfig:
     )
     num_devices: int = 30
     spread: float = 0.1  # per-device uniform factor in [1-s, 1+s] on FLOP rate and power
-    availability: float = 1.0  # probability that a sampled device takes part in a round
+    # long-run fraction of the time a device is online: each device alternates online and offline
+    # periods (exponential, means online_s and online_s * (1 - a) / a) on the clock; 1: always online
+    availability: float = 1.0
+    online_s: float = 600.0  # mean length of an online period, simulated seconds
+    availability_trace: Optional[str] = None  # a trace file of online intervals instead (sim/conf/traces/README.md)
+    capacity_trace: Optional[str] = None  # a trace file of per-device FLOP rate and bandwidth
+    battery_j: dict[str, float] = field(default_factory=dict)  # joules per profile name; absent: mains powered
+    server: Optional[str] = (
+        "edge_server"  # the server's profile: it aggregates and evaluates on the clock; null: at once
+    )
+    offer: str = (
+        "idle"  # the devices get_node_ids offers: idle (online, charged, not busy) | all (every registered one)
+    )
 
 
 @dataclass
@@ -75,6 +87,22 @@ class ChannelConfig:
     max_attempts: int = 8
     burst_bits: float = 1000.0  # gilbert_elliott: mean length of a bad burst, in bits
     bad_ber: float = 0.05  # gilbert_elliott: bit error rate inside a burst
+    # the medium: dedicated (a link per device) | shared (cells whose capacity concurrent transfers share)
+    medium: str = "dedicated"
+    cells: int = 1  # shared: access points; device d attaches to cell d % cells
+    cell_up_bps: Optional[float] = None  # shared: a cell's uplink capacity (null: bandwidth_bps)
+    cell_down_bps: Optional[float] = None  # shared: a cell's downlink capacity (null: bandwidth_bps)
+    # per-device links: same (every device the values above) | spread (bandwidth and BER each times
+    # Uniform[1-s, 1+s), per device and direction) | distance (distance in a disk -> path loss -> SNR -> BER)
+    links: str = "same"
+    spread: float = 0.5
+    radius_m: float = 60.0  # distance: devices uniform over a disk of this radius around their access point
+    exponent: float = 3.0  # distance: path-loss exponent
+    ref_loss_db: float = 40.0  # distance: path loss at 1 m (free space at 2.4 GHz)
+    tx_power_dbm: float = 0.0
+    noise_dbm: float = -105.0  # thermal noise over ~1 MHz plus a 9 dB noise figure
+    modulation: str = "qpsk"  # distance: bpsk | qpsk | 16qam | 64qam | fsk
+    up_scale: float = 1.0  # uplink bandwidth / downlink bandwidth
 
 
 @dataclass

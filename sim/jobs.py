@@ -14,6 +14,7 @@ from sim.config import COMMON_SECTIONS, Config, ConfigError, Workload, validate_
 from sim.federated import WORKLOAD as FEDERATED
 from sim.mcpipe import WORKLOAD as MCPIPE
 from sim.nair import WORKLOAD as NAIR
+from sim.net.build import validate as validate_network
 from sim.nonn import WORKLOAD as NONN
 from sim.offload import WORKLOAD as OFFLOAD
 
@@ -52,6 +53,7 @@ def refuse_unused(cfg: Config, settings: list[str]) -> None:
 def validate(cfg: Config) -> None:
     """Every check of a job's settings, shared and the workload's own; one-line `ConfigError`."""
     validate_common(cfg)
+    validate_network(cfg)  # the medium, per-device links, availability, batteries, traces
     workload_of(cfg).validate(cfg)
 
 

@@ -47,6 +47,8 @@ def channel_columns(c) -> dict:
         "channel_ber": c.ber,
         "bandwidth_bps": c.bandwidth_bps,
         "latency_s": c.latency_s,
+        "channel_medium": c.medium,
+        "channel_links": c.links,
     }
 
 
@@ -169,3 +171,49 @@ def plot_accuracy(rounds, label_keys: list[str], out_dir: Path, title: str = "")
         fig.tight_layout()
         written.append(save_figure(fig, Path(out_dir) / name))
     return written
+
+
+STATE_COLOURS = {
+    "receive": "tab:blue",
+    "compute": "tab:orange",
+    "transmit": "tab:green",
+    "offline": "lightgrey",
+}
+
+
+def plot_timeline(
+    rows: list[dict], path: Path, title: str = "", max_devices: int = 40, max_rows: int = 600
+) -> Path | None:
+    """A Gantt chart of the timeline's device states (timeline.csv rows), over the first rows
+    (`max_rows`) and devices (`max_devices`, in order of first activity): where each device's
+    time went, and who waited for whom."""
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = rows[:max_rows]
+    devices: list[str] = []
+    for r in rows:
+        if r["device"] not in devices and len(devices) < max_devices:
+            devices.append(r["device"])
+    fig, ax = plt.subplots(figsize=(9, 0.25 * len(devices) + 1.5))
+    seen = set()
+    for r in rows:
+        if r["device"] not in devices:
+            continue
+        y = devices.index(r["device"])
+        colour = STATE_COLOURS.get(r["state"], "tab:red")
+        label = r["state"] if r["state"] not in seen else None
+        seen.add(r["state"])
+        ax.broken_barh([(r["start_s"], r["end_s"] - r["start_s"])], (y - 0.4, 0.8), color=colour, label=label)
+    ax.set_yticks(range(len(devices)), devices, fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel("simulated time (s)")
+    ax.set_ylabel("device")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -20,6 +20,7 @@ from experiments.federated.task import FederatedTask
 from sim.config import Config, ConfigError, StrategyConfig
 from sim.meter import WorkMeter
 from sim.net import build_link
+from sim.net.build import with_capacity
 from sim.seeding import stream
 from strategies import STRATEGIES, build_strategy
 
@@ -159,6 +160,7 @@ def prepare(cfg: Config):
         link = build_link(cfg.channel)
     except ValueError as exc:
         raise ConfigError(str(exc).splitlines()[0]) from None
+    fleet = with_capacity(cfg, fleet)
     task = None
     if cfg.workload.app.client is None:
         task = _build_task(cfg, fleet)

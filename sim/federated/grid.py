@@ -19,21 +19,29 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from channels import Link, TransferOutcome, corrupt_arrays, transfer
+from channels import TransferOutcome, corrupt_arrays, transfer
 from devices import Fleet
 from experiments.federated.internals import set_message_id
 from experiments.federated.records import array_view
 from sim.backends.base import Backend, Execution
 from sim.backends.local import LocalBackend
-from sim.federated.timeline import ClientPlan, run_round
-from sim.net import STATES, EnergyLedger
+from sim.federated.timeline import ClientPlan, Round, client
+from sim.net import EnergyLedger, Network, Server
 from sim.seeding import stream
 from strategies.objectives import ACTIVATION_PROBE_KEY as PROBE_KEY
 
-__all__ = ["ClientRow", "PhaseStats", "SimGrid", "message_bytes"]
+__all__ = ["ClientRow", "FleetExhausted", "PhaseStats", "SimGrid", "message_bytes"]
 
 RUN_ID = 1
 SERVER_NODE_ID = 0
+# a weighted mean of the replies: a multiply and an add per value of each (numpy, which no
+# FLOP counter sees: counted from the sizes; robust aggregators cost more, so a lower bound)
+AGGREGATION_FLOPS_PER_VALUE = 2
+WAIT_LIMIT_S = 30 * 86400.0  # how long a server waits for enough devices before the run stops
+
+
+class FleetExhausted(RuntimeError):
+    """Too few devices online, charged and idle for the strategy to sample, for too long."""
 
 
 @dataclass
@@ -76,6 +84,10 @@ class PhaseStats:
 
 def _arrays(content: RecordDict) -> list[tuple[str, ArrayRecord]]:
     return [(k, v) for k, v in content.items() if isinstance(v, ArrayRecord)]
+
+
+def _values(content: RecordDict) -> int:
+    return sum(array_view(arr).size for _, rec in _arrays(content) for arr in rec.values())
 
 
 def message_bytes(content: RecordDict) -> int:
@@ -123,36 +135,50 @@ def _deliver(content: RecordDict, outcome: TransferOutcome) -> tuple[RecordDict,
 
 
 class SimGrid(Grid):
-    """A Grid over the simulated fleet: node `i + 1` is device `i` holding partition `i`."""
+    """A Grid over the simulated fleet: node `i + 1` is device `i` holding partition `i`.
+
+    All of a run's phases play on the one clock of `net`; a device still working when the next
+    phase starts stays busy. `get_node_ids` offers the devices online, charged and idle now
+    (`offer="idle"`), or every registered device (`offer="all"`: those that cannot take part are
+    reported `busy`, `offline` or `battery_depleted`); when fewer than `min_nodes` are on offer
+    the server waits for them in simulated time. The server's aggregation and evaluation run on
+    `server` between phases.
+    """
 
     def __init__(
         self,
         *,
         fleet: Fleet,
-        link: Link,
+        net: Network,
+        server: Server,
         client_app,
         seed: int,
         backend: Backend | None = None,
-        availability: float = 1.0,
         run_config: dict | None = None,
+        offer: str = "idle",
+        min_nodes: int = 1,
     ):
-        self.fleet = fleet
-        self.link = link
+        self.fleet, self.net, self.server = fleet, net, server
         self.client_app = client_app
         self.seed = seed
         self.backend = backend or LocalBackend()
-        self.availability = availability
         self.run_config = dict(run_config or {})
-        self.now_s = 0.0
+        self.offer, self.min_nodes = offer, min_nodes
         self.phases: list[PhaseStats] = []
         self.observer = None  # called with each finished PhaseStats (progress bars)
-        self.trace: list[tuple[float, int, str]] = []
+        self.server_flops = 0  # work the server owes before it can send again
         self._run = Run.create_empty(run_id=RUN_ID)
         self._contexts: dict[int, Context] = {}
         self._next_id = 0
         self._round = 0
-        power = np.stack([fleet.power_w(state) for state in STATES], axis=1)
-        self.ledger = EnergyLedger(power)
+
+    @property
+    def ledger(self) -> EnergyLedger:
+        return self.net.ledger
+
+    @property
+    def now_s(self) -> float:
+        return self.net.env.now
 
     # --- Grid interface -------------------------------------------------------------
     def set_run(self, run: Run) -> None:
@@ -168,7 +194,20 @@ class SimGrid(Grid):
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> Iterable[int]:
-        return range(1, len(self.fleet) + 1)
+        self.settle()
+        if self.offer == "all":
+            return range(1, len(self.fleet) + 1)
+        offered = self.net.offered()
+        wait_s = 1.0
+        while len(offered) < self.min_nodes:  # the server waits, on the clock, for enough devices
+            if self.now_s > WAIT_LIMIT_S:
+                raise FleetExhausted(
+                    f"fewer than {self.min_nodes} devices online, charged and idle for {WAIT_LIMIT_S:.0f} simulated s"
+                )
+            self.net.env.run(until=self.now_s + wait_s)
+            wait_s = min(wait_s * 2, 3600.0)
+            offered = self.net.offered()
+        return (offered + 1).tolist()
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         raise NotImplementedError("SimGrid delivers messages in simulated rounds: use send_and_receive")
@@ -176,10 +215,27 @@ class SimGrid(Grid):
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         raise NotImplementedError("SimGrid delivers messages in simulated rounds: use send_and_receive")
 
+    def settle(self) -> None:
+        """The server does the work it owes (aggregation, evaluation) on the clock."""
+        if self.server_flops:
+            env = self.net.env
+            env.run(until=env.process(self.server.compute(self.server_flops)))
+            self.server_flops = 0
+
+    def finish(self) -> float:
+        """The run is over: the server's last work, then the devices still working finish
+        theirs (and spend its energy). Returns when the run ended (the server's last act)."""
+        self.settle()
+        end_s = self.now_s
+        self.net.env.run()
+        self.ledger.close(self.now_s)
+        return end_s
+
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = sorted(messages, key=lambda m: m.metadata.dst_node_id)
         if not messages:
             return []
+        self.settle()
         phase = "train" if messages[0].metadata.message_type.startswith("train") else "evaluate"
         rnd = self._round_of(messages[0], phase)
         stats = PhaseStats(rnd, phase, self.now_s, self.now_s)
@@ -195,25 +251,24 @@ class SimGrid(Grid):
         replies: dict[int, tuple[Message, np.ndarray | None]] = {}
         for (_, plan), ex in zip(deliverable, runs):
             self._uplink(plan, ex, rnd, phase, replies, rows)
-        end_s, timelines = run_round(self.now_s, plans, timeout, self.ledger, self.trace)
+        stats.clients = [rows.get(plan.node_id) or self._row(plan, rnd, phase) for plan in plans]
+        for row in stats.clients:
+            row.status = ""  # the clock says how each one ends
+        clock = Round(self.net.env, stats.clients, timeout)
+        for i, plan in enumerate(plans):
+            self.net.env.process(client(self.net, plan, clock, i))
+        stats.end_s = clock.play()
         accepted = []
-        for plan, tl in zip(plans, timelines):
-            row = rows.get(plan.node_id) or self._row(plan, rnd, phase)
-            # the clock knows when things happened; a ClientApp error is only known here
-            row.status = "error" if row.status == "error" and tl.status in ("received", "straggler") else tl.status
-            row.download_s, row.compute_s, row.upload_s = tl.down_s, tl.compute_s, tl.up_s
-            row.energy_j, row.arrival_s = tl.energy_j, tl.arrival_s
-            stats.clients.append(row)
+        for plan, row in zip(plans, stats.clients):
             if row.status == "received":
                 reply, activation = replies[plan.node_id]
                 accepted.append(reply)
+                self.server_flops += AGGREGATION_FLOPS_PER_VALUE * _values(reply.content)
                 if activation is not None:
                     stats.mean_activations.append(activation)
                 metrics = [v for v in reply.content.values() if isinstance(v, MetricRecord)]
                 if phase == "evaluate" and metrics:
                     stats.eval_metrics.append((plan.node_id, dict(metrics[0])))
-        stats.end_s = end_s
-        self.now_s = end_s
         self.phases.append(stats)
         if self.observer is not None:
             self.observer(stats)
@@ -268,14 +323,12 @@ class SimGrid(Grid):
     def _downlink(self, msg: Message, rnd: int, phase: str, deliverable: list) -> ClientPlan:
         node = int(msg.metadata.dst_node_id)
         device = node - 1
-        plan = ClientPlan(node_id=node, device=device)
-        if (
-            self.availability < 1.0
-            and stream(self.seed, "availability", rnd, node, phase).random() >= self.availability
-        ):
-            plan.dropped = True
+        plan = ClientPlan(node_id=node, device=device, unavailable=self.net.unavailable(device))
+        if plan.unavailable:
             return plan
-        plan.down = transfer(self.link, message_bytes(msg.content), stream(self.seed, "downlink", rnd, node, phase))
+        plan.down = transfer(
+            self.net.links(device)[1], message_bytes(msg.content), stream(self.seed, "downlink", rnd, node, phase)
+        )
         if not plan.down.delivered:
             return plan
         self._next_id += 1
@@ -293,9 +346,10 @@ class SimGrid(Grid):
         plan.compute_s = self.fleet.compute_time_s(ex.flops, d)
         plan.fits = ex.peak_bytes <= int(self.fleet.memory_bytes[d])
         reply = ex.reply
+        link = self.net.links(d)[0]
         if reply is None or reply.has_error() or not plan.fits:
-            plan.up = transfer(self.link, 0, stream(self.seed, "uplink", rnd, plan.node_id, phase))
-            row.status = "out_of_memory" if not plan.fits else "error"
+            plan.error = plan.fits
+            plan.up = transfer(link, 0, stream(self.seed, "uplink", rnd, plan.node_id, phase))
             return
         activation = None
         if PROBE_KEY in reply.content:
@@ -303,13 +357,10 @@ class SimGrid(Grid):
             del reply.content[PROBE_KEY]
             if isinstance(probe, ArrayRecord) and "mean-activation" in probe:
                 activation = array_view(probe["mean-activation"]).astype(np.float64)
-        plan.up = transfer(
-            self.link, message_bytes(reply.content), stream(self.seed, "uplink", rnd, plan.node_id, phase)
-        )
+        plan.up = transfer(link, message_bytes(reply.content), stream(self.seed, "uplink", rnd, plan.node_id, phase))
         reply.content, flips = _deliver(reply.content, plan.up)
         row.bytes_up = plan.up.bits_sent // 8
         row.attempts_up = plan.up.attempts
         row.retransmissions += plan.up.retransmissions
         row.bits_flipped += flips
-        row.status = "received"
         replies[plan.node_id] = (reply, activation)

@@ -20,7 +20,6 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from tqdm import tqdm
 
-from channels import Link
 from devices import Fleet
 from experiments.federated.internals import set_task_identity
 from experiments.federated.records import ModelRecords
@@ -32,7 +31,10 @@ from sim.config import Config, StrategyConfig
 from sim.federated.build import build_strategy_of, flower_log, load_app, prepare
 from sim.federated.grid import RUN_ID, SERVER_NODE_ID, SimGrid
 from sim.federated.report import CLIENT_COLUMNS, ROUND_COLUMNS, VariantResult, round_rows, summary
-from sim.report import plot_accuracy, write_json, write_rows
+from sim.meter import WorkMeter
+from sim.net import TIMELINE_COLUMNS
+from sim.net.build import build_network
+from sim.report import plot_accuracy, plot_timeline, write_json, write_rows
 from sim.seeding import stream
 
 __all__ = ["run", "simulate"]
@@ -59,7 +61,6 @@ def simulate(
     cfg: Config,
     scfg: StrategyConfig,
     fleet: Fleet,
-    link: Link,
     task: FederatedTask | None,
     progress: bool = True,
     backend: Backend | None = None,
@@ -69,14 +70,17 @@ def simulate(
     app_cfg = cfg.workload.app
     client_app = make_client_app(task) if task is not None else load_app(app_cfg.client, "workload.app.client")
     backend = backend or LocalBackend(cfg.workload.optimizer_copies, cfg.torch_threads)
+    net, server = build_network(cfg, fleet, label=lambda d: str(d + 1))
     grid = SimGrid(
         fleet=fleet,
-        link=link,
+        net=net,
+        server=server,
         client_app=client_app,
         seed=cfg.seed,
         backend=backend,
-        availability=cfg.fleet.availability,
         run_config=app_cfg.run_config,
+        offer=cfg.fleet.offer,
+        min_nodes=min(max(2, scfg.min_train_nodes), len(fleet)),
     )
     evals: dict[int, tuple[float, float]] = {}
     bar = tqdm(total=cfg.workload.rounds, desc=scfg.name, unit="round", disable=not progress, leave=False)
@@ -89,9 +93,13 @@ def simulate(
             model = task.build_model()
             weights = ModelRecords(model)
 
+            meter_cache: dict = {}
+
             def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord:
                 weights.load(arrays)
-                loss, acc = evaluate_model(model, task.data.x_test, task.data.y_test)
+                with WorkMeter(meter_cache) as meter:  # the server's evaluation, on its clock
+                    loss, acc = evaluate_model(model, task.data.x_test, task.data.y_test)
+                grid.server_flops += meter.flops
                 evals[rnd] = (acc, loss)
                 return MetricRecord({"accuracy": acc, "loss": loss})
 
@@ -113,10 +121,11 @@ def simulate(
                 run_config=dict(app_cfg.run_config),
             )
             server_app(grid, context)
-    grid.ledger.close(grid.now_s)
+    end_s = grid.finish()
     rounds = round_rows(grid.phases, evals, app_cfg)
     clients = [c for p in grid.phases for c in p.clients]
-    return VariantResult(scfg.name, rounds, clients, summary(cfg, scfg, rounds, grid))
+    timeline = net.timeline.sorted()
+    return VariantResult(scfg.name, rounds, clients, summary(cfg, scfg, rounds, grid, end_s), timeline)
 
 
 def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
@@ -129,7 +138,7 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
     a sweep, the comparison and the plots are written once for the whole sweep instead).
     """
     out_dir = Path(out_dir)
-    variants, fleet, link, task = prepare(cfg)
+    variants, fleet, _link, task = prepare(cfg)
     results, wall_s = [], {}
     t0 = time.perf_counter()
     with make_backend(
@@ -138,13 +147,16 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
         start_s = round(time.perf_counter() - t0, 3)
         for scfg in variants:
             t0 = time.perf_counter()
-            results.append(simulate(cfg, scfg, fleet, link, task, progress=cfg.progress, backend=backend))
+            results.append(simulate(cfg, scfg, fleet, task, progress=cfg.progress, backend=backend))
             wall_s[scfg.name] = round(time.perf_counter() - t0, 3)
     for res in results:
         folder = out_dir / res.strategy if len(results) > 1 else out_dir
         write_rows(res.rounds, folder / "rounds.csv", ROUND_COLUMNS)
         write_rows(res.clients, folder / "clients.csv", CLIENT_COLUMNS)
         write_rows([res.summary], folder / "summary.csv")
+        write_rows(res.timeline, folder / "timeline.csv", TIMELINE_COLUMNS)
+        if cfg.plots:
+            plot_timeline(res.timeline, folder / "timeline.png", title=f"{res.strategy}: device states")
     # this machine's timings: not simulated, not reproducible, so never in a CSV
     write_json(
         {"backend": cfg.backend, "backend_start_s": start_s, "wall_s_per_strategy": wall_s}, out_dir / "wallclock.json"

@@ -27,7 +27,9 @@ class RoundRow:
     clients_sampled: int
     clients_received: int
     clients_straggled: int
-    clients_dropped: int
+    clients_busy: int  # sampled while still working on an earlier round
+    clients_offline: int  # offline when the message came, or went offline before replying
+    clients_battery_depleted: int
     clients_lost: int
     clients_out_of_memory: int
     bytes_down: int
@@ -48,6 +50,7 @@ class VariantResult:
     rounds: list[RoundRow]
     clients: list[ClientRow]
     summary: dict
+    timeline: list[dict]
 
 
 def _weighted_mean(metrics: list[dict], key: str) -> float:
@@ -78,7 +81,9 @@ def round_rows(phases: list[PhaseStats], evals: dict[int, tuple[float, float]], 
                 clients_sampled=len(train),
                 clients_received=status.count("received"),
                 clients_straggled=status.count("straggler"),
-                clients_dropped=status.count("dropped"),
+                clients_busy=status.count("busy"),
+                clients_offline=status.count("offline"),
+                clients_battery_depleted=status.count("battery_depleted"),
                 clients_lost=status.count("lost_down") + status.count("lost_up") + status.count("error"),
                 clients_out_of_memory=status.count("out_of_memory"),
                 bytes_down=sum(c.bytes_down for c in clients),
@@ -92,7 +97,7 @@ def round_rows(phases: list[PhaseStats], evals: dict[int, tuple[float, float]], 
     return rows
 
 
-def summary(cfg: Config, scfg: StrategyConfig, rounds: list[RoundRow], grid: SimGrid) -> dict:
+def summary(cfg: Config, scfg: StrategyConfig, rounds: list[RoundRow], grid: SimGrid, end_s: float) -> dict:
     c = cfg.channel
     reached = [r for r in rounds if r.accuracy >= cfg.workload.target_accuracy]
     accuracies = [r.accuracy for r in rounds if not math.isnan(r.accuracy)]
@@ -122,15 +127,20 @@ def summary(cfg: Config, scfg: StrategyConfig, rounds: list[RoundRow], grid: Sim
         "target_accuracy": cfg.workload.target_accuracy,
         "rounds_to_target": reached[0].round if reached else math.nan,
         "time_to_target_s": float(reached[0].sim_time_s) if reached else math.nan,
-        "sim_time_s": grid.now_s,
+        "sim_time_s": end_s,
         "active_energy_j": float(energy[:, :3].sum()),
         "idle_energy_j": float(energy[:, 3].sum()),
+        "server_compute_s": grid.server.busy_s,
+        "server_energy_j": grid.server.energy_j,
+        "devices_alive": grid.ledger.devices_alive(grid.now_s),
         "bytes_down": total("bytes_down"),
         "bytes_up": total("bytes_up"),
         "retransmissions": total("retransmissions"),
         "bits_flipped": total("bits_flipped"),
         "clients_straggled": total("clients_straggled"),
-        "clients_dropped": total("clients_dropped"),
+        "clients_busy": total("clients_busy"),
+        "clients_offline": total("clients_offline"),
+        "clients_battery_depleted": total("clients_battery_depleted"),
         "clients_lost": total("clients_lost"),
         "clients_out_of_memory": total("clients_out_of_memory"),
         "mean_activation_divergence": float(np.mean(divergences)) if divergences else math.nan,

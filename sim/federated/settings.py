@@ -46,7 +46,6 @@ def validate(cfg: Config) -> None:
     f = cfg.fleet
     check(bool(f.mix), "fleet.mix", dict(f.mix), "empty; give at least one device profile")
     check(f.num_devices >= 1, "fleet.num_devices", f.num_devices, "must be >= 1 (an empty fleet cannot train)")
-    check(0.0 < f.availability <= 1.0, "fleet.availability", f.availability, "allowed range is (0, 1]")
     s = cfg.strategy
     check(0.0 < s.fraction_train <= 1.0, "strategy.fraction_train", s.fraction_train, "allowed range is (0, 1]")
     check(

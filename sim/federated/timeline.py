@@ -1,7 +1,8 @@
-"""SimPy processes of one federated round: transfers over links, compute on devices, and
-the server's deadline. The real computation has already happened (its FLOPs and payload
-sizes are in each `ClientPlan`); these processes only decide *when* things happen and what
-they cost in energy.
+"""SimPy processes of the federated workload on the run's one clock: each sampled device's
+round (download, compute, upload over the medium, as a stateful device of `sim.net.Network`),
+and the server waiting for the replies until its deadline. The real computation has already
+happened (its FLOPs and payload sizes are in each `ClientPlan`); these processes only decide
+*when* things happen, what they cost in energy, and which device fails how.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from dataclasses import dataclass
 import simpy
 
 from channels import TransferOutcome
-from sim.net import EnergyLedger, carry
+from sim.net import Network
 
-__all__ = ["ClientPlan", "ClientTimeline", "run_round"]
+__all__ = ["ClientPlan", "Round", "client"]
 
 
 @dataclass
@@ -22,106 +23,95 @@ class ClientPlan:
 
     node_id: int
     device: int
-    dropped: bool = False
+    unavailable: str | None = None  # busy, offline or battery_depleted when the message came
     down: TransferOutcome | None = None
     down_flips: int = 0  # bits the raw channel flipped in the delivered arrays
     fits: bool = True  # the memory check passed
+    error: bool = False  # the ClientApp raised, or replied with an error
     compute_s: float = 0.0
     up: TransferOutcome | None = None
 
 
-@dataclass
-class ClientTimeline:
-    """When each phase of a client's round ended, and what it cost; `status` says how it ended."""
+class Round:
+    """One phase of a round on the clock: the server waits for every reply, or its deadline."""
 
-    node_id: int
-    status: str = "received"
-    down_s: float = 0.0
-    compute_s: float = 0.0
-    up_s: float = 0.0
-    energy_j: float = 0.0
-    arrival_s: float = float("nan")
-    end_s: float = 0.0  # when the device stopped working on this round
+    def __init__(self, env: simpy.Environment, rows: list, deadline_s: float | None):
+        self.env, self.start_s, self.deadline_s, self.rows = env, env.now, deadline_s, rows
+        self.arrivals = [env.event() for _ in rows]
+        self.end_s: float | None = None
+        self.done = env.process(self._server(deadline_s))
+
+    def _server(self, deadline_s: float | None):
+        wait = self.env.all_of(self.arrivals)
+        yield wait if deadline_s is None else wait | self.env.timeout(deadline_s)
+        self.end_s = self.env.now
+
+    def play(self) -> float:
+        """Run the clock until the server stops waiting (and the events of that same moment);
+        devices still working go on in the next phase's run. Returns when it stopped."""
+        env = self.env
+        env.run(until=self.done)
+        while env.peek() == env.now:
+            env.step()
+        for row, arrived in zip(self.rows, self.arrivals):
+            if not arrived.triggered and not row.status:  # still working
+                row.status = "straggler"  # for now: when it ends, its process says how
+        return self.end_s
+
+    def finish(self, i: int, replied: bool) -> None:
+        """Client `i` is done: a reply (or an error report) reached the server, or, when it
+        did not, the server stops counting on it only if it has no deadline to wait for."""
+        if replied or self.deadline_s is None:
+            self.arrivals[i].succeed()
+
+    def late(self) -> bool:
+        return self.end_s is not None and self.env.now > self.end_s
 
 
-def _client(
-    env: simpy.Environment,
-    plan: ClientPlan,
-    tl: ClientTimeline,
-    arrived: simpy.Event,
-    ledger: EnergyLedger,
-    trace: list,
-):
-    def log(event: str) -> None:
-        trace.append((round(env.now, 9), plan.node_id, event))
-        tl.end_s = env.now
-
-    if plan.dropped:
-        tl.status = "dropped"
-        log("dropped")
+def client(net: Network, plan: ClientPlan, rnd: Round, i: int):
+    """Process: device `plan.device`'s part of a round; fills its row (a `ClientRow`) as it goes."""
+    d, row = plan.device, rnd.rows[i]
+    if plan.unavailable:
+        row.status = plan.unavailable  # it never answers
+        rnd.finish(i, replied=False)
         return
-    yield from _over_link(env, plan, tl, ledger, log, "down")
-    if tl.status == "lost_down":
-        return
+    net.begin(d)
+    spent0 = net.ledger.energy_j[d, :3].sum()
+    try:
+        replied = yield from _run(net, plan, row, rnd)
+        rnd.finish(i, replied)
+    finally:
+        net.end(d)
+        row.energy_j = float(net.ledger.energy_j[d, :3].sum() - spent0)
+
+
+def _run(net: Network, plan: ClientPlan, row, rnd: Round):
+    """Returns whether a reply reached the server."""
+    env, d = net.env, plan.device
+    t = env.now
+    why = yield from net.transfer(d, "down", plan.down)
+    row.download_s = env.now - t
+    if why or not plan.down.delivered:
+        row.status = why or "lost_down"
+        return False
+    if plan.fits:
+        t = env.now
+        why = yield from net.compute(d, plan.compute_s)
+        row.compute_s = env.now - t
+        if why:
+            row.status = why
+            return False
+    t = env.now
+    why = yield from net.transfer(d, "up", plan.up)
+    row.upload_s = env.now - t
+    if why or not plan.up.delivered:
+        row.status = why or "lost_up"
+        return False
     if not plan.fits:
-        # the device cannot hold the training state: it fails at once and says so
-        tl.status = "out_of_memory"
-        log("out_of_memory")
-        yield from _over_link(env, plan, tl, ledger, log, "up")
-        if tl.status == "out_of_memory":
-            arrived.succeed()
-        return
-    log("compute")
-    yield env.timeout(plan.compute_s)
-    tl.compute_s = plan.compute_s
-    tl.energy_j += ledger.spend(plan.device, "compute", plan.compute_s)
-    yield from _over_link(env, plan, tl, ledger, log, "up")
-    if tl.status == "received":
-        tl.arrival_s = env.now
-        log("arrived")
-    if not tl.status.startswith("lost"):
-        arrived.succeed()  # a reply, or an error report, reached the server
-
-
-def _over_link(env: simpy.Environment, plan: ClientPlan, tl: ClientTimeline, ledger: EnergyLedger, log, direction: str):
-    """The device receives ("down") or sends ("up") its message; a transfer that gives up
-    ends the client's round as lost."""
-    outcome, state = (plan.down, "receive") if direction == "down" else (plan.up, "transmit")
-    log("download" if direction == "down" else "upload")
-    yield from carry(env, outcome)
-    setattr(tl, f"{direction}_s", outcome.time_s)
-    tl.energy_j += ledger.spend(plan.device, state, outcome.time_s)
-    if not outcome.delivered:
-        tl.status = f"lost_{direction}"
-        log(tl.status)
-
-
-def _server(env: simpy.Environment, arrivals: list[simpy.Event], deadline_s: float, done: dict):
-    """The server stops waiting at the first of: every reply in, or the deadline."""
-    yield env.all_of(arrivals) | env.timeout(deadline_s)
-    done["end_s"] = env.now
-
-
-def run_round(
-    start_s: float, plans: list[ClientPlan], deadline_s: float | None, ledger: EnergyLedger, trace: list
-) -> tuple[float, list[ClientTimeline]]:
-    """Play one round from `start_s`; returns when the server stopped waiting, and each
-    client's timeline. Replies that arrive after the deadline are stragglers; devices finish
-    their work all the same (and spend its energy)."""
-    env = simpy.Environment(initial_time=start_s)
-    timelines = [ClientTimeline(p.node_id) for p in plans]
-    arrivals = [env.event() for _ in plans]
-    for plan, tl, ev in zip(plans, timelines, arrivals):
-        env.process(_client(env, plan, tl, ev, ledger, trace))
-    done: dict = {}
-    if deadline_s is None:
-        # No deadline: the server waits until every sampled device has finished or failed.
-        env.run()
-        return max([start_s] + [tl.end_s for tl in timelines]), timelines
-    env.process(_server(env, arrivals, deadline_s, done))
-    env.run()
-    end_s = done["end_s"]
-    for tl in timelines:
-        if tl.status == "received" and tl.arrival_s > end_s:
-            tl.status = "straggler"
-    return end_s, timelines
+        row.status = "out_of_memory"  # it failed at once and said so
+    elif plan.error:
+        row.status = "error"
+    else:
+        row.arrival_s = env.now
+        row.status = "straggler" if rnd.late() else "received"
+    return True

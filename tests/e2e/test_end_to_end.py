@@ -18,7 +18,17 @@ from sim.jobs import run
 
 from ..conftest import TINY_OVERRIDES, finish, make_tiny_cfg, start_sim
 
-STATUSES = {"received", "straggler", "dropped", "lost_down", "lost_up", "out_of_memory", "error"}
+STATUSES = {
+    "received",
+    "straggler",
+    "busy",
+    "offline",
+    "battery_depleted",
+    "lost_down",
+    "lost_up",
+    "out_of_memory",
+    "error",
+}
 ROUND_COLUMNS = [f.name for f in dataclasses.fields(RoundRow)]
 CLIENT_COLUMNS = [f.name for f in dataclasses.fields(ClientRow)]
 # sim/federated/job.py `_summary`: the settings, then the outcomes
@@ -36,6 +46,8 @@ SUMMARY_COLUMNS = [
     "channel_ber",
     "bandwidth_bps",
     "latency_s",
+    "channel_medium",
+    "channel_links",
     "rounds",
     "final_accuracy",
     "best_accuracy",
@@ -46,12 +58,17 @@ SUMMARY_COLUMNS = [
     "sim_time_s",
     "active_energy_j",
     "idle_energy_j",
+    "server_compute_s",
+    "server_energy_j",
+    "devices_alive",
     "bytes_down",
     "bytes_up",
     "retransmissions",
     "bits_flipped",
     "clients_straggled",
-    "clients_dropped",
+    "clients_busy",
+    "clients_offline",
+    "clients_battery_depleted",
     "clients_lost",
     "clients_out_of_memory",
     "mean_activation_divergence",

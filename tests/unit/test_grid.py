@@ -10,6 +10,7 @@ from channels import IndependentBits, Link, TransferOutcome
 from devices import build_fleet
 from sim.federated.grid import SimGrid, _deliver, message_bytes
 from sim.federated.job import _flower_session
+from sim.net.build import plain_network
 
 
 def _content() -> RecordDict:
@@ -71,7 +72,8 @@ def _echo_app() -> ClientApp:
 def _grid(ber=0.0, mode="arq", mix=None, bandwidth=1e5) -> SimGrid:
     fleet = build_fleet(mix or {"rpi3_400mhz": 4}, rng=np.random.default_rng(0))
     link = Link(bandwidth_bps=bandwidth, latency_s=0.01, errors=IndependentBits(ber), mode=mode)
-    return SimGrid(fleet=fleet, link=link, client_app=_echo_app(), seed=1)
+    net, server = plain_network(fleet, link)
+    return SimGrid(fleet=fleet, net=net, server=server, client_app=_echo_app(), seed=1)
 
 
 def _start(grid: SimGrid, rounds=2, timeout=3600.0):

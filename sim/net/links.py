@@ -1,6 +1,5 @@
-"""The network primitives every workload's timeline is built from: the link a channel setting
-describes, a device's radio sending messages one at a time, propagation into a mailbox, and the
-energy ledger of a fleet.
+"""Links and messages: the link a channel setting describes, a device's radio sending messages
+one at a time, and propagation into a mailbox.
 
 Transfers come from `channels.transfer` (packets, CRC and resends, or flipped bits in raw mode);
 these processes only decide *when* they happen on the SimPy clock and who waits for the radio.
@@ -14,10 +13,9 @@ import numpy as np
 import simpy
 
 from channels import GilbertElliott, IndependentBits, Link, TransferOutcome, transfer
-from devices.profile import STATES
 from sim.config import ChannelConfig
 
-__all__ = ["STATES", "EnergyLedger", "Mailbox", "build_link", "carry", "propagate", "radio", "send", "transmit"]
+__all__ = ["Mailbox", "build_link", "carry", "propagate", "radio", "send", "transmit"]
 
 
 def build_link(c: ChannelConfig) -> Link:
@@ -100,26 +98,3 @@ class Mailbox:
     def wait(self) -> simpy.Event:
         self._event = self.env.event()
         return self._event
-
-
-class EnergyLedger:
-    """Joules and busy seconds per device and state, in flat arrays (one row a device), for
-    fleets of any size: `power_w` is (devices, 4) in `STATES` order."""
-
-    def __init__(self, power_w: np.ndarray):
-        self.power_w = power_w
-        self.energy_j = np.zeros_like(power_w, dtype=np.float64)
-        self.busy_s = np.zeros(len(power_w), dtype=np.float64)
-
-    def spend(self, device: int, state: str, seconds: float) -> float:
-        col = STATES.index(state)
-        joules = seconds * float(self.power_w[device, col])
-        self.energy_j[device, col] += joules
-        if state != "idle":
-            self.busy_s[device] += seconds
-        return joules
-
-    def close(self, total_s: float) -> None:
-        """Book every device's time not spent busy as idle, up to `total_s`."""
-        idle_s = np.maximum(total_s - self.busy_s, 0.0)
-        self.energy_j[:, STATES.index("idle")] = idle_s * self.power_w[:, STATES.index("idle")]
