@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
@@ -146,3 +146,18 @@ def build_fleet(
     for a in arrays.values():
         a.setflags(write=False)
     return Fleet(profiles=profiles, **arrays)
+
+
+def fleet_of(profiles: Sequence[DeviceProfile]) -> Fleet:
+    """A fleet of exactly these devices, in this order (device i is `profiles[i]`): the named
+    devices of a workload (a pipeline's stages, NoNN's students), on the same network as a fleet."""
+    kinds: list[DeviceProfile] = []
+    for p in profiles:
+        if p not in kinds:
+            kinds.append(p)
+    kind = np.array([kinds.index(p) for p in profiles], dtype=np.int64)
+    arrays = {f: np.array([getattr(p, f) for p in profiles], dtype=np.float64) for f in _SPREAD_FIELDS}
+    arrays["memory_bytes"] = np.array([p.memory_bytes for p in profiles], dtype=np.int64)
+    for a in (kind, *arrays.values()):
+        a.setflags(write=False)
+    return Fleet(profiles=tuple(kinds), kind=kind, **arrays)

@@ -18,7 +18,7 @@ import simpy
 
 from channels import Link
 from channels.radio import MODULATIONS, LinkSpread, device_link
-from devices import CATALOGUE, Fleet
+from devices import CATALOGUE, DeviceProfile, Fleet
 from sim.config import Config, ConfigError, check, positive
 from sim.net.availability import AlwaysOnline, Renewal, TraceAvailability
 from sim.net.energy import STATES, EnergyLedger
@@ -145,11 +145,11 @@ def _availability(cfg: Config, fleet: Fleet):
     return Renewal(key, online, online * (1.0 - f.availability) / f.availability)
 
 
-def _links(cfg: Config, fleet: Fleet):
+def _links(cfg: Config, fleet: Fleet, traces: bool = True):
     """device -> (up, down) links: the channel's own, each device's draw, or the capacity trace's bandwidth."""
     base = build_link(cfg.channel)
     spread = link_spread(cfg)
-    trace = _check_trace("capacity", cfg.fleet.capacity_trace, len(fleet))
+    trace = _check_trace("capacity", cfg.fleet.capacity_trace, len(fleet)) if traces else None
     bandwidth = {}
     if trace is not None:
         for d, bps in zip(np.asarray(trace.devices).tolist(), np.asarray(trace.bandwidth_bps, dtype=float).tolist()):
@@ -172,8 +172,14 @@ def _links(cfg: Config, fleet: Fleet):
     return links
 
 
-def build_network(cfg: Config, fleet: Fleet, *, label=str, timeline: bool = True) -> tuple[Network, Server]:
-    """One clock for the run, and on it the fleet's devices and the server."""
+def build_network(
+    cfg: Config, fleet: Fleet, *, label=str, timeline: bool = True, own_devices: DeviceProfile | None = None
+) -> tuple[Network, Server]:
+    """One clock for the run, and on it the fleet's devices and the server, over the medium and
+    links of `channel.*`. A workload with devices of its own (NoNN's students, a pipeline's
+    stages: `devices.fleet_of`) passes its server's profile as `own_devices`: `fleet.*` (the
+    availability process, batteries, the server's profile) is then not its setting, and its
+    devices are always online and mains powered."""
     env = simpy.Environment()
     c = cfg.channel
     medium = Medium(
@@ -184,10 +190,13 @@ def build_network(cfg: Config, fleet: Fleet, *, label=str, timeline: bool = True
         down_bps=c.cell_down_bps or c.bandwidth_bps,
     )
     ledger = EnergyLedger(np.stack([fleet.power_w(state) for state in STATES], axis=1))
+    recorder = Timeline() if timeline else None
+    if own_devices is not None:
+        net = Network(env, ledger, medium, AlwaysOnline(), _links(cfg, fleet, traces=False), label, recorder)
+        return net, Server(env, own_devices, recorder)
     if cfg.fleet.battery_j:
         joules = np.array([cfg.fleet.battery_j.get(p.name, math.inf) for p in fleet.profiles], dtype=np.float64)
         ledger.with_batteries(joules[fleet.kind])
-    recorder = Timeline() if timeline else None
     net = Network(env, ledger, medium, _availability(cfg, fleet), _links(cfg, fleet), label, recorder)
     server = Server(env, CATALOGUE[cfg.fleet.server] if cfg.fleet.server else None, recorder)
     return net, server

@@ -17,6 +17,7 @@ class EnergyLedger:
         self.power_w = power_w
         self.energy_j = np.zeros_like(power_w, dtype=np.float64)
         self.busy_s = np.zeros(len(power_w), dtype=np.float64)
+        self.depleted: set[int] = set()  # ran out mid-activity (kept: rounding must not revive them)
 
     def spend(self, device: int, state: str, seconds: float) -> float:
         col = STATES.index(state)
@@ -35,7 +36,6 @@ class EnergyLedger:
     def with_batteries(self, battery_j: np.ndarray | None) -> EnergyLedger:
         """Give each device a battery of `battery_j` joules (inf: mains powered); None: none."""
         self.battery_j = battery_j
-        self.depleted: set[int] = set()  # ran out mid-activity (kept: rounding must not revive them)
         return self
 
     battery_j: np.ndarray | None = None

@@ -57,6 +57,7 @@ class Network:
 
     def __post_init__(self) -> None:
         self.active: dict[int, int] = {}
+        self._listening: dict[int, tuple[int, float]] = {}  # device -> (messages heard now, since)
 
     # --- state ------------------------------------------------------------------------
     def busy(self, device: int) -> bool:
@@ -101,17 +102,64 @@ class Network:
         """Process: `device` computes for `seconds`; None, or why it stopped."""
         return (yield from self._hold(device, "compute", self.env.timeout(seconds)))
 
-    def transfer(self, device: int, direction: str, outcome: TransferOutcome) -> Iterator:
+    def transfer(self, device: int, direction: str, outcome: TransferOutcome, *, latency: bool = True) -> Iterator:
         """Process: `device` sends (up) or receives (down) a message whose outcome is drawn: its
-        bits over the medium at its link's rate, then the link's latency; None, or why it failed."""
+        bits over the medium at its link's rate, then (`latency`) the link's latency, the sender
+        waiting for the last acknowledgement; None, or why it failed."""
         link = self.links(device)[0 if direction == "up" else 1]
-        bits = outcome.bits_sent
-        done, cell = self.medium.send(device, direction, bits, link.bandwidth_bps)
+        done, cell = self.medium.send(device, direction, outcome.bits_sent, link.bandwidth_bps)
         state = "transmit" if direction == "up" else "receive"
         why = yield from self._hold(device, state, done, cell)
-        if why is None and link.latency_s > 0:
+        if why is None and latency and link.latency_s > 0:
             why = yield from self._hold(device, state, self.env.timeout(link.latency_s))
         return why
+
+    def message(self, src: int, dst: int, outcome: TransferOutcome, *, latency: bool = True) -> Iterator:
+        """Process: device `src` sends to device `dst` (over `src`'s uplink: a transmission takes
+        the air once), `dst` receiving meanwhile; None, or why it failed (either one)."""
+        link = self.links(src)[0]
+        done, cell = self.medium.send(src, "up", outcome.bits_sent, link.bandwidth_bps)
+        if latency and link.latency_s > 0:
+            done = self._then(done, link.latency_s)
+        hearing = self.env.process(self._listen(dst, done))
+        why = yield from self._hold(src, "transmit", done, cell)
+        if why is not None and not done.triggered:
+            done.succeed()  # the sender is gone: the receiver stops listening now
+        return why or (yield hearing)
+
+    def _then(self, event: simpy.Event, delay_s: float) -> simpy.Event:
+        """An event `delay_s` after `event`."""
+        later = self.env.event()
+
+        def fire(_ev):
+            self.env.timeout(delay_s).callbacks.append(lambda _e: later.succeed() if not later.triggered else None)
+
+        event.callbacks.append(fire)
+        return later
+
+    def _listen(self, device: int, done: simpy.Event) -> Iterator:
+        """Process: `device` receives until `done`; messages heard at once overlap (it is in one
+        receive state, charged once). Returns None, or why it missed the message."""
+        start = self.env.now
+        count, since = self._listening.get(device, (0, start))
+        self._listening[device] = (count + 1, since)
+        yield done
+        count, since = self._listening.pop(device)
+        if count > 1:
+            self._listening[device] = (count - 1, since)
+        else:
+            self._book(device, "receive", since)
+        if self.availability.next_change(device, start) <= self.env.now:
+            return "offline"
+        if not self.ledger.alive(device, self.env.now):
+            self.ledger.depleted.add(device)
+            return "battery_depleted"
+        return None
+
+    def _book(self, device: int, state: str, start: float) -> None:
+        self.ledger.spend(device, state, self.env.now - start)
+        if self.timeline is not None:
+            self.timeline.add(self.label(device), state, start, self.env.now)
 
     def _hold(self, device: int, state: str, done: simpy.Event, cell=None) -> Iterator:
         env, start = self.env, self.env.now
@@ -130,9 +178,8 @@ class Network:
                     self.ledger.depleted.add(device)
                 if cell is not None:
                     cell.cancel(done)
-        self.ledger.spend(device, state, env.now - start)
+        self._book(device, state, start)
         if self.timeline is not None:
-            self.timeline.add(self.label(device), state, start, env.now)
             if why == "offline":
                 back = self.availability.next_change(device, env.now)
                 self.timeline.add(self.label(device), "offline", env.now, back if back < float("inf") else env.now)
