@@ -66,7 +66,7 @@ class FleetConfig:
     online_s: float = 600.0  # mean length of an online period, simulated seconds
     availability_trace: Optional[str] = None  # a trace file of online intervals instead (sim/conf/traces/README.md)
     capacity_trace: Optional[str] = None  # a trace file of per-device FLOP rate and bandwidth
-    battery_j: dict[str, float] = field(default_factory=dict)  # joules per profile name; absent: mains powered
+    battery_j: Any = None  # joules per profile name (others: mains powered); null: none
     server: Optional[str] = (
         "edge_server"  # the server's profile: it aggregates and evaluates on the clock; null: at once
     )

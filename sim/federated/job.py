@@ -29,7 +29,7 @@ from sim.backends.base import Backend, torch_threads
 from sim.backends.local import LocalBackend
 from sim.config import Config, StrategyConfig
 from sim.federated.build import build_strategy_of, flower_log, load_app, prepare
-from sim.federated.grid import RUN_ID, SERVER_NODE_ID, SimGrid
+from sim.federated.grid import RUN_ID, SERVER_NODE_ID, FleetExhausted, SimGrid
 from sim.federated.report import CLIENT_COLUMNS, ROUND_COLUMNS, VariantResult, round_rows, summary
 from sim.meter import WorkMeter
 from sim.net import TIMELINE_COLUMNS
@@ -84,48 +84,56 @@ def simulate(
     )
     evals: dict[int, tuple[float, float]] = {}
     bar = tqdm(total=cfg.workload.rounds, desc=scfg.name, unit="round", disable=not progress, leave=False)
+    stopped = ""
     # the server's computations too (aggregation, evaluation) with a fixed thread count: a job's
     # numbers must not depend on the process it runs in (a sweep's jobs may run on Ray workers)
     with _flower_session(cfg.seed, cfg.log_level), bar, torch_threads(cfg.torch_threads):
         grid.observer = lambda stats: bar.update(1) if stats.phase == "train" else None
-        if task is not None:
-            strategy = build_strategy_of(scfg, len(fleet))
-            model = task.build_model()
-            weights = ModelRecords(model)
-
-            meter_cache: dict = {}
-
-            def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord:
-                weights.load(arrays)
-                with WorkMeter(meter_cache) as meter:  # the server's evaluation, on its clock
-                    loss, acc = evaluate_model(model, task.data.x_test, task.data.y_test)
-                grid.server_flops += meter.flops
-                evals[rnd] = (acc, loss)
-                return MetricRecord({"accuracy": acc, "loss": loss})
-
-            strategy.start(
-                grid=grid,
-                initial_arrays=ArrayRecord(model.state_dict()),
-                num_rounds=cfg.workload.rounds,
-                timeout=scfg.timeout_s,
-                train_config=ConfigRecord(),
-                evaluate_fn=evaluate_fn,
-            )
-        else:
-            server_app = load_app(app_cfg.server, "workload.app.server")
-            context = Context(
-                run_id=RUN_ID,
-                node_id=SERVER_NODE_ID,
-                node_config={},
-                state=RecordDict(),
-                run_config=dict(app_cfg.run_config),
-            )
-            server_app(grid, context)
+        try:
+            if task is not None:
+                _serve(cfg, scfg, grid, task, evals)
+            else:
+                server_app = load_app(app_cfg.server, "workload.app.server")
+                context = Context(
+                    run_id=RUN_ID,
+                    node_id=SERVER_NODE_ID,
+                    node_config={},
+                    state=RecordDict(),
+                    run_config=dict(app_cfg.run_config),
+                )
+                server_app(grid, context)
+        except FleetExhausted as exc:  # counted, named and survived: the rounds so far are reported
+            stopped = f"fleet exhausted: {exc}"
     end_s = grid.finish()
     rounds = round_rows(grid.phases, evals, app_cfg)
     clients = [c for p in grid.phases for c in p.clients]
     timeline = net.timeline.sorted()
-    return VariantResult(scfg.name, rounds, clients, summary(cfg, scfg, rounds, grid, end_s), timeline)
+    return VariantResult(scfg.name, rounds, clients, summary(cfg, scfg, rounds, grid, end_s, stopped), timeline)
+
+
+def _serve(cfg: Config, scfg: StrategyConfig, grid: SimGrid, task: FederatedTask, evals: dict) -> None:
+    """The built-in ServerApp: strategy `scfg` over `grid`, evaluating centrally on the server's clock."""
+    strategy = build_strategy_of(scfg, len(grid.fleet))
+    model = task.build_model()
+    weights = ModelRecords(model)
+    meter_cache: dict = {}
+
+    def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord:
+        weights.load(arrays)
+        with WorkMeter(meter_cache) as meter:  # the server's evaluation, on its clock
+            loss, acc = evaluate_model(model, task.data.x_test, task.data.y_test)
+        grid.server_flops += meter.flops
+        evals[rnd] = (acc, loss)
+        return MetricRecord({"accuracy": acc, "loss": loss})
+
+    strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord(model.state_dict()),
+        num_rounds=cfg.workload.rounds,
+        timeout=scfg.timeout_s,
+        train_config=ConfigRecord(),
+        evaluate_fn=evaluate_fn,
+    )
 
 
 def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):

@@ -97,7 +97,9 @@ def round_rows(phases: list[PhaseStats], evals: dict[int, tuple[float, float]], 
     return rows
 
 
-def summary(cfg: Config, scfg: StrategyConfig, rounds: list[RoundRow], grid: SimGrid, end_s: float) -> dict:
+def summary(
+    cfg: Config, scfg: StrategyConfig, rounds: list[RoundRow], grid: SimGrid, end_s: float, stopped: str = ""
+) -> dict:
     c = cfg.channel
     reached = [r for r in rounds if r.accuracy >= cfg.workload.target_accuracy]
     accuracies = [r.accuracy for r in rounds if not math.isnan(r.accuracy)]
@@ -121,9 +123,11 @@ def summary(cfg: Config, scfg: StrategyConfig, rounds: list[RoundRow], grid: Sim
         **channel_columns(c),
         "rounds": cfg.workload.rounds,
         # the outcomes (NaN accuracies, e.g. of an app that reports none, are skipped as pandas would)
-        "final_accuracy": rounds[-1].accuracy,
+        "rounds_run": len(rounds),
+        "stopped": stopped,  # why the run ended before its rounds (empty: it did not)
+        "final_accuracy": rounds[-1].accuracy if rounds else math.nan,
         "best_accuracy": max(accuracies, default=math.nan),
-        "final_loss": rounds[-1].loss,
+        "final_loss": rounds[-1].loss if rounds else math.nan,
         "target_accuracy": cfg.workload.target_accuracy,
         "rounds_to_target": reached[0].round if reached else math.nan,
         "time_to_target_s": float(reached[0].sim_time_s) if reached else math.nan,

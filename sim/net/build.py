@@ -53,10 +53,12 @@ def _trace(kind: str, path: str):
     from devices import traces
 
     load = traces.load_availability if kind == "availability" else traces.load_capacity
+    where = Path(path).expanduser()
     try:
-        return load(Path(path).expanduser())
+        return load(where)
     except ValueError as e:
-        raise ConfigError(f"fleet.{kind}_trace={path!r}: {e}") from None
+        problem = str(e).removeprefix(f"{where}: ")  # the setting's value already names the file
+        raise ConfigError(f"fleet.{kind}_trace={path!r}: {problem}") from None
 
 
 def _check_trace(kind: str, path: str | None, num_devices: int):
@@ -83,7 +85,13 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
         "allowed range is (0, 1]",
     )
     positive("fleet.online_s", f.online_s)
-    for name, joules in dict(f.battery_j).items():
+    check(
+        f.battery_j is None or hasattr(f.battery_j, "items"),
+        "fleet.battery_j",
+        f.battery_j,
+        "give joules per profile, e.g. '{rpi3_400mhz: 36000}', or null",
+    )
+    for name, joules in dict(f.battery_j or {}).items():
         check(
             name in CATALOGUE,
             f"fleet.battery_j.{name}",
@@ -195,7 +203,7 @@ def build_network(
         net = Network(env, ledger, medium, AlwaysOnline(), _links(cfg, fleet, traces=False), label, recorder)
         return net, Server(env, own_devices, recorder)
     if cfg.fleet.battery_j:
-        joules = np.array([cfg.fleet.battery_j.get(p.name, math.inf) for p in fleet.profiles], dtype=np.float64)
+        joules = np.array([dict(cfg.fleet.battery_j).get(p.name, math.inf) for p in fleet.profiles], dtype=np.float64)
         ledger.with_batteries(joules[fleet.kind])
     net = Network(env, ledger, medium, _availability(cfg, fleet), _links(cfg, fleet), label, recorder)
     server = Server(env, CATALOGUE[cfg.fleet.server] if cfg.fleet.server else None, recorder)

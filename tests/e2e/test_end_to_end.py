@@ -49,6 +49,8 @@ SUMMARY_COLUMNS = [
     "channel_medium",
     "channel_links",
     "rounds",
+    "rounds_run",
+    "stopped",
     "final_accuracy",
     "best_accuracy",
     "final_loss",

@@ -133,3 +133,38 @@ def test_memory_check_fails_devices_that_cannot_hold_the_work():
     assert by_device == {"cortex_m7_512kb": "out_of_memory", "rpi3_400mhz": "received"}
     oom = [c for c in grid.phases[0].clients if c.status == "out_of_memory"][0]
     assert oom.peak_memory_bytes > oom.device_memory_bytes and oom.compute_s == 0.0
+
+
+class _OnlineFrom:
+    """Every device offline until `t0`, then online for good."""
+
+    def __init__(self, t0: float):
+        self.t0 = t0
+
+    def online(self, d, t):
+        return t >= self.t0
+
+    def next_change(self, d, t):
+        return self.t0 if t < self.t0 else float("inf")
+
+    def online_mask(self, t):
+        return np.full(4, t >= self.t0)
+
+
+def test_the_server_waits_on_the_clock_until_enough_devices_are_online():
+    grid = _grid()
+    grid.net.availability = _OnlineFrom(100.0)
+    grid.min_nodes = 2
+    assert list(grid.get_node_ids()) == [1, 2, 3, 4]
+    assert 100.0 <= grid.now_s < 200.0  # it waited in simulated time, by doubling steps
+
+
+def test_busy_devices_are_not_offered_and_reported_when_sampled_anyway():
+    grid = _grid()
+    grid.net.begin(2)  # device 2 (node 3) still works on something
+    assert list(grid.get_node_ids()) == [1, 2, 4]
+    grid.offer = "all"
+    assert list(grid.get_node_ids()) == [1, 2, 3, 4]
+    _start(grid, rounds=1)
+    rows = [c for p in grid.phases for c in p.clients]
+    assert {c.node_id: c.status for c in rows}[3] == "busy"
