@@ -1,8 +1,8 @@
 """The NAIR workload: head/tail split inference over a narrow, lossy link (`workload=nair`).
 
 `settings.py`: the `workload.*` schema and its validation; `job.py`: the job (builds the models,
-simulates every method, writes the reports); `timeline.py`: the SimPy processes of the device's
-radio and the server's receiver; `methods.py`: one method's link and real inference;
+simulates every method, writes the reports); `timeline.py`: the SimPy processes of the device and
+the server on the method's network; `methods.py`: one method's link and real inference;
 `report.py`: the tables and plots. The real computation is `experiments.nair`. This module
 registers the workload (`sim.jobs`).
 """

@@ -4,9 +4,9 @@ What runs for real (`experiments.nair`): the original MobileNetV2-style model's 
 re-tuning (and its table III ablation), CLIO's single- and multi-tail retraining, the heads' and
 tails' forward passes, the payload bytes of every slice (float32 or quantised), JPEG encoding of
 the raw input with Pillow. What the simulation decides (`timeline`): for each test image, the
-SimPy processes of the IoT device (head compute at its FLOP rate, then slice after slice on its
-radio) and of the receiver on the edge server, which takes what has arrived by each latency
-budget; the channel's packet timing, retransmissions and bit errors come from
+SimPy processes of the IoT device (head compute at its FLOP rate, then slice after slice over the
+medium) and of the edge server, which takes what has arrived by each latency budget, each method
+one network on one clock (`sim.net`); the channel's packet timing, retransmissions and bit errors come from
 `channels.transfer`, and the flipped bits are applied to the real payload bytes before the tail
 decodes them. `methods` runs one method end to end; `report` writes the tables and plots.
 
@@ -14,8 +14,8 @@ Reports (in the run folder): table2.csv (one row per method, one column per late
 and the overall accuracy), latency.csv (long form, with what was delivered and its cost),
 ablation.csv (table III), corruption.csv (figure 5), importance.csv (figure 6), cost.csv (tail
 parameters, head compute, transfer time and energy), summary.csv (table II with the settings, one
-row per method; a sweep's comparison.csv gathers them), comparison.csv (outside a sweep), plots,
-wallclock.json.
+row per method; a sweep's comparison.csv gathers them), comparison.csv (outside a sweep),
+timeline_<method>.csv (device and server states, the first episodes), plots, wallclock.json.
 """
 
 from __future__ import annotations
@@ -38,7 +38,16 @@ from sim.backends import make_executor
 from sim.config import Config, ConfigError, check_workload
 from sim.meter import WorkMeter
 from sim.nair.methods import METHODS, RAW_METHODS, MethodResult, evaluate
-from sim.nair.report import Flops, accuracy_tables, cost_table, plots, say, summary_table, write_tables
+from sim.nair.report import (
+    Flops,
+    accuracy_tables,
+    cost_table,
+    plots,
+    say,
+    summary_table,
+    write_tables,
+    write_timelines,
+)
 from sim.net import build_link
 from sim.report import write_json
 from sim.seeding import stream
@@ -103,16 +112,18 @@ def _head_flops(cfg: Config, data: Dataset, device: DeviceProfile) -> int:
 
 
 def _evaluations(
-    cfg: Config, models: Models, x: torch.Tensor, y: torch.Tensor, link: Link, head_s: float, device: DeviceProfile
+    cfg: Config, models: Models, x: torch.Tensor, y: torch.Tensor, head_s: float, flops: Flops
 ) -> list[tuple]:
     """The arguments of `evaluate` for every method: its network (CLIO multi-tail: and its
-    tails) and its sending order (NAIR: the index vector; the others: native)."""
+    tails), its sending order (NAIR: the index vector; the others: native), and what the server
+    runs per budget (the tail; the raw input: the whole model)."""
     n = cfg.workload
+    device, server = CATALOGUE[n.device], CATALOGUE[n.server]
     native = np.arange(models.original.channels(n.split) // n.channels_per_unit)
     calls = []
     for method in METHODS:
         if method in RAW_METHODS:
-            calls.append((cfg, method, models.original, None, native, x, y, link, head_s, device))
+            calls.append((cfg, method, models.original, None, native, x, y, head_s, device, server, flops.full))
         else:
             calls.append(
                 (
@@ -123,20 +134,28 @@ def _evaluations(
                     models.order if method.startswith("nair") else native,
                     x,
                     y,
-                    link,
                     head_s,
                     device,
+                    server,
+                    flops.tail,
                 )
             )
     return calls
 
 
+def _flops(cfg: Config, models: Models, x: torch.Tensor, head_flops: int) -> Flops:
+    """FLOPs of one inference: the head, the original tail and the whole original model."""
+    o1 = models.original.forward_to(x[:1], cfg.workload.split).detach()
+    return Flops(head_flops, _work(models.original.tail(cfg.workload.split), o1)[0], _work(models.original, x[:1])[0])
+
+
 def _simulate(
-    cfg: Config, data: Dataset, link: Link, head_s: float, device: DeviceProfile, walls: dict
-) -> tuple[Models, dict[str, MethodResult], dict]:
+    cfg: Config, data: Dataset, head_flops: int, device: DeviceProfile, walls: dict
+) -> tuple[Models, Flops, dict[str, MethodResult], dict]:
     """Every model (trained or from the cache), then every method's link and inference at once
-    (each has its own link streams and models), on `cfg.backend`; Ray starts at the first call
-    with work. Returns the models, the results and the executor's timings."""
+    (each has its own link streams, models and network), on `cfg.backend`; Ray starts at the
+    first call with work. Returns the models, their FLOPs, the results and the executor's
+    timings."""
     x, y = data.x_test, data.y_test
     with make_executor(cfg) as executor:
         t = time.perf_counter()
@@ -152,10 +171,12 @@ def _simulate(
         )
         walls["training_s"] = round(time.perf_counter() - t, 3)
         t = time.perf_counter()
+        flops = _flops(cfg, models, x, head_flops)
         say(cfg, f"link and inference: {', '.join(METHODS)}")
-        results = dict(zip(METHODS, executor.map(evaluate, _evaluations(cfg, models, x, y, link, head_s, device))))
+        calls = _evaluations(cfg, models, x, y, device.compute_time_s(head_flops), flops)
+        results = dict(zip(METHODS, executor.map(evaluate, calls)))
         walls["link_and_inference_s"] = round(time.perf_counter() - t, 3)
-    return models, results, executor.timings()
+    return models, flops, results, executor.timings()
 
 
 def _tables(
@@ -165,7 +186,7 @@ def _tables(
     results: dict[str, MethodResult],
     link: Link,
     device: DeviceProfile,
-    head_flops: int,
+    flops: Flops,
 ) -> dict[str, pd.DataFrame]:
     """Every CSV of the job, by file name."""
     n, k = cfg.workload, cfg.workload.split
@@ -179,9 +200,8 @@ def _tables(
         n.corruption_mode,
         lambda s, f: int(stream(cfg.seed, "nair-corrupt", s, repr(f)).integers(2**62)),
     )
-    o1 = models.original.forward_to(x[:1], k).detach()
-    flops = Flops(head_flops, _work(models.original.tail(k), o1)[0], _work(models.original, x[:1])[0])
-    cost = cost_table(cfg, models, results, link, device, CATALOGUE[n.server], flops, o1.shape[1:])
+    shape = models.original.forward_to(x[:1], k).shape[1:]
+    cost = cost_table(cfg, models, results, link, device, CATALOGUE[n.server], flops, shape)
     latency, table, ablation = accuracy_tables(cfg, results)
     importance = importance_table(
         models.nets, ("original", *NAIR_VARIANTS, "clio_st"), k, n.channels_per_unit, n.fold_bn, models.order
@@ -206,9 +226,10 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
     device = CATALOGUE[cfg.workload.device]
     head_flops = _head_flops(cfg, data, device)
     walls: dict[str, float] = {}
-    models, results, timings = _simulate(cfg, data, link, device.compute_time_s(head_flops), device, walls)
-    tables = _tables(cfg, data, models, results, link, device, head_flops)
+    models, flops, results, timings = _simulate(cfg, data, head_flops, device, walls)
+    tables = _tables(cfg, data, models, results, link, device, flops)
     write_tables(out_dir, tables, in_sweep)
+    write_timelines(out_dir, {m: results[m].timeline for m in METHODS}, cfg.plots)
     if cfg.plots:
         c = cfg.channel
         plots(

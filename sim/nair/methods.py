@@ -1,7 +1,8 @@
 """One method of a NAIR job end to end: its link on the clock and its real inference.
 
-`evaluate` is one call of `executor.map` (each method has its own link streams and models, so
-the methods run in parallel on `backend=ray`). A slice method sends O_k as slices (`timeline`)
+`evaluate` is one call of `executor.map` (each method has its own link streams, models and
+simulated system: one network, one clock, `timeline.nair_network`; so the methods run in
+parallel on `backend=ray`). A slice method sends O_k as slices (`timeline`)
 and the server classifies from what arrived by each budget (`experiments.nair.receive`); a
 raw-input method sends the image compressed to fit each budget (`experiments.nair.codecs`)
 through the whole original model. Both give, per budget, the accuracy and what the device
@@ -11,7 +12,7 @@ spent.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from experiments.nair.codecs import RAW_METHODS, decode_raw, encode_raw, full_pa
 from experiments.nair.model import SplitNet, Tail
 from experiments.nair.receive import classify, decode_delivered, head_payload, received_units
 from sim.config import Config
-from sim.nair.timeline import SliceEvent, airtime_s, events_by_episode, simulate_link, transmit_s
+from sim.nair.timeline import airtime_s, events_by_episode, nair_network, simulate_link, transmit_s
 from sim.seeding import stream
 
 __all__ = ["METHODS", "RAW_METHODS", "SLICE_METHODS", "MethodResult", "evaluate"]
@@ -38,6 +39,7 @@ class MethodResult:
     rows: list[dict]  # per budget
     overall: float  # accuracy with every unit (or the whole image) and no errors
     payload_bytes: float  # everything, error-free
+    timeline: list[dict] = field(default_factory=list)  # timeline.csv rows: the first episodes
 
 
 class Tally:
@@ -77,9 +79,10 @@ def _run_slices(
     send_index: bool,
     x: torch.Tensor,
     y: torch.Tensor,
-    link: Link,
     head_s: float,
     device: DeviceProfile,
+    server: DeviceProfile,
+    tail_flops: int,
 ) -> MethodResult:
     """A slice method: the head's O_k of every image in slices over the simulated link, each
     delivered slice decoded with its bit errors, the tail (or CLIO's tails) on what arrived."""
@@ -88,10 +91,13 @@ def _run_slices(
     o, plan, payload = head_payload(net, x, k, n.channels_per_unit, n.bits_per_element, order, send_index)
     sizes = plan.slice_sizes()
     count = len(y)
-    log, got = simulate_link(
-        link, [(head_s, sizes, budgets)] * count, lambda e: stream(cfg.seed, "nair-link", method, e)
+    run = simulate_link(
+        *nair_network(cfg, device, server),
+        [(head_s, sizes, budgets)] * count,
+        lambda e: stream(cfg.seed, "nair-link", method, e),
+        server_flops=tail_flops,
     )
-    by_episode = events_by_episode(log)
+    got, by_episode = run.got, events_by_episode(run.log)
     decoded = decode_delivered(
         payload, plan, [(i, s, ev.flips) for i, evs in by_episode.items() for s, ev in evs.items() if ev.delivered]
     )
@@ -110,7 +116,7 @@ def _run_slices(
         tally.correct[b] = (classify(tail, tails, plan, received) == y).numpy()
     with torch.no_grad():
         overall = accuracy(tails[-1] if tails is not None else tail, o, y)
-    return MethodResult(tally.rows(method, budgets, head_s, device), overall, float(sum(sizes)))
+    return MethodResult(tally.rows(method, budgets, head_s, device), overall, float(sum(sizes)), run.timeline)
 
 
 def _raw_messages(method: str, imgs: np.ndarray, budgets: Sequence[float], link: Link) -> list[list[bytes]]:
@@ -123,18 +129,28 @@ def _raw_messages(method: str, imgs: np.ndarray, budgets: Sequence[float], link:
 
 
 def _run_raw(
-    cfg: Config, method: str, net: SplitNet, x: torch.Tensor, y: torch.Tensor, link: Link, device: DeviceProfile
+    cfg: Config,
+    method: str,
+    net: SplitNet,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: DeviceProfile,
+    server: DeviceProfile,
+    full_flops: int,
 ) -> MethodResult:
     """The raw sensor image, compressed to fit each budget (`experiments.nair.codecs`); one
     message per inference and budget, decoded with its bit errors, then the whole original model."""
     budgets = list(cfg.workload.latencies_s)
     shape = tuple(int(s) for s in x.shape[1:])
     count = len(y)
-    messages = _raw_messages(method, x.numpy(), budgets, link)
+    network, on_server = nair_network(cfg, device, server)
+    messages = _raw_messages(method, x.numpy(), budgets, network.links(0)[0])
     keys = [(b, i) for b in range(len(budgets)) for i in range(count)]
     episodes = [(0.0, [len(messages[b][i])] if messages[b][i] else [], [budgets[b]]) for b, i in keys]
-    log, got = simulate_link(link, episodes, lambda e: stream(cfg.seed, "nair-link", method, *keys[e]))
-    events: dict[int, SliceEvent] = {ev.episode: ev for ev in log}
+    run = simulate_link(
+        network, on_server, episodes, lambda e: stream(cfg.seed, "nair-link", method, *keys[e]), server_flops=full_flops
+    )
+    got, events = run.got, {ev.episode: ev for ev in run.log}
     tally = Tally(len(budgets), count)
     for b in range(len(budgets)):
         batch = np.zeros((count, *shape), dtype=np.float32)
@@ -154,7 +170,8 @@ def _run_raw(
         with torch.no_grad():
             tally.correct[b] = (net(torch.from_numpy(batch)).argmax(1) == y).numpy()
     overall = accuracy(net, x, y)
-    return MethodResult(tally.rows(method, budgets, 0.0, device), overall, full_payload_bytes(method, x.numpy()))
+    payload = full_payload_bytes(method, x.numpy())
+    return MethodResult(tally.rows(method, budgets, 0.0, device), overall, payload, run.timeline)
 
 
 def evaluate(
@@ -165,11 +182,15 @@ def evaluate(
     order: np.ndarray,
     x: torch.Tensor,
     y: torch.Tensor,
-    link: Link,
     head_s: float,
     device: DeviceProfile,
+    server: DeviceProfile,
+    server_flops: int,
 ) -> MethodResult:
-    """One method's simulated link and real inference (one call of `executor.map`)."""
+    """One method's simulated system and real inference (one call of `executor.map`): the
+    device runs the head (`head_s`), the server `server_flops` per budget (the tail, or the
+    whole model on the raw input)."""
     if method in RAW_METHODS:
-        return _run_raw(cfg, method, net, x, y, link, device)
-    return _run_slices(cfg, method, net, tails, order, method.startswith("nair"), x, y, link, head_s, device)
+        return _run_raw(cfg, method, net, x, y, device, server, server_flops)
+    slices = (cfg, method, net, tails, order, method.startswith("nair"), x, y)
+    return _run_slices(*slices, head_s, device, server, server_flops)

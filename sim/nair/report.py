@@ -18,9 +18,19 @@ from experiments.nair.trained import NAIR_VARIANTS, Models
 from sim.config import Config
 from sim.nair.methods import METHODS, RAW_METHODS, MethodResult
 from sim.nair.timeline import airtime_s
-from sim.report import channel_columns, frame, save_figure, write_csv, write_csvs
+from sim.net import TIMELINE_COLUMNS
+from sim.report import channel_columns, frame, plot_timeline, save_figure, write_csv, write_csvs, write_rows
 
-__all__ = ["Flops", "accuracy_tables", "cost_table", "plots", "say", "summary_table", "write_tables"]
+__all__ = [
+    "Flops",
+    "accuracy_tables",
+    "cost_table",
+    "plots",
+    "say",
+    "summary_table",
+    "write_tables",
+    "write_timelines",
+]
 
 
 class Flops(NamedTuple):
@@ -161,6 +171,15 @@ def write_tables(out_dir: Path, tables: dict[str, pd.DataFrame], in_sweep: bool)
     write_csvs(out_dir, tables)
     if not in_sweep:
         write_csv(tables["summary.csv"], out_dir / "comparison.csv")
+
+
+def write_timelines(out_dir: Path, timelines: dict[str, list[dict]], with_plots: bool) -> None:
+    """timeline_<method>.csv (device, state, start_s, end_s: each method is its own system, on its
+    own clock; the first `TIMELINE_EPISODES` images) and, with plots, its Gantt chart."""
+    for method, rows in timelines.items():
+        write_rows(rows, out_dir / f"timeline_{method}.csv", TIMELINE_COLUMNS)
+        if with_plots:
+            plot_timeline(rows, out_dir / f"timeline_{method}.png", title=f"{method}: device and server states")
 
 
 def plots(out_dir: Path, latency: pd.DataFrame, corruption: pd.DataFrame, importance: pd.DataFrame, title: str) -> None:

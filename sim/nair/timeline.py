@@ -1,10 +1,16 @@
-"""The link of a NAIR job on the SimPy clock: one IoT device's radio and the edge server's receiver.
+"""The link of a NAIR job on the SimPy clock: the IoT device and the edge server on one network.
 
-Each test image is one episode: the head computes for its seconds, then the device's radio sends
-the slices back to back (`sim.net.transmit`, the airtime only) until all are out or the last
-latency budget has passed; every delivered slice reaches the receiver's mailbox one link latency
-later (`sim.net.propagate`). At each budget the receiver takes what has arrived. Episodes follow
-one another on the same radio. The real payloads are not here: only their sizes.
+One network (`sim.net.build.build_network`) per method, one clock for all its episodes: each test
+image is one episode, and episodes follow one another (the device starts the next image when the
+last budget of this one has passed and its radio is done). In an episode the device computes the
+head (`Network.compute`), then sends the slices back to back over the medium
+(`Network.transfer`, the airtime only) until all are out or the last latency budget has passed;
+every delivered slice reaches the receiver's mailbox one link latency later
+(`sim.net.propagate`). At each budget the server takes what has arrived and runs the tail on it
+(`Server.compute`, beside the clock of the budgets: the paper counts the budget to the tail's
+input). With `senders` > 1 devices, device d plays episodes d, d + senders, ... at the same time
+as the others, and on `channel.medium=shared` their slices split the cell. The real payloads are
+not here: only their sizes.
 """
 
 from __future__ import annotations
@@ -15,10 +21,24 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 
-from channels import Link
-from sim.net import propagate, radio, transmit
+from channels import Link, transfer
+from devices import DeviceProfile, fleet_of
+from sim.config import Config
+from sim.net import Network, Server, propagate
+from sim.net.build import build_network
 
-__all__ = ["SliceEvent", "airtime_s", "events_by_episode", "simulate_link", "transmit_s"]
+__all__ = [
+    "TIMELINE_EPISODES",
+    "LinkRun",
+    "SliceEvent",
+    "airtime_s",
+    "events_by_episode",
+    "nair_network",
+    "simulate_link",
+    "transmit_s",
+]
+
+TIMELINE_EPISODES = 10  # timeline.csv holds each device's first episodes (a run has thousands)
 
 
 @dataclass
@@ -35,48 +55,52 @@ class SliceEvent:
     attempts: int
 
 
-def _sender(
-    env: simpy.Environment,
-    interface: simpy.Resource,
-    link: Link,
-    sizes: Sequence[int],
-    stop_s: float,
-    rng: np.random.Generator,
-    mailbox: simpy.Store,
-    log: list,
-    episode: int,
-    t0: float,
-):
-    """The device's radio sends the slices back to back until they are all out or `stop_s` (the
-    last budget) has passed; each delivered slice reaches the mailbox one link latency after its
+@dataclass
+class LinkRun:
+    """What `simulate_link` returns: every slice sent, the slices the server had by each
+    (episode, budget index), and the devices' states over the first episodes (timeline.csv)."""
+
+    log: list[SliceEvent]
+    got: dict
+    timeline: list[dict]
+
+
+def nair_network(cfg: Config, device: DeviceProfile, server: DeviceProfile, senders: int = 1) -> tuple[Network, Server]:
+    """One simulated system: `senders` IoT devices of `device` and the edge server, on the
+    medium and links of `channel.*`, one clock."""
+    label = (lambda _d: "device") if senders == 1 else (lambda d: f"device{d + 1}")
+    return build_network(cfg, fleet_of([device] * senders), label=label, own_devices=server)
+
+
+def _sender(net: Network, device: int, sizes: Sequence[int], stop_s: float, rng, mailbox, log: list, episode, t0):
+    """The device sends the slices back to back until they are all out or `stop_s` (the last
+    budget) has passed; each delivered slice reaches the mailbox one link latency after its
     airtime."""
-    with interface.request() as req:
-        yield req
-        for s, size in enumerate(sizes):
-            if env.now >= stop_s:
-                break
-            start = env.now
-            out = yield from transmit(env, link, int(size), rng, through_latency=False)
-            ev = SliceEvent(
-                episode,
-                s,
-                start - t0,
-                env.now - t0,
-                env.now - t0 + link.latency_s,
-                out.delivered,
-                out.flip_positions,
-                out.attempts,
-            )
-            log.append(ev)
-            if out.delivered:
-                env.process(propagate(env, link.latency_s, mailbox, ev))
+    env, link = net.env, net.links(device)[0]
+    for s, size in enumerate(sizes):
+        if env.now >= stop_s:
+            break
+        start = env.now
+        out = transfer(link, int(size), rng)
+        yield from net.transfer(device, "up", out, latency=False)
+        ev = SliceEvent(
+            episode,
+            s,
+            start - t0,
+            env.now - t0,
+            env.now - t0 + link.latency_s,
+            out.delivered,
+            out.flip_positions,
+            out.attempts,
+        )
+        log.append(ev)
+        if out.delivered:
+            env.process(propagate(env, link.latency_s, mailbox, ev))
 
 
-def _receiver(
-    env: simpy.Environment, mailbox: simpy.Store, t0: float, budgets: Sequence[float], got: dict, episode: int
-):
+def _receiver(env: simpy.Environment, server: Server, flops: int, mailbox, t0, budgets, got: dict, episode: int):
     """The edge server takes the slices as they arrive; at each budget (in increasing order) it
-    records what it has so far (`got[(episode, b)]` = slice indices)."""
+    records what it has so far (`got[(episode, b)]` = slice indices) and runs the tail on it."""
     arrived: list[int] = []
     for b, budget in sorted(enumerate(budgets), key=lambda t: t[1]):
         while True:
@@ -90,50 +114,53 @@ def _receiver(
                 break
             arrived.append(res[get].slice)
         got[(episode, b)] = list(arrived)
+        env.process(server.compute(flops))
 
 
-def _episode(
-    env: simpy.Environment,
-    interface: simpy.Resource,
-    link: Link,
-    head_s: float,
-    sizes: Sequence[int],
-    budgets: Sequence[float],
-    rng: np.random.Generator,
-    log: list,
-    got: dict,
-    episode: int,
-):
-    """One inference: the head computes, the radio sends, the receiver takes what has arrived
-    by each budget."""
+def _episode(net: Network, server: Server, flops: int, device: int, episode: tuple, rng, log: list, got, e: int):
+    """One inference: the head computes, the device sends, the server takes what has arrived by
+    each budget."""
+    env, (head_s, sizes, budgets) = net.env, episode
     t0 = env.now
-    yield env.timeout(head_s)
+    yield from net.compute(device, head_s)
     mailbox = simpy.Store(env)
-    sender = env.process(_sender(env, interface, link, sizes, t0 + max(budgets), rng, mailbox, log, episode, t0))
-    yield from _receiver(env, mailbox, t0, budgets, got, episode)
+    sender = env.process(_sender(net, device, sizes, t0 + max(budgets), rng, mailbox, log, e, t0))
+    yield from _receiver(env, server, flops, mailbox, t0, budgets, got, e)
     yield sender
 
 
 def simulate_link(
-    link: Link,
+    net: Network,
+    server: Server,
     episodes: Sequence[tuple[float, Sequence[int], Sequence[float]]],
     rng_for: Callable[[int], np.random.Generator],
-) -> tuple[list[SliceEvent], dict]:
-    """Play `episodes` (head seconds, slice sizes in bytes, budgets) one after another on one
-    device's radio, episode e drawing its link outcomes from `rng_for(e)`; returns every slice
-    sent and, per (episode, budget index), the slices the receiver had by that budget."""
-    env = simpy.Environment()
-    interface = radio(env)
+    *,
+    server_flops: int = 0,
+    senders: int = 1,
+) -> LinkRun:
+    """Play `episodes` (head seconds, slice sizes in bytes, budgets) on the network's clock,
+    device d (of `senders`) playing episodes d, d + senders, ... one after another, episode e
+    drawing its link outcomes from `rng_for(e)`; the server runs `server_flops` at each budget.
+    The timeline keeps what started by the end of each device's first `TIMELINE_EPISODES`."""
+    env = net.env
     log: list[SliceEvent] = []
     got: dict = {}
+    cut = [env.now]
 
-    def driver():
-        for e, (head_s, sizes, budgets) in enumerate(episodes):
-            yield env.process(_episode(env, interface, link, head_s, sizes, budgets, rng_for(e), log, got, e))
+    def driver(device: int):
+        for k, e in enumerate(range(device, len(episodes), senders)):
+            yield env.process(_episode(net, server, server_flops, device, episodes[e], rng_for(e), log, got, e))
+            if k + 1 == TIMELINE_EPISODES:
+                cut.append(env.now)
 
-    env.process(driver())
+    for d in range(senders):
+        env.process(driver(d))
     env.run()
-    return log, got
+    end_s = max(cut) if len(cut) > 1 else env.now
+    rows = net.timeline.sorted() if net.timeline is not None else []
+    # the server's tail at the last budget of the last episode kept starts as that episode ends
+    kept = [r for r in rows if r["start_s"] < end_s or (r["device"] == "server" and r["start_s"] <= end_s)]
+    return LinkRun(log, got, kept)
 
 
 def events_by_episode(log: Sequence[SliceEvent]) -> dict[int, dict[int, SliceEvent]]:

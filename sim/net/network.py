@@ -32,10 +32,20 @@ class Timeline:
 
     def __init__(self) -> None:
         self.rows: list[dict] = []
+        self._last: dict[str, dict] = {}  # each device's latest row
 
     def add(self, device: str, state: str, start_s: float, end_s: float) -> None:
-        if end_s > start_s:
-            self.rows.append({"device": device, "state": state, "start_s": start_s, "end_s": end_s})
+        """A device's state over [start_s, end_s); one that carries on the device's latest row
+        (a transfer's airtime, then its latency) extends it."""
+        if end_s <= start_s:
+            return
+        last = self._last.get(device)
+        if last is not None and last["state"] == state and last["end_s"] == start_s:
+            last["end_s"] = end_s
+            return
+        row = {"device": device, "state": state, "start_s": start_s, "end_s": end_s}
+        self.rows.append(row)
+        self._last[device] = row
 
     def sorted(self) -> list[dict]:
         return sorted(self.rows, key=lambda r: (r["start_s"], r["device"], r["end_s"], r["state"]))

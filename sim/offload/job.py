@@ -2,7 +2,9 @@
 each mode's timeline, then score the answers the sensor got with the real model.
 
 `run(cfg, out_dir)` writes results.csv (one row per mode and image), summary.csv (one row per
-mode; a sweep's comparison.csv gathers them) and, outside a sweep, comparison.csv.
+mode; a sweep's comparison.csv gathers them), timeline_<mode>.csv (the sensor's and the server's
+states, each mode its own system on its own clock; with `plots`, a Gantt chart each) and, outside
+a sweep, comparison.csv.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from experiments.offload.classifier import decode_images, encode_images, predict
 from sim.backends import make_executor
 from sim.config import Config, check_workload
 from sim.meter import WorkMeter
-from sim.net import build_link
+from sim.net import TIMELINE_COLUMNS
 from sim.offload.settings import OffloadSettings
-from sim.offload.timeline import MODES, Answer, Costs, simulate
-from sim.report import frame, write_csv, write_csvs
+from sim.offload.timeline import MODES, Answer, Costs, offload_network, simulate
+from sim.report import channel_columns, frame, plot_timeline, write_csv, write_csvs, write_rows
 
 __all__ = ["inference_costs", "run"]
 
@@ -96,11 +98,7 @@ def _summary(cfg: Config, costs: Costs, results: pd.DataFrame) -> pd.DataFrame:
         "server": s.server,
         "images": s.images,
         "period_s": s.period_s,
-        "channel_model": c.model,
-        "channel_mode": c.mode,
-        "channel_ber": c.ber,
-        "bandwidth_bps": c.bandwidth_bps,
-        "latency_s": c.latency_s,
+        **channel_columns(c),
         "flops_per_inference": costs.flops,
         "image_bytes": costs.image_bytes,
     }
@@ -129,11 +127,16 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataF
     check_workload(s.images <= len(data.y_test), "images", s.images, f"at most {len(data.y_test)} (the test set)")
     model = _trained_model(cfg, data)
     x, y = data.x_test[: s.images], data.y_test[: s.images].numpy()
-    costs, link = inference_costs(model, x), build_link(cfg.channel)
+    costs, device, server = inference_costs(model, x), CATALOGUE[s.device], CATALOGUE[s.server]
     rows = []
     for mode in MODES:
-        answers = simulate(mode, costs, s.images, s.period_s, CATALOGUE[s.device], CATALOGUE[s.server], link, cfg.seed)
+        system = offload_network(cfg, device, server)
+        answers = simulate(mode, costs, s.images, s.period_s, device, system, cfg.seed)
         rows += _result_rows(answers, _labels_received(model, x, answers), y)
+        timeline = system[0].timeline.sorted()
+        write_rows(timeline, Path(out_dir) / f"timeline_{mode}.csv", TIMELINE_COLUMNS)
+        if cfg.plots:
+            plot_timeline(timeline, Path(out_dir) / f"timeline_{mode}.png", title=f"{mode}: sensor and server states")
     results = frame(rows)
     summary = _summary(cfg, costs, results)
     write_csvs(Path(out_dir), {"results.csv": results, "summary.csv": summary})

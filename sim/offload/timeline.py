@@ -2,9 +2,12 @@
 classifies it itself (`local`) or sends it to the edge server and waits for the label (`offload`).
 
 The real computation has already happened (one inference's FLOPs, the image's bytes); these
-SimPy processes only decide when each answer comes back and what the sensor spends on it. They
-are built from `sim.net`: each side's radio sends one message at a time, so images queue behind
-a slow link.
+SimPy processes only decide when each answer comes back and what the sensor spends on it. Each
+mode is one simulated system on one clock (`offload_network`): the sensor and the server are
+devices of a `sim.net.Network`, their transfers cross its medium (`Network.transfer`), their
+computations take their time on it (`Network.compute`, `Server.compute`), and their states go
+into its timeline. Each side's radio sends one message at a time (`sim.net.radio`), so images
+queue behind a slow link.
 """
 
 from __future__ import annotations
@@ -15,15 +18,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import simpy
 
-from channels import Link, TransferOutcome
-from devices import DeviceProfile
-from sim.net import radio, send
+from channels import TransferOutcome, transfer
+from devices import DeviceProfile, fleet_of
+from sim.config import Config
+from sim.net import Network, Server, radio
+from sim.net.build import build_network
 from sim.seeding import stream
 
-__all__ = ["ANSWER_BYTES", "MODES", "Answer", "Costs", "simulate"]
+__all__ = ["ANSWER_BYTES", "MODES", "SENSOR", "Answer", "Costs", "offload_network", "send", "simulate"]
 
 MODES = ("local", "offload")
 ANSWER_BYTES = 1  # the label the server sends back
+SENSOR = 0  # the sensor's index on the network (its one device)
 
 
 @dataclass(frozen=True)
@@ -58,19 +64,38 @@ def _book(answer: Answer, out: TransferOutcome, energy_j: float) -> None:
     answer.device_energy_j += energy_j
 
 
+def offload_network(cfg: Config, device: DeviceProfile, server: DeviceProfile) -> tuple[Network, Server]:
+    """One simulated system: the sensor (`device`) and the edge server (`server`) on the medium
+    and links of `channel.*`, on one clock."""
+    return build_network(cfg, fleet_of([device]), label=lambda _d: "sensor", own_devices=server)
+
+
+def send(net: Network, interface: simpy.Resource, direction: str, nbytes: int, rng: np.random.Generator):
+    """Process: wait for the `interface` (the sender's radio), then one message of `nbytes`
+    between the sensor and the server (`up`: the sensor sends; `down`: it receives) over the
+    medium, its outcome drawn from `rng` as it starts; returns the `TransferOutcome`."""
+    link = net.links(SENSOR)[0 if direction == "up" else 1]
+    with interface.request() as req:
+        yield req
+        out = transfer(link, nbytes, rng)
+        yield from net.transfer(SENSOR, direction, out)
+    return out
+
+
 def simulate(
     mode: str,
     costs: Costs,
     images: int,
     period_s: float,
     device: DeviceProfile,
-    server: DeviceProfile,
-    link: Link,
+    system: tuple[Network, Server],
     seed: int,
 ) -> list[Answer]:
-    """Every image's fate in `mode` on one SimPy clock. Each image's transfers draw from their
-    own stream (`seed`, image), so they do not depend on the order the processes run in."""
-    env = simpy.Environment()
+    """Every image's fate in `mode` on the clock of `system` (`offload_network`). Each image's
+    transfers draw from their own stream (`seed`, image), so they do not depend on the order
+    the processes run in."""
+    net, server = system
+    env = net.env
     cpu, sensor_radio, server_radio = simpy.Resource(env, capacity=1), radio(env), radio(env)
     answers = [Answer(mode, i) for i in range(images)]
 
@@ -78,19 +103,19 @@ def simulate(
         with cpu.request() as req:
             yield req
             compute_s = device.compute_time_s(costs.flops)
-            yield env.timeout(compute_s)
+            yield from net.compute(SENSOR, compute_s)
         a.device_energy_j += device.energy_j("compute", compute_s)
         return True
 
     def offload(a: Answer):
         rng = stream(seed, "offload", a.image)
-        up = yield from send(env, sensor_radio, link, costs.image_bytes, rng)
+        up = yield from send(net, sensor_radio, "up", costs.image_bytes, rng)
         _book(a, up, device.energy_j("transmit", up.time_s))
         if not up.delivered:
             return False
         a.image_flips, sent_s = up.flip_positions, env.now
-        yield env.timeout(server.compute_time_s(costs.flops))
-        down = yield from send(env, server_radio, link, ANSWER_BYTES, rng)
+        yield from server.compute(costs.flops)
+        down = yield from send(net, server_radio, "down", ANSWER_BYTES, rng)
         _book(a, down, device.energy_j("receive", env.now - sent_s))  # the sensor listens until the label
         a.answer_flips = down.flip_positions
         return down.delivered

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from channels import IndependentBits, Link
+from devices import CATALOGUE, fleet_of
 from experiments.common.metrics import count_params
 from experiments.nair.codecs import JPEG_QUALITIES, decode_raw, encode_raw, full_payload_bytes, jpeg, quant_bytes
 from experiments.nair.model import build_splitnet, narrow_tail
@@ -31,6 +32,13 @@ from sim.config import Config, ConfigError
 from sim.jobs import default_config, run
 from sim.nair.methods import METHODS
 from sim.nair.timeline import airtime_s, simulate_link
+from sim.net.build import plain_network
+
+
+def _play(link: Link, episodes, rng_for):
+    """(slices sent, slices received by each budget) of `episodes` on one device over `link`."""
+    run = simulate_link(*plain_network(fleet_of([CATALOGUE["rpi3_400mhz"]]), link), episodes, rng_for)
+    return run.log, run.got
 
 
 def _conv_with_filter_norms(norms: list[float], cin: int = 3) -> nn.Conv2d:
@@ -130,14 +138,14 @@ def test_slice_count_for_a_budget_and_rate():
     )
     sizes = [512] * 8  # a 512-byte slice: 2 packets, 4352 bits, 17.408 ms at 250 kbit/s
     budgets = [0.02, 0.03, 0.05, 0.2]
-    _, got = simulate_link(link, [(0.0, sizes, budgets)], lambda e: np.random.default_rng(e))
+    _, got = _play(link, [(0.0, sizes, budgets)], lambda e: np.random.default_rng(e))
     counts = [len(got[(0, b)]) for b in range(len(budgets))]
     # by hand: slice j (1-based) arrives at 0.01 + j * 0.017408 s
     assert counts == [0, 1, 2, 8]
     assert counts == [units_in_budget(b, 512, 0, 8, 250e3, 256, 16, 0.01) for b in budgets]
     # head compute first, and a slower link: 125 kbit/s, 1 ms of head -> 0.035408 s per slice
     slow = Link(bandwidth_bps=125e3, latency_s=0.01, errors=IndependentBits(0.0), packet_bytes=256, header_bytes=16)
-    _, got = simulate_link(slow, [(0.001, sizes, [0.08, 0.0818])], lambda e: np.random.default_rng(e))
+    _, got = _play(slow, [(0.001, sizes, [0.08, 0.0818])], lambda e: np.random.default_rng(e))
     assert [len(got[(0, 0)]), len(got[(0, 1)])] == [1, 2]
 
 
@@ -146,7 +154,7 @@ def test_slices_go_back_to_back_and_arrive_one_latency_after_their_airtime():
         bandwidth_bps=250e3, latency_s=0.01, errors=IndependentBits(0.0), mode="raw", packet_bytes=256, header_bytes=16
     )
     sizes = [600, 512, 512]
-    log, got = simulate_link(link, [(0.002, sizes, [1.0]), (0.002, sizes, [1.0])], lambda e: np.random.default_rng(e))
+    log, got = _play(link, [(0.002, sizes, [1.0]), (0.002, sizes, [1.0])], lambda e: np.random.default_rng(e))
     assert [(ev.episode, ev.slice) for ev in log] == [(e, s) for e in range(2) for s in range(3)]
     for e in range(2):
         evs = [ev for ev in log if ev.episode == e]
@@ -167,7 +175,7 @@ def test_bit_errors_reach_the_payload_in_raw_mode():
     plan = SlicePlan((4, 16, 16), 1, 32, order=[0, 1, 2, 3], send_index=False)
     payload = encode_slices(o, plan)
     assert plan.slice_sizes() == [1024] * 4
-    log, got = simulate_link(link, [(0.0, plan.slice_sizes(), [1.0])], lambda e: np.random.default_rng(7))
+    log, got = _play(link, [(0.0, plan.slice_sizes(), [1.0])], lambda e: np.random.default_rng(7))
     assert got[(0, 0)] == [0, 1, 2, 3]
     assert sum(ev.flips.size for ev in log) > 0
     decoded = decode_delivered(payload, plan, [(0, ev.slice, ev.flips) for ev in log])
@@ -307,5 +315,13 @@ def test_tiny_end_to_end_run(run_sim, tmp_path):
         "comparison.csv",
         "accuracy_vs_latency.png",
         "accuracy_vs_corruption.png",
+        *[f"timeline_{m}.{ext}" for m in METHODS for ext in ("csv", "png")],
     ):
         assert (out / name).exists(), name
+    timeline = pd.read_csv(out / "timeline_nair.csv")
+    assert list(timeline.columns) == ["device", "state", "start_s", "end_s"]
+    assert set(zip(timeline["device"], timeline["state"])) == {
+        ("device", "compute"),
+        ("device", "transmit"),
+        ("server", "compute"),
+    }

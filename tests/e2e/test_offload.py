@@ -49,11 +49,22 @@ def test_offload_writes_results_summary_and_comparison(two_runs) -> None:
     assert 0 <= offload["accuracy"] <= offload["delivered_fraction"] <= 1
     lost = results[~results["answered"]]
     assert not lost["correct"].any() and lost["latency_s"].isna().all()
+    assert (summary["channel_medium"] == "dedicated").all()
+    timeline = pd.read_csv(out / "timeline_offload.csv")
+    assert list(timeline.columns) == ["device", "state", "start_s", "end_s"]
+    assert set(timeline["device"]) == {"sensor", "server"} and (timeline["end_s"] > timeline["start_s"]).all()
+    assert set(pd.read_csv(out / "timeline_local.csv")["state"]) == {"compute"}
 
 
 def test_offload_reruns_are_byte_identical(two_runs) -> None:
     first, second = (_csvs(out) for out in two_runs)
-    assert set(first) == {"results.csv", "summary.csv", "comparison.csv"}
+    assert set(first) == {
+        "results.csv",
+        "summary.csv",
+        "comparison.csv",
+        "timeline_local.csv",
+        "timeline_offload.csv",
+    }
     assert first == second
 
 
