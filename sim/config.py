@@ -91,7 +91,9 @@ class ChannelConfig:
     medium: str = "dedicated"
     cells: int = 1  # shared: access points; device d attaches to cell d % cells
     cell_up_bps: Optional[float] = None  # shared: a cell's uplink capacity (null: bandwidth_bps)
-    cell_down_bps: Optional[float] = None  # shared: a cell's downlink capacity (null: bandwidth_bps)
+    cell_down_bps: Optional[float] = None  # shared, full duplex: a cell's downlink capacity (null: bandwidth_bps)
+    # shared: half (one channel both directions share, as Wi-Fi and 802.15.4: cell_up_bps) | full (up and down apart)
+    duplex: str = "half"
     # per-device links: same (every device the values above) | spread (bandwidth and BER each times
     # Uniform[1-s, 1+s), per device and direction) | distance (distance in a disk -> path loss -> SNR -> BER)
     links: str = "same"

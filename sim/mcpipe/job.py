@@ -25,7 +25,15 @@ import pandas as pd
 from sim.backends import make_executor
 from sim.config import Config
 from sim.mcpipe.build import Job, prepare
-from sim.mcpipe.report import RunResult, accuracy_time_s, plot_curves, plot_memory, progress_line, tables
+from sim.mcpipe.report import (
+    RunResult,
+    accuracy_time_s,
+    plot_curves,
+    plot_memory,
+    progress_line,
+    tables,
+    write_timelines,
+)
 from sim.mcpipe.timeline import simulate
 from sim.report import write_csv, write_csvs, write_json
 
@@ -74,15 +82,16 @@ def run_all(cfg: Config, jobs: list[Job], executor) -> tuple[list[RunResult], di
 
 def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False) -> pd.DataFrame:
     """Train every model under every schedule on every pipeline size; write curves.csv,
-    memory.csv, layers.csv, summary.csv (and comparison.csv outside a sweep), the plots, and
-    trace.csv (the event order of every run). Returns the summary rows. The settings are
-    checked by `sim.jobs.validate` before."""
+    memory.csv, layers.csv, summary.csv (and comparison.csv outside a sweep), the plots,
+    trace.csv (the event order of every run) and each run's timeline*.csv (device states).
+    Returns the summary rows. The settings are checked by `sim.jobs.validate` before."""
     out_dir = Path(out_dir)
     jobs = prepare(cfg)
     with make_executor(cfg) as executor:  # on `cfg.backend`, each call on `torch_threads` threads
         results, wall = run_all(cfg, jobs, executor)
     csvs = tables(jobs, results)
     write_csvs(out_dir, csvs)
+    write_timelines(results, out_dir, cfg.plots)
     write_json({**executor.timings(), "wall_s_per_run": wall}, out_dir / "wallclock.json")
     summary = csvs["summary.csv"]
     if not in_sweep:

@@ -4,7 +4,7 @@ the job's CSVs and figures from all of them."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +13,8 @@ from experiments.mcpipe.memory import Memory, theorem1
 from experiments.mcpipe.versions import nbytes
 from sim.mcpipe.build import Job
 from sim.mcpipe.settings import PIPELINES, McpipeSettings
-from sim.report import channel_columns, frame, save_figure
+from sim.net import TIMELINE_COLUMNS
+from sim.report import channel_columns, frame, plot_timeline, save_figure, write_rows
 
 __all__ = [
     "LinkCounts",
@@ -24,6 +25,7 @@ __all__ = [
     "progress_line",
     "run_result",
     "tables",
+    "write_timelines",
 ]
 
 
@@ -39,13 +41,15 @@ class LinkCounts:
 
 @dataclass
 class RunResult:
-    """One run (model, N, schedule): curves.csv, memory.csv and summary.csv rows, and its
-    event trace (start time, worker, op, microbatch, weight version)."""
+    """One run (model, N, schedule): curves.csv, memory.csv and summary.csv rows, its
+    event trace (start time, worker, op, microbatch, weight version) and its devices' states
+    (timeline.csv rows of its first microbatches, `sim.mcpipe.links`)."""
 
     curve: list[dict]
     memory: list[dict]
     summary: dict
     trace: list[tuple]
+    timeline: list[dict] = field(default_factory=list)
 
     def relabelled(self, n: int) -> RunResult:
         """The local run (one device, whatever N) shown beside the N-worker runs."""
@@ -54,6 +58,7 @@ class RunResult:
             [{**r, "workers": n} for r in self.memory],
             {**self.summary, "workers": n},
             self.trace,
+            self.timeline,
         )
 
 
@@ -142,6 +147,7 @@ def run_result(
     bounds: list[tuple[int, int]],
     depth: int,
     trace: list[tuple],
+    timeline: list[dict] | None = None,
 ) -> RunResult:
     """One run's rows, from the monitor's `rows`, the links' counts and each worker's peaks
     (`bounds`: the [first, end) layers of each worker; `depth`: the pipeline's m, 1 otherwise)."""
@@ -151,7 +157,8 @@ def run_result(
     settings = {"model": job.model.name, "workers": n, "schedule": schedule}
     memory = _memory_rows(job, settings, mems, bounds, bound)
     curve = [{**settings, **r} for r in rows]
-    return RunResult(curve, memory, _summary(job, settings, depth, rows, links, memory, bound), trace)
+    summary = _summary(job, settings, depth, rows, links, memory, bound)
+    return RunResult(curve, memory, summary, trace, timeline or [])
 
 
 def tables(jobs: list[Job], results: list[RunResult]) -> dict[str, pd.DataFrame]:
@@ -177,6 +184,28 @@ def tables(jobs: list[Job], results: list[RunResult]) -> dict[str, pd.DataFrame]
         "summary.csv": frame(res.summary for res in results),
         "layers.csv": frame(r for job in jobs for r in job.model.layer_rows(job.m.microbatch)),
     }
+
+
+def write_timelines(results: list[RunResult], out_dir: Path, plots: bool) -> None:
+    """timeline.csv (and timeline.png with `plots`) of every distinct run: one file
+    `timeline_<model>_N<n>_<schedule>.csv` per run (the local run: N1), naming only what
+    varies among the job's runs (`timeline_<schedule>.csv` for one model and N;
+    `timeline.csv` for a single run)."""
+    runs: dict[tuple, RunResult] = {}
+    for res in results:
+        s = res.summary
+        size = 1 if s["schedule"] == "local" else s["workers"]
+        runs.setdefault((s["model"], f"N{size}", s["schedule"]), res)
+    sizes = {size for _, size, schedule in runs if schedule != "local"}  # local's N1 names no N of its own
+    varies = [len({key[0] for key in runs}) > 1, len(sizes) > 1, len({key[2] for key in runs}) > 1]
+    if len(runs) > 1 and not any(varies):
+        varies = [False, False, True]
+    for key, res in runs.items():
+        stem = "_".join(["timeline", *(part for part, v in zip(key, varies) if v)])
+        write_rows(res.timeline, out_dir / f"{stem}.csv", TIMELINE_COLUMNS)
+        if plots:
+            title = f"{key[0]}, {key[1][1:]} workers, {key[2]}: device states (first microbatches)"
+            plot_timeline(res.timeline, out_dir / f"{stem}.png", title=title)
 
 
 def progress_line(res: RunResult) -> str:

@@ -1,95 +1,34 @@
-"""mcPipe's timeline: every run (model, N, schedule) as SimPy processes on its own clock.
+"""mcPipe's timeline: every run (model, N, schedule) as SimPy processes on its own network
+(`sim.mcpipe.links`: the master and the workers as devices on one clock).
 
 The real training happens inside these processes (`experiments.mcpipe`); they decide when. A
-compute step lasts the FLOPs it really performed over the device's FLOP rate; each activation,
-error, data, label or weight message holds its sender's radio (`sim.net.radio`) while it crosses
-the link (`sim.net.transmit` of its real bytes), the sender computing on meanwhile; a monitor
-records test accuracy every `eval_every_s` simulated seconds until `sim_time_s`.
+compute step lasts the FLOPs it really performed over the device's FLOP rate (`Network.compute`);
+each activation, error, data, label or weight message holds its sender's radio while it goes to
+its receiver over the medium (`Network.message` of its real bytes), the sender computing on
+meanwhile; a monitor records test accuracy every `eval_every_s` simulated seconds until
+`sim_time_s`. This module is the pipelines (PipeDream, mcPipe, GreedyUpdates); `baselines` the
+local and data-parallel runs.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import simpy
 import torch
 
-from channels import Link, TransferOutcome, corrupt_arrays
 from devices import DeviceProfile
 from experiments.mcpipe.memory import Memory
-from experiments.mcpipe.model import evaluate
 from experiments.mcpipe.stage import Record, Stage
-from experiments.mcpipe.training import average, set_latest, train_step
 from experiments.mcpipe.versions import nbytes
+from sim.mcpipe.baselines import simulate_data_parallel, simulate_local
 from sim.mcpipe.build import Job
-from sim.mcpipe.report import LinkCounts, RunResult, run_result
-from sim.net import Mailbox, radio, transmit
-from sim.seeding import stream
+from sim.mcpipe.links import MASTER, Links, monitor
+from sim.mcpipe.report import RunResult, run_result
+from sim.net import Mailbox
 
 __all__ = ["Links", "monitor", "simulate", "simulate_data_parallel", "simulate_local", "simulate_pipeline"]
-
-
-class Links:
-    """The links of one run: a radio per sender, each sender's seeded stream of link outcomes
-    (keyed by the run and the sender) and what the messages cost (`counts`)."""
-
-    def __init__(self, env: simpy.Environment, link: Link, seed: int, key: tuple) -> None:
-        self.env, self.link, self.seed, self.key = env, link, seed, key
-        self.counts = LinkCounts()
-        self._radios: dict[str, simpy.Resource] = {}
-        self._rngs: dict = {}
-
-    def _sender(self, src: str) -> tuple:
-        """`src`'s radio and its stream of link outcomes, made at its first message."""
-        if src not in self._radios:
-            self._radios[src] = radio(self.env)
-            self._rngs[src] = stream(self.seed, "link", *self.key, src)
-        return self._radios[src], self._rngs[src]
-
-    def send(self, src: str, payload: list[torch.Tensor], deliver: Callable[[list[torch.Tensor]], None]) -> Iterator:
-        """Process: hold `src`'s radio while the tensors cross the link (resent whole if the
-        link gives up on a packet), then hand them to `deliver`. A message's bytes count from
-        the moment it goes on the air (the monitor's `bytes_sent` includes messages in flight)."""
-        interface, rng = self._sender(src)
-        size = nbytes(*payload)
-        with interface.request() as req:
-            yield req
-            while True:
-                out = yield from transmit(self.env, self.link, size, rng, started=self._count)
-                if out.delivered:
-                    break
-        deliver(self._received(payload, out))
-
-    def _count(self, out: TransferOutcome) -> None:
-        """One attempt's bytes on the air and packets resent."""
-        self.counts.bytes_sent += out.bits_sent // 8
-        self.counts.retransmissions += out.retransmissions
-
-    def _received(self, payload: list[torch.Tensor], out: TransferOutcome) -> list[torch.Tensor]:
-        """The tensors as they arrive: in raw mode with the flipped bits, in the floating-point
-        ones only (integer labels are taken to travel with a checksum, a few bytes of control
-        data, so a raw link cannot make a class out of range)."""
-        if not out.bits_flipped:
-            return payload
-        self.counts.bits_flipped += out.bits_flipped
-        arrays = corrupt_arrays([t.contiguous().numpy() for t in payload], out.flip_positions)
-        return [torch.from_numpy(a) if t.is_floating_point() else t for a, t in zip(arrays, payload)]
-
-
-def monitor(
-    env: simpy.Environment, job: Job, params: Callable[[], list], counters: Callable[[], dict], rows: list[dict]
-) -> Iterator:
-    """Process: test accuracy of the current weights at 0, eval_every_s, ... up to sim_time_s
-    (an observer: it costs no simulated time)."""
-    m = job.m
-    n = int(math.floor(m.sim_time_s / m.eval_every_s + 1e-9))
-    for i in range(n + 1):
-        if i:
-            yield env.timeout(i * m.eval_every_s - env.now)
-        acc, loss = evaluate(job.model.layers, params(), job.data.x_test, job.data.y_test)
-        rows.append({"sim_time_s": env.now, "accuracy": acc, "loss": loss, **counters()})
 
 
 @dataclass
@@ -140,7 +79,9 @@ class _Pipeline:
     the data, a worker per stage, the links between them and a monitor."""
 
     def __init__(self, job: Job, schedule: str, n: int) -> None:
-        self.job, self.schedule, self.n, self.env = job, schedule, n, simpy.Environment()
+        self.job, self.schedule, self.n = job, schedule, n
+        self.links = Links(job, n, (job.model.name, n, schedule))
+        self.env = self.links.env
         self.depth = job.m.depth or n
         self.bounds = job.partition(n)
         init = job.params()
@@ -151,7 +92,6 @@ class _Pipeline:
             for s, b in enumerate(self.bounds)
         ]
         self.boxes = [Mailbox(self.env) for _ in range(n)]
-        self.links = Links(self.env, job.link, job.cfg.seed, (job.model.name, n, schedule))
         self.credits = simpy.Container(self.env, capacity=job.m.prefetch, init=job.m.prefetch)
         self.batches = job.batches()
         self.trace: list[tuple] = []
@@ -169,8 +109,9 @@ class _Pipeline:
         while True:
             yield self.credits.get(1)
             x, y = self.batches(k)
-            yield self.env.process(self.links.send("master", [x], self._to(0, "x", k)))
-            yield self.env.process(self.links.send("master", [y], self._to(self.n - 1, "y", k)))
+            self.links.mark(k)
+            yield self.env.process(self.links.send(MASTER, "w0", [x], self._to(0, "x", k)))
+            yield self.env.process(self.links.send(MASTER, f"w{self.n - 1}", [y], self._to(self.n - 1, "y", k)))
             k += 1
 
     def worker(self, w: _Worker) -> Iterator:
@@ -198,11 +139,11 @@ class _Pipeline:
         w.inflight[k] = rec
         w.observe(c.working_bytes)
         self.trace.append((round(self.env.now, 9), w.index, "F", k, rec.version))
-        yield self.env.timeout(w.device.compute_time_s(c.total_flops))
+        yield from self.links.compute(f"w{w.index}", w.device.compute_time_s(c.total_flops))
         if w.index == self.n - 1:
             w.errors[k] = w.stage.loss_error(out, w.labels.pop(k))[1]
         else:
-            self.env.process(self.links.send(f"w{w.index}", [out], self._to(w.index + 1, "a", k)))
+            self.env.process(self.links.send(f"w{w.index}", f"w{w.index + 1}", [out], self._to(w.index + 1, "a", k)))
 
     def backward(self, w: _Worker) -> Iterator:
         """The oldest waiting error's backward and the update, then the error goes down."""
@@ -215,12 +156,12 @@ class _Pipeline:
         u = w.stage.update(pairs, min((r.version for r in w.inflight.values()), default=None))
         w.observe(u.working_bytes)
         self.trace.append((round(self.env.now, 9), w.index, "B", k, rec.version))
-        yield self.env.timeout(w.device.compute_time_s(c.total_flops + u.total_flops))
+        yield from self.links.compute(f"w{w.index}", w.device.compute_time_s(c.total_flops + u.total_flops))
         if w.index == 0:
             self.done["updates"] += 1
             self.done["samples"] += self.job.m.microbatch
         else:
-            self.env.process(self.links.send(f"w{w.index}", [d_in], self._to(w.index - 1, "d", k)))
+            self.env.process(self.links.send(f"w{w.index}", f"w{w.index - 1}", [d_in], self._to(w.index - 1, "d", k)))
 
     def params(self) -> list:
         """The latest weights of every stage, in layer order (what the monitor evaluates)."""
@@ -245,6 +186,7 @@ class _Pipeline:
             self.bounds,
             self.depth,
             self.trace,
+            self.links.timeline(),
         )
 
 
@@ -253,98 +195,6 @@ def simulate_pipeline(job: Job, schedule: str, n: int) -> RunResult:
     microbatches in flight (m = depth, default n); when both a forward and a backward are
     ready a stage does the kind it did not do last (one forward, one backward)."""
     return _Pipeline(job, schedule, n).run()
-
-
-def simulate_local(job: Job) -> RunResult:
-    """Worker 0 trains the whole model on the data it holds, one microbatch per step."""
-    env = simpy.Environment()
-    stage = job.whole("pipedream", job.params())
-    batches, mem, dev = job.batches(), Memory(), job.device(0)
-    done = {"updates": 0, "samples": 0}
-    trace: list[tuple] = []
-
-    def worker() -> Iterator:
-        k = 0
-        while True:
-            trace.append((round(env.now, 9), 0, "FB", k, stage.latest))
-            flops = train_step(stage, *batches(k), mem)
-            yield env.timeout(dev.compute_time_s(flops))
-            done["updates"] += 1
-            done["samples"] += job.m.microbatch
-            k += 1
-
-    rows: list[dict] = []
-    env.process(worker())
-    env.run(until=env.process(monitor(env, job, stage.latest_params, lambda: {**done, "bytes_sent": 0}, rows)))
-    return run_result(job, "local", 1, rows, LinkCounts(), [mem], [(0, len(job.model.layers))], 1, trace)
-
-
-class _DataParallel:
-    """One data-parallel run (`simulate_data_parallel`): a master that holds the data and the
-    averaged weights, n workers that each train the whole model."""
-
-    def __init__(self, job: Job, n: int) -> None:
-        self.job, self.n, self.env = job, n, simpy.Environment()
-        self.averaged = job.params()  # the master's averaged weights
-        self.stages = [job.whole("pipedream", job.params()) for _ in range(n)]
-        self.mems = [Memory() for _ in range(n)]
-        self.batches = job.batches()
-        self.links = Links(self.env, job.link, job.cfg.seed, (job.model.name, n, "data_parallel"))
-        self.done = {"updates": 0, "samples": 0}
-        self.trace: list[tuple] = []
-
-    def worker(self, i: int, t: int, x: torch.Tensor, y: torch.Tensor, uploads: list) -> Iterator:
-        """Process: worker i's SGD step t on its microbatch; its weights go back to the master."""
-        stage = self.stages[i]
-        self.trace.append((round(self.env.now, 9), i, "FB", t * self.n + i, t))
-        flops = train_step(stage, x, y, self.mems[i])
-        yield self.env.timeout(self.job.device(i).compute_time_s(flops))
-        flat = [tt for p in stage.latest_params() for tt in p]
-        yield self.env.process(self.links.send(f"w{i}", flat, lambda p: uploads.__setitem__(i, p)))
-
-    def hand_out(self, i: int, t: int, uploads: list) -> Iterator:
-        """Process (for `yield from`): send worker i its microbatch of step t (and, after the
-        first step, the averaged weights), then start its step; returns that process."""
-        x, y = self.batches(t * self.n + i)
-        weights = [tt for p in self.averaged for tt in p] if t else []
-        got: dict = {}
-        yield self.env.process(self.links.send("master", [*weights, x, y], lambda p: got.setdefault("p", p)))
-        p = got["p"]
-        if t:
-            set_latest(self.stages[i], p[:-2])
-        return self.env.process(self.worker(i, t, p[-2], p[-1], uploads))
-
-    def master(self) -> Iterator:
-        """Process: each step, every worker's microbatch out, every worker's weights back, averaged."""
-        t = 0
-        while True:
-            uploads: list = [None] * self.n
-            steps = []
-            for i in range(self.n):
-                step = yield from self.hand_out(i, t, uploads)
-                steps.append(step)
-            yield simpy.AllOf(self.env, steps)
-            self.averaged = average(uploads)
-            self.done["updates"] += 1
-            self.done["samples"] += self.n * self.job.m.microbatch
-            t += 1
-
-    def counters(self) -> dict:
-        return {**self.done, "bytes_sent": self.links.counts.bytes_sent}
-
-    def run(self) -> RunResult:
-        rows: list[dict] = []
-        self.env.process(self.master())
-        self.env.run(until=self.env.process(monitor(self.env, self.job, lambda: self.averaged, self.counters, rows)))
-        whole = [(0, len(self.job.model.layers))] * self.n
-        return run_result(self.job, "data_parallel", self.n, rows, self.links.counts, self.mems, whole, 1, self.trace)
-
-
-def simulate_data_parallel(job: Job, n: int) -> RunResult:
-    """Each step: the master sends every worker its microbatch (and, after the first step,
-    the averaged weights); each worker takes one SGD step on its microbatch and sends its
-    weights back; the master averages them. Microbatch k of step t goes to worker k - t*n."""
-    return _DataParallel(job, n).run()
 
 
 def simulate(job: Job, schedule: str, n: int) -> RunResult:

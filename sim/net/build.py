@@ -108,6 +108,7 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
     check(f.offer in ("idle", "all"), "fleet.offer", f.offer, "allowed: idle, all")
     check(c.medium in ("dedicated", "shared"), "channel.medium", c.medium, "allowed: dedicated, shared")
     check(isinstance(c.cells, int) and c.cells >= 1, "channel.cells", c.cells, "must be an integer >= 1")
+    check(c.duplex in ("half", "full"), "channel.duplex", c.duplex, "allowed: half, full")
     for name in ("cell_up_bps", "cell_down_bps"):
         v = getattr(c, name)
         if v is not None:
@@ -196,6 +197,7 @@ def build_network(
         cells=c.cells,
         up_bps=c.cell_up_bps or c.bandwidth_bps,
         down_bps=c.cell_down_bps or c.bandwidth_bps,
+        duplex=c.duplex,
     )
     ledger = EnergyLedger(np.stack([fleet.power_w(state) for state in STATES], axis=1))
     recorder = Timeline() if timeline else None

@@ -106,17 +106,24 @@ class Cell:
 
 class Medium:
     """`dedicated` links, or `cells` shared access points (device `d` attaches to cell
-    `d % cells`), each with an uplink and a downlink capacity."""
+    `d % cells`), each with an uplink and a downlink capacity (`full` duplex), or one capacity
+    both directions share (`half` duplex, as Wi-Fi and 802.15.4 radios: the uplink's)."""
 
     def __init__(
-        self, env: simpy.Environment, kind: str, *, cells: int = 1, up_bps: float = 0.0, down_bps: float = 0.0
+        self,
+        env: simpy.Environment,
+        kind: str,
+        *,
+        cells: int = 1,
+        up_bps: float = 0.0,
+        down_bps: float = 0.0,
+        duplex: str = "full",
     ):
         self.env, self.kind = env, kind
         if kind == "shared":
-            self._cells = {
-                "up": [Cell(env, up_bps) for _ in range(cells)],
-                "down": [Cell(env, down_bps) for _ in range(cells)],
-            }
+            up = [Cell(env, up_bps) for _ in range(cells)]
+            down = up if duplex == "half" else [Cell(env, down_bps) for _ in range(cells)]
+            self._cells = {"up": up, "down": down}
 
     def cell(self, device: int, direction: str) -> Cell | None:
         if self.kind != "shared":

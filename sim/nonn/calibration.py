@@ -1,6 +1,7 @@
 """The paper's own deployments, simulated with the catalogue device profiles, beside the figures
 the paper measured (calibration.csv): NoNN tables 6 and 7, the teacher on one device, and the
-split ATKD student of table 8.
+split ATKD student of table 8. Each deployment is a system of its own (`sim.nonn.system`), its
+devices all on the job's link, over the job's medium.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from devices import CATALOGUE, DeviceProfile
 from experiments.nonn.inference import FLOAT_BYTES, InferencePlan
 from experiments.nonn.models import WRN, scaled_widths
 from experiments.nonn.split import split_work
+from sim.nonn.system import Systems, link_systems
 from sim.nonn.timeline import DeviceLoad, InferenceOutcome, simulate_inference, simulate_split
 from sim.seeding import stream
 
@@ -74,7 +76,7 @@ def _mean_energy_j(out: InferenceOutcome) -> float:
     return float(np.mean([t.energy_j for t in out.devices]))
 
 
-def _nonn_rows(link: Link, server: DeviceProfile, seed: int) -> list[dict]:
+def _nonn_rows(systems: Systems, seed: int) -> list[dict]:
     """Tables 6 and 7: NoNN-2S and NoNN-8S on each device kind, with the paper's FLOPs (167 M
     per student) and pooled features (80 kept filters shared among the students, float32)."""
     rows = []
@@ -89,7 +91,7 @@ def _nonn_rows(link: Link, server: DeviceProfile, seed: int) -> list[dict]:
             2 * PAPER_PARTITION_FILTERS * 10,
         )
         out = simulate_inference(
-            plan, [DeviceLoad(p, (i,)) for i in range(k)], server, link, stream(seed, "calibration", name, k)
+            plan, [DeviceLoad(p, (i,)) for i in range(k)], systems([p] * k), stream(seed, "calibration", name, k)
         )
         rows.append(
             _row(
@@ -107,13 +109,13 @@ def _nonn_rows(link: Link, server: DeviceProfile, seed: int) -> list[dict]:
     return rows
 
 
-def _teacher_rows(link: Link, server: DeviceProfile, seed: int) -> list[dict]:
+def _teacher_rows(systems: Systems, seed: int) -> list[dict]:
     """The teacher (2.6 GFLOP) alone on one device of each kind."""
     rows = []
     for name, ms in PAPER_TEACHER_MS.items():
         p = CATALOGUE[name]
         plan = InferencePlan(0, (int(PAPER_TEACHER_FLOPS),), PAPER_IMAGE_BYTES, (10 * FLOAT_BYTES,), 0)
-        out = simulate_inference(plan, [DeviceLoad(p, (0,))], server, link, stream(seed, "calibration", name, 0))
+        out = simulate_inference(plan, [DeviceLoad(p, (0,))], systems([p]), stream(seed, "calibration", name, 0))
         rows.append(
             _row(
                 "teacher (one device)",
@@ -127,7 +129,7 @@ def _teacher_rows(link: Link, server: DeviceProfile, seed: int) -> list[dict]:
     return rows
 
 
-def _split_rows(link: Link, server: DeviceProfile, seed: int) -> list[dict]:
+def _split_rows(systems: Systems, seed: int) -> list[dict]:
     """Table 8: the ATKD student WRN40-2 split over 4 and 8 Raspberry Pis (measured with PyTorch
     0.4.1 on the Pis, not TVM: slower compute than the profile's TVM-derived rate), on a
     CIFAR-size input."""
@@ -144,9 +146,7 @@ def _split_rows(link: Link, server: DeviceProfile, seed: int) -> list[dict]:
             pooled,
             PAPER_IMAGE_BYTES,
             2 * 128 * 10,
-            [p] * k,
-            server,
-            link,
+            systems([p] * k),
             stream(seed, "calibration", "split", k),
         )
         rows.append(
@@ -162,11 +162,10 @@ def _split_rows(link: Link, server: DeviceProfile, seed: int) -> list[dict]:
     return rows
 
 
-def calibration(link: Link, server: DeviceProfile, seed: int) -> pd.DataFrame:
-    """The paper's deployments simulated over `link` with `server` as the aggregator, beside the
-    paper's measured figures, and the latency's error against them (%)."""
-    df = pd.DataFrame(
-        _nonn_rows(link, server, seed) + _teacher_rows(link, server, seed) + _split_rows(link, server, seed)
-    )
+def calibration(link: Link, server: DeviceProfile, seed: int, medium: str = "dedicated") -> pd.DataFrame:
+    """The paper's deployments simulated over `link` (and `medium`) with `server` as the
+    aggregator, beside the paper's measured figures, and the latency's error against them (%)."""
+    systems = link_systems(link, server, medium)
+    df = pd.DataFrame(_nonn_rows(systems, seed) + _teacher_rows(systems, seed) + _split_rows(systems, seed))
     df["latency_error_pct"] = 100 * (df["sim_latency_ms"] / df["paper_latency_ms"] - 1)
     return df

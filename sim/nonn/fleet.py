@@ -3,9 +3,12 @@ robustness.csv): the NoNN on each fleet scenario, the teacher on one small devic
 horizontally split baseline on each device kind, and the NoNN with every subset of its devices
 failed.
 
-Each inference is a timeline (`sim.nonn.timeline`) of the plan measured on the real models. On
-the first scenario every test image is simulated and what the link delivered (bit flips in raw
-mode, missing students) goes through the real aggregator: the delivered accuracy.
+Each scenario is one system on the network (`sim.nonn.system`: its devices and the aggregator
+on one clock, over one medium) on which its inferences (`sim.nonn.timeline`, the plan measured
+on the real models) run one after another; its device states are the scenario's rows of
+timeline.csv. On the first scenario every test image is simulated and what the link delivered
+(bit flips in raw mode, missing students) goes through the real aggregator: the delivered
+accuracy.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from channels import Link, flip_bits
+from channels import flip_bits
 from devices import CATALOGUE, DeviceProfile
 from experiments.common.data import Dataset
 from experiments.common.metrics import count_params
@@ -34,24 +37,40 @@ from experiments.nonn.models import NoNN
 from experiments.nonn.pipeline import TrainedModels
 from experiments.nonn.split import split_plan
 from sim.nonn.settings import NonnSettings
+from sim.nonn.system import System, Systems
 from sim.nonn.timeline import DeviceLoad, InferenceOutcome, simulate_inference, simulate_split
 from sim.seeding import stream
 
-__all__ = ["Fleet", "FleetResult", "fleet_scenarios", "simulate_fleet"]
+__all__ = ["Fleet", "FleetResult", "fleet_scenarios", "simulate_fleet", "TIMELINE_KEYS"]
 
 MEANS = ("compute_s", "download_s", "upload_s", "receive_s", "energy_j", "retransmissions")
+TIMELINE_KEYS = ["scenario", "method"]  # timeline.csv's leading columns: which system a row is of
 
 
-@dataclass(frozen=True)
+@dataclass
 class Fleet:
     """What every simulated deployment of a job shares."""
 
     n: NonnSettings
     seed: int
-    link: Link
+    systems: Systems  # a deployment's device profiles -> its system on the network
     small: DeviceProfile  # one student per device (`workload.device`)
     big: DeviceProfile  # takes 1..k students in the heterogeneous scenarios (`workload.big_device`)
-    server: DeviceProfile  # the aggregator
+    timelines: list = field(default_factory=list)  # (scenario, method, system), as simulated
+
+    def system(self, scenario: str, method: str, profiles: Sequence[DeviceProfile]) -> System:
+        """A new system for one scenario; its timeline goes into timeline.csv."""
+        system = self.systems(profiles)
+        self.timelines.append((scenario, method, system))
+        return system
+
+    def timeline(self) -> list[dict]:
+        """timeline.csv: every system's device states, led by its scenario and method."""
+        return [
+            {"scenario": scenario, "method": method, **row}
+            for scenario, method, system in self.timelines
+            for row in system.net.timeline.sorted()
+        ]
 
 
 @dataclass
@@ -63,6 +82,7 @@ class FleetResult:
     robustness: pd.DataFrame
     delivered_accuracy: float
     bits_flipped: int
+    timeline: list[dict]  # timeline.csv rows: TIMELINE_KEYS + sim.net.TIMELINE_COLUMNS
 
 
 def fleet_scenarios(k: int, small: DeviceProfile, big: DeviceProfile) -> list[tuple[str, list[DeviceLoad]]]:
@@ -188,14 +208,10 @@ def _nonn_scenarios(
     rows, dev_rows, delivered, flipped = [], [], math.nan, 0
     for si, (name, loads) in enumerate(fleet_scenarios(k, fleet.small, fleet.big)):
         n_images = len(data.y_test) if si == 0 else n.timing_images
+        system = fleet.system(name, "NoNN", [load.profile for load in loads])
         outs = [
             simulate_inference(
-                plan,
-                loads,
-                fleet.server,
-                fleet.link,
-                stream(fleet.seed, "nonn-inference", si, img),
-                deadline_s=n.deadline_s,
+                plan, loads, system, stream(fleet.seed, "nonn-inference", si, img), deadline_s=n.deadline_s
             )
             for img in range(n_images)
         ]
@@ -226,10 +242,9 @@ def _teacher_scenario(fleet: Fleet, tr: TrainedModels, data: Dataset) -> tuple[d
     n, small = fleet.n, fleet.small
     plan = single_model_plan(tr.teacher, data.input_shape, data.num_classes)
     name = f"teacher on one {small.name}"
+    system = fleet.system(name, "teacher", [small])
     outs = [
-        simulate_inference(
-            plan, [DeviceLoad(small, (0,))], fleet.server, fleet.link, stream(fleet.seed, "nonn-teacher-inf", img)
-        )
+        simulate_inference(plan, [DeviceLoad(small, (0,))], system, stream(fleet.seed, "nonn-teacher-inf", img))
         for img in range(n.timing_images)
     ]
     dev = _mean_rows(
@@ -250,15 +265,14 @@ def _split_scenarios(
     rows, dev_rows = [], []
     for prof in (fleet.small, fleet.big):
         name = f"homogeneous {prof.name}"
+        system = fleet.system(name, method, [prof] * k)
         outs = [
             simulate_split(
                 plan.layers,
                 plan.pooled_bytes,
                 image_bytes,
                 plan.fc_flops,
-                [prof] * k,
-                fleet.server,
-                fleet.link,
+                system,
                 stream(fleet.seed, "nonn-split", prof.name, img),
             )
             for img in range(n.timing_images)
@@ -278,15 +292,14 @@ def _robustness(fleet: Fleet, nonn: NoNN, plan: InferencePlan, pooled: list[np.n
     over every subset of active devices (missing students count as zeros) and the mean latency."""
     k = len(nonn.sizes)
     loads = [DeviceLoad(fleet.small, (i,)) for i in range(k)]
+    system = fleet.system(f"homogeneous {fleet.small.name}, devices failed", "NoNN", [fleet.small] * k)
     rows = []
     for active_n in range(1, k + 1):
         accs, lats = [], []
         for active in itertools.combinations(range(k), active_n):
             failed = frozenset(range(k)) - set(active)
             rng = stream(fleet.seed, "nonn-robustness", *active)
-            out = simulate_inference(
-                plan, loads, fleet.server, fleet.link, rng, failed=failed, deadline_s=fleet.n.deadline_s
-            )
+            out = simulate_inference(plan, loads, system, rng, failed=failed, deadline_s=fleet.n.deadline_s)
             feats = [pooled[s] if s in out.arrived else np.zeros_like(pooled[s]) for s in range(k)]
             accs.append(features_accuracy(nonn, feats, y))
             lats.append(out.latency_s)
@@ -304,9 +317,9 @@ def _robustness(fleet: Fleet, nonn: NoNN, plan: InferencePlan, pooled: list[np.n
     return pd.DataFrame(rows)
 
 
-def simulate_fleet(n: NonnSettings, seed: int, tr: TrainedModels, data: Dataset, link: Link) -> FleetResult:
-    """Every simulated deployment of the trained models `tr` over `link`."""
-    fleet = Fleet(n, seed, link, CATALOGUE[n.device], CATALOGUE[n.big_device], CATALOGUE[n.server])
+def simulate_fleet(n: NonnSettings, seed: int, tr: TrainedModels, data: Dataset, systems: Systems) -> FleetResult:
+    """Every simulated deployment of the trained models `tr`, each on a system of `systems`."""
+    fleet = Fleet(n, seed, systems, CATALOGUE[n.device], CATALOGUE[n.big_device])
     plan = inference_plan(tr.nonn, data.input_shape)
     pooled = pooled_features(tr.nonn, data.x_test)
     rows, dev_rows, delivered, flipped = _nonn_scenarios(fleet, tr, data, plan, pooled)
@@ -314,4 +327,5 @@ def simulate_fleet(n: NonnSettings, seed: int, tr: TrainedModels, data: Dataset,
     split_rows, split_dev = _split_scenarios(fleet, tr, data, plan.image_bytes, len(tr.nonn.sizes))
     robustness = _robustness(fleet, tr.nonn, plan, pooled, data.y_test.numpy())
     scenarios = pd.DataFrame(rows + [teacher_row] + split_rows)
-    return FleetResult(scenarios, pd.DataFrame(dev_rows + teacher_dev + split_dev), robustness, delivered, flipped)
+    devices = pd.DataFrame(dev_rows + teacher_dev + split_dev)
+    return FleetResult(scenarios, devices, robustness, delivered, flipped, fleet.timeline())

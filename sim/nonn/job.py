@@ -3,11 +3,12 @@
 baseline on a simulated fleet, and the students' robustness to failed devices.
 
 `run(cfg, out_dir)` writes partition.csv, students.csv, comparison.csv, inference.csv,
-inference_devices.csv, robustness.csv, calibration.csv, beta_search.csv, summary.csv and two
-plots. Training is real (cached on disk, keyed by the settings that decide the weights); the
-inference timelines (`sim.nonn.timeline`) are SimPy processes whose compute times come from the
-FLOPs PyTorch counts on the real students and whose transfers carry the real payload sizes over
-`cfg.channel`.
+inference_devices.csv, robustness.csv, calibration.csv, beta_search.csv, summary.csv,
+timeline.csv and the plots. Training is real (cached on disk, keyed by the settings that decide
+the weights); the inference timelines (`sim.nonn.timeline`) are SimPy processes whose compute
+times come from the FLOPs PyTorch counts on the real students and whose transfers carry the real
+payload sizes over the network `cfg.channel` describes (`sim.net`: one system, one clock, per
+scenario).
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from experiments.nonn.pipeline import train_models
 from experiments.nonn.tables import comparison_table, partition_table, students_table
 from sim.backends import make_executor
 from sim.config import Config, ConfigError
-from sim.net import build_link
+from sim.net import TIMELINE_COLUMNS, build_link
 from sim.nonn.calibration import calibration
-from sim.nonn.fleet import simulate_fleet
-from sim.nonn.report import plot, print_summary, summary_table
-from sim.report import write_csvs, write_json
+from sim.nonn.fleet import TIMELINE_KEYS, simulate_fleet
+from sim.nonn.report import plot, plot_timelines, print_summary, summary_table
+from sim.nonn.system import network_systems
+from sim.report import write_csvs, write_json, write_rows
 from sim.seeding import stream
 
 __all__ = ["run"]
@@ -61,7 +63,8 @@ def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
         tr = train_models(n, data, dataset_key, cfg.seed, functools.partial(stream, cfg.seed), executor, cfg.cache_dir)
     wall = {"train_s": round(time.perf_counter() - t0, 3)}
     t0 = time.perf_counter()
-    fleet = simulate_fleet(n, cfg.seed, tr, data, link)
+    server = CATALOGUE[n.server]
+    fleet = simulate_fleet(n, cfg.seed, tr, data, network_systems(cfg, server))
     wall["simulate_s"] = round(time.perf_counter() - t0, 3)
 
     comparison = comparison_table(tr, data, n.bytes_per_param, n.memory_budget_bytes, n.flop_budget)
@@ -73,14 +76,16 @@ def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
         "inference.csv": fleet.scenarios,
         "inference_devices.csv": fleet.devices,
         "robustness.csv": fleet.robustness,
-        "calibration.csv": calibration(link, CATALOGUE[n.server], cfg.seed) if n.calibrate else None,
+        "calibration.csv": calibration(link, server, cfg.seed, cfg.channel.medium) if n.calibrate else None,
         "beta_search.csv": tr.beta_search,
         "summary.csv": summary,
     }
     write_csvs(out_dir, {name: df for name, df in tables.items() if df is not None})
+    write_rows(fleet.timeline, out_dir / "timeline.csv", TIMELINE_KEYS + TIMELINE_COLUMNS)
     write_json({**executor.timings(), "wall_s": wall}, out_dir / "wallclock.json")
     if cfg.plots:
         plot(out_dir, fleet.scenarios, fleet.robustness, len(tr.nonn.sizes))
+        plot_timelines(out_dir, fleet, len(tr.nonn.sizes))
     if cfg.progress:
         print_summary(summary.iloc[0], comparison, out_dir)
     return summary

@@ -11,9 +11,9 @@ import pandas as pd
 from experiments.nonn.pipeline import TrainedModels
 from sim.config import Config
 from sim.nonn.fleet import FleetResult
-from sim.report import channel_columns, save_figure
+from sim.report import channel_columns, plot_timeline, save_figure
 
-__all__ = ["plot", "print_summary", "summary_table"]
+__all__ = ["plot", "plot_timelines", "print_summary", "summary_table"]
 
 
 def _setting_columns(cfg: Config, k: int) -> dict:
@@ -132,6 +132,22 @@ def plot(out_dir: Path, scenarios: pd.DataFrame, robustness: pd.DataFrame, k: in
     ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, out_dir / "latency.png")
+
+
+def plot_timelines(out_dir: Path, fleet: FleetResult, k: int, inferences: int = 3) -> None:
+    """timeline.png (the NoNN on the first scenario) and timeline_split.png (the split baseline
+    on the same devices): the device states of their first `inferences` inferences."""
+    s = fleet.scenarios
+    split = s[s["method"].str.startswith("split")]
+    for row, path in ((s.iloc[0], "timeline.png"), (split.iloc[0], "timeline_split.png")):
+        horizon = inferences * row["latency_max_s"]
+        rows = [
+            r
+            for r in fleet.timeline
+            if r["scenario"] == row["scenario"] and r["method"] == row["method"] and r["start_s"] < horizon
+        ]
+        title = f"NoNN-{k}S, {row['method']} on {row['scenario']}: the first {inferences} inferences"
+        plot_timeline(rows, out_dir / path, title=title)
 
 
 def print_summary(s: pd.Series, comparison: pd.DataFrame, out_dir: Path) -> None:

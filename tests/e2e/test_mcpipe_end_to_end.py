@@ -32,6 +32,11 @@ FILES = [
     "accuracy_vs_time.png",
     "memory.png",
     "wallclock.json",
+    *(
+        f"timeline_{s}.{ext}"
+        for s in ("local", "data_parallel", "pipedream", "mcpipe", "greedy")
+        for ext in ("csv", "png")
+    ),
 ]
 
 
@@ -50,6 +55,9 @@ def test_tiny_experiment_end_to_end(run_sim, tmp_path) -> None:
     memory = pd.read_csv(out / "memory.csv")
     pd_mc = memory[memory.schedule.isin(["pipedream", "mcpipe"])]
     assert len(pd_mc) == 4 and pd_mc["theorem1_bytes"].notna().all()
+    timeline = pd.read_csv(out / "timeline_pipedream.csv")
+    assert list(timeline.columns) == ["device", "state", "start_s", "end_s"]
+    assert set(timeline["device"]) == {"master", "w0", "w1"}
 
 
 def test_sweep_over_depth_writes_one_comparison(run_sim, tmp_path) -> None:
@@ -83,7 +91,8 @@ def test_same_seed_gives_byte_identical_csvs(tmp_path) -> None:
     run(cfg, tmp_path / "a")
     run(cfg, tmp_path / "b")
     names = sorted(p.name for p in (tmp_path / "a").glob("*.csv"))
-    assert len(names) == 6
+    timelines = ["timeline_data_parallel.csv", "timeline_greedy.csv", "timeline_mcpipe.csv"]
+    assert len(names) == 6 + 3 and all(t in names for t in timelines)
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert pd.read_csv(tmp_path / "a" / "summary.csv")["retransmissions"].sum() > 0

@@ -15,6 +15,7 @@ from experiments.nonn.inference import InferencePlan, pooled_features, student_f
 from experiments.nonn.models import WRN, NoNN, StudentSpec
 from experiments.nonn.partition import activation_network, merge_communities, partition_filters
 from experiments.nonn.split import SplitLayer, split_plan, split_work
+from sim.nonn.system import link_systems
 from sim.nonn.timeline import DeviceLoad, simulate_inference, simulate_split
 
 # two validation images, three filters; the second row is already divided by its maximum, the
@@ -165,21 +166,21 @@ PLAN = InferencePlan(common_flops=2, branch_flops=(3, 5), image_bytes=4, feature
 def test_inference_timeline_by_hand():
     rng = np.random.default_rng(0)
     dev = _profile(1.0)  # 1 FLOP/s: compute seconds = FLOPs
-    out = simulate_inference(PLAN, [DeviceLoad(dev, (0,)), DeviceLoad(dev, (1,))], _profile(1e9), LINK, rng)
+    systems = link_systems(LINK, _profile(1e9))
+    out = simulate_inference(PLAN, [DeviceLoad(dev, (0,)), DeviceLoad(dev, (1,))], systems([dev, dev]), rng)
     # d0: image 0-1, compute 2+3 -> 6, up 6-7; d1: image 1-2, compute 2+5 -> 9, up 9-10
     assert out.latency_s == pytest.approx(10.0, abs=1e-6) and set(out.arrived) == {0, 1}
     assert [t.compute_s for t in out.devices] == [5.0, 7.0]
     # d0: compute 5 s at 2 W, receive 1 s at 0.5 W, transmit 1 s at 1 W, idle the other 3 s at 0.1 W
     assert out.devices[0].energy_j == pytest.approx(5 * 2.0 + 1 * 0.5 + 1 * 1.0 + 3 * 0.1, rel=1e-6)
     # one device runs both students: the common part once; each student's features sent when ready
-    out = simulate_inference(PLAN, [DeviceLoad(dev, (0, 1))], _profile(1e9), LINK, rng)
+    out = simulate_inference(PLAN, [DeviceLoad(dev, (0, 1))], systems([dev]), rng)
     assert out.latency_s == pytest.approx(13.0, abs=1e-6) and out.devices[0].compute_flops == 10
     # a failed device: the aggregator waits for its deadline, then uses what arrived
     out = simulate_inference(
         PLAN,
         [DeviceLoad(dev, (0,)), DeviceLoad(dev, (1,))],
-        _profile(1e9),
-        LINK,
+        systems([dev, dev]),
         rng,
         failed=frozenset({1}),
         deadline_s=20.0,
@@ -191,7 +192,7 @@ def test_split_timeline_by_hand():
     rng = np.random.default_rng(0)
     dev = _profile(1.0)
     layers = [SplitLayer("a", (2, 2), (0, 0)), SplitLayer("b", (3, 3), (8, 8))]
-    out = simulate_split(layers, (4, 4), 4, 0, [dev, dev], _profile(1e9), LINK, rng)
+    out = simulate_split(layers, (4, 4), 4, 0, link_systems(LINK, _profile(1e9))([dev, dev]), rng)
     # images at 1 and 2; layer a: d0 1-3, d1 2-4; exchange (each device's own radio): d0 sends
     # 3-4, d1 sends 4-5; layer b: d1 has d0's slice at 4 -> 4-7, d0 has d1's at 5 -> 5-8; results
     # to the server one at a time: d1 7-8, d0 8-9 -> 9
@@ -204,9 +205,9 @@ def test_lossy_link_gives_up_and_the_student_is_missing():
     bad = Link(
         bandwidth_bps=1e6, latency_s=0.0, errors=IndependentBits(0.5), packet_bytes=64, header_bytes=0, max_attempts=1
     )
-    out = simulate_inference(
-        PLAN, [DeviceLoad(_profile(1.0), (0,))], _profile(1e9), bad, np.random.default_rng(1), deadline_s=30.0
-    )
+    dev = _profile(1.0)
+    system = link_systems(bad, _profile(1e9))([dev])
+    out = simulate_inference(PLAN, [DeviceLoad(dev, (0,))], system, np.random.default_rng(1), deadline_s=30.0)
     assert out.arrived == {} and out.latency_s == pytest.approx(30.0)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import pytest
-import simpy
 import torch
 
 from experiments.common.flops import FlopCache
@@ -321,10 +320,12 @@ def test_raw_link_corrupts_activations_not_labels() -> None:
     job = _job(cfg)
     res = simulate(job, "pipedream", 2)
     assert res.summary["bits_flipped"] > 0 and res.summary["updates"] > 0
-    env, got = simpy.Environment(), []
-    links = Links(env, job.link, cfg.seed, ("one message",))
+    links, got = Links(job, 1, ("one message",)), []
     x, y = torch.zeros(64, 64), torch.arange(64) % 10
-    env.process(links.send("master", [x, y], got.append))
-    env.run()
+    links.env.process(links.send("master", "w0", [x, y], got.append))
+    links.env.run()
     ((x_in, y_in),) = got
     assert links.counts.bits_flipped > 0 and not torch.equal(x_in, x) and torch.equal(y_in, y)
+    # bits_flipped counts the flips that reached the images: as many as the images differ in
+    changed = (x_in.numpy().view("uint32") ^ x.numpy().view("uint32")).astype("uint64")
+    assert links.counts.bits_flipped == sum(bin(int(v)).count("1") for v in changed.ravel())

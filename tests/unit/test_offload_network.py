@@ -1,7 +1,8 @@
 """The offload example on the simulated network: each mode is the sensor and the edge server on
 one clock. The sensor is the only device and each side's radio sends one message at a time, so
-no two transfers share a cell direction: a shared medium as fast as the link changes nothing; a
-slower cell only caps the rate. The timeline holds the sensor's and the server's states."""
+on a full-duplex cell no two transfers share a direction: a shared medium as fast as the link
+changes nothing; on a half-duplex one (the default) the answers share the air with the next
+images; a slower cell caps the rate. The timeline holds the sensor's and the server's states."""
 
 from __future__ import annotations
 
@@ -28,14 +29,21 @@ def _fates(answers):
     return [(a.latency_s, a.device_energy_j, a.bytes_sent, a.retransmissions) for a in answers]
 
 
-def test_a_single_sensor_on_a_shared_medium_is_the_dedicated_link():
+def test_a_single_sensor_on_a_full_duplex_shared_medium_is_the_dedicated_link():
     # images every 1 ms queue behind the radio (an image takes ~1.9 ms of airtime at 1 Mbit/s)
     (dnet, _), dedicated = _run("offload", "dedicated", ber=1e-4)
-    (snet, _), shared = _run("offload", "shared", ber=1e-4)
+    (snet, _), shared = _run("offload", "shared", ber=1e-4, duplex="full")
     assert _fates(dedicated) == _fates(shared)
     assert dnet.timeline.sorted() == snet.timeline.sorted()
     latencies = [a.latency_s for a in dedicated if a.answered]
     assert max(latencies) > 5 * latencies[0]  # they queued
+
+
+def test_on_a_half_duplex_cell_answers_and_images_share_the_air():
+    _, dedicated = _run("offload", "dedicated", ber=1e-4)
+    _, half = _run("offload", "shared", ber=1e-4, duplex="half")
+    pairs = [(d.latency_s, h.latency_s) for d, h in zip(dedicated, half) if d.answered and h.answered]
+    assert all(h >= d - 1e-12 for d, h in pairs) and any(h > d for d, h in pairs)
 
 
 def test_a_slower_shared_cell_caps_the_rate():

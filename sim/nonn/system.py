@@ -1,0 +1,125 @@
+"""One simulated NoNN system on the network of `sim.net`: a deployment's devices (one per
+`DeviceProfile`, device i = profiles[i]) and the aggregator, on one clock, over one medium.
+Every inference of a scenario runs on its system's clock, one after another, so its timeline
+(timeline.csv) is the scenario's.
+
+The aggregator sends one message at a time (its `sim.net.radio`). On a `dedicated` medium it
+also receives one at a time, in both directions: the point-to-point setting the wired link's
+per-message cost is calibrated for (docs/nonn.md). On a `shared` medium the cell arbitrates:
+devices upload at once and split the cell's capacity (processor sharing), which, half duplex
+(`channel.duplex`, the default), the aggregator's own sends share too; so a shared medium never
+beats a dedicated one, it only lets the transfers that wait for each other overlap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from channels import Link, TransferOutcome, transfer
+from devices import DeviceProfile, fleet_of
+from sim.config import Config
+from sim.net import STATES, EnergyLedger, Medium, Network, Server, Timeline, radio
+from sim.net.availability import AlwaysOnline
+from sim.net.build import build_network
+
+__all__ = ["Mark", "System", "Systems", "link_systems", "network_systems"]
+
+
+@dataclass(frozen=True)
+class Mark:
+    """Where the clock and the energy ledger stood when an inference began."""
+
+    start_s: float
+    busy_j: np.ndarray
+
+
+class System:
+    """The devices of one deployment and the aggregator on one clock (`net.env`)."""
+
+    def __init__(self, net: Network, server: Server, profiles: Sequence[DeviceProfile]):
+        self.net, self.server, self.profiles = net, server, tuple(profiles)
+        self.env: simpy.Environment = net.env
+        self.radio = radio(self.env)  # the aggregator's: it sends one message at a time
+
+    @property
+    def serial_uploads(self) -> bool:
+        """Whether uploads wait for the aggregator's radio (dedicated medium) or share the cell."""
+        return self.net.medium.kind != "shared"
+
+    def link(self, device: int, direction: str) -> Link:
+        return self.net.links(device)[0 if direction == "up" else 1]
+
+    def with_server(self, device: int, direction: str, nbytes: int, rng: np.random.Generator) -> Iterator:
+        """Process: one message between the aggregator and `device` (`down`: the image; `up`:
+        features); its outcome is drawn from `rng` when it goes on the air. Returns (outcome,
+        seconds on the air, the link's latency included)."""
+        if direction == "up" and not self.serial_uploads:
+            return (yield from self._carry(device, direction, nbytes, rng))
+        with self.radio.request() as req:
+            yield req
+            return (yield from self._carry(device, direction, nbytes, rng))
+
+    def _carry(self, device: int, direction: str, nbytes: int, rng: np.random.Generator) -> Iterator:
+        out = transfer(self.link(device, direction), nbytes, rng)
+        start = self.env.now
+        yield from self.net.transfer(device, direction, out)
+        return out, self.env.now - start
+
+    def message(self, src: int, dst: int, out: TransferOutcome) -> Iterator:
+        """Process: device `src` sends `out` to device `dst`; returns the seconds it took."""
+        start = self.env.now
+        yield from self.net.message(src, dst, out)
+        return self.env.now - start
+
+    def compute(self, device: int, flops: int) -> Iterator:
+        """Process: `device` runs `flops`; returns the seconds it computed."""
+        seconds = flops / self.profiles[device].flops_per_s
+        yield from self.net.compute(device, seconds)
+        return seconds
+
+    # --- one inference's account ------------------------------------------------------
+    def mark(self) -> Mark:
+        return Mark(self.env.now, self.net.ledger.energy_j[:, :3].sum(axis=1))
+
+    def energy_j(self, mark: Mark, device: int, busy_s: float, total_s: float) -> float:
+        """`device`'s energy since `mark`: its busy states as the ledger booked them, and idle
+        for the rest of `total_s`."""
+        busy_j = float(self.net.ledger.energy_j[device, :3].sum() - mark.busy_j[device])
+        return busy_j + self.profiles[device].energy_j("idle", max(0.0, total_s - busy_s))
+
+
+Systems = Callable[[Sequence[DeviceProfile]], System]  # a deployment's profiles -> its system
+
+
+def _label(profiles: Sequence[DeviceProfile]) -> Callable[[int], str]:
+    return lambda d: f"{d} {profiles[d].name}"
+
+
+def network_systems(cfg: Config, server: DeviceProfile) -> Systems:
+    """Systems on the network `cfg.channel` describes (`sim.net.build_network`), `server` the aggregator."""
+
+    def system(profiles: Sequence[DeviceProfile]) -> System:
+        net, srv = build_network(cfg, fleet_of(list(profiles)), label=_label(profiles), own_devices=server)
+        return System(net, srv, profiles)
+
+    return system
+
+
+def link_systems(link: Link, server: DeviceProfile, medium: str = "dedicated") -> Systems:
+    """Systems whose devices all have `link` both ways; a `shared` medium is one half-duplex cell
+    of the link's bandwidth (tests, the paper's deployments)."""
+
+    def system(profiles: Sequence[DeviceProfile]) -> System:
+        env = simpy.Environment()
+        fleet = fleet_of(list(profiles))
+        ledger = EnergyLedger(np.stack([fleet.power_w(state) for state in STATES], axis=1))
+        cells = Medium(env, medium, up_bps=link.bandwidth_bps, duplex="half")
+        timeline = Timeline()
+        net = Network(env, ledger, cells, AlwaysOnline(), lambda _d: (link, link), _label(profiles), timeline)
+        return System(net, Server(env, server, timeline), profiles)
+
+    return system
