@@ -167,6 +167,8 @@ class SimGrid(Grid):
         self.phases: list[PhaseStats] = []
         self.observer = None  # called with each finished PhaseStats (progress bars)
         self.server_flops = 0  # work the server owes before it can send again
+        self.stopped_at: float | None = None  # when the fleet could no longer offer enough devices
+        self._working: list = []  # the devices' round processes not yet known to be over
         self._run = Run.create_empty(run_id=RUN_ID)
         self._contexts: dict[int, Context] = {}
         self._next_id = 0
@@ -198,11 +200,16 @@ class SimGrid(Grid):
         if self.offer == "all":
             return range(1, len(self.fleet) + 1)
         offered = self.net.offered()
-        wait_s = 1.0
+        wait_s, since = 1.0, self.now_s
         while len(offered) < self.min_nodes:  # the server waits, on the clock, for enough devices
-            if self.now_s > WAIT_LIMIT_S:
+            alive = self.ledger.devices_alive(self.now_s)
+            if alive < self.min_nodes or self.now_s - since > WAIT_LIMIT_S:
+                self.stopped_at = since  # the run ends where the wait began
                 raise FleetExhausted(
-                    f"fewer than {self.min_nodes} devices online, charged and idle for {WAIT_LIMIT_S:.0f} simulated s"
+                    f"{alive} devices left with charge, the strategy needs {self.min_nodes}"
+                    if alive < self.min_nodes
+                    else f"fewer than {self.min_nodes} devices online and idle for {WAIT_LIMIT_S / 86400:.0f} "
+                    "simulated days"
                 )
             self.net.env.run(until=self.now_s + wait_s)
             wait_s = min(wait_s * 2, 3600.0)
@@ -221,13 +228,19 @@ class SimGrid(Grid):
             env = self.net.env
             env.run(until=env.process(self.server.compute(self.server_flops)))
             self.server_flops = 0
+            if self.phases:  # the phase ends when the server has taken in (and evaluated) its replies
+                self.phases[-1].end_s = self.now_s
 
     def finish(self) -> float:
         """The run is over: the server's last work, then the devices still working finish
         theirs (and spend its energy). Returns when the run ended (the server's last act)."""
+        if self.stopped_at is not None:  # the fleet gave out: nothing after the wait began counts
+            self.ledger.close(self.stopped_at)
+            return self.stopped_at
         self.settle()
         end_s = self.now_s
-        self.net.env.run()
+        env = self.net.env
+        env.run(until=env.all_of(self._working))  # not env.run(): a device's pending "offline at" timer is no work
         self.ledger.close(self.now_s)
         return end_s
 
@@ -255,8 +268,9 @@ class SimGrid(Grid):
         for row in stats.clients:
             row.status = ""  # the clock says how each one ends
         clock = Round(self.net.env, stats.clients, timeout)
+        self._working = [p for p in self._working if p.is_alive]
         for i, plan in enumerate(plans):
-            self.net.env.process(client(self.net, plan, clock, i))
+            self._working.append(self.net.env.process(client(self.net, plan, clock, i)))
         stats.end_s = clock.play()
         accepted = []
         for plan, row in zip(plans, stats.clients):

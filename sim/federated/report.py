@@ -124,7 +124,7 @@ def summary(
         "rounds": cfg.workload.rounds,
         # the outcomes (NaN accuracies, e.g. of an app that reports none, are skipped as pandas would)
         "rounds_run": len(rounds),
-        "stopped": stopped,  # why the run ended before its rounds (empty: it did not)
+        "ended": stopped or "completed",  # or why the run stopped before its rounds
         "final_accuracy": rounds[-1].accuracy if rounds else math.nan,
         "best_accuracy": max(accuracies, default=math.nan),
         "final_loss": rounds[-1].loss if rounds else math.nan,
@@ -136,7 +136,7 @@ def summary(
         "idle_energy_j": float(energy[:, 3].sum()),
         "server_compute_s": grid.server.busy_s,
         "server_energy_j": grid.server.energy_j,
-        "devices_alive": grid.ledger.devices_alive(grid.now_s),
+        "devices_alive": grid.ledger.devices_alive(end_s),
         "bytes_down": total("bytes_down"),
         "bytes_up": total("bytes_up"),
         "retransmissions": total("retransmissions"),

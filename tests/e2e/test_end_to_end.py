@@ -16,7 +16,9 @@ from sim.federated.grid import ClientRow
 from sim.federated.report import RoundRow
 from sim.jobs import run
 
-from ..conftest import TINY_OVERRIDES, finish, make_tiny_cfg, start_sim
+from ..conftest import CONF_DIR, TINY_OVERRIDES, finish, make_tiny_cfg, start_sim
+
+TRACES = CONF_DIR / "traces"
 
 STATUSES = {
     "received",
@@ -50,7 +52,7 @@ SUMMARY_COLUMNS = [
     "channel_links",
     "rounds",
     "rounds_run",
-    "stopped",
+    "ended",
     "final_accuracy",
     "best_accuracy",
     "final_loss",
@@ -152,7 +154,7 @@ def test_same_config_gives_byte_identical_csvs(compared, tmp_path) -> None:
     run(_compare_cfg(), tmp_path)
     first, second = _csvs(out), _csvs(tmp_path)
     assert set(first) == {"comparison.csv"} | {
-        f"{s}/{f}" for s in COMPARE for f in ("rounds.csv", "clients.csv", "summary.csv")
+        f"{s}/{f}" for s in COMPARE for f in ("rounds.csv", "clients.csv", "summary.csv", "timeline.csv")
     }
     assert first.keys() == second.keys()
     for name in first:
@@ -200,6 +202,7 @@ def test_arq_channel_retransmits_and_delivers_clean_payloads(tiny_cfg, tmp_path)
 def test_a_tiny_deadline_makes_every_client_a_straggler(tiny_cfg, tmp_path) -> None:
     cfg = tiny_cfg()
     cfg.strategy.timeout_s = 1e-3
+    cfg.fleet.server = None  # rounds of exactly the deadline: a server that aggregates and evaluates at once
     run(cfg, tmp_path)
     rounds = pd.read_csv(tmp_path / "rounds.csv")
     assert len(rounds) == cfg.workload.rounds
@@ -250,6 +253,13 @@ BAD_INPUTS = {  # id: (overrides, the setting the error must name)
     "zero_bandwidth": (["channel.bandwidth_bps=0"], "channel.bandwidth_bps"),
     "empty_fleet": (["fleet.num_devices=0"], "fleet.num_devices"),
     "missing_dataset_folder": (["dataset.name=mnist", "dataset.path=/nonexistent"], "dataset.path"),
+    "negative_online_period": (["fleet.online_s=-60"], "fleet.online_s"),
+    "zero_cell_capacity": (["channel.medium=shared", "channel.cell_up_bps=0"], "channel.cell_up_bps"),
+    "trace_for_absent_devices": (
+        [f"fleet.availability_trace={TRACES / 'availability_30.csv'}"],  # 30 devices; the tiny fleet has 6
+        "fleet.availability_trace",
+    ),
+    "not_a_trace": ([f"fleet.capacity_trace={TRACES / 'README.md'}"], "fleet.capacity_trace"),
 }
 
 
@@ -290,6 +300,12 @@ def test_cli_run_writes_the_reports(cli) -> None:
     assert list(rounds.columns) == ROUND_COLUMNS and len(rounds) == 2
     summary = pd.read_csv(out / "summary.csv")
     assert summary["model"].iloc[0] == "mlp" and summary["num_devices"].iloc[0] == 6
+    timeline = pd.read_csv(out / "timeline.csv")
+    assert list(timeline.columns) == ["device", "state", "start_s", "end_s"]
+    assert (timeline.end_s > timeline.start_s).all() and {"receive", "compute", "transmit"} <= set(timeline.state)
+    clients = pd.read_csv(out / "clients.csv")
+    worked = set(clients.loc[clients.status == "received", "node_id"].astype(str))
+    assert worked <= set(timeline.device.astype(str)) and "server" in set(timeline.device)
 
 
 def test_cli_sweep_writes_one_comparison(cli) -> None:
@@ -331,6 +347,19 @@ def test_plots_false_writes_the_same_csvs_and_no_png(tiny_cfg, tmp_path) -> None
     assert sorted(p.name for p in (tmp_path / "with").glob("*.png")) == [
         "accuracy_vs_round.png",
         "accuracy_vs_time.png",
+        "timeline.png",
     ]
     assert not list((tmp_path / "without").glob("*.png"))
     assert _csvs(tmp_path / "with") == _csvs(tmp_path / "without")
+
+
+def test_a_fleet_whose_batteries_run_out_stops_the_run_and_keeps_its_rounds(tiny_cfg, tmp_path) -> None:
+    cfg = tiny_cfg()
+    cfg.workload.rounds = 50
+    cfg.fleet.mix = {"rpi3_400mhz": 1.0}
+    cfg.fleet.battery_j = {"rpi3_400mhz": 10.0}  # a few rounds of radio and compute, idle included
+    summary = run(cfg, tmp_path)[0]
+    rounds = pd.read_csv(tmp_path / "rounds.csv")
+    clients = pd.read_csv(tmp_path / "clients.csv")
+    assert summary["ended"].startswith("fleet exhausted") and 0 < summary["rounds_run"] == len(rounds) < 50
+    assert summary["devices_alive"] < 2 and set(clients.status) <= {"received", "battery_depleted", "straggler"}

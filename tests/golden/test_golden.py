@@ -28,7 +28,7 @@ def test_fedmax_noniid_3_rounds_writes_the_golden_csvs(tmp_path) -> None:
     problem = torch_mismatch()
     assert problem is None, problem  # a failure, not a skip: other numbers are no check at all
     want = csvs(GOLDEN_DIR)
-    assert len(want) == 10, f"{GOLDEN_DIR} should hold comparison.csv and 3 x (rounds, clients, summary)"
+    assert len(want) == 13, f"{GOLDEN_DIR} should hold comparison.csv and 3 x (rounds, clients, summary, timeline)"
     run_experiment(tmp_path)
     got = csvs(tmp_path)
     assert sorted(got) == sorted(want), "the job writes other CSVs than the golden ones"

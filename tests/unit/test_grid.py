@@ -2,13 +2,14 @@
 memory failures, and the simulated clock across rounds."""
 
 import numpy as np
+import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp.strategy import FedAvg
 
 from channels import IndependentBits, Link, TransferOutcome
 from devices import build_fleet
-from sim.federated.grid import SimGrid, _deliver, message_bytes
+from sim.federated.grid import FleetExhausted, SimGrid, _deliver, message_bytes
 from sim.federated.job import _flower_session
 from sim.net.build import plain_network
 
@@ -168,3 +169,11 @@ def test_busy_devices_are_not_offered_and_reported_when_sampled_anyway():
     _start(grid, rounds=1)
     rows = [c for p in grid.phases for c in p.clients]
     assert {c.node_id: c.status for c in rows}[3] == "busy"
+
+
+def test_a_fleet_that_never_comes_back_stops_the_wait_with_a_named_error():
+    grid = _grid()
+    grid.net.availability = _OnlineFrom(float("inf"))
+    grid.min_nodes = 2
+    with pytest.raises(FleetExhausted, match="fewer than 2 devices"):
+        grid.get_node_ids()
