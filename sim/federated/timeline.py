@@ -7,6 +7,7 @@ happened (its FLOPs and payload sizes are in each `ClientPlan`); these processes
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import simpy
@@ -85,25 +86,27 @@ def client(net: Network, plan: ClientPlan, rnd: Round, i: int):
         row.energy_j = float(net.ledger.energy_j[d, :3].sum() - spent0)
 
 
+def _timed(net: Network, row, field: str, activity) -> Iterator:
+    """Process: `activity` (a device's step), its duration written to `row.<field>`; returns why it failed."""
+    start = net.env.now
+    why = yield from activity
+    setattr(row, field, net.env.now - start)
+    return why
+
+
 def _run(net: Network, plan: ClientPlan, row, rnd: Round):
     """Returns whether a reply reached the server."""
-    env, d = net.env, plan.device
-    t = env.now
-    why = yield from net.transfer(d, "down", plan.down)
-    row.download_s = env.now - t
+    d = plan.device
+    why = yield from _timed(net, row, "download_s", net.transfer(d, "down", plan.down))
     if why or not plan.down.delivered:
         row.status = why or "lost_down"
         return False
     if plan.fits:
-        t = env.now
-        why = yield from net.compute(d, plan.compute_s)
-        row.compute_s = env.now - t
+        why = yield from _timed(net, row, "compute_s", net.compute(d, plan.compute_s))
         if why:
             row.status = why
             return False
-    t = env.now
-    why = yield from net.transfer(d, "up", plan.up)
-    row.upload_s = env.now - t
+    why = yield from _timed(net, row, "upload_s", net.transfer(d, "up", plan.up))
     if why or not plan.up.delivered:
         row.status = why or "lost_up"
         return False
@@ -112,6 +115,6 @@ def _run(net: Network, plan: ClientPlan, row, rnd: Round):
     elif plan.error:
         row.status = "error"
     else:
-        row.arrival_s = env.now
+        row.arrival_s = net.env.now
         row.status = "straggler" if rnd.late() else "received"
     return True

@@ -3,12 +3,12 @@
 Every inference of a scenario runs on its system's clock, one after another, so its timeline
 (timeline.csv) is the scenario's.
 
-The aggregator sends one message at a time (its `sim.net.radio`). On a `dedicated` medium it
-also receives one at a time, in both directions: the point-to-point setting the wired link's
-per-message cost is calibrated for (docs/nonn.md). On a `shared` medium the cell arbitrates:
-devices upload at once and split the cell's capacity (processor sharing), which, half duplex
-(`channel.duplex`, the default), the aggregator's own sends share too; so a shared medium never
-beats a dedicated one, it only lets the transfers that wait for each other overlap.
+The aggregator's one radio takes one message at a time, in both directions, on either medium:
+the setting the wired link's per-message cost is calibrated for (docs/nonn.md), and a device
+property, not the medium's. So the students' uploads queue at the aggregator on a shared medium
+too (the same makespan processor sharing would give them: n airtimes), and what the shared cell
+adds is contention with the other traffic on the air: the split baseline's device-to-device
+slices, which split the (half-duplex) cell's capacity among them.
 """
 
 from __future__ import annotations
@@ -45,11 +45,6 @@ class System:
         self.env: simpy.Environment = net.env
         self.radio = radio(self.env)  # the aggregator's: it sends one message at a time
 
-    @property
-    def serial_uploads(self) -> bool:
-        """Whether uploads wait for the aggregator's radio (dedicated medium) or share the cell."""
-        return self.net.medium.kind != "shared"
-
     def link(self, device: int, direction: str) -> Link:
         return self.net.links(device)[0 if direction == "up" else 1]
 
@@ -57,8 +52,6 @@ class System:
         """Process: one message between the aggregator and `device` (`down`: the image; `up`:
         features); its outcome is drawn from `rng` when it goes on the air. Returns (outcome,
         seconds on the air, the link's latency included)."""
-        if direction == "up" and not self.serial_uploads:
-            return (yield from self._carry(device, direction, nbytes, rng))
         with self.radio.request() as req:
             yield req
             return (yield from self._carry(device, direction, nbytes, rng))
