@@ -1,12 +1,16 @@
 """How the simulator grows with the fleet: resident memory and the simulator's own time per
-round at 1,000, 10,000 and 100,000 registered devices, 100 of them sampled per round.
+round at 1,000, 10,000, 100,000 and 1,000,000 registered devices, 100 of them sampled per round.
 
-    python benchmarks/scale.py [--devices 1000,10000,100000] [--sampled 100] [--rounds 5] [--json PATH]
+    python benchmarks/scale.py [--devices 1000,10000,100000,1000000] [--sampled 100] [--rounds 5]
+                               [--plain] [--json PATH]
 
 Each fleet size runs in a fresh process (so resident memory is its own): the federated
 workload with FedAvg (`fraction_train = sampled / devices`), the mixed fleet, the radio
 channel, the MLP on digits with `dataset.partition=sampled` (each device holds 16 samples,
-drawn only when it is sampled), one local epoch, every device available. Reported per size:
+drawn only when it is sampled), one local epoch, and the whole simulated network switched on:
+each device online 90% of the time by its own renewal process (mean online period 600 s), a
+shared medium (one cell), per-device links (`channel.links=spread`), the server computing on
+its profile (`--plain`: every device always online, dedicated identical links). Reported per size:
 
 * resident memory (VmRSS) after the imports, after building the job (fleet, partitions,
   model), and the peak over the run (ru_maxrss), in MiB;
@@ -43,7 +47,7 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def child(devices: int, sampled: int, rounds: int, seed: int) -> dict:
+def child(devices: int, sampled: int, rounds: int, seed: int, plain: bool = False) -> dict:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     warnings.filterwarnings("ignore", category=FutureWarning, module="pyarrow.*")
     sys.path.insert(0, str(ROOT))
@@ -60,7 +64,9 @@ def child(devices: int, sampled: int, rounds: int, seed: int) -> dict:
     cfg = default_config()
     cfg.seed, cfg.progress = seed, False
     cfg.fleet.num_devices = devices
-    cfg.fleet.availability = 1.0
+    cfg.fleet.availability = 1.0 if plain else 0.9
+    if not plain:
+        cfg.channel.medium, cfg.channel.links = "shared", "spread"
     cfg.strategy.fraction_train = sampled / devices
     cfg.workload.model, cfg.workload.rounds, cfg.workload.local_epochs = "mlp", rounds, 1
     cfg.dataset.partition, cfg.dataset.samples_per_device = "sampled", 16
@@ -121,6 +127,8 @@ def child(devices: int, sampled: int, rounds: int, seed: int) -> dict:
         "evaluation_s_per_round": round(spent["evaluation"] / rounds, 4),
         "simulator_own_s_per_round": round(own / rounds, 4),
         "simulator_own_ms_per_client": round(1000 * own / max(spent["clients_run"], 1), 3),
+        "network": "plain" if plain else "availability 0.9, shared medium, spread links, server compute",
+        "sim_time_s": float(res.summary["sim_time_s"]),
         "final_accuracy": float(res.rounds[-1].accuracy),
         "torch_threads": torch.get_num_threads(),
     }
@@ -128,7 +136,8 @@ def child(devices: int, sampled: int, rounds: int, seed: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--devices", default="1000,10000,100000", help="comma-separated fleet sizes")
+    ap.add_argument("--devices", default="1000,10000,100000,1000000", help="comma-separated fleet sizes")
+    ap.add_argument("--plain", action="store_true", help="devices always online on dedicated identical links")
     ap.add_argument("--sampled", type=int, default=100, help="devices sampled per round")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
@@ -136,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child is not None:
-        print("CHILD " + json.dumps(child(args.child, args.sampled, args.rounds, args.seed)), flush=True)
+        print("CHILD " + json.dumps(child(args.child, args.sampled, args.rounds, args.seed, args.plain)), flush=True)
         return 0
     print(f"load average before: {load_note()}", flush=True)
     rows = []
@@ -154,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 str(args.rounds),
                 "--seed",
                 str(args.seed),
+                *(["--plain"] if args.plain else []),
             ],
             cwd=ROOT,
             env=env,

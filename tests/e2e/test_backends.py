@@ -102,6 +102,9 @@ def _job_cfg(backend: str):
     cfg.backend = backend
     cfg.compare = ["fedavg", "fedmax"]
     cfg.channel.mode, cfg.channel.ber = "raw", 1e-5  # bit flips in the real arrays, too
+    # and the network's effects: devices on and off, a shared cell, links that differ per device
+    cfg.fleet.availability, cfg.fleet.online_s = 0.9, 30.0
+    cfg.channel.medium, cfg.channel.links = "shared", "spread"
     cfg.fleet.num_devices = 8
     cfg.strategy.fraction_train = 0.5
     return cfg
@@ -111,7 +114,7 @@ def test_local_and_ray_give_byte_identical_csvs(ray_up, tmp_path) -> None:
     run(_job_cfg("local"), tmp_path / "local")
     run(_job_cfg("ray"), tmp_path / "ray")  # joins the module's Ray instance
     local, ray = _csvs(tmp_path / "local"), _csvs(tmp_path / "ray")
-    assert len(local) == 7  # comparison + 2 strategies x (rounds, clients, summary)
+    assert len(local) == 9  # comparison + 2 strategies x (rounds, clients, summary, timeline)
     assert local.keys() == ray.keys()
     differ = [name for name in local if local[name] != ray[name]]
     assert not differ, f"CSVs differ between back ends: {differ}"
@@ -187,7 +190,7 @@ def test_a_sweep_on_the_ray_launcher_gives_the_sequential_comparison(ray_address
     assert ray_done.returncode == 0, ray_done.stderr[-2000:]
     assert "Launching 4 jobs on Ray" in ray_done.stderr + ray_done.stdout
     seq_csvs, ray_csvs = _csvs(tmp_path / "seq"), _csvs(tmp_path / "ray")
-    assert "comparison.csv" in seq_csvs and len(seq_csvs) == 1 + 4 * 3
+    assert "comparison.csv" in seq_csvs and len(seq_csvs) == 1 + 4 * 4  # 4 jobs x (rounds, clients, summary, timeline)
     assert seq_csvs.keys() == ray_csvs.keys()
     assert [k for k in seq_csvs if seq_csvs[k] != ray_csvs[k]] == []
 
@@ -301,7 +304,8 @@ def _mcpipe_cfg() -> Config:
     return cfg
 
 
-WORKLOADS = {"nonn": (_nonn_cfg, 8), "nair": (nair_cfg, 8), "mcpipe": (_mcpipe_cfg, 6)}
+# CSVs each writes, timeline files included (NoNN one; NAIR one per method; mcPipe one per run)
+WORKLOADS = {"nonn": (_nonn_cfg, 9), "nair": (nair_cfg, 16), "mcpipe": (_mcpipe_cfg, 15)}
 
 
 def _run(make, backend: str, out, cache) -> dict:

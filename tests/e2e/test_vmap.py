@@ -128,7 +128,7 @@ def test_vectorize_keeps_every_simulated_figure_and_the_learning_within_rounding
     run(job(True), tmp_path / "vmap")
     run(job(True), tmp_path / "vmap-again")
     csvs = sorted(p.relative_to(tmp_path / "vmap") for p in (tmp_path / "vmap").rglob("*.csv"))
-    assert len(csvs) == 10 and all(
+    assert len(csvs) == 13 and all(
         (tmp_path / "vmap" / c).read_bytes() == (tmp_path / "vmap-again" / c).read_bytes() for c in csvs
     )  # deterministic, as every run
     learned = (
