@@ -3,7 +3,7 @@
 stateful devices and the server on one clock (`network`), and the energy ledger (`energy`)."""
 
 from sim.net.energy import STATES, EnergyLedger
-from sim.net.links import Mailbox, build_link, carry, propagate, radio, send, transmit
+from sim.net.links import Mailbox, build_link, propagate, radio
 from sim.net.medium import Cell, Medium, fair_rates
 from sim.net.network import TIMELINE_COLUMNS, Network, Server, Timeline
 
@@ -18,10 +18,7 @@ __all__ = [
     "Server",
     "Timeline",
     "build_link",
-    "carry",
     "fair_rates",
     "propagate",
     "radio",
-    "send",
-    "transmit",
 ]

@@ -21,7 +21,7 @@ from channels.radio import MODULATIONS, LinkSpread, device_link
 from devices import CATALOGUE, DeviceProfile, Fleet
 from sim.config import Config, ConfigError, check, positive
 from sim.net.availability import AlwaysOnline, Renewal, TraceAvailability
-from sim.net.energy import STATES, EnergyLedger
+from sim.net.energy import EnergyLedger
 from sim.net.links import build_link
 from sim.net.medium import Medium
 from sim.net.network import Network, Server, Timeline
@@ -199,7 +199,7 @@ def build_network(
         down_bps=c.cell_down_bps or c.bandwidth_bps,
         duplex=c.duplex,
     )
-    ledger = EnergyLedger(np.stack([fleet.power_w(state) for state in STATES], axis=1))
+    ledger = EnergyLedger.of(fleet)
     recorder = Timeline() if timeline else None
     if own_devices is not None:
         net = Network(env, ledger, medium, AlwaysOnline(), _links(cfg, fleet, traces=False), label, recorder)
@@ -215,7 +215,7 @@ def build_network(
 def plain_network(fleet: Fleet, link: Link, *, server: str | None = None) -> tuple[Network, Server]:
     """Devices always online on dedicated copies of `link`, no batteries (tests, benchmarks)."""
     env = simpy.Environment()
-    ledger = EnergyLedger(np.stack([fleet.power_w(state) for state in STATES], axis=1))
+    ledger = EnergyLedger.of(fleet)
     timeline = Timeline()
     net = Network(env, ledger, Medium(env, "dedicated"), AlwaysOnline(), lambda _d: (link, link), str, timeline)
     return net, Server(env, CATALOGUE[server] if server else None, timeline)

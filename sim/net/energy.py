@@ -19,6 +19,11 @@ class EnergyLedger:
         self.busy_s = np.zeros(len(power_w), dtype=np.float64)
         self.depleted: set[int] = set()  # ran out mid-activity (kept: rounding must not revive them)
 
+    @classmethod
+    def of(cls, fleet) -> EnergyLedger:
+        """The ledger of `fleet` (a `devices.Fleet`), nothing spent yet."""
+        return cls(np.stack([fleet.power_w(state) for state in STATES], axis=1))
+
     def spend(self, device: int, state: str, seconds: float) -> float:
         col = STATES.index(state)
         joules = seconds * float(self.power_w[device, col])

@@ -1,21 +1,20 @@
 """Links and messages: the link a channel setting describes, a device's radio sending messages
 one at a time, and propagation into a mailbox.
 
-Transfers come from `channels.transfer` (packets, CRC and resends, or flipped bits in raw mode);
-these processes only decide *when* they happen on the SimPy clock and who waits for the radio.
+Transfers themselves (over the medium, with the devices' states and energy) are
+`sim.net.Network.transfer` and `.message`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-import numpy as np
 import simpy
 
-from channels import GilbertElliott, IndependentBits, Link, TransferOutcome, transfer
+from channels import GilbertElliott, IndependentBits, Link
 from sim.config import ChannelConfig
 
-__all__ = ["Mailbox", "build_link", "carry", "propagate", "radio", "send", "transmit"]
+__all__ = ["Mailbox", "build_link", "propagate", "radio"]
 
 
 def build_link(c: ChannelConfig) -> Link:
@@ -38,44 +37,6 @@ def build_link(c: ChannelConfig) -> Link:
 def radio(env: simpy.Environment) -> simpy.Resource:
     """A device's network interface: one message on the air at a time, the others queue."""
     return simpy.Resource(env, capacity=1)
-
-
-def transmit(
-    env: simpy.Environment,
-    link: Link,
-    nbytes: int,
-    rng: np.random.Generator,
-    *,
-    through_latency: bool = True,
-    started: Callable[[TransferOutcome], None] | None = None,
-) -> Iterator:
-    """Process (for `yield from`, with the radio held): one message of `nbytes` over `link`, its
-    outcome drawn from `rng` when it starts; returns the `TransferOutcome`. The sender is busy
-    for the airtime plus the latency, or, with `through_latency=False`, for the airtime only (the
-    caller then `propagate`s what was delivered). `started(outcome)`, if given, is called as the
-    message goes on the air (counters that must include messages in flight)."""
-    out = transfer(link, nbytes, rng)
-    if started is not None:
-        started(out)
-    yield from carry(env, out, link.latency_s if not through_latency else 0.0)
-    return out
-
-
-def carry(env: simpy.Environment, outcome: TransferOutcome, latency_s: float = 0.0) -> Iterator:
-    """Process: the sender is busy with a transfer whose outcome is already drawn, for its time
-    less `latency_s` (0: through the propagation latency; the link's latency: the airtime only)."""
-    yield env.timeout(outcome.time_s - latency_s)
-
-
-def send(
-    env: simpy.Environment, interface: simpy.Resource, link: Link, nbytes: int, rng: np.random.Generator
-) -> Iterator:
-    """Process: wait for the `interface`, hold it while one message crosses the link; returns the
-    `TransferOutcome`."""
-    with interface.request() as req:
-        yield req
-        out = yield from transmit(env, link, nbytes, rng)
-    return out
 
 
 def propagate(env: simpy.Environment, latency_s: float, mailbox: simpy.Store, item) -> Iterator:

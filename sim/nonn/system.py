@@ -22,7 +22,7 @@ import simpy
 from channels import Link, TransferOutcome, transfer
 from devices import DeviceProfile, fleet_of
 from sim.config import Config
-from sim.net import STATES, EnergyLedger, Medium, Network, Server, Timeline, radio
+from sim.net import EnergyLedger, Medium, Network, Server, Timeline, radio
 from sim.net.availability import AlwaysOnline
 from sim.net.build import build_network
 
@@ -109,7 +109,7 @@ def link_systems(link: Link, server: DeviceProfile, medium: str = "dedicated") -
     def system(profiles: Sequence[DeviceProfile]) -> System:
         env = simpy.Environment()
         fleet = fleet_of(list(profiles))
-        ledger = EnergyLedger(np.stack([fleet.power_w(state) for state in STATES], axis=1))
+        ledger = EnergyLedger.of(fleet)
         cells = Medium(env, medium, up_bps=link.bandwidth_bps, duplex="half")
         timeline = Timeline()
         net = Network(env, ledger, cells, AlwaysOnline(), lambda _d: (link, link), _label(profiles), timeline)
