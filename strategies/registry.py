@@ -8,11 +8,12 @@ from typing import Any
 from flwr.serverapp import strategy as fs
 from flwr.serverapp.strategy import Strategy
 
+from strategies.asynchronous import FedAsync, FedBuff
 from strategies.fedmax import FedMAX
 
 __all__ = ["STRATEGIES", "build_strategy"]
 
-STRATEGIES: dict[str, type[Strategy]] = {
+STRATEGIES: dict[str, type] = {  # Flower Strategy classes, and the asynchronous ones (same `start`)
     "fedavg": fs.FedAvg,
     "fedprox": fs.FedProx,
     "fedavgm": fs.FedAvgM,
@@ -26,6 +27,8 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "bulyan": fs.Bulyan,
     "qfedavg": fs.QFedAvg,
     "fedmax": FedMAX,
+    "fedasync": FedAsync,
+    "fedbuff": FedBuff,
 }
 
 
@@ -35,9 +38,14 @@ def build_strategy(name: str, params: dict[str, Any] | None = None, **common: An
     cls = STRATEGIES.get(name)
     if cls is None:
         raise ValueError(f"strategy.name={name!r}: unknown strategy; allowed: {', '.join(sorted(STRATEGIES))}")
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
-    if cls is FedMAX:
-        accepted |= set(inspect.signature(fs.FedAvg.__init__).parameters) - {"self"}
+    accepted: set[str] = set()
+    for base in cls.__mro__:  # a class whose __init__ takes **kwargs passes them on to its base's
+        if "__init__" not in vars(base):
+            continue
+        signature = inspect.signature(base.__init__).parameters
+        accepted |= set(signature) - {"self", "args", "kwargs"}
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
+            break
     params = dict(params or {})
     for key in params:
         if key not in accepted:

@@ -29,8 +29,16 @@ from sim.backends.base import Backend, torch_threads
 from sim.backends.local import LocalBackend
 from sim.config import Config, StrategyConfig
 from sim.federated.build import build_strategy_of, flower_log, load_app, prepare
-from sim.federated.grid import RUN_ID, SERVER_NODE_ID, FleetExhausted, SimGrid
-from sim.federated.report import CLIENT_COLUMNS, ROUND_COLUMNS, VariantResult, round_rows, summary
+from sim.federated.grid import RUN_ID, SERVER_NODE_ID, FleetExhausted, SimGrid, TimeBudgetReached
+from sim.federated.report import (
+    CLIENT_COLUMNS,
+    ROUND_COLUMNS,
+    VariantResult,
+    equal_time_accuracy,
+    round_rows,
+    summary,
+    version_rows,
+)
 from sim.meter import WorkMeter
 from sim.net import TIMELINE_COLUMNS
 from sim.net.build import build_network
@@ -81,6 +89,7 @@ def simulate(
         run_config=app_cfg.run_config,
         offer=cfg.fleet.offer,
         min_nodes=min(max(2, scfg.min_train_nodes), len(fleet)),
+        time_budget_s=cfg.workload.time_budget_s,
     )
     evals: dict[int, tuple[float, float]] = {}
     bar = tqdm(total=cfg.workload.rounds, desc=scfg.name, unit="round", disable=not progress, leave=False)
@@ -89,6 +98,7 @@ def simulate(
     # numbers must not depend on the process it runs in (a sweep's jobs may run on Ray workers)
     with _flower_session(cfg.seed, cfg.log_level), bar, torch_threads(cfg.torch_threads):
         grid.observer = lambda stats: bar.update(1) if stats.phase == "train" else None
+        grid.on_version = lambda version: bar.update(version - bar.n)
         try:
             if task is not None:
                 _serve(cfg, scfg, grid, task, evals)
@@ -104,11 +114,18 @@ def simulate(
                 server_app(grid, context)
         except FleetExhausted as exc:  # counted, named and survived: the rounds so far are reported
             stopped = f"fleet exhausted: {exc}"
+        except TimeBudgetReached as exc:  # the run's planned end
+            stopped = str(exc)
     end_s = grid.finish()
-    rounds = round_rows(grid.phases, evals, app_cfg)
+    if grid.pushed:  # an asynchronous server: a row per server version
+        rounds = version_rows(grid.versions, evals, app_cfg)
+    else:
+        rounds = round_rows(grid.phases, evals, app_cfg)
     clients = [c for p in grid.phases for c in p.clients]
     timeline = net.timeline.sorted()
-    return VariantResult(scfg.name, rounds, clients, summary(cfg, scfg, rounds, grid, end_s, stopped), timeline)
+    return VariantResult(
+        scfg.name, rounds, clients, summary(cfg, scfg, rounds, clients, grid, end_s, stopped), timeline
+    )
 
 
 def _serve(cfg: Config, scfg: StrategyConfig, grid: SimGrid, task: FederatedTask, evals: dict) -> None:
@@ -123,6 +140,7 @@ def _serve(cfg: Config, scfg: StrategyConfig, grid: SimGrid, task: FederatedTask
         with WorkMeter(meter_cache) as meter:  # the server's evaluation, on its clock
             loss, acc = evaluate_model(model, task.data.x_test, task.data.y_test)
         grid.server_flops += meter.flops
+        grid.mark_version(rnd)  # the server holds model `rnd` (its time: once this evaluation is done)
         evals[rnd] = (acc, loss)
         return MetricRecord({"accuracy": acc, "loss": loss})
 
@@ -169,6 +187,7 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
     write_json(
         {"backend": cfg.backend, "backend_start_s": start_s, "wall_s_per_strategy": wall_s}, out_dir / "wallclock.json"
     )
+    equal_time_accuracy(results)
     summary = [r.summary for r in results]
     if not in_sweep:  # a sweep compares and plots once, over all its jobs
         if len(results) > 1:

@@ -9,11 +9,20 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from sim.config import Config, StrategyConfig
-from sim.federated.grid import ClientRow, PhaseStats, SimGrid
+from sim.federated.grid import ClientRow, PhaseStats, SimGrid, VersionStats
 from sim.report import channel_columns
 from strategies import activation_divergence
 
-__all__ = ["CLIENT_COLUMNS", "ROUND_COLUMNS", "RoundRow", "VariantResult", "round_rows", "summary"]
+__all__ = [
+    "CLIENT_COLUMNS",
+    "ROUND_COLUMNS",
+    "RoundRow",
+    "VariantResult",
+    "equal_time_accuracy",
+    "round_rows",
+    "summary",
+    "version_rows",
+]
 
 
 @dataclass
@@ -38,6 +47,9 @@ class RoundRow:
     bits_flipped: int
     energy_j: float
     activation_divergence: float
+    updates_applied: int  # replies aggregated into this round's model (or server version)
+    mean_staleness: float  # of those, in server versions (0 in synchronous rounds)
+    max_staleness: float
 
 
 ROUND_COLUMNS = [f.name for f in fields(RoundRow)]  # the headers of an empty table
@@ -60,18 +72,54 @@ def _weighted_mean(metrics: list[dict], key: str) -> float:
     return sum(float(m.get(key, math.nan)) * w for m, w in zip(metrics, weights)) / sum(weights)
 
 
+def _statuses(rows: list[ClientRow]) -> dict:
+    status = [c.status for c in rows]
+    return {
+        "clients_received": status.count("received"),
+        "clients_straggled": status.count("straggler"),
+        "clients_busy": status.count("busy"),
+        "clients_offline": status.count("offline"),
+        "clients_battery_depleted": status.count("battery_depleted"),
+        "clients_lost": status.count("lost_down") + status.count("lost_up") + status.count("error"),
+        "clients_out_of_memory": status.count("out_of_memory"),
+    }
+
+
+def _costs(rows: list[ClientRow], acts: list[np.ndarray]) -> dict:
+    return {
+        "bytes_down": sum(c.bytes_down for c in rows),
+        "bytes_up": sum(c.bytes_up for c in rows),
+        "retransmissions": sum(c.retransmissions for c in rows),
+        "bits_flipped": sum(c.bits_flipped for c in rows),
+        "energy_j": sum(c.energy_j for c in rows),
+        "activation_divergence": activation_divergence(np.stack(acts)) if len(acts) > 1 else math.nan,
+    }
+
+
+def _staleness(applied: list[ClientRow]) -> dict:
+    stale = [c.staleness for c in applied]
+    return {
+        "updates_applied": len(applied),
+        "mean_staleness": float(np.mean(stale)) if stale else math.nan,
+        "max_staleness": float(max(stale)) if stale else math.nan,
+    }
+
+
+def _accuracy(rnd: int, evals: dict, eval_metrics: list[tuple[int, dict]], app_cfg) -> tuple[float, float]:
+    if rnd in evals:
+        return evals[rnd]
+    ev = [m for _, m in eval_metrics]  # a user's app: the clients' evaluate metrics, weighted by examples
+    return _weighted_mean(ev, app_cfg.accuracy_metric), _weighted_mean(ev, app_cfg.loss_metric)
+
+
 def round_rows(phases: list[PhaseStats], evals: dict[int, tuple[float, float]], app_cfg) -> list[RoundRow]:
+    """A row per synchronous round: its phases' clients."""
     rows = []
     for rnd in sorted({p.round for p in phases}):
         ps = [p for p in phases if p.round == rnd]
         clients = [c for p in ps for c in p.clients]
         train = [c for p in ps if p.phase == "train" for c in p.clients]
-        status = [c.status for c in train]
-        acts = [a for p in ps for a in p.mean_activations]
-        acc, loss = evals.get(rnd, (math.nan, math.nan))
-        if rnd not in evals:  # a user's app: the clients' evaluate metrics, weighted by examples
-            ev = [m for p in ps for _, m in p.eval_metrics]
-            acc, loss = _weighted_mean(ev, app_cfg.accuracy_metric), _weighted_mean(ev, app_cfg.loss_metric)
+        acc, loss = _accuracy(rnd, evals, [m for p in ps for m in p.eval_metrics], app_cfg)
         rows.append(
             RoundRow(
                 round=rnd,
@@ -79,26 +127,47 @@ def round_rows(phases: list[PhaseStats], evals: dict[int, tuple[float, float]], 
                 accuracy=acc,
                 loss=loss,
                 clients_sampled=len(train),
-                clients_received=status.count("received"),
-                clients_straggled=status.count("straggler"),
-                clients_busy=status.count("busy"),
-                clients_offline=status.count("offline"),
-                clients_battery_depleted=status.count("battery_depleted"),
-                clients_lost=status.count("lost_down") + status.count("lost_up") + status.count("error"),
-                clients_out_of_memory=status.count("out_of_memory"),
-                bytes_down=sum(c.bytes_down for c in clients),
-                bytes_up=sum(c.bytes_up for c in clients),
-                retransmissions=sum(c.retransmissions for c in clients),
-                bits_flipped=sum(c.bits_flipped for c in clients),
-                energy_j=sum(c.energy_j for c in clients),
-                activation_divergence=activation_divergence(np.stack(acts)) if len(acts) > 1 else math.nan,
+                **_statuses(train),
+                **_costs(clients, [a for p in ps for a in p.mean_activations]),
+                **_staleness([c for c in train if c.status == "received"]),
+            )
+        )
+    return rows
+
+
+def version_rows(versions: list[VersionStats], evals: dict[int, tuple[float, float]], app_cfg) -> list[RoundRow]:
+    """A row per server version of an asynchronous run: the messages sent while the server held
+    the version before, the outcomes it pulled, the updates it applied (with their staleness);
+    bytes and energy are those of the messages whose outcome it learnt."""
+    rows = []
+    for v in versions:
+        if not (v.sent or v.returned):
+            continue
+        acc, loss = _accuracy(v.version, evals, v.eval_metrics, app_cfg)
+        returned = [c for c in v.returned if c.phase == "train"]
+        rows.append(
+            RoundRow(
+                round=v.version,
+                sim_time_s=v.time_s,
+                accuracy=acc,
+                loss=loss,
+                clients_sampled=sum(c.phase == "train" for c in v.sent),
+                **_statuses(returned),
+                **_costs(v.returned, [a for a in v.activations if a is not None]),
+                **_staleness(v.applied),
             )
         )
     return rows
 
 
 def summary(
-    cfg: Config, scfg: StrategyConfig, rounds: list[RoundRow], grid: SimGrid, end_s: float, stopped: str = ""
+    cfg: Config,
+    scfg: StrategyConfig,
+    rounds: list[RoundRow],
+    clients: list[ClientRow],
+    grid: SimGrid,
+    end_s: float,
+    stopped: str = "",
 ) -> dict:
     c = cfg.channel
     reached = [r for r in rounds if r.accuracy >= cfg.workload.target_accuracy]
@@ -109,6 +178,9 @@ def summary(
 
     def total(name: str) -> int:
         return int(sum(getattr(r, name) for r in rounds))
+
+    upto = rounds[: rounds.index(reached[0]) + 1] if reached else []
+    applied = [c.staleness for c in clients if c.status == "received" and c.phase == "train" and c.staleness >= 0]
 
     return {
         # the settings
@@ -131,6 +203,12 @@ def summary(
         "target_accuracy": cfg.workload.target_accuracy,
         "rounds_to_target": reached[0].round if reached else math.nan,
         "time_to_target_s": float(reached[0].sim_time_s) if reached else math.nan,
+        # what the devices spent (active energy, bytes both ways) until the round that reached it
+        "energy_to_target_j": sum(r.energy_j for r in upto) if reached else math.nan,
+        "bytes_to_target": sum(r.bytes_down + r.bytes_up for r in upto) if reached else math.nan,
+        # every compared strategy's accuracy at the same simulated time: the earliest end among them
+        "equal_time_s": end_s,
+        "accuracy_at_equal_time": rounds[-1].accuracy if rounds else math.nan,
         "sim_time_s": end_s,
         "active_energy_j": float(energy[:, :3].sum()),
         "idle_energy_j": float(energy[:, 3].sum()),
@@ -147,5 +225,20 @@ def summary(
         "clients_battery_depleted": total("clients_battery_depleted"),
         "clients_lost": total("clients_lost"),
         "clients_out_of_memory": total("clients_out_of_memory"),
+        "updates_applied": total("updates_applied"),
+        "mean_staleness": float(np.mean(applied)) if applied else math.nan,
+        "max_staleness": float(max(applied)) if applied else math.nan,
         "mean_activation_divergence": float(np.mean(divergences)) if divergences else math.nan,
     }
+
+
+def equal_time_accuracy(results: list[VariantResult]) -> None:
+    """Compared strategies at equal simulated time: each one's accuracy at the earliest time
+    any of them ended (its last evaluated round or version by then), in its summary."""
+    if len(results) < 2:
+        return
+    horizon = min(r.summary["sim_time_s"] for r in results)
+    for r in results:
+        evaluated = [row for row in r.rounds if row.sim_time_s <= horizon and not math.isnan(row.accuracy)]
+        r.summary["equal_time_s"] = horizon
+        r.summary["accuracy_at_equal_time"] = evaluated[-1].accuracy if evaluated else math.nan

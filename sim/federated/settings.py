@@ -39,6 +39,9 @@ class FederatedSettings:
     # backend=local and the built-in models only
     vectorize: bool = False
     target_accuracy: float = 0.8
+    # simulated seconds after which no new round (or, asynchronously, no new message) starts:
+    # strategies compared at equal simulated time; null = `rounds` alone ends the run
+    time_budget_s: Optional[float] = None
     app: AppConfig = field(default_factory=AppConfig)
 
 
@@ -58,6 +61,8 @@ def validate(cfg: Config) -> None:
     check(w.local_epochs >= 1, "workload.local_epochs", w.local_epochs, "must be >= 1")
     check(w.batch_size >= 1, "workload.batch_size", w.batch_size, "must be >= 1")
     positive("workload.lr", w.lr)
+    if w.time_budget_s is not None:
+        positive("workload.time_budget_s", w.time_budget_s)
     check(0.0 <= w.target_accuracy <= 1.0, "workload.target_accuracy", w.target_accuracy, "allowed range is [0, 1]")
     check(
         (w.app.server is None) == (w.app.client is None),

@@ -100,7 +100,7 @@ def _job_cfg(backend: str):
     cfg = make_tiny_cfg()
     cfg.seed = 3
     cfg.backend = backend
-    cfg.compare = ["fedavg", "fedmax"]
+    cfg.compare = ["fedavg", "fedmax", "fedbuff", "fedasync"]  # synchronous rounds and push/pull
     cfg.channel.mode, cfg.channel.ber = "raw", 1e-5  # bit flips in the real arrays, too
     # and the network's effects: devices on and off, a shared cell, links that differ per device
     cfg.fleet.availability, cfg.fleet.online_s = 0.9, 30.0
@@ -114,7 +114,7 @@ def test_local_and_ray_give_byte_identical_csvs(ray_up, tmp_path) -> None:
     run(_job_cfg("local"), tmp_path / "local")
     run(_job_cfg("ray"), tmp_path / "ray")  # joins the module's Ray instance
     local, ray = _csvs(tmp_path / "local"), _csvs(tmp_path / "ray")
-    assert len(local) == 9  # comparison + 2 strategies x (rounds, clients, summary, timeline)
+    assert len(local) == 17  # comparison + 4 strategies x (rounds, clients, summary, timeline)
     assert local.keys() == ray.keys()
     differ = [name for name in local if local[name] != ray[name]]
     assert not differ, f"CSVs differ between back ends: {differ}"

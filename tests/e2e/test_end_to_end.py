@@ -59,6 +59,10 @@ SUMMARY_COLUMNS = [
     "target_accuracy",
     "rounds_to_target",
     "time_to_target_s",
+    "energy_to_target_j",
+    "bytes_to_target",
+    "equal_time_s",
+    "accuracy_at_equal_time",
     "sim_time_s",
     "active_energy_j",
     "idle_energy_j",
@@ -75,6 +79,9 @@ SUMMARY_COLUMNS = [
     "clients_battery_depleted",
     "clients_lost",
     "clients_out_of_memory",
+    "updates_applied",
+    "mean_staleness",
+    "max_staleness",
     "mean_activation_divergence",
 ]
 COMPARE = ["fedavg", "fedmax"]
