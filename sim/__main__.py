@@ -105,6 +105,21 @@ def main(dcfg: DictConfig) -> None:
         _fail(str(exc))
 
 
+def _swept(jobs: list[Path]) -> dict[str, dict[str, str]]:
+    """Per job folder, `{override key: value}` for the overrides whose value differs between the
+    sweep's jobs (from Hydra's `.hydra/overrides.yaml`): columns of the sweep's comparison, so a
+    swept setting no summary column names (`strategy.params.buffer_size`) is still there."""
+    values: dict[str, dict[str, str]] = {}
+    for job in jobs:
+        path = job / ".hydra" / "overrides.yaml"
+        if path.exists():
+            pairs = (o.split("=", 1) for o in OmegaConf.load(path) if "=" in o)
+            values[job.name] = {k.lstrip("+~"): v for k, v in pairs}
+    keys = {k for v in values.values() for k in v}
+    varying = {k for k in keys if len({v.get(k) for v in values.values()}) > 1}
+    return {job: {k: v for k, v in kv.items() if k in varying} for job, kv in values.items()}
+
+
 class SweepComparison(Callback):
     """After a multirun: comparison.csv and accuracy plots over all jobs, in the sweep dir."""
 
@@ -116,19 +131,31 @@ class SweepComparison(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = sorted((d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name))
         summaries, rounds = [], []
+        swept = _swept(jobs)  # each job's value of every override that differs between jobs
+        named = set()  # ... that no summary column already names (channel.ber is channel_ber)
+        for path in (p for job in jobs for p in job.rglob("summary.csv")):
+            named = set(pd.read_csv(path, nrows=0).columns)
+            break
+        swept = {
+            job: {k: v for k, v in kv.items() if k.replace(".", "_") not in named and k.split(".")[-1] not in named}
+            for job, kv in swept.items()
+        }
         for job in jobs:
             for path in sorted(job.rglob("summary.csv")):
-                s = pd.read_csv(path).assign(job=int(job.name))
+                s = pd.read_csv(path).assign(job=int(job.name), **swept.get(job.name, {}))
                 summaries.append(s)
                 r = path.with_name("rounds.csv")
                 if r.exists():
-                    rounds.append(pd.read_csv(r).assign(**{k: s[k].iloc[0] for k in SETTING_COLUMNS if k in s}))
+                    keys = [*SETTING_COLUMNS, *swept.get(job.name, {})]
+                    rounds.append(pd.read_csv(r).assign(**{k: s[k].iloc[0] for k in keys if k in s}))
         if not summaries:
             return
         table = pd.concat(summaries, ignore_index=True)
-        table = table[["job"] + [c for c in table.columns if c != "job"]]
+        first = ["job", *dict.fromkeys(k for values in swept.values() for k in values)]
+        table = table[first + [c for c in table.columns if c not in first]]
         write_csv(table, sweep_dir / "comparison.csv")
-        varying = [k for k in SETTING_COLUMNS if k in table and table[k].nunique(dropna=False) > 1]
+        varying = [k for k in [*SETTING_COLUMNS, *first[1:]] if k in table and table[k].nunique(dropna=False) > 1]
+        varying = list(dict.fromkeys(varying))
         if rounds and config.get("plots", True):
             plot_accuracy(
                 pd.concat(rounds, ignore_index=True),

@@ -42,6 +42,12 @@ def refuse_unused(cfg: Config, settings: list[str]) -> None:
     for setting in settings:
         key = setting.lstrip("+~").partition("=")[0]
         section = key.partition(".")[0].partition("@")[0]
+        if (key == "strategy" or key.startswith("strategy.params")) and cfg.compare and "strategy" in w.uses:
+            if cfg.strategy.name not in cfg.compare:  # it would not run: its settings would vanish
+                raise ConfigError(
+                    f"{setting}: strategy {cfg.strategy.name!r} is not among compare={list(cfg.compare)}, "
+                    f"so it would not run; add it: 'compare=[{','.join([*cfg.compare, cfg.strategy.name])}]'"
+                )
         if section and section not in COMMON_SECTIONS and section not in w.uses:
             uses = ", ".join(sorted(w.uses))
             raise ConfigError(

@@ -215,7 +215,7 @@ class FedBuff(AsyncStrategy):
                 buffer_size <= self.concurrency,
                 "buffer_size",
                 buffer_size,
-                f"must be <= concurrency ({self.concurrency}): the buffer could never fill",
+                f"must be <= concurrency ({self.concurrency}): updates would wait for others sent after them",
             )
         self.buffer_size, self.server_lr = buffer_size, float(server_lr)
         self.buffer: list[tuple[dict[str, np.ndarray], float, float]] = []

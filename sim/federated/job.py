@@ -92,13 +92,21 @@ def simulate(
         time_budget_s=cfg.workload.time_budget_s,
     )
     evals: dict[int, tuple[float, float]] = {}
-    bar = tqdm(total=cfg.workload.rounds, desc=scfg.name, unit="round", disable=not progress, leave=False)
+    budget = cfg.workload.time_budget_s
+    if budget is None:  # rounds (or server versions) done
+        bar = tqdm(total=cfg.workload.rounds, desc=scfg.name, unit="round", disable=not progress, leave=False)
+    else:  # simulated seconds spent of the budget
+        fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} simulated s [{elapsed}<{remaining}]"
+        bar = tqdm(total=budget, desc=scfg.name, bar_format=fmt, disable=not progress, leave=False)
     stopped = ""
     # the server's computations too (aggregation, evaluation) with a fixed thread count: a job's
     # numbers must not depend on the process it runs in (a sweep's jobs may run on Ray workers)
     with _flower_session(cfg.seed, cfg.log_level), bar, torch_threads(cfg.torch_threads):
-        grid.observer = lambda stats: bar.update(1) if stats.phase == "train" else None
-        grid.on_version = lambda version: bar.update(version - bar.n)
+        if budget is None:
+            grid.observer = lambda stats: bar.update(1) if stats.phase == "train" else None
+            grid.on_version = lambda version: bar.update(version - bar.n)
+        else:
+            grid.observer = grid.on_version = lambda _: bar.update(min(grid.now_s, budget) - bar.n)
         try:
             if task is not None:
                 _serve(cfg, scfg, grid, task, evals)

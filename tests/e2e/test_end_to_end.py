@@ -257,6 +257,16 @@ BAD_INPUTS = {  # id: (overrides, the setting the error must name)
     "ber_above_half": (["channel.ber=2"], "channel.ber"),
     "ber_negative": (["channel.ber=-0.1"], "channel.ber"),
     "unknown_strategy": (["strategy=nosuchstrategy"], "strategy"),
+    "selected_strategy_not_compared": (["compare=[fedavg,fedmax]", "strategy=fedbuff"], "strategy=fedbuff"),
+    "fedbuff_empty_buffer": (
+        ["compare=[fedavg,fedbuff]", "strategy=fedbuff", "strategy.params.buffer_size=0"],
+        "strategy.params.buffer_size",
+    ),
+    "fedasync_mixing_above_one": (
+        ["compare=[fedasync]", "strategy=fedasync", "strategy.params.mixing=1.5"],
+        "strategy.params.mixing",
+    ),
+    "negative_time_budget": (["workload.time_budget_s=-5"], "workload.time_budget_s"),
     "zero_bandwidth": (["channel.bandwidth_bps=0"], "channel.bandwidth_bps"),
     "empty_fleet": (["fleet.num_devices=0"], "fleet.num_devices"),
     "missing_dataset_folder": (["dataset.name=mnist", "dataset.path=/nonexistent"], "dataset.path"),
@@ -283,6 +293,14 @@ def cli(tmp_path_factory):
             "channel.ber=0,1e-4",
             "compare=[fedavg,fedmax]",
             f"hydra.sweep.dir={base / 'sweep' / 'out'}",
+        ],
+        "sweep_params": [  # a parameter no summary column names: the sweep's comparison names it
+            "-m",
+            *TINY_OVERRIDES,
+            "compare=[fedavg,fedbuff]",
+            "strategy=fedbuff",
+            "strategy.params.buffer_size=1,2",
+            f"hydra.sweep.dir={base / 'sweep_params' / 'out'}",
         ],
     }
     for name, (overrides, _) in BAD_INPUTS.items():  # the bad setting last, so that it wins
@@ -332,6 +350,20 @@ def test_cli_sweep_writes_one_comparison(cli) -> None:
     for job in sorted(set(table["job"])):
         for s in COMPARE:
             assert (out / str(job) / s / "rounds.csv").is_file()
+    assert "channel.ber" not in table.columns  # named once, by the summary's channel_ber
+
+
+def test_cli_sweep_names_a_swept_parameter(cli) -> None:
+    proc, folder = cli("sweep_params")
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(folder / "out" / "comparison.csv")
+    assert list(table.columns[:2]) == ["job", "strategy.params.buffer_size"]
+    assert sorted(zip(table["strategy.params.buffer_size"], table["strategy"])) == [
+        (1, "fedavg"),
+        (1, "fedbuff"),
+        (2, "fedavg"),
+        (2, "fedbuff"),
+    ]
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
