@@ -3,8 +3,9 @@ non-IID data, over several seeds, on the default fleet and on a homogeneous cont
 
     python benchmarks/async_vs_sync.py [--seeds 0,1,2,3,4] [--budget 300] [--jobs 2] [--out DIR]
 
-Each job is `python -m sim +experiment=fedmax_noniid compare=[fedavg,fedbuff,fedasync]` run to
-the same simulated time (`workload.time_budget_s`, rounds uncapped), as a user would run it:
+Each job is `python -m sim +experiment=async_noniid` (fedmax_noniid's fleet, channel and data;
+FedAvg, FedBuff and FedAsync each run to the same simulated time, `workload.time_budget_s`,
+rounds uncapped), as a user would run it:
 
 - `default`: the experiment's fleet (Raspberry Pis, Odroids and microcontrollers, each device's
   speed and power spread by 10%, online 95% of the time in on/off periods, so a device sampled
@@ -33,15 +34,12 @@ FLEETS = {
     "default": [],
     "homogeneous": ["fleet.mix={rpi3_400mhz: 1.0}", "fleet.spread=0.0", "fleet.availability=1.0"],
 }
-STRATEGIES = ["fedavg", "fedbuff", "fedasync"]
 
 
 def job(out: Path, fleet: str, seed: int, budget: float) -> pd.DataFrame:
     folder = out / fleet / f"seed{seed}"
     args = [
-        "+experiment=fedmax_noniid",
-        f"compare=[{','.join(STRATEGIES)}]",
-        "workload.rounds=100000",
+        "+experiment=async_noniid",
         f"workload.time_budget_s={budget}",
         f"seed={seed}",
         *FLEETS[fleet],

@@ -296,8 +296,8 @@ ITEMS = [
     ("Flower Message construction", [("flwr/app/message/message.py", "__init__")]),
     ("channel: transfer (packets, ARQ draws)", [("channels/link.py", "transfer")]),
     (
-        "channel: message_bytes + _deliver (bit flips)",
-        [("sim/federated/grid.py", "message_bytes"), ("sim/federated/grid.py", "_deliver")],
+        "channel: message_bytes + deliver (bit flips)",
+        [("sim/federated/payload.py", "message_bytes"), ("sim/federated/payload.py", "deliver")],
     ),
     (
         "SimPy clock (sim.federated.timeline.Round, client)",

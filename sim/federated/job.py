@@ -104,9 +104,9 @@ def simulate(
     with _flower_session(cfg.seed, cfg.log_level), bar, torch_threads(cfg.torch_threads):
         if budget is None:
             grid.observer = lambda stats: bar.update(1) if stats.phase == "train" else None
-            grid.on_version = lambda version: bar.update(version - bar.n)
+            grid.book.on_version = lambda version: bar.update(version - bar.n)
         else:
-            grid.observer = grid.on_version = lambda _: bar.update(min(grid.now_s, budget) - bar.n)
+            grid.observer = grid.book.on_version = lambda _: bar.update(min(grid.now_s, budget) - bar.n)
         try:
             if task is not None:
                 _serve(cfg, scfg, grid, task, evals)

@@ -9,7 +9,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from sim.config import Config, StrategyConfig
-from sim.federated.grid import ClientRow, PhaseStats, SimGrid, VersionStats
+from sim.federated.grid import SimGrid
+from sim.federated.rows import ClientRow, PhaseStats, VersionStats
 from sim.report import channel_columns
 from strategies import activation_divergence
 

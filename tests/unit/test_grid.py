@@ -9,8 +9,10 @@ from flwr.serverapp.strategy import FedAvg
 
 from channels import IndependentBits, Link, TransferOutcome
 from devices import build_fleet
-from sim.federated.grid import FleetExhausted, SimGrid, _deliver, message_bytes
+from sim.federated.grid import FleetExhausted, SimGrid
 from sim.federated.job import _flower_session
+from sim.federated.payload import deliver as _deliver
+from sim.federated.payload import message_bytes
 from sim.net.build import plain_network
 
 
