@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sim.config import COMMON_SECTIONS, Config, ConfigError, Workload, validate_common
+from sim.dream import WORKLOAD as DREAM
 from sim.federated import WORKLOAD as FEDERATED
 from sim.mcpipe import WORKLOAD as MCPIPE
 from sim.nair import WORKLOAD as NAIR
@@ -20,7 +21,7 @@ from sim.offload import WORKLOAD as OFFLOAD
 
 __all__ = ["WORKLOADS", "default_config", "refuse_unused", "run", "validate", "workload_of"]
 
-WORKLOADS: dict[str, Workload] = {w.name: w for w in (FEDERATED, NONN, NAIR, MCPIPE, OFFLOAD)}
+WORKLOADS: dict[str, Workload] = {w.name: w for w in (FEDERATED, NONN, NAIR, MCPIPE, OFFLOAD, DREAM)}
 
 
 def default_config(workload: str = "federated") -> Config:

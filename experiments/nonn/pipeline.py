@@ -36,7 +36,15 @@ from .train import (
     train_teacher,
 )
 
-__all__ = ["ACCURACY_BATCH", "TrainedModels", "p0_accuracy", "seeded", "split_validation", "train_models"]
+__all__ = [
+    "ACCURACY_BATCH",
+    "TrainedModels",
+    "nonn_teacher",
+    "p0_accuracy",
+    "seeded",
+    "split_validation",
+    "train_models",
+]
 
 ACCURACY_BATCH = 512  # images per forward pass when scoring a model
 
@@ -261,6 +269,24 @@ def _best(
     return found[0], found[1]
 
 
+def _job_and_teacher(n, data: Dataset, dataset_key: dict[str, Any], seed: int, streams: Streams, executor, cache_dir):
+    x_tr, y_tr, x_val, y_val = split_validation(data, n.val_fraction, streams("nonn-validation"))
+    sgd = dict(batch_size=n.batch_size, lr=n.lr, momentum=n.momentum, weight_decay=n.weight_decay)
+    job = _Job(n, x_tr, y_tr, data.input_shape[0], data.num_classes, sgd, streams, executor, cache_dir)
+    data_key = {**dataset_key, "n_train": len(x_tr), "seed": seed, "val_fraction": n.val_fraction}
+    teacher, teacher_key = _teacher(job, data_key)
+    return job, teacher, teacher_key, x_val, y_val
+
+
+def nonn_teacher(
+    n, data: Dataset, dataset_key: dict[str, Any], seed: int, streams: Streams, executor, cache_dir
+) -> tuple[WRN, dict[str, Any], torch.Tensor, torch.Tensor]:
+    """The NoNN job's teacher (the same cache entry; `n` needs its teacher_* and SGD settings),
+    its cache key, and the training images and labels it learnt from (the validation split held out)."""
+    job, teacher, key, _, _ = _job_and_teacher(n, data, dataset_key, seed, streams, executor, cache_dir)
+    return teacher, key, job.x_train, job.y_train
+
+
 def train_models(
     n, data: Dataset, dataset_key: dict[str, Any], seed: int, streams: Streams, executor, cache_dir
 ) -> TrainedModels:
@@ -268,11 +294,7 @@ def train_models(
     the teacher first (the students learn from it), then every student model at once, since they
     are independent of one another (in parallel on a parallel back end). `dataset_key`: what
     names the data in the cache keys; `seed`: the job's seed, also part of them."""
-    x_tr, y_tr, x_val, y_val = split_validation(data, n.val_fraction, streams("nonn-validation"))
-    sgd = dict(batch_size=n.batch_size, lr=n.lr, momentum=n.momentum, weight_decay=n.weight_decay)
-    job = _Job(n, x_tr, y_tr, data.input_shape[0], data.num_classes, sgd, streams, executor, cache_dir)
-    data_key = {**dataset_key, "n_train": len(x_tr), "seed": seed, "val_fraction": n.val_fraction}
-    teacher, teacher_key = _teacher(job, data_key)
+    job, teacher, teacher_key, x_val, y_val = _job_and_teacher(n, data, dataset_key, seed, streams, executor, cache_dir)
     kp = _partition(job, teacher, x_val)
     spec, width, costs = size_students(
         n.student_depth,

@@ -304,8 +304,17 @@ def _mcpipe_cfg() -> Config:
     return cfg
 
 
+def _dream_cfg() -> Config:
+    cfg = default_config("dream")
+    cfg.progress, cfg.plots = False, False
+    d = cfg.workload
+    d.teacher_width, d.teacher_epochs = 1.0, 1
+    d.images, d.steps, d.student_epochs, d.student_widths = 40, 3, 1, [0.25, 0.5]  # 8 students, in parallel
+    return cfg
+
+
 # CSVs each writes, timeline files included (NoNN one; NAIR one per method; mcPipe one per run)
-WORKLOADS = {"nonn": (_nonn_cfg, 9), "nair": (nair_cfg, 16), "mcpipe": (_mcpipe_cfg, 15)}
+WORKLOADS = {"nonn": (_nonn_cfg, 9), "nair": (nair_cfg, 16), "mcpipe": (_mcpipe_cfg, 15), "dream": (_dream_cfg, 5)}
 
 
 def _run(make, backend: str, out, cache) -> dict:

@@ -1,0 +1,218 @@
+"""The Dream Distillation job: the NoNN teacher (cached), the data owner's metadata, the dreams,
+the students distilled from each source, then the compression on the simulated network.
+
+`run(cfg, out_dir)` writes metadata.csv, students.csv, phases.csv, summary.csv, timeline.csv
+and the plots (docs/dream.md). The dreams and every student are cached, keyed by what decides
+them. The dream path runs sealed: it cannot read the real training images
+(`experiments.dream.guard`).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from devices import CATALOGUE
+from experiments.common.cache import Training, cache_key, train_cached
+from experiments.common.data import load_dataset
+from experiments.common.metrics import accuracy, count_params
+from experiments.common.training import SGDSettings
+from experiments.dream.distill import distill, teacher_logits
+from experiments.dream.generate import Priors, dream_images, dream_targets
+from experiments.dream.guard import RealImages, sealed
+from experiments.dream.metadata import Metadata, teacher_metadata
+from experiments.dream.sources import alternate_images, random_images
+from experiments.nonn.models import WRN, scaled_widths
+from experiments.nonn.pipeline import nonn_teacher, seeded
+from sim.backends import make_executor
+from sim.config import Config, ConfigError
+from sim.dream.timeline import simulate
+from sim.meter import WorkMeter
+from sim.net import TIMELINE_COLUMNS
+from sim.report import write_csvs, write_json, write_rows
+from sim.seeding import stream
+
+__all__ = ["run"]
+
+
+def _dreams(cfg: Config, teacher: WRN, teacher_key: dict, meta: Metadata, n: int, shape) -> tuple[torch.Tensor, dict]:
+    """The dream images (cached) and what making them cost: FLOPs, the activations' error."""
+    d = cfg.workload
+    settings = {k: getattr(d, k) for k in ("noise", "steps", "dream_lr", "tv_weight", "l2_weight", "jitter")}
+    key = {
+        "teacher": teacher_key,
+        "metadata": [d.sample_fraction, d.clusters, d.components],
+        "n": n,
+        **settings,
+        "seed": cfg.seed,
+    }
+    path = Path(cfg.cache_dir) / f"dreams-{cache_key(key, cfg.torch_threads)}.pt" if cfg.cache_dir else None
+    if path is not None and path.exists():
+        blob = torch.load(path, weights_only=True)
+        return blob["images"], dict(blob["stats"])
+    targets, labels = dream_targets(meta, n, d.noise, stream(cfg.seed, "dream-targets"))
+    priors = Priors(tv=d.tv_weight, l2=d.l2_weight, jitter=d.jitter)
+    seed = int(stream(cfg.seed, "dream-images").integers(2**31))
+    with WorkMeter() as meter:
+        images, err = dream_images(teacher, targets, shape, d.steps, d.dream_lr, priors, seed)
+    stats = {"flops": int(meter.flops), "activation_error": float(err), "labels": labels.tolist()}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save({"images": images, "stats": stats, "key": key}, tmp)
+        tmp.replace(path)
+    return images, stats
+
+
+def _student_flops(student: WRN, teacher: WRN, x: torch.Tensor, epochs: int) -> int:
+    """FLOPs of one distillation: the teacher's logits once per image, the student's forward
+    and backward per image and epoch (counted on one batch, scaled to the images)."""
+    batch = x[:64]
+    with WorkMeter() as m:
+        teacher_logits(teacher, batch)
+    t = m.flops
+    with WorkMeter() as m:
+        student.train()
+        student(batch).sum().backward()
+    student.zero_grad(set_to_none=True)
+    student.eval()
+    return int((t + epochs * m.flops) * len(x) / len(batch))
+
+
+def _owner_metadata(cfg: Config, teacher: WRN, real: RealImages, classes: int):
+    """The data owner's side: a sample of its images and the metadata of the teacher on them."""
+    d = cfg.workload
+    size = max(classes, round(len(real) * d.sample_fraction))
+    pick = torch.as_tensor(np.sort(stream(cfg.seed, "dream-sample").permutation(len(real))[:size]))
+    sample_x, sample_y = real.x[pick], real.y[pick]
+    meta = teacher_metadata(teacher, sample_x, sample_y, classes, d.clusters, d.components, cfg.seed)
+    return sample_x, sample_y, meta
+
+
+def _trainings(cfg: Config, teacher: WRN, teacher_key: dict, images: dict, dream_stats: dict, shape, classes):
+    """A distillation per source and student width (cached), and the FLOPs of each."""
+    d, trainings, flops = cfg.workload, [], {}
+    for s, x in images.items():
+        logits = teacher_logits(teacher, x)
+        for width in d.student_widths:
+            seed = int(stream(cfg.seed, "dream-student", s, str(width)).integers(2**31))
+            student = seeded(seed, lambda w=width: WRN(d.student_depth, scaled_widths(w), shape[0], classes))
+            settings = SGDSettings(d.student_epochs, d.lr, d.batch_size, d.momentum, d.weight_decay, seed)
+            key = {"teacher": teacher_key, "source": s, "n": len(x), "width": width, "depth": d.student_depth}
+            key |= {"epochs": d.student_epochs, "temperature": d.temperature, "seed": cfg.seed}
+            if s == "dream":
+                key["dreams"] = cache_key(dream_stats, cfg.torch_threads)
+            trainings.append(
+                Training("dream-student", key, student, distill, (x, logits, settings, d.temperature), seed=seed)
+            )
+            flops[(s, width)] = _student_flops(student, teacher, x, d.student_epochs)
+    return trainings, flops
+
+
+def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
+    out_dir, d = Path(out_dir), cfg.workload
+    try:
+        data = load_dataset(cfg.dataset.name, path=cfg.dataset.path, seed=cfg.seed, num_samples=cfg.dataset.num_samples)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(str(exc).splitlines()[0]) from None
+    shape, classes = tuple(data.input_shape), data.num_classes
+    dataset_key = {"dataset": cfg.dataset.name, "path": cfg.dataset.path, "num_samples": cfg.dataset.num_samples}
+    wall, t0 = {}, time.perf_counter()
+    with make_executor(cfg) as executor:
+        streams = functools.partial(stream, cfg.seed)
+        teacher, teacher_key, x_tr, y_tr = nonn_teacher(
+            d, data, dataset_key, cfg.seed, streams, executor, cfg.cache_dir
+        )
+        real = RealImages(x_tr, y_tr)
+        sample_x, sample_y, meta = _owner_metadata(cfg, teacher, real, classes)
+        n = d.images or len(real)
+        with sealed():  # the compressing server: the metadata and the teacher, never an image of the owner's
+            dreams, dream_stats = _dreams(cfg, teacher, teacher_key, meta, n, shape)
+        sources = {
+            "random": lambda: random_images(n, shape, stream(cfg.seed, "dream-random")),
+            "dream": lambda: dreams,
+            "alternate": lambda: alternate_images(n, shape, stream(cfg.seed, "dream-alternate")),
+            "real": lambda: real.x,
+        }
+        images = {s: sources[s]() for s in d.sources}
+        trainings, flops = _trainings(cfg, teacher, teacher_key, images, dream_stats, shape, classes)
+        train_cached(executor, cfg.cache_dir, trainings)  # independent: in parallel on a parallel back end
+    wall["compute_s"] = round(time.perf_counter() - t0, 3)
+    phases, timeline = simulate(cfg, CATALOGUE[d.owner], CATALOGUE[d.server], meta.nbytes, dream_stats["flops"], flops)
+    students = _students(trainings, phases, flops, accuracy(teacher, data.x_test, data.y_test), data)
+    metadata = pd.DataFrame(
+        [
+            {
+                "classes": classes,
+                "clusters": d.clusters,
+                "components": d.components,
+                "sample_fraction": d.sample_fraction,
+                "sample_images": len(sample_y),
+                "sample_bytes": int(sample_x.numel() + sample_y.numel()),  # 8-bit pixels, a byte per label
+                "metadata_bytes": meta.nbytes,
+                "dream_images": n,
+                "dream_flops": dream_stats["flops"],
+                "dream_activation_error": dream_stats["activation_error"],
+            }
+        ]
+    )
+    phase_rows = pd.DataFrame([vars(p) for p in phases])
+    summary = _summary(cfg, students, metadata, phase_rows)
+    tables = {"metadata.csv": metadata, "students.csv": students, "phases.csv": phase_rows, "summary.csv": summary}
+    write_csvs(out_dir, tables)
+    write_rows(timeline, out_dir / "timeline.csv", TIMELINE_COLUMNS)
+    write_json({**executor.timings(), "wall_s": wall}, out_dir / "wallclock.json")
+    if cfg.plots:
+        from sim.dream.report import plot
+
+        plot(out_dir, students, dreams, dream_stats["labels"], teacher, sample_x, sample_y, meta, classes)
+    if cfg.progress:
+        print(students.pivot(index="source", columns="student_width", values="test_accuracy").round(3).to_string())
+        print(f"outputs: {out_dir}")
+    return summary
+
+
+def _students(trainings: list[Training], phases, flops: dict, teacher_acc: float, data) -> pd.DataFrame:
+    by_key = {(p.source, p.student_width): p for p in phases if p.phase == "distill"}
+    rows = []
+    for t in trainings:
+        s, width = t.key["source"], t.key["width"]
+        p = by_key.get((s, width))
+        rows.append(
+            {
+                "source": s,
+                "student_width": width,
+                "student_depth": t.key["depth"],
+                "params": count_params(t.model),
+                "images": t.key["n"],
+                "test_accuracy": accuracy(t.model.eval(), data.x_test, data.y_test),
+                "teacher_test_accuracy": teacher_acc,
+                "distill_flops": flops[(s, width)],
+                "server_s": p.end_s - p.start_s if p else float("nan"),
+                "server_energy_j": p.server_energy_j if p else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _summary(cfg: Config, students: pd.DataFrame, metadata: pd.DataFrame, phases: pd.DataFrame) -> pd.DataFrame:
+    row = {
+        "seed": cfg.seed,
+        "dataset": cfg.dataset.name,
+        "teacher_test_accuracy": float(students.teacher_test_accuracy.iloc[0]),
+        "metadata_bytes": int(metadata.metadata_bytes.iloc[0]),
+        "sample_bytes": int(metadata.sample_bytes.iloc[0]),
+        "metadata_s": float((phases.end_s - phases.start_s)[phases.phase == "metadata"].sum()),
+        "generate_s": float((phases.end_s - phases.start_s)[phases.phase == "generate"].sum()),
+        "distill_s": float((phases.end_s - phases.start_s)[phases.phase == "distill"].sum()),
+        "server_energy_j": float(phases.server_energy_j.sum()),
+        "owner_energy_j": float(phases.owner_energy_j.sum()),
+    }
+    for r in students.itertuples():
+        row[f"accuracy_{r.source}_w{r.student_width:g}"] = r.test_accuracy
+    return pd.DataFrame([row])

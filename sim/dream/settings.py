@@ -1,0 +1,86 @@
+"""Settings of the Dream Distillation workload (`workload=dream`): the schema of `workload.*`
+and its validation. The teacher's settings are NoNN's, with NoNN's defaults, so that both
+workloads share one cached teacher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from devices import CATALOGUE
+from sim.config import Config, check_workload
+
+__all__ = ["DreamSettings", "validate"]
+
+SOURCES = ("random", "dream", "alternate", "real")
+
+
+@dataclass
+class DreamSettings:
+    name: str = "dream"
+    # the teacher: NoNN's (WRN-16-4 on the training set less the validation split), from the cache
+    teacher_depth: int = 16
+    teacher_width: float = 4.0
+    teacher_epochs: int = 15
+    val_fraction: float = 0.1
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5.0e-4
+    # the metadata the data owner sends: per class, k-means of the average-pool activations
+    sample_fraction: float = 0.1  # of the training images the owner summarises
+    clusters: int = 4  # k per class
+    components: int = 3  # principal directions per cluster
+    # dream generation
+    images: Optional[int] = None  # N, and the size of every source; null = the training set's size
+    noise: float = 1.0  # the targets' Gaussian noise along each direction, in its standard deviations
+    steps: int = 60  # Adam steps per image
+    dream_lr: float = 0.1
+    tv_weight: float = 0.01  # image priors (docs/dream.md): total variation, L2, random shift
+    l2_weight: float = 0.001
+    jitter: int = 0  # a 1-pixel shift of an 8x8 image: the activations then miss their targets 15x more
+    # distillation: WRN students of these widths (NoNN-student size, mid, the teacher's)
+    student_depth: int = 16
+    student_widths: list[float] = field(default_factory=lambda: [0.5, 1.0, 4.0])
+    student_epochs: int = 15
+    temperature: float = 4.0
+    sources: list[str] = field(default_factory=lambda: list(SOURCES))
+    # on the network: the data owner sends the metadata to the server that compresses
+    owner: str = "rpi3_400mhz"
+    server: str = "edge_server"
+
+
+def validate(cfg: Config) -> None:
+    """One-line `ConfigError` naming `workload.X` for a value no run could use."""
+    d: DreamSettings = cfg.workload
+    for name in ("teacher_depth", "student_depth"):
+        v = getattr(d, name)
+        check_workload(
+            isinstance(v, int) and v >= 10 and (v - 4) % 6 == 0, name, v, "a WRN depth 6n + 4 (10, 16, 22, 28, 40, ...)"
+        )
+    for name in ("teacher_epochs", "batch_size", "clusters", "components", "steps", "student_epochs"):
+        v = getattr(d, name)
+        check_workload(isinstance(v, int) and v >= 1, name, v, "must be an integer >= 1")
+    check_workload(isinstance(d.jitter, int) and d.jitter >= 0, "jitter", d.jitter, "must be an integer >= 0")
+    check_workload(
+        d.images is None or (isinstance(d.images, int) and d.images >= 1), "images", d.images, "an integer >= 1 or null"
+    )
+    for name in ("val_fraction", "sample_fraction"):
+        check_workload(0 < getattr(d, name) < 1, name, getattr(d, name), "allowed range is (0, 1)")
+    for name in ("teacher_width", "lr", "dream_lr", "temperature"):
+        check_workload(getattr(d, name) > 0, name, getattr(d, name), "must be > 0")
+    for name in ("momentum", "weight_decay", "noise", "tv_weight", "l2_weight"):
+        check_workload(getattr(d, name) >= 0, name, getattr(d, name), "must be >= 0")
+    widths = list(d.student_widths)
+    check_workload(bool(widths) and all(w > 0 for w in widths), "student_widths", widths, "widths > 0, at least one")
+    sources = list(d.sources)
+    check_workload(
+        bool(sources) and set(sources) <= set(SOURCES) and len(set(sources)) == len(sources),
+        "sources",
+        sources,
+        f"distinct names among {', '.join(SOURCES)}",
+    )
+    for name in ("owner", "server"):
+        check_workload(
+            getattr(d, name) in CATALOGUE, name, getattr(d, name), f"allowed: {', '.join(sorted(CATALOGUE))}"
+        )
