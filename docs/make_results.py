@@ -1,4 +1,4 @@
-"""Rewrite the result tables of docs/nonn.md, docs/nair.md and docs/mcpipe.md from the CSVs of runs.
+"""Rewrite the result tables of docs/nonn.md, docs/nair.md, docs/mcpipe.md and docs/dream.md from the CSVs of runs.
 
     python docs/make_results.py                                   # runs what is missing into outputs/docs-results
     python docs/make_results.py --from nonn=DIR --from nair=DIR   # reuse existing run folders
@@ -22,7 +22,8 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS))  # the table writers beside this script
 
-import results_mcpipe  # noqa: F401  (each registers its guide's blocks)
+import results_dream  # noqa: F401  (each registers its guide's blocks)
+import results_mcpipe  # noqa: F401
 import results_nair  # noqa: F401
 import results_nonn  # noqa: F401
 from results_common import BLOCKS, Runs
@@ -44,6 +45,21 @@ RUNS = {
     ],
     "mcpipe": ["+experiment=mcpipe"],
     "mcpipe_seeds": ["-m", "+experiment=mcpipe", "seed=0,1,2"],
+    "dream_seeds": ["-m", "+experiment=dream", "seed=0,1,2"],
+    **{
+        f"dream_prior_{name}": [
+            "+experiment=dream",
+            *priors,
+            "workload.sources=[dream]",
+            "workload.student_widths=[0.5,1.0]",
+        ]
+        for name, priors in {
+            "none": ["workload.tv_weight=0", "workload.l2_weight=0", "workload.jitter=0"],
+            "tv": ["workload.tv_weight=0.01", "workload.l2_weight=0", "workload.jitter=0"],
+            "tv_l2": ["workload.tv_weight=0.01", "workload.l2_weight=0.001", "workload.jitter=0"],
+            "tv_l2_jitter": ["workload.tv_weight=0.01", "workload.l2_weight=0.001", "workload.jitter=1"],
+        }.items()
+    },
 }
 
 # --- rewriting the guides --------------------------------------------------------------------

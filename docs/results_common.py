@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-BLOCKS: dict[str, dict[str, tuple[tuple[str, ...], Callable]]] = {"nonn": {}, "nair": {}, "mcpipe": {}}
+BLOCKS: dict[str, dict[str, tuple[tuple[str, ...], Callable]]] = {"nonn": {}, "nair": {}, "mcpipe": {}, "dream": {}}
 
 
 def block(guide: str, name: str, *needs: str) -> Callable:

@@ -1,0 +1,60 @@
+"""The result blocks of docs/dream.md, from the Dream Distillation runs' CSVs (see docs/make_results.py)."""
+
+from __future__ import annotations
+
+import pandas as pd
+from results_common import Runs, block, mean_sd, num, table
+
+PRIORS = {  # run name -> what the generation used
+    "dream_prior_none": "none",
+    "dream_prior_tv": "total variation (0.01)",
+    "dream_prior_tv_l2": "TV + L2 (0.001), **the default**",
+    "dream_prior_tv_l2_jitter": "TV + L2 + 1-pixel jitter",
+}
+SOURCES = ("random", "dream", "alternate", "real")
+
+
+@block("dream", "priors", *PRIORS)
+def priors(runs: Runs) -> str:
+    rows = []
+    for run, name in PRIORS.items():
+        students = runs.csv(run, "students.csv").set_index("student_width").test_accuracy
+        err = runs.csv(run, "metadata.csv").dream_activation_error.iloc[0]
+        rows.append([name, f"{err:.3f}", *(f"{students[w]:.3f}" for w in students.index)])
+    widths = runs.csv(next(iter(PRIORS)), "students.csv").student_width
+    return table(["priors", "activation error", *(f"WRN-16-{w:g}" for w in widths)], rows)
+
+
+@block("dream", "seeds", "dream_seeds")
+def seeds(runs: Runs) -> str:
+    jobs = runs.jobs("dream_seeds")
+    cols = [c for c in jobs.columns if c.startswith("accuracy_")]
+    widths = sorted({float(c.rsplit("_w", 1)[1]) for c in cols})
+    rows = [
+        [s, *(mean_sd(jobs[f"accuracy_{s}_w{w:g}"]) for w in widths)]
+        for s in SOURCES
+        if f"accuracy_{s}_w{widths[0]:g}" in jobs
+    ]
+    teacher = mean_sd(jobs.teacher_test_accuracy)
+    head = f"Test accuracy, mean ± sd over seeds {', '.join(map(str, jobs.seed))} (the teacher: {teacher}):"
+    return head + "\n\n" + table(["source", *(f"WRN-16-{w:g}" for w in widths)], rows)
+
+
+@block("dream", "costs", "dream_seeds")
+def costs(runs: Runs) -> str:
+    s = runs.jobs("dream_seeds").iloc[0]
+    phases = pd.read_csv(runs.folders["dream_seeds"] / "0" / "phases.csv")
+    meta = pd.read_csv(runs.folders["dream_seeds"] / "0" / "metadata.csv").iloc[0]
+    dist = phases[phases.phase == "distill"]
+    big = dist.student_width.max()
+    return (
+        f"Seed {s.seed}: the metadata is {num(s.metadata_bytes)} bytes against {num(s.sample_bytes)} for the "
+        f"{num(meta.sample_images)} images it summarises (8-bit pixels): on 8x8 digits the summary is larger than "
+        f"the data, since each of its {int(meta.classes * meta.clusters)} clusters carries a centroid and "
+        f"{int(meta.components)} directions over the teacher's average-pool channels. Sent at the link's rate it takes "
+        f"{s.metadata_s:.2f} simulated s and {s.owner_energy_j:.2f} J of the owner's radio. On the edge server, "
+        f"dreaming {num(meta.dream_images)} images ({meta.dream_flops / 1e12:.2f} TFLOPs counted) takes "
+        f"{s.generate_s:.0f} s; the twelve distillations {s.distill_s:.0f} s, of which the teacher-sized students "
+        f"(width {big:g}) {(dist.end_s - dist.start_s)[dist.student_width == big].sum():.0f} s; "
+        f"{s.server_energy_j / 1e3:.1f} kJ in all."
+    )
