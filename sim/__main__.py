@@ -105,10 +105,11 @@ def main(dcfg: DictConfig) -> None:
         _fail(str(exc))
 
 
-def _swept(jobs: list[Path]) -> dict[str, dict[str, str]]:
+def _swept(jobs: list[Path], named: set[str]) -> dict[str, dict[str, str]]:
     """Per job folder, `{override key: value}` for the overrides whose value differs between the
-    sweep's jobs (from Hydra's `.hydra/overrides.yaml`): columns of the sweep's comparison, so a
-    swept setting no summary column names (`strategy.params.buffer_size`) is still there."""
+    sweep's jobs (from Hydra's `.hydra/overrides.yaml`) and that no summary column in `named`
+    already gives (`channel.ber` is `channel_ber`): columns of the sweep's comparison, so a swept
+    setting such as `strategy.params.buffer_size` is still there."""
     values: dict[str, dict[str, str]] = {}
     for job in jobs:
         path = job / ".hydra" / "overrides.yaml"
@@ -117,6 +118,7 @@ def _swept(jobs: list[Path]) -> dict[str, dict[str, str]]:
             values[job.name] = {k.lstrip("+~"): v for k, v in pairs}
     keys = {k for v in values.values() for k in v}
     varying = {k for k in keys if len({v.get(k) for v in values.values()}) > 1}
+    varying = {k for k in varying if k.replace(".", "_") not in named and k.split(".")[-1] not in named}
     return {job: {k: v for k, v in kv.items() if k in varying} for job, kv in values.items()}
 
 
@@ -131,15 +133,9 @@ class SweepComparison(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = sorted((d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name))
         summaries, rounds = [], []
-        swept = _swept(jobs)  # each job's value of every override that differs between jobs
-        named = set()  # ... that no summary column already names (channel.ber is channel_ber)
-        for path in (p for job in jobs for p in job.rglob("summary.csv")):
-            named = set(pd.read_csv(path, nrows=0).columns)
-            break
-        swept = {
-            job: {k: v for k, v in kv.items() if k.replace(".", "_") not in named and k.split(".")[-1] not in named}
-            for job, kv in swept.items()
-        }
+        paths = [p for job in jobs for p in job.rglob("summary.csv")]
+        named = set(pd.read_csv(paths[0], nrows=0).columns) if paths else set()
+        swept = _swept(jobs, named)  # each job's value of every override that differs between jobs
         for job in jobs:
             for path in sorted(job.rglob("summary.csv")):
                 s = pd.read_csv(path).assign(job=int(job.name), **swept.get(job.name, {}))

@@ -69,10 +69,9 @@ def _dreams(cfg: Config, teacher: WRN, teacher_key: dict, meta: Metadata, n: int
     return images, stats
 
 
-def _student_flops(student: WRN, teacher: WRN, x: torch.Tensor, epochs: int) -> int:
-    """FLOPs of one distillation: the teacher's logits once per image, the student's forward
-    and backward per image and epoch (counted on one batch, scaled to the images)."""
-    batch = x[:64]
+def _distill_cost(student: WRN, teacher: WRN, batch: torch.Tensor, epochs: int) -> tuple[int, int]:
+    """(FLOPs, images) of a distillation on `batch`: the teacher's logits once per image, the
+    student's forward and backward per image and epoch; scaled to a source's size by the caller."""
     with WorkMeter() as m:
         teacher_logits(teacher, batch)
     t = m.flops
@@ -81,7 +80,7 @@ def _student_flops(student: WRN, teacher: WRN, x: torch.Tensor, epochs: int) -> 
         student(batch).sum().backward()
     student.zero_grad(set_to_none=True)
     student.eval()
-    return int((t + epochs * m.flops) * len(x) / len(batch))
+    return t + epochs * m.flops, len(batch)
 
 
 def _owner_metadata(cfg: Config, teacher: WRN, real: RealImages, classes: int):
@@ -95,8 +94,10 @@ def _owner_metadata(cfg: Config, teacher: WRN, real: RealImages, classes: int):
 
 
 def _trainings(cfg: Config, teacher: WRN, teacher_key: dict, images: dict, dream_stats: dict, shape, classes):
-    """A distillation per source and student width (cached), and the FLOPs of each."""
-    d, trainings, flops = cfg.workload, [], {}
+    """A distillation per source and student width (cached), and the FLOPs of each (counted once
+    per width: they do not depend on what the images show)."""
+    d, trainings, flops, costs = cfg.workload, [], {}, {}
+    batch = next(iter(images.values()))[:64]
     for s, x in images.items():
         logits = teacher_logits(teacher, x)
         for width in d.student_widths:
@@ -110,7 +111,10 @@ def _trainings(cfg: Config, teacher: WRN, teacher_key: dict, images: dict, dream
             trainings.append(
                 Training("dream-student", key, student, distill, (x, logits, settings, d.temperature), seed=seed)
             )
-            flops[(s, width)] = _student_flops(student, teacher, x, d.student_epochs)
+            if width not in costs:
+                costs[width] = _distill_cost(student, teacher, batch, d.student_epochs)
+            per_batch, size = costs[width]
+            flops[(s, width)] = int(per_batch * len(x) / size)
     return trainings, flops
 
 

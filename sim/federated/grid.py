@@ -120,7 +120,6 @@ class SimGrid(PushPull, Grid):
         self._contexts: dict[int, Context] = {}
         self._next_id = 0
         self._round = 0
-        self._pushing = False
         self._sent: dict[tuple, int] = {}  # messages pushed, by (server-round, node, phase)
 
     @property
@@ -131,10 +130,6 @@ class SimGrid(PushPull, Grid):
     @property
     def versions(self) -> list[VersionStats]:
         return self.book.versions
-
-    @property
-    def version(self) -> int:
-        return self.book.version
 
     def mark_version(self, version: int) -> None:
         """The server holds model `version` now (its evaluation of it: `VersionBook.mark`)."""
@@ -252,8 +247,6 @@ class SimGrid(PushPull, Grid):
         """The keys of a message's random draws (the link's errors, the ClientApp's torch seed):
         its server-round, node and phase, as in a synchronous round; a node pushed several
         messages of one server-round (an asynchronous server) draws anew for each after the first."""
-        if not self._pushing:
-            return (rnd, node, phase)
         n = self._sent.get((rnd, node, phase), 0)
         return (rnd, node, phase) if n == 0 else (rnd, node, phase, n)
 

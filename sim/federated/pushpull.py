@@ -35,8 +35,12 @@ class Flight:
     reply: tuple[Message, np.ndarray | None] | None  # what the device sends back, once computed
     expires_s: float  # dispatch + time-to-live
 
+    def replied(self) -> bool:
+        """A reply (or the device's error) reached the server within the time-to-live."""
+        return self.clock.arrivals[self.index].triggered and self.row.status != "straggler"
+
     def outcome_known(self, now: float) -> bool:
-        return now >= self.expires_s or (self.clock.arrivals[self.index].triggered and self.row.status != "straggler")
+        return now >= self.expires_s or self.replied()
 
 
 class PushPull:
@@ -57,11 +61,7 @@ class PushPull:
             rnd = self._round_of(batch[0], phase)
             for msg in batch:
                 self._identify(msg, rnd, phase)
-            self._pushing = True
-            try:
-                stats, plans, replies, clock = self._launch(batch, ttl, rnd, phase)
-            finally:
-                self._pushing = False
+            stats, plans, replies, clock = self._launch(batch, ttl, rnd, phase)
             for msg in batch:
                 key = (rnd, int(msg.metadata.dst_node_id), phase)
                 self._sent[key] = self._sent.get(key, 0) + 1
@@ -107,7 +107,7 @@ class PushPull:
         del self._flights[f.message.metadata.message_id]
         row, building = f.row, self.book.building()
         building.returned.append(row)
-        if self.now_s >= f.expires_s and not (f.clock.arrivals[f.index].triggered and row.status != "straggler"):
+        if not f.replied():  # pulled because its time-to-live is over
             reason = f"no reply within the message's ttl of {f.message.metadata.ttl:g} simulated seconds"
             return Message(Error(code=ErrorCode.REPLY_MESSAGE_UNAVAILABLE, reason=reason), reply_to=f.message)
         row.age_s = row.arrival_s - row.dispatch_s

@@ -13,7 +13,7 @@ import numpy as np
 __all__ = ["ClientRow", "PhaseStats", "VersionBook", "VersionStats"]
 
 
-@dataclass
+@dataclass(eq=False)  # a row is one message: moved between versions by identity, never by value
 class ClientRow:
     """One sampled client in one round and phase: the row of clients.csv."""
 
