@@ -46,6 +46,7 @@ RUNS = {
     "mcpipe": ["+experiment=mcpipe"],
     "mcpipe_seeds": ["-m", "+experiment=mcpipe", "seed=0,1,2"],
     "dream_seeds": ["-m", "+experiment=dream", "seed=0,1,2"],
+    "nonn_dream_seeds": ["-m", "+experiment=nonn", "workload.data=dream", "seed=0,1,2"],
     **{
         f"dream_prior_{name}": [
             "+experiment=dream",

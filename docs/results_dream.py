@@ -58,3 +58,26 @@ def costs(runs: Runs) -> str:
         f"(width {big:g}) {(dist.end_s - dist.start_s)[dist.student_width == big].sum():.0f} s; "
         f"{s.server_energy_j / 1e3:.1f} kJ in all."
     )
+
+
+NONN_MODELS = {
+    "nonn_accuracy": "NoNN (KD + activation transfer)",
+    "nonn_kd_only_accuracy": "NoNN, KD only",
+    "kd_student_accuracy": "KD student",
+    "atkd_student_accuracy": "ATKD student",
+    "accuracy_one_device_failed_mean": "NoNN, one of its devices failed (mean)",
+    "nonn_delivered_accuracy": "NoNN on what the link delivered",
+}
+
+
+@block("dream", "nonn", "nonn_seeds", "nonn_dream_seeds")
+def nonn(runs: Runs) -> str:
+    real, dream = runs.jobs("nonn_seeds"), runs.jobs("nonn_dream_seeds")
+    rows = [[name, mean_sd(real[c]), mean_sd(dream[c])] for c, name in NONN_MODELS.items()]
+    head = (
+        f"Test accuracy, mean ± sd over seeds {', '.join(map(str, dream.seed))} (the teacher: "
+        f"{mean_sd(dream.teacher_accuracy)}; NoNN's activation-transfer weight chosen on the owner's validation "
+        f"split: {', '.join(f'{b:g}' for b in dream.nonn_beta)} from dreams, "
+        f"{', '.join(f'{b:g}' for b in real.nonn_beta)} from real images):"
+    )
+    return head + "\n\n" + table(["model", "students learnt from real images", "from dreams"], rows)

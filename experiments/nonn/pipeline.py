@@ -41,6 +41,7 @@ __all__ = [
     "TrainedModels",
     "nonn_teacher",
     "p0_accuracy",
+    "StudentData",
     "seeded",
     "split_validation",
     "train_models",
@@ -211,9 +212,15 @@ class _Students:
 
 
 def _students(
-    job: _Job, teacher: WRN, teacher_key: dict[str, Any], kp: KnowledgePartition, spec: StudentSpec
+    job: _Job,
+    teacher: WRN,
+    teacher_key: dict[str, Any],
+    kp: KnowledgePartition,
+    spec: StudentSpec,
+    data_key: dict[str, Any] | None,
 ) -> _Students:
-    """The students of partition `kp` with architecture `spec`, distilled from `teacher`."""
+    """The students of partition `kp` with architecture `spec`, distilled from `teacher` on
+    `job.x_train` (named by `data_key` in the cache keys when it is not the teacher's own)."""
     n = job.n
     targets = teacher_targets(teacher, job.x_train)
     kd_scale = 2 * n.temperature**2 if n.kd_scale is None else n.kd_scale
@@ -228,6 +235,8 @@ def _students(
         "kd_scale": kd_scale,
         **job.sgd,
     }
+    if data_key is not None:
+        key["student_data"] = data_key
     return _Students(job, spec, kp, targets, distill, key)
 
 
@@ -287,14 +296,33 @@ def nonn_teacher(
     return teacher, key, job.x_train, job.y_train
 
 
+StudentData = Callable[[WRN, dict[str, Any], torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, Any]]
+
+
 def train_models(
-    n, data: Dataset, dataset_key: dict[str, Any], seed: int, streams: Streams, executor, cache_dir
+    n,
+    data: Dataset,
+    dataset_key: dict[str, Any],
+    seed: int,
+    streams: Streams,
+    executor,
+    cache_dir,
+    student_data: StudentData | None = None,
 ) -> TrainedModels:
     """Every model of the job with settings `n`, trained (or loaded from `cache_dir`) on `executor`:
     the teacher first (the students learn from it), then every student model at once, since they
     are independent of one another (in parallel on a parallel back end). `dataset_key`: what
-    names the data in the cache keys; `seed`: the job's seed, also part of them."""
+    names the data in the cache keys; `seed`: the job's seed, also part of them.
+
+    `student_data(teacher, teacher_key, x_train, y_train)`, when given, returns the images and
+    labels every student and baseline learns from instead of the teacher's training set, and
+    what names them in the cache keys (Dream Distillation's dreams). The partition and the
+    weight searches stay on the validation split, which the data owner holds."""
     job, teacher, teacher_key, x_val, y_val = _job_and_teacher(n, data, dataset_key, seed, streams, executor, cache_dir)
+    data_key = None
+    if student_data is not None:
+        x, y, data_key = student_data(teacher, teacher_key, job.x_train, job.y_train)
+        job = replace(job, x_train=x, y_train=y)
     kp = _partition(job, teacher, x_val)
     spec, width, costs = size_students(
         n.student_depth,
@@ -307,7 +335,7 @@ def train_models(
         common_group=n.common_group,
         width=n.student_width,
     )
-    trainings, betas, at_betas, b_width = _student_trainings(_students(job, teacher, teacher_key, kp, spec))
+    trainings, betas, at_betas, b_width = _student_trainings(_students(job, teacher, teacher_key, kp, spec, data_key))
     job.train(trainings)
     models = [t.model.eval() for t in trainings]
     search: list[dict] = []

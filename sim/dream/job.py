@@ -13,7 +13,6 @@ import functools
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -23,14 +22,13 @@ from experiments.common.data import load_dataset
 from experiments.common.metrics import accuracy, count_params
 from experiments.common.training import SGDSettings
 from experiments.dream.distill import distill, teacher_logits
-from experiments.dream.generate import Priors, dream_images, dream_targets
-from experiments.dream.guard import RealImages, sealed
-from experiments.dream.metadata import Metadata, teacher_metadata
+from experiments.dream.guard import RealImages
 from experiments.dream.sources import alternate_images, random_images
 from experiments.nonn.models import WRN, scaled_widths
 from experiments.nonn.pipeline import nonn_teacher, seeded
 from sim.backends import make_executor
 from sim.config import Config, ConfigError
+from sim.dream.dreams import dreams_of
 from sim.dream.timeline import simulate
 from sim.meter import WorkMeter
 from sim.net import TIMELINE_COLUMNS
@@ -38,35 +36,6 @@ from sim.report import write_csvs, write_json, write_rows
 from sim.seeding import stream
 
 __all__ = ["run"]
-
-
-def _dreams(cfg: Config, teacher: WRN, teacher_key: dict, meta: Metadata, n: int, shape) -> tuple[torch.Tensor, dict]:
-    """The dream images (cached) and what making them cost: FLOPs, the activations' error."""
-    d = cfg.workload
-    settings = {k: getattr(d, k) for k in ("noise", "steps", "dream_lr", "tv_weight", "l2_weight", "jitter")}
-    key = {
-        "teacher": teacher_key,
-        "metadata": [d.sample_fraction, d.clusters, d.components],
-        "n": n,
-        **settings,
-        "seed": cfg.seed,
-    }
-    path = Path(cfg.cache_dir) / f"dreams-{cache_key(key, cfg.torch_threads)}.pt" if cfg.cache_dir else None
-    if path is not None and path.exists():
-        blob = torch.load(path, weights_only=True)
-        return blob["images"], dict(blob["stats"])
-    targets, labels = dream_targets(meta, n, d.noise, stream(cfg.seed, "dream-targets"))
-    priors = Priors(tv=d.tv_weight, l2=d.l2_weight, jitter=d.jitter)
-    seed = int(stream(cfg.seed, "dream-images").integers(2**31))
-    with WorkMeter() as meter:
-        images, err = dream_images(teacher, targets, shape, d.steps, d.dream_lr, priors, seed)
-    stats = {"flops": int(meter.flops), "activation_error": float(err), "labels": labels.tolist()}
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save({"images": images, "stats": stats, "key": key}, tmp)
-        tmp.replace(path)
-    return images, stats
 
 
 def _distill_cost(student: WRN, teacher: WRN, batch: torch.Tensor, epochs: int) -> tuple[int, int]:
@@ -81,16 +50,6 @@ def _distill_cost(student: WRN, teacher: WRN, batch: torch.Tensor, epochs: int) 
     student.zero_grad(set_to_none=True)
     student.eval()
     return t + epochs * m.flops, len(batch)
-
-
-def _owner_metadata(cfg: Config, teacher: WRN, real: RealImages, classes: int):
-    """The data owner's side: a sample of its images and the metadata of the teacher on them."""
-    d = cfg.workload
-    size = max(classes, round(len(real) * d.sample_fraction))
-    pick = torch.as_tensor(np.sort(stream(cfg.seed, "dream-sample").permutation(len(real))[:size]))
-    sample_x, sample_y = real.x[pick], real.y[pick]
-    meta = teacher_metadata(teacher, sample_x, sample_y, classes, d.clusters, d.components, cfg.seed)
-    return sample_x, sample_y, meta
 
 
 def _trainings(cfg: Config, teacher: WRN, teacher_key: dict, images: dict, dream_stats: dict, shape, classes):
@@ -133,21 +92,20 @@ def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
             d, data, dataset_key, cfg.seed, streams, executor, cfg.cache_dir
         )
         real = RealImages(x_tr, y_tr)
-        sample_x, sample_y, meta = _owner_metadata(cfg, teacher, real, classes)
-        n = d.images or len(real)
-        with sealed():  # the compressing server: the metadata and the teacher, never an image of the owner's
-            dreams, dream_stats = _dreams(cfg, teacher, teacher_key, meta, n, shape)
+        # the owner's metadata; the compressing server's dreams from it, never an image of the owner's
+        dr = dreams_of(d, cfg.seed, cfg.cache_dir, cfg.torch_threads, teacher, teacher_key, real, classes, shape)
+        n = len(dr.images)
         sources = {
             "random": lambda: random_images(n, shape, stream(cfg.seed, "dream-random")),
-            "dream": lambda: dreams,
+            "dream": lambda: dr.images,
             "alternate": lambda: alternate_images(n, shape, stream(cfg.seed, "dream-alternate")),
             "real": lambda: real.x,
         }
         images = {s: sources[s]() for s in d.sources}
-        trainings, flops = _trainings(cfg, teacher, teacher_key, images, dream_stats, shape, classes)
+        trainings, flops = _trainings(cfg, teacher, teacher_key, images, dr.stats, shape, classes)
         train_cached(executor, cfg.cache_dir, trainings)  # independent: in parallel on a parallel back end
     wall["compute_s"] = round(time.perf_counter() - t0, 3)
-    phases, timeline = simulate(cfg, CATALOGUE[d.owner], CATALOGUE[d.server], meta.nbytes, dream_stats["flops"], flops)
+    phases, timeline = simulate(cfg, CATALOGUE[d.owner], CATALOGUE[d.server], dr.meta.nbytes, dr.stats["flops"], flops)
     students = _students(trainings, phases, flops, accuracy(teacher, data.x_test, data.y_test), data)
     metadata = pd.DataFrame(
         [
@@ -156,12 +114,12 @@ def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
                 "clusters": d.clusters,
                 "components": d.components,
                 "sample_fraction": d.sample_fraction,
-                "sample_images": len(sample_y),
-                "sample_bytes": int(sample_x.numel() + sample_y.numel()),  # 8-bit pixels, a byte per label
-                "metadata_bytes": meta.nbytes,
+                "sample_images": len(dr.sample_y),
+                "sample_bytes": int(dr.sample_x.numel() + dr.sample_y.numel()),  # 8-bit pixels, a byte per label
+                "metadata_bytes": dr.meta.nbytes,
                 "dream_images": n,
-                "dream_flops": dream_stats["flops"],
-                "dream_activation_error": dream_stats["activation_error"],
+                "dream_flops": dr.stats["flops"],
+                "dream_activation_error": dr.stats["activation_error"],
             }
         ]
     )
@@ -174,7 +132,7 @@ def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
     if cfg.plots:
         from sim.dream.report import plot
 
-        plot(out_dir, students, dreams, dream_stats["labels"], teacher, sample_x, sample_y, meta, classes)
+        plot(out_dir, students, dr.images, dr.stats["labels"], teacher, dr.sample_x, dr.sample_y, dr.meta, classes)
     if cfg.progress:
         print(students.pivot(index="source", columns="student_width", values="test_accuracy").round(3).to_string())
         print(f"outputs: {out_dir}")

@@ -10,23 +10,16 @@ from typing import Optional
 from devices import CATALOGUE
 from sim.config import Config, check_workload
 
-__all__ = ["DreamSettings", "validate"]
+__all__ = ["DreamGeneration", "DreamSettings", "validate", "validate_generation"]
 
 SOURCES = ("random", "dream", "alternate", "real")
 
 
 @dataclass
-class DreamSettings:
-    name: str = "dream"
-    # the teacher: NoNN's (WRN-16-4 on the training set less the validation split), from the cache
-    teacher_depth: int = 16
-    teacher_width: float = 4.0
-    teacher_epochs: int = 15
-    val_fraction: float = 0.1
-    batch_size: int = 64
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5.0e-4
+class DreamGeneration:
+    """How dreams are made: the owner's metadata and the optimisation of images to match it.
+    The dream workload's own settings (`workload.*`) and NoNN's `workload.dream.*`."""
+
     # the metadata the data owner sends: per class, k-means of the average-pool activations
     sample_fraction: float = 0.1  # of the training images the owner summarises
     clusters: int = 4  # k per class
@@ -39,6 +32,20 @@ class DreamSettings:
     tv_weight: float = 0.01  # image priors (docs/dream.md): total variation, L2, random shift
     l2_weight: float = 0.001
     jitter: int = 0  # a 1-pixel shift of an 8x8 image: the activations then miss their targets 15x more
+
+
+@dataclass
+class DreamSettings(DreamGeneration):
+    name: str = "dream"
+    # the teacher: NoNN's (WRN-16-4 on the training set less the validation split), from the cache
+    teacher_depth: int = 16
+    teacher_width: float = 4.0
+    teacher_epochs: int = 15
+    val_fraction: float = 0.1
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5.0e-4
     # distillation: WRN students of these widths (NoNN-student size, mid, the teacher's)
     student_depth: int = 16
     student_widths: list[float] = field(default_factory=lambda: [0.5, 1.0, 4.0])
@@ -50,6 +57,24 @@ class DreamSettings:
     server: str = "edge_server"
 
 
+def validate_generation(g: DreamGeneration, prefix: str = "") -> None:
+    """One-line `ConfigError` naming `workload.<prefix>X` for a generation setting no run could use."""
+    for name in ("clusters", "components", "steps"):
+        v = getattr(g, name)
+        check_workload(isinstance(v, int) and v >= 1, prefix + name, v, "must be an integer >= 1")
+    check_workload(isinstance(g.jitter, int) and g.jitter >= 0, prefix + "jitter", g.jitter, "must be an integer >= 0")
+    check_workload(
+        g.images is None or (isinstance(g.images, int) and g.images >= 1),
+        prefix + "images",
+        g.images,
+        "an integer >= 1 or null",
+    )
+    check_workload(0 < g.sample_fraction < 1, prefix + "sample_fraction", g.sample_fraction, "allowed range is (0, 1)")
+    check_workload(g.dream_lr > 0, prefix + "dream_lr", g.dream_lr, "must be > 0")
+    for name in ("noise", "tv_weight", "l2_weight"):
+        check_workload(getattr(g, name) >= 0, prefix + name, getattr(g, name), "must be >= 0")
+
+
 def validate(cfg: Config) -> None:
     """One-line `ConfigError` naming `workload.X` for a value no run could use."""
     d: DreamSettings = cfg.workload
@@ -58,18 +83,14 @@ def validate(cfg: Config) -> None:
         check_workload(
             isinstance(v, int) and v >= 10 and (v - 4) % 6 == 0, name, v, "a WRN depth 6n + 4 (10, 16, 22, 28, 40, ...)"
         )
-    for name in ("teacher_epochs", "batch_size", "clusters", "components", "steps", "student_epochs"):
+    validate_generation(d)
+    for name in ("teacher_epochs", "batch_size", "student_epochs"):
         v = getattr(d, name)
         check_workload(isinstance(v, int) and v >= 1, name, v, "must be an integer >= 1")
-    check_workload(isinstance(d.jitter, int) and d.jitter >= 0, "jitter", d.jitter, "must be an integer >= 0")
-    check_workload(
-        d.images is None or (isinstance(d.images, int) and d.images >= 1), "images", d.images, "an integer >= 1 or null"
-    )
-    for name in ("val_fraction", "sample_fraction"):
-        check_workload(0 < getattr(d, name) < 1, name, getattr(d, name), "allowed range is (0, 1)")
-    for name in ("teacher_width", "lr", "dream_lr", "temperature"):
+    check_workload(0 < d.val_fraction < 1, "val_fraction", d.val_fraction, "allowed range is (0, 1)")
+    for name in ("teacher_width", "lr", "temperature"):
         check_workload(getattr(d, name) > 0, name, getattr(d, name), "must be > 0")
-    for name in ("momentum", "weight_decay", "noise", "tv_weight", "l2_weight"):
+    for name in ("momentum", "weight_decay"):
         check_workload(getattr(d, name) >= 0, name, getattr(d, name), "must be >= 0")
     widths = list(d.student_widths)
     check_workload(bool(widths) and all(w > 0 for w in widths), "student_widths", widths, "widths > 0, at least one")

@@ -21,11 +21,14 @@ import pandas as pd
 
 from channels import Link
 from devices import CATALOGUE
+from experiments.common.cache import cache_key
 from experiments.common.data import Dataset, load_dataset
+from experiments.dream.guard import RealImages
 from experiments.nonn.pipeline import train_models
 from experiments.nonn.tables import comparison_table, partition_table, students_table
 from sim.backends import make_executor
 from sim.config import Config, ConfigError
+from sim.dream.dreams import dreams_of
 from sim.net import TIMELINE_COLUMNS, build_link
 from sim.nonn.calibration import calibration
 from sim.nonn.fleet import TIMELINE_KEYS, simulate_fleet
@@ -52,6 +55,19 @@ def _link_and_data(cfg: Config) -> tuple[Link, Dataset]:
     return link, data
 
 
+def _dreams(cfg: Config, data: Dataset):
+    """`workload.data=dream`: the students learn from the teacher's dreams (`workload.dream.*`),
+    labelled with the class each dream's target came from, never from the owner's images."""
+
+    def student_data(teacher, teacher_key, x_train, y_train):
+        real = RealImages(x_train, y_train)
+        g, classes, shape = cfg.workload.dream, data.num_classes, tuple(data.input_shape)
+        dr = dreams_of(g, cfg.seed, cfg.cache_dir, cfg.torch_threads, teacher, teacher_key, real, classes, shape)
+        return dr.images, dr.labels, cache_key(dr.stats, cfg.torch_threads)
+
+    return student_data
+
+
 def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
     """The NoNN job; returns its summary row."""
     out_dir = Path(out_dir)
@@ -59,8 +75,10 @@ def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
     link, data = _link_and_data(cfg)
     dataset_key = {"dataset": cfg.dataset.name, "path": cfg.dataset.path, "num_samples": cfg.dataset.num_samples}
     t0 = time.perf_counter()
+    student_data = _dreams(cfg, data) if n.data == "dream" else None
+    streams = functools.partial(stream, cfg.seed)
     with make_executor(cfg) as executor:  # the trainings on `cfg.backend` (Ray started only if one is not cached)
-        tr = train_models(n, data, dataset_key, cfg.seed, functools.partial(stream, cfg.seed), executor, cfg.cache_dir)
+        tr = train_models(n, data, dataset_key, cfg.seed, streams, executor, cfg.cache_dir, student_data)
     wall = {"train_s": round(time.perf_counter() - t0, 3)}
     t0 = time.perf_counter()
     server = CATALOGUE[n.server]

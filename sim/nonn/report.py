@@ -23,6 +23,7 @@ def _setting_columns(cfg: Config, k: int) -> dict:
         "workload": "nonn",
         "seed": cfg.seed,
         "dataset": cfg.dataset.name,
+        "student_data": n.data,
         "num_students": k,
         "rule": n.rule,
         "resolution": n.resolution,

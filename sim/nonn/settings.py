@@ -7,6 +7,7 @@ from typing import Optional
 
 from devices import CATALOGUE
 from sim.config import Config, check_workload
+from sim.dream.settings import DreamGeneration, validate_generation
 
 __all__ = ["NonnSettings", "validate"]
 
@@ -26,6 +27,10 @@ class NonnSettings:
     edge_percentile: float = 99.0  # edges below this percentile of the non-zero weights are dropped
     resolution: float = 0.7  # Louvain resolution
     balance: bool = True  # cut communities larger than 1/k of the kept filters so partitions come out near-equal
+    # what the students learn from: real (the teacher's training set) | dream (Dream Distillation:
+    # images made from the teacher's metadata, as `workload.dream.*` says; docs/dream.md)
+    data: str = "real"
+    dream: DreamGeneration = field(default_factory=DreamGeneration)
     # students: sized to the per-device budgets (memory = params x bytes_per_param)
     student_depth: int = 16
     student_width: Optional[float] = None  # WRN width multiplier; null = the widest that meets both budgets
@@ -82,6 +87,8 @@ def validate(cfg: Config) -> None:
         v = getattr(n, name)
         check_workload(isinstance(v, int) and v >= 1, name, v, "must be an integer >= 1")
     check_workload(0 < n.val_fraction < 1, "val_fraction", n.val_fraction, "allowed range is (0, 1)")
+    check_workload(n.data in ("real", "dream"), "data", n.data, "allowed: real, dream")
+    validate_generation(n.dream, "dream.")
     check_workload(n.rule in RULES, "rule", n.rule, f"allowed: {', '.join(RULES)}")
     check_workload(n.top_filters is None or n.top_filters >= 2, "top_filters", n.top_filters, "must be >= 2 or null")
     check_workload(0 <= n.edge_percentile < 100, "edge_percentile", n.edge_percentile, "allowed range is [0, 100)")

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import experiments.dream.guard as guard
-import sim.dream.job as dream_job
+import sim.dream.dreams as dream_job
 from sim.jobs import default_config, run
 
 
@@ -83,3 +83,45 @@ def test_same_config_same_csvs_and_the_teacher_is_nonns(dream_out, tmp_path) -> 
             default_config("dream").workload.teacher_epochs,
         )
     )
+
+
+def test_nonn_students_learn_from_dreams_alone(tmp_path, monkeypatch) -> None:
+    """`nonn.data=dream`: every student and baseline trains on the teacher's dreams (labelled by
+    their targets' classes), the dreams shared with the dream workload's cache entry."""
+    import experiments.nonn.pipeline as pipeline
+
+    cfg = default_config("nonn")
+    cfg.progress, cfg.plots, cfg.cache_dir = False, False, str(tmp_path / "cache")
+    n = cfg.workload
+    n.teacher_width, n.teacher_epochs, n.student_epochs, n.timing_images, n.calibrate = 1.0, 1, 1, 2, False
+    n.beta_search, n.at_beta_search = [100.0], []
+    n.data, n.dream.images, n.dream.steps = "dream", 40, 3
+    seen = []
+    original = pipeline.train_cached
+
+    def watched(executor, cache_dir, trainings):
+        seen.extend((t.kind, len(t.args[0])) for t in trainings)
+        return original(executor, cache_dir, trainings)
+
+    monkeypatch.setattr(pipeline, "train_cached", watched)
+    s = run(cfg, tmp_path / "nonn").iloc[0]
+    assert s.student_data == "dream" and 0 <= s.nonn_accuracy <= 1
+    teacher_images = seen[0][1]
+    assert seen[0][0] == "nonn-teacher" and teacher_images > 40
+    assert [k for _, k in seen[1:]] == [40] * 4  # the NoNN, KD-only NoNN, KD and ATKD students: 40 dreams each
+    # the dream workload with the same teacher and generation settings finds those dreams cached
+    dreams = sorted(p.name for p in (tmp_path / "cache").glob("dreams-*.pt"))
+    d = _cfg(tmp_path)
+    d.workload.teacher_width, d.workload.sources = 1.0, ["dream"]
+    run(d, tmp_path / "dream")
+    assert sorted(p.name for p in (tmp_path / "cache").glob("dreams-*.pt")) == dreams
+
+
+def test_bad_nested_dream_setting_names_it(tmp_path) -> None:
+    from sim.config import ConfigError
+    from sim.jobs import validate
+
+    cfg = default_config("nonn")
+    cfg.workload.dream.clusters = 0
+    with pytest.raises(ConfigError, match=r"workload\.dream\.clusters"):
+        validate(cfg)
