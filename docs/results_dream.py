@@ -66,7 +66,6 @@ NONN_MODELS = {
     "kd_student_accuracy": "KD student",
     "atkd_student_accuracy": "ATKD student",
     "accuracy_one_device_failed_mean": "NoNN, one of its devices failed (mean)",
-    "nonn_delivered_accuracy": "NoNN on what the link delivered",
 }
 
 
