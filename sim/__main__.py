@@ -25,7 +25,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sim.config import Config, ConfigError, FleetConfig
-from sim.jobs import WORKLOADS, refuse_unused, run
+from sim.jobs import WORKLOADS, refuse_unknown, refuse_unused, run
 
 # OmegaConf merges dicts: with the schema's default mix in place, `fleet=mcu` would add the
 # microcontrollers to the default mix instead of replacing it. The fleet option supplies it.
@@ -60,6 +60,29 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _discard_run_dir() -> None:
+    """Remove what Hydra made for a run that was refused: its `.hydra/` folder and log, then the
+    run folder and its parents up to the current one, each only if nothing else is left in it.
+    (Hydra makes them before the config can be checked; a rejected run should leave nothing.)
+    A folder that holds an earlier run's outputs is left as it is."""
+    import shutil
+
+    hc = HydraConfig.get()
+    out = Path(hc.runtime.output_dir)
+    if {p.name for p in out.iterdir()} - {hc.output_subdir, f"{hc.job.name}.log"}:
+        return
+    if hc.output_subdir:
+        shutil.rmtree(out / hc.output_subdir, ignore_errors=True)
+    log = out / f"{hc.job.name}.log"
+    if log.is_file() and log.stat().st_size == 0:
+        log.unlink()
+    stop = Path.cwd().resolve()
+    for d in (out.resolve(), *out.resolve().parents):
+        if d == stop or stop not in d.parents or any(d.iterdir()):
+            break
+        d.rmdir()
+
+
 def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
@@ -92,16 +115,19 @@ def compared_params(cfg: Config) -> dict[str, dict]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
-    try:
-        cfg: Config = OmegaConf.to_object(dcfg)
-    except OmegaConfBaseException as exc:
-        _fail(str(exc).splitlines()[0])
     hc = HydraConfig.get()
     try:
+        try:
+            cfg: Config = OmegaConf.to_object(dcfg)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(str(exc).splitlines()[0]) from None
+        refuse_unknown(cfg, list(hc.overrides.task))
         refuse_unused(cfg, list(hc.overrides.task))
         cfg.compared = compared_params(cfg)
         run(cfg, hc.runtime.output_dir, in_sweep=hc.mode == RunMode.MULTIRUN)
     except ConfigError as exc:
+        if hc.mode != RunMode.MULTIRUN:
+            _discard_run_dir()
         _fail(str(exc))
 
 
@@ -161,6 +187,12 @@ class SweepComparison(Callback):
             )
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python -m sim ...` and the `edgesim ...` console script (whose name Hydra's shell
+    completion can follow: `eval "$(edgesim -sc install=bash)"`)."""
     check_group_choices(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

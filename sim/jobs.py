@@ -36,6 +36,32 @@ def workload_of(cfg: Config) -> Workload:
     return WORKLOADS[name]
 
 
+def refuse_unknown(cfg: Config, settings: list[str]) -> None:
+    """A one-line error for a `+key=value` (or `++`) that names no setting: Hydra's `+` adds a key
+    the schema does not have, which the job would then ignore (`+workload.round=5`). Dicts stay
+    open (`++workload.app.run_config.x=1`, `+strategy.params.x=1`); a config group is not a key
+    (`+experiment=NAME`)."""
+    import dataclasses
+    import difflib
+
+    for setting in settings:
+        if not setting.startswith("+"):
+            continue
+        key = setting.lstrip("+").partition("=")[0]
+        node, path = cfg, []
+        for part in key.split("."):
+            if not dataclasses.is_dataclass(node):
+                break  # a dict, or a config group's value: open
+            names = [f.name for f in dataclasses.fields(node)]
+            if part not in names:
+                if not path:
+                    break  # `+experiment=...`, `+hydra...`: groups and Hydra's own keys
+                close = difflib.get_close_matches(part, names, n=1)
+                hint = f"; did you mean {'.'.join([*path, close[0]])}?" if close else ""
+                raise ConfigError(f"{setting}: {'.'.join(path)} has no setting {part!r}{hint}")
+            node, path = getattr(node, part), [*path, part]
+
+
 def refuse_unused(cfg: Config, settings: list[str]) -> None:
     """A one-line error for a setting the job's workload would ignore (`strategy=krum` or
     `fleet.num_devices=3` on a NoNN job): `settings` are the overrides as the user wrote them."""

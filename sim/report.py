@@ -96,15 +96,25 @@ def write_rows(rows: Iterable, path: Path, columns: list[str] | None = None) -> 
     return Path(path)
 
 
+def _file_mode() -> int:
+    """The mode `open()` gives a new file: 0666 less the process's umask (0644 under the usual
+    022); `mkstemp` makes its files 0600 whatever the umask says."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[str]:
-    """Yield a temporary name beside `path`; on success it replaces `path` in one rename."""
+    """Yield a temporary name beside `path`; on success it replaces `path` in one rename, with
+    the permissions a plain `open()` would have given it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

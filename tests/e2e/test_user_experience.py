@@ -1,0 +1,71 @@
+"""What a user sees at the edges of a run: a `+key` that names no setting is refused, a refused
+run leaves nothing behind, outputs get the permissions the umask gives, the console script."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sim.report import write_csv
+
+TINY = ["workload.rounds=1", "workload.model=mlp", "fleet.num_devices=4", "progress=false", "plots=false"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "+workload.round=5",
+            "error: +workload.round=5: workload has no setting 'round'; did you mean workload.rounds?",
+        ),
+        ("+fleet.foo=1", "error: +fleet.foo=1: fleet has no setting 'foo'"),
+        ("workload.rounds=0", "error: workload.rounds=0: must be >= 1"),
+    ],
+)
+def test_a_refused_run_says_why_in_one_line_and_leaves_nothing(override: str, message: str, run_sim, tmp_path):
+    res = run_sim(*TINY, override)
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [message]
+    assert list(tmp_path.iterdir()) == []  # no outputs/DATE/TIME/.hydra, no empty log
+
+
+def test_open_dicts_stay_open(run_sim, tmp_path):
+    res = run_sim(*TINY, "++workload.app.run_config.note=1", f"hydra.run.dir={tmp_path / 'r'}")
+    assert res.returncode == 0, res.stderr[-1500:]
+
+
+def test_outputs_get_the_mode_the_umask_gives(tmp_path):
+    df = pd.DataFrame({"a": [1]})
+    before = os.umask(0o027)
+    try:
+        write_csv(df, tmp_path / "x.csv")
+    finally:
+        os.umask(before)
+    assert (tmp_path / "x.csv").stat().st_mode & 0o777 == 0o640
+    write_csv(df, tmp_path / "y.csv")
+    assert (tmp_path / "y.csv").stat().st_mode & 0o777 == 0o666 & ~before
+
+
+def test_a_run_writes_readable_outputs(run_sim, tmp_path):
+    res = run_sim(*TINY, f"hydra.run.dir={tmp_path / 'r'}")
+    assert res.returncode == 0, res.stderr[-1500:]
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (tmp_path / "r").glob("*.csv"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path.name
+
+
+def test_edgesim_console_script_and_its_completion():
+    script = shutil.which("edgesim", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the package is not installed (pip install -e .): no console script")
+    res = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "workload" in res.stdout
+    env = {**os.environ, "COMP_LINE": "edgesim workload.ro", "COMP_POINT": "19"}
+    res = subprocess.run([script, "-sc", "query=bash"], capture_output=True, text=True, timeout=120, env=env)
+    assert "workload.rounds=" in res.stdout.split()
