@@ -154,6 +154,7 @@ class SweepComparison(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         import pandas as pd
 
+        from sim.html import write_sweep_report
         from sim.report import plot_accuracy, write_csv
 
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -185,6 +186,8 @@ class SweepComparison(Callback):
                 sweep_dir,
                 title="accuracy across the sweep",
             )
+        write_sweep_report(sweep_dir, jobs)
+        print(f"sweep of {len(jobs)} jobs: {sweep_dir.resolve()} (comparison.csv, report.html)", flush=True)
 
 
 def cli() -> None:

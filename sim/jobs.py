@@ -94,7 +94,14 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
     """Validate `cfg`, run its workload's job and write its reports under `out_dir`; returns the
     summary rows. Every computation of the job runs with `torch_threads` threads."""
     from sim.backends.base import torch_threads  # torch: imported when a job runs, not for --help
+    from sim.console import closing, start_line
+    from sim.html import write_run_report
 
     validate(cfg)
+    w = workload_of(cfg)
+    start_line(cfg, out_dir)
     with torch_threads(cfg.torch_threads):
-        return workload_of(cfg).run(cfg, out_dir, in_sweep=in_sweep)
+        summary = w.run(cfg, out_dir, in_sweep=in_sweep)
+    write_run_report(cfg, out_dir)
+    closing(w, summary, out_dir)
+    return summary

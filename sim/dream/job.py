@@ -135,7 +135,6 @@ def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
         plot(out_dir, students, dr.images, dr.stats["labels"], teacher, dr.sample_x, dr.sample_y, dr.meta, classes)
     if cfg.progress:
         print(students.pivot(index="source", columns="student_width", values="test_accuracy").round(3).to_string())
-        print(f"outputs: {out_dir}")
     return summary
 
 

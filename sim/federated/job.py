@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
-from tqdm import tqdm
 
 from devices import Fleet
 from experiments.federated.internals import set_task_identity
@@ -28,6 +27,7 @@ from sim.backends import make_backend
 from sim.backends.base import Backend, torch_threads
 from sim.backends.local import LocalBackend
 from sim.config import Config, StrategyConfig
+from sim.console import Progress
 from sim.federated.build import build_strategy_of, flower_log, load_app, prepare
 from sim.federated.grid import RUN_ID, SERVER_NODE_ID, FleetExhausted, SimGrid, TimeBudgetReached
 from sim.federated.report import (
@@ -94,19 +94,25 @@ def simulate(
     evals: dict[int, tuple[float, float]] = {}
     budget = cfg.workload.time_budget_s
     if budget is None:  # rounds (or server versions) done
-        bar = tqdm(total=cfg.workload.rounds, desc=scfg.name, unit="round", disable=not progress, leave=False)
+        bar = Progress(scfg.name, cfg.workload.rounds, "round", progress)
     else:  # simulated seconds spent of the budget
-        fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} simulated s [{elapsed}<{remaining}]"
-        bar = tqdm(total=budget, desc=scfg.name, bar_format=fmt, disable=not progress, leave=False)
+        fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} simulated s [{elapsed}<{remaining}]{postfix}"
+        bar = Progress(scfg.name, budget, "simulated second", progress, fmt)
+
+    def show(done: float) -> None:  # the bar to `done`, with the clock and the latest accuracy
+        latest = evals[max(evals)][0] if evals else None
+        bar.to(done, t=f"{grid.now_s:.1f} s", **({"accuracy": f"{latest:.3f}"} if latest is not None else {}))
+
     stopped = ""
     # the server's computations too (aggregation, evaluation) with a fixed thread count: a job's
     # numbers must not depend on the process it runs in (a sweep's jobs may run on Ray workers)
     with _flower_session(cfg.seed, cfg.log_level), bar, torch_threads(cfg.torch_threads):
-        if budget is None:
-            grid.observer = lambda stats: bar.update(1) if stats.phase == "train" else None
-            grid.book.on_version = lambda version: bar.update(version - bar.n)
-        else:
-            grid.observer = grid.book.on_version = lambda _: bar.update(min(grid.now_s, budget) - bar.n)
+        if budget is not None:
+            grid.observer = grid.book.on_version = lambda _: show(min(grid.now_s, budget))
+        elif task is not None:  # the built-in server: a step per model it evaluates
+            grid.book.on_version = show
+        else:  # a user's server app: a step per training phase
+            grid.observer = lambda stats: show(bar.n + 1) if stats.phase == "train" else None
         try:
             if task is not None:
                 _serve(cfg, scfg, grid, task, evals)
@@ -148,8 +154,8 @@ def _serve(cfg: Config, scfg: StrategyConfig, grid: SimGrid, task: FederatedTask
         with WorkMeter(meter_cache) as meter:  # the server's evaluation, on its clock
             loss, acc = evaluate_model(model, task.data.x_test, task.data.y_test)
         grid.server_flops += meter.flops
-        grid.mark_version(rnd)  # the server holds model `rnd` (its time: once this evaluation is done)
         evals[rnd] = (acc, loss)
+        grid.mark_version(rnd)  # the server holds model `rnd` (its time: once this evaluation is done)
         return MetricRecord({"accuracy": acc, "loss": loss})
 
     strategy.start(

@@ -89,7 +89,7 @@ class VersionBook:
         self._told |= told
         if version > self.version:
             self.version = version
-            if self.on_version is not None and self.active:
+            if self.on_version is not None:
                 self.on_version(version)
 
     def building(self) -> VersionStats:

@@ -69,3 +69,30 @@ def test_edgesim_console_script_and_its_completion():
     env = {**os.environ, "COMP_LINE": "edgesim workload.ro", "COMP_POINT": "19"}
     res = subprocess.run([script, "-sc", "query=bash"], capture_output=True, text=True, timeout=120, env=env)
     assert "workload.rounds=" in res.stdout.split()
+
+
+def test_the_console_names_the_run_and_its_outputs_and_reports_each_round(run_sim, tmp_path):
+    out = tmp_path / "r"
+    res = run_sim(
+        "workload.rounds=2", "workload.model=mlp", "fleet.num_devices=4", "progress=true", f"hydra.run.dir={out}"
+    )
+    assert res.returncode == 0, res.stderr[-1500:]
+    lines = res.stdout.strip().splitlines()
+    assert lines[0] == f"edgesim: federated, fedavg, 4 devices, digits (iid), seed 0 -> {out}"
+    assert lines[-1] == f"outputs: {out}"
+    assert "final_accuracy" in lines[1]  # the closing table's header
+    # not a terminal: a plain line per round, with the simulated clock and the accuracy
+    rounds = [ln for ln in res.stderr.splitlines() if ln.startswith("fedavg: ")]
+    assert [ln.split(",")[0] for ln in rounds] == ["fedavg: 1/2 rounds", "fedavg: 2/2 rounds"]
+    assert all(" accuracy 0." in ln and ", t " in ln for ln in rounds) and "\r" not in res.stderr
+
+
+def test_html_reports_of_a_run_and_a_sweep(run_sim, tmp_path):
+    res = run_sim("-m", *TINY[:-1], "plots=true", "seed=0,1", f"hydra.sweep.dir={tmp_path / 's'}")
+    assert res.returncode == 0, res.stderr[-1500:]
+    job = (tmp_path / "s" / "0" / "report.html").read_text()
+    assert "<h1>edgesim: federated, fedavg, 4 devices, digits (iid), seed 0</h1>" in job
+    assert "<th>final_accuracy</th>" in job and "data:image/png;base64," in job  # its timeline plot
+    assert "num_devices: 4" in job  # the settings that ran
+    sweep = (tmp_path / "s" / "report.html").read_text()
+    assert "<th>seed</th>" in sweep and 'href="1/report.html"' in sweep and "data:image/png;base64," in sweep

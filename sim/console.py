@@ -1,0 +1,118 @@
+"""What a run says on the console: a start line (the workload, what it compares, where its
+outputs go) and a closing table of its headline results with the output folder, the same for
+every workload. Plain lines, on stdout; the progress bars are each workload's, on stderr."""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+
+from sim.config import Config, Workload
+
+__all__ = ["closing", "describe", "start_line"]
+
+# per workload, the summary columns (fnmatch patterns) that the closing table shows
+HEADLINES = {
+    "federated": (
+        "strategy",
+        "final_accuracy",
+        "best_accuracy",
+        "rounds_run",
+        "time_to_target_s",
+        "sim_time_s",
+        "active_energy_j",
+        "bytes_up",
+    ),
+    "nonn": (
+        "teacher_accuracy",
+        "nonn_accuracy",
+        "kd_student_accuracy",
+        "atkd_student_accuracy",
+        "nonn_latency_s",
+        "speedup_vs_split",
+    ),
+    "nair": ("method", "accuracy_overall", "accuracy_at_*", "payload_bytes", "transfer_s"),
+    "mcpipe": (
+        "model",
+        "workers",
+        "schedule",
+        "final_accuracy",
+        "time_to_target_s",
+        "max_peak_total_bytes",
+        "theorem1_bytes",
+    ),
+    "dream": ("teacher_test_accuracy", "accuracy_*", "metadata_bytes", "generate_s", "distill_s"),
+    "offload": ("mode", "accuracy", "delivered_fraction", "mean_latency_s", "mean_device_energy_j"),
+}
+
+
+def describe(cfg: Config) -> str:
+    """The run in a phrase: workload, what runs, data, seed (the report's and the plots' title)."""
+    name = cfg.workload.name
+    parts = [name]
+    if name == "federated":
+        app = cfg.workload.app
+        if app.server or app.client:
+            parts.append(f"app {app.server or 'built-in'} / {app.client or 'built-in'}")
+        else:
+            parts.append(", ".join(cfg.compare) if cfg.compare else cfg.strategy.name)
+        parts.append(f"{cfg.fleet.num_devices} devices")
+    if "dataset" in _uses(cfg) and not (name == "federated" and (cfg.workload.app.server or cfg.workload.app.client)):
+        parts.append(f"{cfg.dataset.name}" + (f" ({cfg.dataset.partition})" if name == "federated" else ""))
+    parts.append(f"seed {cfg.seed}")
+    return ", ".join(parts)
+
+
+def _uses(cfg: Config) -> frozenset[str]:
+    from sim.jobs import workload_of
+
+    return workload_of(cfg).uses
+
+
+def start_line(cfg: Config, out_dir: Path | str) -> None:
+    print(f"edgesim: {describe(cfg)} -> {Path(out_dir).resolve()}", flush=True)
+
+
+def closing(workload: Workload, summary, out_dir: Path | str) -> None:
+    """The headline columns of the job's summary rows, then where everything was written."""
+    import pandas as pd
+
+    table = summary if isinstance(summary, pd.DataFrame) else pd.DataFrame(list(summary or []))
+    patterns = HEADLINES.get(workload.name, ())
+    cols = [c for p in patterns for c in table.columns if fnmatch.fnmatchcase(c, p)]
+    cols = list(dict.fromkeys(cols))
+    if cols and len(table):
+        print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"), flush=True)
+    print(f"outputs: {Path(out_dir).resolve()}", flush=True)
+
+
+class Progress:
+    """A job's progress: on a terminal a live bar that stays when done, its latest figures beside
+    it; otherwise (a file, a pipe, a CI log) one plain line per step. Silent when not `enabled`."""
+
+    def __init__(self, name: str, total: float, unit: str, enabled: bool, bar_format: str | None = None):
+        import sys
+
+        from tqdm import tqdm
+
+        self.name, self.total, self.unit, self.enabled, self.n = name, total, unit, enabled, 0.0
+        self.tty = enabled and sys.stderr.isatty()
+        self.bar = tqdm(total=total, desc=name, unit=unit, disable=not self.tty, leave=True, bar_format=bar_format)
+
+    def to(self, n: float, **shown) -> None:
+        """Advance to `n` done (never back) and show `shown` (name -> text)."""
+        import sys
+
+        step, self.n = max(0.0, n - self.n), max(self.n, n)
+        text = ", ".join(f"{k} {v}" for k, v in shown.items())
+        if self.tty:
+            self.bar.update(step)
+            self.bar.set_postfix_str(text, refresh=True)
+        elif self.enabled and step > 0:
+            print(f"{self.name}: {self.n:g}/{self.total:g} {self.unit}s, {text}", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
