@@ -30,6 +30,8 @@ __all__ = [
     "validate_common",
 ]
 
+TRACKERS = ("none", "mlflow", "tensorboard")
+
 # top-level settings of every job; a workload names the other sections it reads (`Workload.uses`)
 COMMON_SECTIONS = frozenset(
     {
@@ -41,6 +43,8 @@ COMMON_SECTIONS = frozenset(
         "log_level",
         "progress",
         "plots",
+        "tracking",
+        "tracking_uri",
         "workload",
         "experiment",
         "hydra",
@@ -166,6 +170,12 @@ class Config:
     # the PNG plots beside the CSVs (false: CSVs only, and matplotlib is never imported: for
     # benchmarks and for sweeps of many short jobs)
     plots: bool = True
+    # experiment tracking: none | mlflow | tensorboard (the settings, per-round metrics and the
+    # report files, after the job: sim/tracking.py)
+    tracking: str = "none"
+    # mlflow: the tracking URI (null: MLflow's own default, MLFLOW_TRACKING_URI or ./mlflow.db);
+    # tensorboard: the log folder (null: the run's output folder)
+    tracking_uri: Optional[str] = None
     fleet: FleetConfig = field(default_factory=FleetConfig)
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
@@ -207,6 +217,7 @@ def positive(setting: str, value: float) -> None:
 
 def validate_common(cfg: Config) -> None:
     """Reject values of the shared sections no run could use; names of registries are checked where they live."""
+    check(cfg.tracking in TRACKERS, "tracking", cfg.tracking, f"allowed: {', '.join(TRACKERS)}")
     c = cfg.channel
     check(isinstance(c.ber, (int, float)) and 0.0 <= c.ber <= 0.5, "channel.ber", c.ber, "allowed range is [0, 0.5]")
     positive("channel.bandwidth_bps", c.bandwidth_bps)

@@ -94,8 +94,9 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
     """Validate `cfg`, run its workload's job and write its reports under `out_dir`; returns the
     summary rows. Every computation of the job runs with `torch_threads` threads."""
     from sim.backends.base import torch_threads  # torch: imported when a job runs, not for --help
-    from sim.console import closing, start_line
+    from sim.console import closing, describe, start_line
     from sim.html import write_run_report
+    from sim.tracking import track
 
     validate(cfg)
     w = workload_of(cfg)
@@ -103,5 +104,6 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
     with torch_threads(cfg.torch_threads):
         summary = w.run(cfg, out_dir, in_sweep=in_sweep)
     write_run_report(cfg, out_dir)
+    track(cfg, out_dir, f"edgesim: {describe(cfg)}")
     closing(w, summary, out_dir)
     return summary
