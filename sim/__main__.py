@@ -193,7 +193,13 @@ class SweepComparison(Callback):
 def cli() -> None:
     """`python -m sim ...` and the `edgesim ...` console script (whose name Hydra's shell
     completion can follow: `eval "$(edgesim -sc install=bash)"`)."""
-    check_group_choices(sys.argv[1:])
+    args = sys.argv[1:]
+    if "--help" in args or "-h" in args:
+        from sim.help import help_text
+
+        print(help_text(args))
+        return
+    check_group_choices(args)
     main()
 
 
