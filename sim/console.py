@@ -53,7 +53,7 @@ def describe(cfg: Config) -> str:
     if name == "federated":
         app = cfg.workload.app
         if app.server or app.client:
-            parts.append(f"app {app.server or 'built-in'} / {app.client or 'built-in'}")
+            parts.append(f"app {app.path or ''} {app.server} / {app.client}".replace("  ", " "))
         else:
             parts.append(", ".join(cfg.compare) if cfg.compare else cfg.strategy.name)
         parts.append(f"{cfg.fleet.num_devices} devices")
@@ -90,7 +90,7 @@ class Progress:
     """A job's progress: on a terminal a live bar that stays when done, its latest figures beside
     it; otherwise (a file, a pipe, a CI log) one plain line per step. Silent when not `enabled`."""
 
-    def __init__(self, name: str, total: float, unit: str, enabled: bool, bar_format: str | None = None):
+    def __init__(self, name: str, total: float | None, unit: str, enabled: bool, bar_format: str | None = None):
         import sys
 
         from tqdm import tqdm
@@ -109,7 +109,8 @@ class Progress:
             self.bar.update(step)
             self.bar.set_postfix_str(text, refresh=True)
         elif self.enabled and step > 0:
-            print(f"{self.name}: {self.n:g}/{self.total:g} {self.unit}s, {text}", file=sys.stderr, flush=True)
+            of = "" if self.total is None else f"/{self.total:g}"
+            print(f"{self.name}: {self.n:g}{of} {self.unit}s, {text}", file=sys.stderr, flush=True)
 
     def __enter__(self) -> Progress:
         return self

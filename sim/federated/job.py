@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,20 @@ def _flower_session(seed: int, log_level: str) -> Iterator[None]:
         random.setstate(state)
 
 
+def warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr, flush=True)
+
+
+def _warn_app_timeout(cfg: Config) -> None:
+    """Flower's strategies wait `timeout=3600` s for replies unless the app says otherwise: on a
+    fleet whose devices go offline, a round can wait an hour of simulated time for one that left."""
+    if cfg.fleet.availability < 1 or cfg.fleet.availability_trace:
+        warn(
+            f"fleet.availability={cfg.fleet.availability}: devices go offline, and Flower's strategies wait up to "
+            "their default timeout=3600 s for each round's replies; pass a shorter timeout to strategy.start()"
+        )
+
+
 def simulate(
     cfg: Config,
     scfg: StrategyConfig,
@@ -93,7 +108,11 @@ def simulate(
     )
     evals: dict[int, tuple[float, float]] = {}
     budget = cfg.workload.time_budget_s
-    if budget is None:  # rounds (or server versions) done
+    if task is None:  # a user's app: its own rounds, as its run config says (if it says)
+        total = app_cfg.run_config.get("num-server-rounds", app_cfg.run_config.get("num_server_rounds"))
+        bar = Progress("app", total if isinstance(total, int) else None, "round", progress)
+        _warn_app_timeout(cfg)
+    elif budget is None:  # rounds (or server versions) done
         bar = Progress(scfg.name, cfg.workload.rounds, "round", progress)
     else:  # simulated seconds spent of the budget
         fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} simulated s [{elapsed}<{remaining}]{postfix}"
@@ -136,6 +155,11 @@ def simulate(
     else:
         rounds = round_rows(grid.phases, evals, app_cfg)
     clients = [c for p in grid.phases for c in p.clients]
+    if task is None and rounds and all(math.isnan(r.accuracy) for r in rounds):
+        warn(
+            f"workload.app.accuracy_metric={app_cfg.accuracy_metric!r}: the app's evaluate replies never carried it; "
+            "rounds.csv's accuracy is empty (name the metric the app reports)"
+        )
     timeline = net.timeline.sorted()
     return VariantResult(
         scfg.name, rounds, clients, summary(cfg, scfg, rounds, clients, grid, end_s, stopped), timeline

@@ -187,8 +187,8 @@ def summary(
         # the settings
         "strategy": f"app:{cfg.workload.app.server}" if user_app else scfg.name,
         "seed": cfg.seed,
-        "dataset": cfg.dataset.name,
-        "partition": cfg.dataset.partition,
+        "dataset": "app" if user_app else cfg.dataset.name,  # the app loads its own data
+        "partition": "app" if user_app else cfg.dataset.partition,
         "model": "app" if user_app else cfg.workload.model,
         "num_devices": len(grid.fleet),
         "fraction_train": math.nan if user_app else scfg.fraction_train,

@@ -15,6 +15,9 @@ __all__ = ["AppConfig", "FederatedSettings", "validate"]
 class AppConfig:
     """A user's own Flower apps, as `"package.module:attr"`; both unset = built-in apps."""
 
+    # a Flower app folder, as `flwr run DIR` takes it: its pyproject.toml names the apps and the
+    # run config (sim/federated/app.py); server, client and run_config here override it
+    path: Optional[str] = None
     server: Optional[str] = None
     client: Optional[str] = None
     run_config: dict[str, Any] = field(default_factory=dict)
@@ -46,6 +49,9 @@ class FederatedSettings:
 
 
 def validate(cfg: Config) -> None:
+    from sim.federated.app import resolve_app
+
+    resolve_app(cfg)
     f = cfg.fleet
     check(bool(f.mix), "fleet.mix", dict(f.mix), "empty; give at least one device profile")
     check(f.num_devices >= 1, "fleet.num_devices", f.num_devices, "must be >= 1 (an empty fleet cannot train)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -123,3 +124,56 @@ def test_same_config_same_csvs(quickstart_out, tmp_path) -> None:
     run(cfg, tmp_path)
     for name in ("rounds.csv", "clients.csv", "summary.csv"):
         assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def _app_folder(root: Path) -> Path:
+    """The quickstart app as a Flower app folder: a package of its own and a pyproject.toml."""
+    src = Path(__file__).resolve().parents[1] / "quickstart_app"
+    package = root / "app" / "myapp"
+    package.mkdir(parents=True)
+    for name in ("__init__", "client_app", "server_app", "task"):
+        text = (src / f"{name}.py").read_text().replace("tests.quickstart_app", "myapp")
+        (package / f"{name}.py").write_text(text)
+    (root / "app" / "pyproject.toml").write_text(
+        '[project]\nname = "myapp"\nversion = "1.0.0"\n\n'
+        '[tool.flwr.app]\npublisher = "me"\n\n'
+        '[tool.flwr.app.components]\nserverapp = "myapp.server_app:app"\nclientapp = "myapp.client_app:app"\n\n'
+        "[tool.flwr.app.config]\nnum-server-rounds = 3\nfraction-train = 0.5\nfraction-evaluate = 0.5\n"
+        "local-epochs = 1\nlr = 0.1\nbatch-size = 32\n"
+    )
+    return root / "app"
+
+
+def test_an_app_folder_runs_as_flwr_run_takes_it(run_sim, tmp_path):
+    app = _app_folder(tmp_path)
+    out = tmp_path / "r"
+    res = run_sim(
+        f"workload.app.path={app}",
+        "workload.app.run_config.num-server-rounds=2",  # the command line overrides the pyproject's config
+        "fleet.num_devices=4",
+        "fleet.availability=0.9",
+        "workload.app.accuracy_metric=acc",
+        "progress=true",
+        f"hydra.run.dir={out}",
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.splitlines()[0].startswith(f"edgesim: federated, app {app} myapp.server_app:app / ")
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert list(rounds["round"]) == [1, 2]
+    summary = pd.read_csv(out / "summary.csv").iloc[0]
+    assert summary["strategy"] == "app:myapp.server_app:app" and summary["dataset"] == "app"
+    warnings = [ln for ln in res.stderr.splitlines() if ln.startswith("warning: ")]
+    assert len(warnings) == 2 and "timeout=3600" in warnings[0] and "accuracy_metric='acc'" in warnings[1]
+    assert "app: 2/2 rounds" in res.stderr
+
+
+def test_an_app_folder_without_components_is_one_line(run_sim, tmp_path):
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "pyproject.toml").write_text('[tool.flwr.app.components]\nserverapp = "a:b"\n')
+    res = run_sim(f"workload.app.path={tmp_path / 'app'}")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        f"error: workload.app.path='{tmp_path / 'app'}': pyproject.toml has no [tool.flwr.app.components] "
+        "clientapp = 'module:attr'"
+    ]
