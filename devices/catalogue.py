@@ -9,6 +9,8 @@ the paper does not say.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .profile import DeviceProfile
 
 _KIB = 1 << 10
@@ -39,8 +41,16 @@ _PROFILES = (
             "compute_w 2.4 W from NoNN teacher energy 3430.67 mJ/1405 ms = 2.44 W (student: "
             "238.98 mJ/115 ms = 2.08 W). idle_w 1.4 W: published Pi 3B idle ~260 mA at 5 V "
             "(pidramble.com power benchmarks). transmit_w 1.9 W / receive_w 1.7 W: estimates, "
-            "idle plus a few hundred mW for the on-board WiFi radio."
+            "idle plus a few hundred mW for the on-board WiFi radio. Network interface: 10/100 "
+            "Ethernet port (product brief) -> nic_bps 1e8; message_s 3.678 ms fitted to NoNN table "
+            "7's 2-student communication (13.10 ms: 3 messages through the server plus two "
+            "12,288-byte images at 100 Mbit/s, 1.025 ms each)."
         ),
+        # The server sends one message at a time: NoNN-2S communication = 3 messages (two images,
+        # the last student's features) = 3 x message_s + 2 x 1.0248 ms + 0.0174 ms of airtime
+        # (1460-byte segments, 58-byte headers) = 13.10 ms (table 7) -> 3.678 ms.
+        message_s=3.678e-3,
+        nic_bps=1e8,  # Raspberry Pi 3 Model B: 10/100 Ethernet (product brief)
     ),
     DeviceProfile(
         name="odroid_xu4",
@@ -58,8 +68,14 @@ _PROFILES = (
             "student in 19.01 ms -> 8.78e9 FLOP/s (FLOPs assumed 2 per MAC); energy 219.07 mJ/25 ms "
             "= 8.76 W -> compute_w 8.8 W (teacher run: 3084.08 mJ/224 ms = 13.8 W). idle_w 2.7 W: "
             "estimate from community idle measurements (~2-3 W at 5 V). transmit_w 3.5 W / "
-            "receive_w 3.2 W: estimates, idle plus a USB WiFi adapter (~0.5-0.8 W)."
+            "receive_w 3.2 W: estimates, idle plus a USB WiFi adapter (~0.5-0.8 W). Network "
+            "interface: gigabit Ethernet (product page) -> nic_bps 1e9; message_s 1.931 ms fitted to "
+            "NoNN table 7's 2-student communication (6.00 ms: 3 messages through the server plus two "
+            "images at 1 Gbit/s, 0.102 ms each)."
         ),
+        # as the Pi's: 3 x message_s + 2 x 0.1025 ms + 0.0017 ms of airtime = 6.00 ms (table 7)
+        message_s=1.931e-3,
+        nic_bps=1e9,  # Hardkernel Odroid-XU4: Gigabit Ethernet (product page)
     ),
     DeviceProfile(
         name="cortex_m7_512kb",
@@ -101,7 +117,27 @@ _PROFILES = (
     ),
 )
 
-CATALOGUE: dict[str, DeviceProfile] = {p.name: p for p in _PROFILES}
+
+def _pytorch_pi(pi: DeviceProfile) -> DeviceProfile:
+    """The Pi running PyTorch instead of TVM binaries: NoNN's table 8 (split ATKD) was measured so."""
+    return replace(
+        pi,
+        name="rpi3_400mhz_pytorch",
+        # NoNN section 6.2.2 (footnote 4): NoNN-8S takes 850 ms in PyTorch 0.4.1 against 150 ms
+        # with TVM. Taking its communication as table 7's (43.76 ms, the same TCP wrapper), a
+        # 167 MFLOP student computes in 806.24 ms -> 2.071e8 FLOP/s, 7.9x slower than with TVM.
+        flops_per_s=167e6 / (850e-3 - 43.76e-3),
+        source=(
+            f"{pi.name} running PyTorch 0.4.1 rather than TVM binaries, as {_NONN} measured its table 8 "
+            "(split ATKD): NoNN-8S in 850 ms (footnote 4) less table 7's 43.76 ms of communication -> "
+            "167 MFLOP in 806.24 ms = 2.071e8 FLOP/s. Power and network interface as the TVM profile "
+            "(not measured apart). " + pi.source
+        ),
+    )
+
+
+_PI = next(p for p in _PROFILES if p.name == "rpi3_400mhz")
+CATALOGUE: dict[str, DeviceProfile] = {p.name: p for p in (*_PROFILES, _pytorch_pi(_PI))}
 
 
 def get_profile(name: str) -> DeviceProfile:

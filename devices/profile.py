@@ -20,7 +20,12 @@ def _check_positive(name: str, value: object, *, integer: bool = False) -> None:
 
 @dataclass(frozen=True)
 class DeviceProfile:
-    """One kind of device. Powers are whole-device draw (W) while in each state."""
+    """One kind of device. Powers are whole-device draw (W) while in each state.
+
+    Its network interface: `message_s`, the seconds its network stack spends on one message
+    sent or received (the software and TCP cost, whatever the link), and `nic_bps`, its port's
+    rate (a link is no faster than the device's end of it). 0 and inf: not modelled. NoNN's
+    systems charge them (`sim.nonn.system`: its wired deployments are what they were fitted to)."""
 
     name: str
     memory_bytes: int
@@ -30,16 +35,23 @@ class DeviceProfile:
     receive_w: float
     idle_w: float
     source: str
+    message_s: float = 0.0
+    nic_bps: float = math.inf
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"DeviceProfile.name={self.name!r}: must be a non-empty string")
         _check_positive("memory_bytes", self.memory_bytes, integer=True)
         for f in fields(self):
-            if f.name not in ("name", "memory_bytes", "source"):
+            if f.name not in ("name", "memory_bytes", "source", "message_s", "nic_bps"):
                 _check_positive(f.name, getattr(self, f.name))
         if not isinstance(self.source, str):
             raise ValueError(f"DeviceProfile.source={self.source!r}: must be a string")
+        m, r = self.message_s, self.nic_bps
+        if isinstance(m, bool) or not isinstance(m, numbers.Real) or not (math.isfinite(m) and m >= 0):
+            raise ValueError(f"DeviceProfile.message_s={m!r}: must be finite and >= 0")
+        if isinstance(r, bool) or not isinstance(r, numbers.Real) or not r > 0:
+            raise ValueError(f"DeviceProfile.nic_bps={r!r}: must be > 0 (inf: not modelled)")
 
     def compute_time_s(self, flops: float) -> float:
         """Seconds to execute `flops` floating-point operations at the sustained rate."""

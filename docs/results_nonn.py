@@ -10,8 +10,16 @@ NONN = {"nonn": 2, "nonn_4s": 4, "nonn_8s": 8}  # run -> students
 
 
 # --- NoNN ------------------------------------------------------------------------------------
+DEVICE_NAMES = {
+    "rpi3_400mhz": ("Pi", "Raspberry Pis"),
+    "odroid_xu4": ("Odroid", "Odroids"),
+    "rpi3_400mhz_pytorch": ("Pi", "Raspberry Pis, PyTorch rate"),
+}
+FIGURE7 = "NoNN-8S, Odroid runs "  # calibration.csv's figure 7 deployments
+
+
 def _place(deployment: str, device: str) -> str:
-    one, many = {"rpi3_400mhz": ("Pi", "Raspberry Pis"), "odroid_xu4": ("Odroid", "Odroids")}[device]
+    one, many = DEVICE_NAMES[device]
     if deployment.startswith("teacher"):
         return f"teacher (2.6 GFLOP) on one {one}"
     return f"{deployment} {many}" if deployment[-1].isdigit() else f"{deployment} on {many}"
@@ -20,6 +28,7 @@ def _place(deployment: str, device: str) -> str:
 @block("nonn", "calibration", "nonn")
 def nonn_calibration(runs: Runs) -> str:
     cal, rows = runs.csv("nonn", "calibration.csv"), []
+    cal = cal[~cal.deployment.str.startswith(FIGURE7)]
     for r in cal.itertuples():
         err = f"{r.latency_error_pct:+.1f}%" if abs(r.latency_error_pct) < 20 else f"{r.latency_error_pct:+.0f}%"
         if math.isnan(r.paper_compute_ms):
@@ -28,11 +37,39 @@ def nonn_calibration(runs: Runs) -> str:
             sim = f"{r.sim_compute_ms:.1f} / {r.sim_communication_ms:.1f}"
             paper = f"{r.paper_compute_ms:.2f} / {r.paper_communication_ms:.2f}"
         rows.append([_place(r.deployment, r.device), sim, paper, err])
-    e = cal.iloc[0]
+    energy = [
+        f"{_place(r.deployment, r.device)} {r.sim_energy_per_node_mj:.0f} against {r.paper_energy_per_node_mj:.0f}"
+        f" ({r.sim_energy_per_node_mj / r.paper_energy_per_node_mj - 1:+.0%})"
+        for r in cal.itertuples()
+        if not math.isnan(r.paper_energy_per_node_mj)
+    ]
     return (
         table(["deployment", "simulated compute / communication (ms)", "paper (ms)", "latency error"], rows)
-        + f"\n\nSimulated energy per node of NoNN-2S on Pis: {e.sim_energy_per_node_mj:.0f} mJ against the measured"
-        f" {e.paper_energy_per_node_mj:.0f} mJ ({e.sim_energy_per_node_mj / e.paper_energy_per_node_mj - 1:+.0%})."
+        + f"\n\nEnergy per node, simulated against measured (mJ): {'; '.join(energy)}."
+    )
+
+
+@block("nonn", "figure7", "nonn")
+def nonn_figure7(runs: Runs) -> str:
+    cal = runs.csv("nonn", "calibration.csv")
+    fig = cal[cal.deployment.str.startswith(FIGURE7)]
+    pis = cal[(cal.deployment == "NoNN-8S") & (cal.device == "rpi3_400mhz")].iloc[0]
+    energy = fig.sim_energy_total_mj
+    return (
+        table(
+            ["students on the Odroid (of 8)", *(d.removeprefix(FIGURE7) for d in fig.deployment)],
+            [
+                ["latency", *(f"{v:.1f} ms" for v in fig.sim_latency_ms)],
+                ["communication (latency - slowest compute)", *(f"{v:.1f} ms" for v in fig.sim_communication_ms)],
+                ["energy of all the devices", *(f"{v:,.0f} mJ" for v in energy)],
+                ["against 8 Pis", *(f"{v / pis.sim_energy_total_mj - 1:+.0%}" for v in energy)],
+            ],
+        )
+        + f"\n\n8 Pis, one student each: {pis.sim_latency_ms:.1f} ms and {pis.sim_energy_total_mj:,.0f} mJ in all."
+        f" Communication averages {fig.sim_communication_ms.mean():.1f} ms over the eight (the paper: 30.65 ms)."
+        f" Lowest latency with {fig.deployment.iloc[int(fig.sim_latency_ms.argmin())].removeprefix(FIGURE7)} students"
+        f" on the Odroid (the paper: 4); lowest energy with"
+        f" {fig.deployment.iloc[int(energy.argmin())].removeprefix(FIGURE7)} (the paper: 1)."
     )
 
 

@@ -5,10 +5,20 @@ Pure numpy + networkx; no clock. Follows the NoNN paper (section 4.2) with the a
 code's details: per image, activities are clipped at 0 and divided by their maximum, only the
 `top` most active filters connect; edge weights are normalised by the largest, edges below a
 percentile of the non-zero weights are dropped, and Louvain finds the communities.
+
+The resolution is the paper's gamma (its eq. 5 divides the null-model term by gamma). networkx
+multiplies that term by its `resolution`, so networkx is called with 1 / gamma. The authors'
+code passes 0.7 to python-louvain's `best_partition`, whose releases before the January 2022
+fix (taynaud/python-louvain#92) multiplied the edge term by it instead: the same objective as
+eq. 5, up to the factor gamma.
+
+P0 is the largest group whose removal changes the teacher's validation accuracy by less than
+epsilon (the constraint of the paper's problem 2); `accept` says whether a candidate does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import networkx as nx
@@ -18,8 +28,11 @@ __all__ = [
     "RULES",
     "KnowledgePartition",
     "activation_network",
+    "choose_p0",
+    "community_groups",
     "detect_communities",
     "merge_communities",
+    "networkx_resolution",
     "partition_filters",
 ]
 
@@ -57,12 +70,22 @@ def activation_network(activity: np.ndarray, rule: str = "ah", top: int | None =
     return net
 
 
+def networkx_resolution(gamma: float) -> float:
+    """networkx's `resolution` for the paper's gamma: eq. 5 weighs the null model by 1 / gamma,
+    networkx by its resolution."""
+    if not gamma > 0:
+        raise ValueError(f"resolution={gamma!r}: must be > 0")
+    return 1.0 / gamma
+
+
 def detect_communities(
     net: np.ndarray, *, percentile: float = 99.0, resolution: float = 0.7, seed: int = 0
 ) -> tuple[list[list[int]], float, nx.Graph]:
     """Louvain communities of the network after normalising weights by the largest and
     dropping edges below `percentile` of the non-zero weights. Filters left without an edge
-    are singletons. Returns (communities as sorted filter lists, modularity, graph)."""
+    are singletons. `resolution` is the paper's gamma (eq. 5), networkx gets 1 / gamma.
+    Returns (communities as sorted filter lists, eq. 5's modularity of them, graph)."""
+    nx_resolution = networkx_resolution(resolution)
     w = np.triu(np.asarray(net, dtype=np.float64), k=1)
     if w.max() > 0:
         w = w / w.max()
@@ -72,22 +95,25 @@ def detect_communities(
     g.add_nodes_from(range(w.shape[0]))
     rows, cols = np.nonzero(w >= cut) if nz.size else (np.empty(0, int), np.empty(0, int))
     g.add_weighted_edges_from((int(i), int(j), float(w[i, j])) for i, j in zip(rows, cols) if w[i, j] > 0)
-    communities = nx.community.louvain_communities(g, weight="weight", resolution=resolution, seed=seed)
+    communities = nx.community.louvain_communities(g, weight="weight", resolution=nx_resolution, seed=seed)
     communities = sorted((sorted(int(v) for v in c) for c in communities), key=lambda c: (-len(c), c[0]))
     modularity = 0.0
     if g.number_of_edges():
-        modularity = nx.community.modularity(g, communities, weight="weight", resolution=resolution)
+        modularity = nx.community.modularity(g, communities, weight="weight", resolution=nx_resolution)
     return communities, float(modularity), g
 
 
 @dataclass(frozen=True)
 class KnowledgePartition:
-    """P0 (filters dropped) and the k students' partitions P_1..P_k (teacher filter indices)."""
+    """P0 (filters dropped) and the k students' partitions P_1..P_k (teacher filter indices).
+    `p0_refused`: the groups larger than P0 that were kept, since dropping them changed the
+    teacher's validation accuracy by epsilon or more."""
 
     p0: tuple[int, ...]
     parts: tuple[tuple[int, ...], ...]
     communities: int
     modularity: float
+    p0_refused: int = 0
 
     @property
     def sizes(self) -> list[int]:
@@ -99,14 +125,35 @@ class KnowledgePartition:
         return [f for p in self.parts for f in p]
 
 
-def merge_communities(communities: list[list[int]], k: int, balance: bool = True) -> tuple[list[int], list[list[int]]]:
+def community_groups(communities: list[list[int]]) -> list[list[int]]:
+    """The communities with the singletons (filters with no edge) pooled into one group, largest
+    first (ties: the lowest filter first): the candidates for P0, in the order they are tried."""
+    singles = sorted(c[0] for c in communities if len(c) == 1)
+    groups = [sorted(c) for c in communities if len(c) > 1]
+    if singles:
+        groups.append(singles)
+    return sorted(groups, key=lambda c: (-len(c), c[0]))
+
+
+def choose_p0(groups: list[list[int]], accept: Callable[[list[int]], bool] | None) -> int:
+    """Index of the group to drop as P0: the largest that `accept` takes (None takes the
+    largest); len(groups), dropping nothing, when it takes none."""
+    if accept is None:
+        return 0
+    return next((i for i, g in enumerate(groups) if accept(g)), len(groups))
+
+
+def merge_communities(
+    communities: list[list[int]], k: int, balance: bool = True, p0_index: int = 0
+) -> tuple[list[int], list[list[int]]]:
     """(P0, [P_1..P_k]) from communities.
 
-    Singletons (filters with no edge) are pooled into one group; groups are sorted by size;
-    the largest is P0. With `balance`, a group larger than ceil(n / k) (n: filters outside P0)
-    is first cut into near-equal runs of its filters, so that the partitions can come out nearly
-    equal however few communities there are (the paper's "almost equal" sizes; for more than
-    two students its authors shuffled filters between partitions). The k largest groups then
+    Singletons (filters with no edge) are pooled into one group; groups are sorted by size
+    (`community_groups`); group `p0_index` (0: the largest; len(groups): none) is P0. With
+    `balance`, a group larger than ceil(n / k) (n: filters outside P0) is first cut into
+    near-equal runs of its filters, so that the partitions can come out nearly equal however few
+    communities there are (the paper's "almost equal" sizes; for more than two students its
+    authors shuffled filters between partitions). The k largest groups then
     seed the k partitions and each remaining group joins the partition with the fewest filters
     (ties: the lowest index). If fewer than k groups remain, the largest partition is halved
     until there are k (a partition needs at least one filter). With `balance`, filters then move
@@ -114,14 +161,11 @@ def merge_communities(communities: list[list[int]], k: int, balance: bool = True
     """
     if k < 1:
         raise ValueError(f"k={k}: need at least one partition")
-    singles = sorted(c[0] for c in communities if len(c) == 1)
-    groups = [sorted(c) for c in communities if len(c) > 1]
-    if singles:
-        groups.append(singles)
-    groups.sort(key=lambda c: (-len(c), c[0]))
+    groups = community_groups(communities)
     if not groups:
         raise ValueError("no communities to partition")
-    p0, rest = groups[0], groups[1:]
+    p0 = groups[p0_index] if p0_index < len(groups) else []
+    rest = groups[:p0_index] + groups[p0_index + 1 :]
     if balance and rest:
         target = -(-sum(map(len, rest)) // k)
         cut = []
@@ -135,7 +179,7 @@ def merge_communities(communities: list[list[int]], k: int, balance: bool = True
         parts[smallest] = sorted(parts[smallest] + c)
     while len(parts) < k:
         if not parts or max(len(p) for p in parts) < 2:
-            # too few filters outside P0: take them from P0, the largest group
+            # too few filters outside P0: take them from P0
             if len(p0) < 2:
                 raise ValueError(f"cannot form {k} non-empty partitions from {sum(map(len, communities))} filters")
             half = len(p0) // 2
@@ -164,11 +208,18 @@ def partition_filters(
     resolution: float = 0.7,
     seed: int = 0,
     balance: bool = True,
+    accept: Callable[[list[int]], bool] | None = None,
 ) -> KnowledgePartition:
-    """The whole pipeline: activity -> network -> communities -> P0 and k partitions."""
+    """The whole pipeline: activity -> network -> communities -> P0 and k partitions. P0 is
+    the largest group `accept` takes (the paper's |delta val| < epsilon; None: the largest)."""
     net = activation_network(activity, rule, top)
     communities, modularity, _ = detect_communities(net, percentile=percentile, resolution=resolution, seed=seed)
-    p0, parts = merge_communities(communities, k, balance)
+    p0_index = choose_p0(community_groups(communities), accept)
+    p0, parts = merge_communities(communities, k, balance, p0_index)
     return KnowledgePartition(
-        p0=tuple(p0), parts=tuple(tuple(p) for p in parts), communities=len(communities), modularity=modularity
+        p0=tuple(p0),
+        parts=tuple(tuple(p) for p in parts),
+        communities=len(communities),
+        modularity=modularity,
+        p0_refused=p0_index,
     )

@@ -94,7 +94,7 @@ def p0_accuracy(teacher: WRN, x: torch.Tensor, y: torch.Tensor, p0: Sequence[int
     mask = torch.ones(teacher.widths[2])
     mask[list(p0)] = 0.0
     _, f = teacher.features(x)
-    return float((teacher.head(f * mask[None, :, None, None]).argmax(1) == y).float().mean())
+    return int((teacher.head(f * mask[None, :, None, None]).argmax(1) == y).sum()) / len(y)
 
 
 @dataclass(frozen=True)
@@ -136,12 +136,19 @@ def _teacher(job: _Job, data_key: dict[str, Any]) -> tuple[WRN, dict[str, Any]]:
     return teacher, key
 
 
-def _partition(job: _Job, teacher: WRN, x_val: torch.Tensor) -> KnowledgePartition:
-    """The teacher's fconv filters partitioned by their activity on the validation set."""
+def _partition(job: _Job, teacher: WRN, x_val: torch.Tensor, y_val: torch.Tensor) -> KnowledgePartition:
+    """The teacher's fconv filters partitioned by their activity on the validation set; P0 the
+    largest group whose removal changes the teacher's validation accuracy by less than
+    `p0_epsilon` (the paper's problem 2)."""
     n = job.n
     with torch.no_grad():
         _, f_val = teacher.features(x_val)
     activity = f_val.mean(dim=(2, 3)).numpy()
+    base = accuracy(teacher, x_val, y_val, ACCURACY_BATCH)
+
+    def accept(p0: list[int]) -> bool:
+        return abs(p0_accuracy(teacher, x_val, y_val, p0) - base) < n.p0_epsilon
+
     return partition_filters(
         activity,
         n.num_students,
@@ -151,6 +158,7 @@ def _partition(job: _Job, teacher: WRN, x_val: torch.Tensor) -> KnowledgePartiti
         resolution=n.resolution,
         seed=job.seed_of("nonn-louvain"),
         balance=n.balance,
+        accept=accept,
     )
 
 
@@ -323,7 +331,7 @@ def train_models(
     if student_data is not None:
         x, y, data_key = student_data(teacher, teacher_key, job.x_train, job.y_train)
         job = replace(job, x_train=x, y_train=y)
-    kp = _partition(job, teacher, x_val)
+    kp = _partition(job, teacher, x_val, y_val)
     spec, width, costs = size_students(
         n.student_depth,
         kp.sizes,

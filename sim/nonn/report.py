@@ -51,9 +51,11 @@ def _accuracy_columns(tr: TrainedModels, comparison: pd.DataFrame, fleet: FleetR
     }
 
 
-def _partition_columns(tr: TrainedModels) -> dict:
-    """The knowledge partition, P0's effect on the teacher, the students against the budgets."""
+def _partition_columns(tr: TrainedModels, epsilon: float) -> dict:
+    """The knowledge partition, P0's effect on the teacher (and whether it stayed under
+    `epsilon`, the groups refused as P0 on the way), the students against the budgets."""
     kp = tr.partition
+    delta = tr.p0_val_accuracy - tr.teacher_val_accuracy
     return {
         "communities": kp.communities,
         "modularity": kp.modularity,
@@ -61,7 +63,10 @@ def _partition_columns(tr: TrainedModels) -> dict:
         "partition_sizes": " ".join(map(str, kp.sizes)),
         "teacher_val_accuracy": tr.teacher_val_accuracy,
         "p0_zeroed_val_accuracy": tr.p0_val_accuracy,
-        "delta_val_accuracy": tr.p0_val_accuracy - tr.teacher_val_accuracy,
+        "delta_val_accuracy": delta,
+        "p0_epsilon": epsilon,
+        "p0_groups_refused": kp.p0_refused,
+        "p0_constraint_held": abs(delta) < epsilon,
         "student_params_max": max(c.params for c in tr.costs),
         "student_flops_max": max(c.flops for c in tr.costs),
         "students_fit_budget": all(c.fits for c in tr.costs),
@@ -96,7 +101,7 @@ def summary_table(cfg: Config, tr: TrainedModels, comparison: pd.DataFrame, flee
             {
                 **_setting_columns(cfg, k),
                 **_accuracy_columns(tr, comparison, fleet),
-                **_partition_columns(tr),
+                **_partition_columns(tr, cfg.workload.p0_epsilon),
                 **_inference_columns(fleet, k),
             }
         ]
@@ -156,7 +161,8 @@ def print_summary(s: pd.Series, comparison: pd.DataFrame, out_dir: Path) -> None
     print(
         f"NoNN-{s['num_students']}S on {s['dataset']}: partitions {s['partition_sizes']} (P0 {s['p0_filters']} "
         f"filters, modularity {s['modularity']:.3f}, val accuracy change with P0 zeroed "
-        f"{s['delta_val_accuracy']:+.3f})"
+        f"{s['delta_val_accuracy']:+.3f}, {'within' if s['p0_constraint_held'] else 'NOT within'} epsilon "
+        f"{s['p0_epsilon']:g}; larger groups refused as P0: {s['p0_groups_refused']})"
     )
     for _, r in comparison.iterrows():
         print(

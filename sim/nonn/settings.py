@@ -25,7 +25,10 @@ class NonnSettings:
     rule: str = "ah"  # ah (activation hubs) | ca (co-activation)
     top_filters: Optional[int] = 50  # per image, only this many most active filters connect; null = all
     edge_percentile: float = 99.0  # edges below this percentile of the non-zero weights are dropped
-    resolution: float = 0.7  # Louvain resolution
+    resolution: float = 0.7  # the paper's gamma (eq. 5: the null model weighed by 1/gamma); networkx gets 1/gamma
+    # P0 is the largest group whose removal changes the teacher's validation accuracy by less than
+    # this (the paper's epsilon, which it does not state; 0.01: one point of validation accuracy)
+    p0_epsilon: float = 0.01
     balance: bool = True  # cut communities larger than 1/k of the kept filters so partitions come out near-equal
     # what the students learn from: real (the teacher's training set) | dream (Dream Distillation:
     # images made from the teacher's metadata, as `workload.dream.*` says; docs/dream.md)
@@ -93,6 +96,7 @@ def validate(cfg: Config) -> None:
     check_workload(n.top_filters is None or n.top_filters >= 2, "top_filters", n.top_filters, "must be >= 2 or null")
     check_workload(0 <= n.edge_percentile < 100, "edge_percentile", n.edge_percentile, "allowed range is [0, 100)")
     check_workload(n.resolution > 0, "resolution", n.resolution, "must be > 0")
+    check_workload(0 < n.p0_epsilon <= 1, "p0_epsilon", n.p0_epsilon, "allowed range is (0, 1]")
     check_workload(n.memory_budget_bytes > 0, "memory_budget_bytes", n.memory_budget_bytes, "must be > 0")
     check_workload(n.bytes_per_param > 0, "bytes_per_param", n.bytes_per_param, "must be > 0 (1 = 8-bit, 4 = float32)")
     check_workload(n.flop_budget > 0, "flop_budget", n.flop_budget, "must be > 0")

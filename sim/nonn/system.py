@@ -3,18 +3,24 @@
 Every inference of a scenario runs on its system's clock, one after another, so its timeline
 (timeline.csv) is the scenario's.
 
+Each device reaches the network through its own interface (`DeviceProfile.message_s`, its
+stack's cost per message, and `nic_bps`, its port's rate): its links are the channel's with that
+cost added to their latency and their rate capped by its port (`through_nic`). A message between
+two devices pays the sender's. The aggregator's share of a message's cost is inside the devices'
+(its own profile's, an x86's, is not modelled apart).
+
 The aggregator's one radio takes one message at a time, in both directions, on either medium:
-the setting the wired link's per-message cost is calibrated for (docs/nonn.md), and a device
-property, not the medium's. So the students' uploads queue at the aggregator on a shared medium
-too (the same makespan processor sharing would give them: n airtimes), and what the shared cell
-adds is contention with the other traffic on the air: the split baseline's device-to-device
-slices, which split the (half-duplex) cell's capacity among them.
+the setting the devices' per-message costs are calibrated for (docs/nonn.md), and a property of
+the devices, not of the medium. So the students' uploads queue at the aggregator on a shared
+medium too (the same makespan processor sharing would give them: n airtimes), and what the
+shared cell adds is contention with the other traffic on the air: the split baseline's
+device-to-device slices, which split the (half-duplex) cell's capacity among them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import simpy
@@ -26,7 +32,7 @@ from sim.net import EnergyLedger, Medium, Network, Server, Timeline, radio
 from sim.net.availability import AlwaysOnline
 from sim.net.build import build_network
 
-__all__ = ["Mark", "System", "Systems", "link_systems", "network_systems"]
+__all__ = ["Mark", "System", "Systems", "link_systems", "network_systems", "through_nic"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,23 @@ class System:
 
 
 Systems = Callable[[Sequence[DeviceProfile]], System]  # a deployment's profiles -> its system
+Links = Callable[[int], tuple[Link, Link]]  # device -> its (up, down) links
+
+
+def through_nic(link: Link, profile: DeviceProfile) -> Link:
+    """`link` as a device of `profile` sees it: its per-message cost added to the latency, its
+    port's rate a cap on the bandwidth."""
+    return replace(
+        link,
+        latency_s=link.latency_s + profile.message_s,
+        bandwidth_bps=min(link.bandwidth_bps, profile.nic_bps),
+    )
+
+
+def _device_links(links: Links, profiles: Sequence[DeviceProfile]) -> Links:
+    """Each device's links through its own network interface."""
+    seen = [tuple(through_nic(link, p) for link in links(d)) for d, p in enumerate(profiles)]
+    return lambda d: seen[d]
 
 
 def _label(profiles: Sequence[DeviceProfile]) -> Callable[[int], str]:
@@ -97,7 +120,7 @@ def network_systems(cfg: Config, server: DeviceProfile) -> Systems:
 
     def system(profiles: Sequence[DeviceProfile]) -> System:
         net, srv = build_network(cfg, fleet_of(list(profiles)), label=_label(profiles), own_devices=server)
-        return System(net, srv, profiles)
+        return System(replace(net, links=_device_links(net.links, profiles)), srv, profiles)
 
     return system
 
@@ -112,7 +135,8 @@ def link_systems(link: Link, server: DeviceProfile, medium: str = "dedicated") -
         ledger = EnergyLedger.of(fleet)
         cells = Medium(env, medium, up_bps=link.bandwidth_bps, duplex="half")
         timeline = Timeline()
-        net = Network(env, ledger, cells, AlwaysOnline(), lambda _d: (link, link), _label(profiles), timeline)
+        links = _device_links(lambda _d: (link, link), profiles)
+        net = Network(env, ledger, cells, AlwaysOnline(), links, _label(profiles), timeline)
         return System(net, Server(env, server, timeline), profiles)
 
     return system

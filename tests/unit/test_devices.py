@@ -7,14 +7,14 @@ import pytest
 
 from devices import CATALOGUE, DeviceProfile, Fleet, build_fleet, get_profile
 
-NAMES = ("cortex_m7_512kb", "edge_server", "odroid_xu4", "rpi3_400mhz")
+NAMES = ("cortex_m7_512kb", "edge_server", "odroid_xu4", "rpi3_400mhz", "rpi3_400mhz_pytorch")
 
 
 def rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def test_catalogue_has_four_sourced_profiles() -> None:
+def test_catalogue_profiles_are_sourced() -> None:
     assert tuple(sorted(CATALOGUE)) == NAMES
     for name, p in CATALOGUE.items():
         assert p.name == name
@@ -33,6 +33,21 @@ def test_catalogue_has_four_sourced_profiles() -> None:
 )
 def test_profiles_predict_a_measurement_they_were_not_fitted_to(name: str, measured_s: float, rel: float) -> None:
     assert get_profile(name).compute_time_s(167e6) == pytest.approx(measured_s, rel=rel)
+
+
+def test_network_interfaces_differ_as_the_papers_table_7_implies() -> None:
+    pi, odroid = get_profile("rpi3_400mhz"), get_profile("odroid_xu4")
+    # fitted to each board's 2-student communication (13.10 and 6.00 ms): 3 messages through
+    # the server and two 12,288-byte images (1460-byte segments, 58 header bytes)
+    for p, comm_s in ((pi, 13.10e-3), (odroid, 6.00e-3)):
+        image_s = 8 * (12288 + 9 * 58) / p.nic_bps
+        assert 3 * p.message_s + 2 * image_s == pytest.approx(comm_s, rel=0.005)
+    assert odroid.message_s < pi.message_s and odroid.nic_bps > pi.nic_bps
+    assert get_profile("edge_server").message_s == 0.0  # its share is inside the devices' fits
+    # the Pi running PyTorch (table 8): 850 ms for NoNN-8S against 150 ms with TVM
+    torch_pi = get_profile("rpi3_400mhz_pytorch")
+    assert torch_pi.compute_time_s(167e6) + 43.76e-3 == pytest.approx(0.850)
+    assert torch_pi.message_s == pi.message_s and torch_pi.compute_w == pi.compute_w
 
 
 def test_power_ordering_is_plausible() -> None:
@@ -65,6 +80,9 @@ def test_profile_validation_names_field() -> None:
         ("memory_bytes", 1.5),
         ("compute_w", float("nan")),
         ("memory_bytes", 0),
+        ("message_s", -1.0),
+        ("message_s", float("inf")),
+        ("nic_bps", 0.0),
     ]:
         with pytest.raises(ValueError, match=field):
             DeviceProfile(**{**base, field: bad})

@@ -1,8 +1,11 @@
 """NoNN on the simulated network: students' uploads queue at the aggregator's radio on either
 medium, the split baseline's slices contend on a shared one, inferences of a scenario share one
-clock, and every working device leaves its states in the timeline."""
+clock, every working device leaves its states in the timeline, and each device pays its own
+network interface's costs."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ from channels import IndependentBits, Link
 from devices import DeviceProfile
 from experiments.nonn.inference import InferencePlan
 from experiments.nonn.split import SplitLayer
-from sim.nonn.system import link_systems
+from sim.nonn.system import link_systems, through_nic
 from sim.nonn.timeline import DeviceLoad, simulate_inference, simulate_split
 
 N = 4
@@ -79,3 +82,18 @@ def test_split_slices_heard_at_once_are_received_once():
     for t in out.devices:
         assert t.upload_s == pytest.approx(2 * AIRTIME + 0.008)  # and its 1-byte pooled slice
         assert AIRTIME <= t.receive_s < 2 * AIRTIME
+
+
+def test_each_device_pays_its_own_network_interface():
+    # device 0: 2 s of stack per message and a 500 bit/s port (half the link's rate); device 1 as the link
+    slow = replace(DEV, message_s=2.0, nic_bps=500.0)
+    assert through_nic(LINK, slow) == replace(LINK, latency_s=2.0, bandwidth_bps=500.0)
+    assert through_nic(LINK, DEV) == LINK
+    plan = InferencePlan(common_flops=0, branch_flops=(0, 0), image_bytes=1, feature_bytes=(1, 1), fc_flops=0)
+    loads = [DeviceLoad(slow, (0,)), DeviceLoad(DEV, (1,))]
+    out = simulate_inference(plan, loads, link_systems(LINK, SERVER)([slow, DEV]), np.random.default_rng(0))
+    # images: device 0 for 2 + 8/500 s, then device 1 for 8 ms; device 0's features (2.016 s)
+    # wait for the radio until 2.024 s, device 1's after them
+    assert [t.download_s for t in out.devices] == pytest.approx([2.016, 0.008])
+    assert [t.upload_s for t in out.devices] == pytest.approx([2.016, 0.008])
+    assert out.latency_s == pytest.approx(2.024 + 2.016 + 0.008)
