@@ -46,7 +46,7 @@ HEADLINES = {
 }
 
 
-def describe(cfg: Config) -> str:
+def describe(cfg: Config, uses: frozenset[str]) -> str:
     """The run in a phrase: workload, what runs, data, seed (the report's and the plots' title)."""
     name = cfg.workload.name
     parts = [name]
@@ -57,20 +57,14 @@ def describe(cfg: Config) -> str:
         else:
             parts.append(", ".join(cfg.compare) if cfg.compare else cfg.strategy.name)
         parts.append(f"{cfg.fleet.num_devices} devices")
-    if "dataset" in _uses(cfg) and not (name == "federated" and (cfg.workload.app.server or cfg.workload.app.client)):
+    if "dataset" in uses and not (name == "federated" and (cfg.workload.app.server or cfg.workload.app.client)):
         parts.append(f"{cfg.dataset.name}" + (f" ({cfg.dataset.partition})" if name == "federated" else ""))
     parts.append(f"seed {cfg.seed}")
     return ", ".join(parts)
 
 
-def _uses(cfg: Config) -> frozenset[str]:
-    from sim.jobs import workload_of
-
-    return workload_of(cfg).uses
-
-
-def start_line(cfg: Config, out_dir: Path | str) -> None:
-    print(f"edgesim: {describe(cfg)} -> {Path(out_dir).resolve()}", flush=True)
+def start_line(title: str, out_dir: Path | str) -> None:
+    print(f"edgesim: {title} -> {Path(out_dir).resolve()}", flush=True)
 
 
 def closing(workload: Workload, summary, out_dir: Path | str) -> None:

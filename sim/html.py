@@ -70,17 +70,15 @@ def _settings_yaml(cfg: Config) -> str:
     return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False, default_flow_style=None, width=100)
 
 
-def write_run_report(cfg: Config, out_dir: Path | str) -> Path:
+def write_run_report(cfg: Config, title: str, out_dir: Path | str) -> Path:
     """report.html of one run: its summaries and comparison, its plots, its settings."""
-    from sim.console import describe
-
     root = Path(out_dir)
     if (root / "comparison.csv").exists():  # the compared strategies' summaries, one row each
         tables = [root / "comparison.csv"]
     else:
         tables = sorted(root.rglob("summary.csv"), key=lambda p: (len(p.parts), str(p)))
     plots = sorted(root.rglob("*.png"), key=lambda p: (len(p.parts), str(p)))
-    return write_page(root, f"edgesim: {describe(cfg)}", _settings_yaml(cfg), tables, plots)
+    return write_page(root, f"edgesim: {title}", _settings_yaml(cfg), tables, plots)
 
 
 def write_sweep_report(sweep_dir: Path | str, jobs: list[Path]) -> Path:

@@ -100,10 +100,11 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
 
     validate(cfg)
     w = workload_of(cfg)
-    start_line(cfg, out_dir)
+    title = describe(cfg, w.uses)
+    start_line(title, out_dir)
     with torch_threads(cfg.torch_threads):
         summary = w.run(cfg, out_dir, in_sweep=in_sweep)
-    write_run_report(cfg, out_dir)
-    track(cfg, out_dir, f"edgesim: {describe(cfg)}")
+    write_run_report(cfg, title, out_dir)
+    track(cfg, out_dir, f"edgesim: {title}")
     closing(w, summary, out_dir)
     return summary
