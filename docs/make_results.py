@@ -45,6 +45,23 @@ RUNS = {
     ],
     "mcpipe": ["+experiment=mcpipe"],
     "mcpipe_seeds": ["-m", "+experiment=mcpipe", "seed=0,1,2"],
+    "mcpipe_theorem": ["+experiment=mcpipe_theorem"],
+    **{
+        f"mcpipe_greedy{suffix}": [
+            "-m",
+            "+experiment=mcpipe",
+            "workload.models=[vgg]",
+            "workload.workers=[2]",
+            "workload.schedules=[pipedream,greedy]",
+            *sweep,
+            "seed=0,1,2",
+            "workload.sim_time_s=8",
+        ]
+        for suffix, sweep in {
+            "": ["workload.depth=2,4,8"],
+            "_lr": ["workload.depth=4", "workload.lr=0.1,0.15"],
+        }.items()
+    },
     "dream_seeds": ["-m", "+experiment=dream", "seed=0,1,2"],
     "nonn_dream_seeds": ["-m", "+experiment=nonn", "workload.data=dream", "seed=0,1,2"],
     **{

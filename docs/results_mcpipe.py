@@ -8,6 +8,8 @@ from collections.abc import Callable
 import pandas as pd
 from results_common import Runs, block, mean_sd, num, table
 
+LATE_S = 6.0  # the greedy sweeps' "late" accuracy: the mean of the test accuracies from here to the end
+
 SCHEDULES = ("local", "data_parallel", "pipedream", "mcpipe", "greedy")
 
 
@@ -56,6 +58,7 @@ def mcpipe_memory(runs: Runs) -> str:
             num(p.peak_state_bytes),
             num(p.theorem1_bytes),
             *(num(mc.loc[key, c]) for c in ("peak_state_bytes", "peak_working_bytes", "theorem1_bytes")),
+            num(mc.loc[key, "theorem1_stage_bytes"]),
             num(p.peak_total_bytes),
             num(mc.loc[key, "peak_total_bytes"]),
         ]
@@ -73,8 +76,96 @@ def mcpipe_memory(runs: Runs) -> str:
             "mcPipe state",
             "mcPipe working",
             "Ω/N+2(m−1)b√(Ω/N)",
+            "same, this stage",
             "PipeDream total",
             "mcPipe total",
         ],
         rows,
     )
+
+
+@block("mcpipe", "theorem", "mcpipe_theorem")
+def mcpipe_theorem(runs: Runs) -> str:
+    m = runs.csv("mcpipe_theorem", "memory.csv")
+    s = runs.summary("mcpipe_theorem")
+    layers = runs.csv("mcpipe_theorem", "layers.csv")
+    omega = layers.weight_bytes.sum()
+    rows = [
+        [
+            r.workers,
+            r.schedule,
+            r.worker,
+            num(r.params_bytes),
+            num(omega / r.workers),
+            num(r.peak_state_bytes),
+            num(r.theorem1_bytes),
+            num(r.theorem1_stage_bytes),
+            "yes" if r.peak_state_bytes <= r.theorem1_stage_bytes else "no",
+        ]
+        for r in m.itertuples()
+    ]
+    over = []
+    for r in m[(m.schedule == "mcpipe") & (m.peak_state_bytes > m.theorem1_bytes)].itertuples():
+        equal = omega / r.workers
+        vectors = 2 * (s.depth - 1) * s.microbatch * math.sqrt(equal / 4) * 4
+        over.append(
+            f"N = {r.workers}, worker {r.worker}: {num(r.peak_state_bytes)} against {num(r.theorem1_bytes)}; "
+            f"its layers hold {num(r.params_bytes)} bytes, {num(r.params_bytes - equal)} more than Ω/N, and its "
+            f"stored vectors peak at {num(r.peak_vectors_bytes)} bytes, against the paper's allowance of "
+            f"{num(vectors)}"
+        )
+    return (
+        table(
+            [
+                "N",
+                "schedule",
+                "worker",
+                "stage params",
+                "Ω/N",
+                "peak state",
+                "theorem 1 (paper)",
+                "theorem 1 (this stage)",
+                "within",
+            ],
+            rows,
+        )
+        + "\n\nmcPipe's state over the paper's figure: "
+        + ("; ".join(over) or "none")
+        + "."
+    )
+
+
+def _late(runs: Runs, run: str) -> pd.DataFrame:
+    """Per job and schedule of a greedy sweep: its settings, accuracy at 1 s, and the mean test
+    accuracy from LATE_S simulated seconds to the end (NaN-free: a diverged run scores 0.1)."""
+    rows = []
+    for path in sorted(runs.folders[run].glob("*/curves.csv"), key=lambda p: int(p.parent.name)):
+        curves, summary = pd.read_csv(path), pd.read_csv(path.parent / "summary.csv")
+        for r in summary.itertuples():
+            c = curves[(curves.schedule == r.schedule) & (curves.sim_time_s >= LATE_S - 1e-9)]
+            rows.append(
+                {
+                    "lr": r.lr,
+                    "depth": int(r.depth),
+                    "schedule": r.schedule,
+                    "at_1s": r.accuracy_at_time,
+                    "late": c.accuracy.mean(),
+                    "diverged": bool(c.loss.isna().any()),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+@block("mcpipe", "greedy", "mcpipe_greedy", "mcpipe_greedy_lr")
+def mcpipe_greedy(runs: Runs) -> str:
+    d = pd.concat([_late(runs, "mcpipe_greedy"), _late(runs, "mcpipe_greedy_lr")], ignore_index=True)
+    rows = []
+    for (lr, depth), g in d.groupby(["lr", "depth"], sort=True):
+        cells = []
+        for sch in ("pipedream", "greedy"):
+            h = g[g.schedule == sch]
+            diverged = f" ({int(h.diverged.sum())}/{len(h)} diverged)" if h.diverged.any() else ""
+            cells += [mean_sd(h.at_1s), mean_sd(h.late) + diverged]
+        rows.append([f"{lr:g}", depth, *cells])
+    header = ["lr", "m", "PipeDream at 1 s", f"PipeDream {LATE_S:g}-8 s", "greedy at 1 s", f"greedy {LATE_S:g}-8 s"]
+    return table(header, rows)

@@ -2,7 +2,6 @@
 
 from strategies.fedmax import FedMAX, activation_divergence
 from strategies.objectives import (
-    ACTIVATION_PROBE_KEY,
     FEDMAX_BETA_KEY,
     PROXIMAL_MU_KEY,
     ClientObjective,
@@ -11,7 +10,6 @@ from strategies.objectives import (
 from strategies.registry import STRATEGIES, build_strategy
 
 __all__ = [
-    "ACTIVATION_PROBE_KEY",
     "FEDMAX_BETA_KEY",
     "PROXIMAL_MU_KEY",
     "STRATEGIES",

@@ -34,20 +34,24 @@ class FedMAX(FedAvg):
         return super().configure_train(server_round, arrays, config, grid)
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+def activation_divergence(activations: np.ndarray) -> float:
+    """How far the clients' last hidden activations for the same inputs lie apart.
 
-
-def activation_divergence(mean_activations: np.ndarray) -> float:
-    """Mean over clients of KL(softmax(a_i) || softmax(a_bar)), a_bar the clients' mean.
-
-    `mean_activations` is (clients, D): each client's mean last-hidden activation over its
-    local data. Zero when every client's activation is the same.
-    """
-    a = np.asarray(mean_activations, dtype=np.float64)
-    if a.ndim != 2 or len(a) == 0:
+    `activations` is (clients, images, D): each client's post-ReLU last hidden activation
+    vector for each image of one probe set (the same images for every client), taken in eval
+    mode from its weights after local training. Each vector, being non-negative, is normalised
+    to sum 1 (an all-zero vector: uniform); per image, q_bar is the clients' mean of those
+    distributions. The divergence is the mean over clients and images of KL(q_i || q_bar)
+    (a generalised Jensen-Shannon divergence: 0 when every client maps each image to the same
+    direction, at most log(clients)). NaN without clients, or with a non-finite value."""
+    a = np.asarray(activations, dtype=np.float64)
+    if a.ndim != 3 or len(a) == 0 or not np.isfinite(a).all():
         return float("nan")
-    log_p = _log_softmax(a)
-    log_q = _log_softmax(a.mean(axis=0, keepdims=True))
-    return float((np.exp(log_p) * (log_p - log_q)).sum(axis=1).mean())
+    if (a < 0).any():
+        raise ValueError("activation_divergence: activations must be non-negative (post-ReLU)")
+    total = a.sum(axis=-1, keepdims=True)
+    q = np.where(total > 0, a / np.where(total > 0, total, 1.0), 1.0 / a.shape[-1])
+    q_bar = q.mean(axis=0, keepdims=True)  # > 0 wherever some q_i > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(q > 0, q * (np.log(q) - np.log(q_bar)), 0.0)
+    return float(terms.sum(axis=-1).mean())

@@ -17,12 +17,8 @@ import torch.nn.functional as F
 
 FEDMAX_BETA_KEY = "fedmax-beta"
 PROXIMAL_MU_KEY = "proximal-mu"  # the key Flower's FedProx sends
-# A reply ArrayRecord holding the client's mean last-hidden activation ("mean-activation"), from
-# which the simulator measures activation divergence; it reads and removes the record before
-# the reply goes over the link, so it costs no simulated bytes.
-ACTIVATION_PROBE_KEY = "edgesim-probe"
 
-__all__ = ["ACTIVATION_PROBE_KEY", "ClientObjective", "FEDMAX_BETA_KEY", "PROXIMAL_MU_KEY", "max_entropy_term"]
+__all__ = ["ClientObjective", "FEDMAX_BETA_KEY", "PROXIMAL_MU_KEY", "max_entropy_term"]
 
 
 def max_entropy_term(features: torch.Tensor) -> torch.Tensor:

@@ -3,9 +3,10 @@ its device's partition with the objective its strategy asks for, and the server-
 evaluation of the global model.
 
 The ClientApp is an ordinary Flower ClientApp; the simulator runs it exactly as it runs a
-user's. It adds one record to its reply, `ACTIVATION_PROBE_KEY`, with the mean last-hidden
-activation over its last local epoch (taken from the training forwards, so no extra computation); the
-simulator reads and removes it before the reply goes over the link.
+user's, and its reply holds only what Flower's would (weights and metrics). The activation
+divergence is the simulator's own measurement (`probe_activations`): the server side of the
+simulation runs each client's trained weights in eval mode on a fixed set of held-out images,
+off the simulated clock.
 """
 
 from __future__ import annotations
@@ -21,10 +22,22 @@ from flwr.clientapp import ClientApp
 from torch import nn
 
 from experiments.common.data import Dataset
-from experiments.federated.records import ModelRecords, npy_array
-from strategies.objectives import ACTIVATION_PROBE_KEY, ClientObjective
+from experiments.federated.records import ModelRecords
+from strategies.objectives import ClientObjective
 
-__all__ = ["FederatedTask", "evaluate_model", "learning_rate", "make_client_app", "train_reply"]
+__all__ = [
+    "PROBE_IMAGES",
+    "FederatedTask",
+    "evaluate_model",
+    "learning_rate",
+    "make_client_app",
+    "probe_activations",
+    "train_reply",
+]
+
+# The activation divergence's probe set: the first PROBE_IMAGES images of the test split (held
+# out from every client's data), the same for every client and round.
+PROBE_IMAGES = 64
 
 
 @dataclass
@@ -42,14 +55,16 @@ class FederatedTask:
     lr_decay: float = 1.0
 
 
-def _train(task: FederatedTask, model: nn.Module, idx: np.ndarray, objective: ClientObjective, lr: float):
+def _train(task: FederatedTask, model: nn.Module, idx: np.ndarray, objective: ClientObjective, lr: float) -> float:
+    if len(idx) == 0:  # nothing to learn from: the reply is an error, not weights of 0 examples
+        raise ValueError("this device's partition holds no training samples")
     x, y = task.data.x_train[idx], task.data.y_train[idx]
     opt = torch.optim.SGD(
         model.parameters(), lr=lr, momentum=task.momentum, nesterov=task.momentum > 0, weight_decay=task.weight_decay
     )
     anchor = [p.detach().clone() for p in model.parameters()] if objective.mu > 0 else []
     model.train()
-    total, count, feature_sum = 0.0, 0, None
+    total, count = 0.0, 0
     for epoch in range(task.local_epochs):
         last = epoch == task.local_epochs - 1
         order = torch.randperm(len(idx))
@@ -63,9 +78,7 @@ def _train(task: FederatedTask, model: nn.Module, idx: np.ndarray, objective: Cl
             if last:
                 total += loss.item() * len(b)
                 count += len(b)
-                s = feats.detach().sum(0)
-                feature_sum = s if feature_sum is None else feature_sum + s
-    return total / max(count, 1), (feature_sum / max(count, 1)).numpy()
+    return total / max(count, 1)
 
 
 def make_client_app(task: FederatedTask) -> ClientApp:
@@ -88,8 +101,8 @@ def make_client_app(task: FederatedTask) -> ClientApp:
         config = msg.content["config"]
         weights = global_model(msg)
         lr = learning_rate(task, config)
-        loss, mean_act = _train(task, weights.model, idx, ClientObjective.from_config(config), lr)
-        return train_reply(msg, weights.record(), loss, mean_act, len(idx))
+        loss = _train(task, weights.model, idx, ClientObjective.from_config(config), lr)
+        return train_reply(msg, weights.record(), loss, len(idx))
 
     @app.evaluate()
     def evaluate(msg: Message, ctx: Context) -> Message:
@@ -107,16 +120,25 @@ def learning_rate(task: FederatedTask, config) -> float:
     return task.lr * task.lr_decay ** (int(config.get("server-round", 1)) - 1)
 
 
-def train_reply(msg: Message, arrays: ArrayRecord, loss: float, mean_act: np.ndarray, num_examples: int) -> Message:
+def train_reply(msg: Message, arrays: ArrayRecord, loss: float, num_examples: int) -> Message:
     """The built-in ClientApp's reply to a train message."""
     content = RecordDict(
-        {
-            "arrays": arrays,
-            "metrics": MetricRecord({"train_loss": loss, "num-examples": num_examples}),
-            ACTIVATION_PROBE_KEY: ArrayRecord({"mean-activation": npy_array(mean_act)}),
-        }
+        {"arrays": arrays, "metrics": MetricRecord({"train_loss": loss, "num-examples": num_examples})}
     )
     return Message(content=content, reply_to=msg)
+
+
+@torch.no_grad()
+def probe_activations(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """(images, D) float32: the model's last hidden activation for each probe image, in eval
+    mode (batch norm's running statistics, no dropout); the model's mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        _, feats = model(x, with_features=True)
+    finally:
+        model.train(was_training)
+    return feats.detach().to(torch.float32).numpy()
 
 
 @torch.no_grad()

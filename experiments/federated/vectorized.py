@@ -73,12 +73,11 @@ class Trained:
 
     state_dict: dict[str, torch.Tensor]
     loss: float
-    mean_activation: np.ndarray
     batch_sizes: list[int]  # of every step, in order (the meter charges one top-level call each)
 
 
 def _step_fn(model: nn.Module, objective: ClientObjective):
-    """Per-client gradient and (loss, feature sum) of one padded batch; vmapped over clients."""
+    """Per-client gradient and loss of one padded batch; vmapped over clients."""
     beta, mu = objective.beta, objective.mu
 
     def loss_fn(params, x, y, w, anchor):
@@ -91,7 +90,7 @@ def _step_fn(model: nn.Module, objective: ClientObjective):
             loss = loss + beta * ((per_sample * w).sum() / n / d)
         if mu > 0.0:
             loss = loss + 0.5 * mu * sum((p - anchor[k]).pow(2).sum() for k, p in params.items())
-        return loss, (loss.detach(), (feats.detach() * w[:, None]).sum(0))
+        return loss, loss.detach()
 
     return vmap(grad(loss_fn, has_aux=True), in_dims=(0, 0, 0, 0, 0 if mu > 0.0 else None))
 
@@ -153,29 +152,21 @@ def train_clients(
     step = _step_fn(model, objective)
     momentum, wd = task.momentum, task.weight_decay
     steps_t = torch.tensor(steps)
-    first_of_last_epoch = steps_t - steps_t // epochs
-    feat_sum: torch.Tensor | None = None
     losses: list[torch.Tensor] = []
     for s in range(steps[0]):
         a = int((steps_t > s).sum()) if mode == "prefix" else k_all
         live = steps_t > s if mode == "mask" else None  # prefix: all of the first `a` are
         r = rows[:a, s]
         view = {n: p[:a] for n, p in params.items()}
-        grads, (loss, fsum) = step(
+        grads, loss = step(
             view, x[r], y[r], (r != pad).to(x.dtype), None if anchor is None else {n: t[:a] for n, t in anchor.items()}
         )
         _sgd_step(view, grads, bufs, s == 0, a, lr, momentum, wd, live)
         losses.append(loss)
-        if feat_sum is None:
-            feat_sum = fsum.new_zeros((k_all, fsum.shape[1]))
-        in_last = (first_of_last_epoch[:a] <= s) & (steps_t[:a] > s)  # the loop tallies the last epoch
-        feat_sum[:a] += torch.where(in_last[:, None], fsum, torch.zeros_like(fsum))
     loss_rows = [loss.tolist() for loss in losses]
     out: list[Trained | None] = [None] * k_all
     for j, k in enumerate(order):
-        out[k] = _trained(
-            j, {n: params[n][j] for n in names}, schedules[j], steps[j] // epochs, pad, loss_rows, feat_sum
-        )
+        out[k] = _trained(j, {n: params[n][j] for n in names}, schedules[j], steps[j] // epochs, pad, loss_rows)
     return out
 
 
@@ -207,15 +198,15 @@ def _sgd_step(
             _update(p, p.add(g, alpha=-lr), live)
 
 
-def _trained(j: int, params: dict, sched: torch.Tensor, per_epoch: int, pad: int, loss_rows: list, feat_sum) -> Trained:
-    """Client j's outcome: its weights, and the loss and mean features of its last epoch (as the loop tallies them)."""
+def _trained(j: int, params: dict, sched: torch.Tensor, per_epoch: int, pad: int, loss_rows: list) -> Trained:
+    """Client j's outcome: its weights, and the loss of its last epoch (as the loop tallies it)."""
     steps = len(sched)
     batch_sizes = (sched != pad).sum(1).tolist()
     total, count = 0.0, 0
     for s in range(steps - per_epoch, steps):
         total += loss_rows[s][j] * batch_sizes[s]
         count += batch_sizes[s]
-    return Trained(params, total / max(count, 1), (feat_sum[j] / max(count, 1)).numpy(), batch_sizes)
+    return Trained(params, total / max(count, 1), batch_sizes)
 
 
 def _update(t: torch.Tensor, new: torch.Tensor, live: torch.Tensor | None) -> None:
@@ -259,7 +250,7 @@ def train_messages(
     keys = model.state_dict().keys()
     return [
         (
-            train_reply(msg, to_array_record({k: t.state_dict[k] for k in keys}), t.loss, t.mean_activation, len(part)),
+            train_reply(msg, to_array_record({k: t.state_dict[k] for k in keys}), t.loss, len(part)),
             t.batch_sizes,
         )
         for (msg, _, _), part, t in zip(jobs, parts, trained)

@@ -8,7 +8,7 @@ the memory a worker holds (`memory`). FLOPs are counted by `experiments.common.f
 `sim/mcpipe/` drives them on simulated devices and links.
 """
 
-from .memory import Memory, theorem1
+from .memory import Memory, theorem1, theorem1_stage
 from .model import MODELS, Layer, build_layers, evaluate, full_forward
 from .partition import PARTITIONS, balance, stage_bounds
 from .replay import replay
@@ -38,4 +38,5 @@ __all__ = [
     "replay",
     "stage_bounds",
     "theorem1",
+    "theorem1_stage",
 ]

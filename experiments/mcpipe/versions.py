@@ -28,7 +28,7 @@ from experiments.common.flops import FlopCache
 
 from .model import Layer, Params
 
-__all__ = ["SGD", "STORES", "StashStore", "VectorStore", "make_store", "nbytes"]
+__all__ = ["SGD", "STORES", "StashStore", "VectorStore", "make_store", "nbytes", "stores_pairs"]
 
 STORES = ("vectors", "weights", "auto")
 
@@ -221,6 +221,13 @@ class VectorStore(_Store):
         return nbytes(*self.base_buf) if self.base_buf is not None else 0
 
 
+def stores_pairs(store: str, pair_bytes: int, weight_bytes: int) -> bool:
+    """Whether an mcPipe layer keeps (activation, error) pairs under `store` (else weight versions)."""
+    if store not in STORES:
+        raise ValueError(f"store={store!r}: allowed: {', '.join(STORES)}")
+    return store == "vectors" or (store == "auto" and pair_bytes < weight_bytes)
+
+
 def make_store(
     schedule: str,
     layer: Layer,
@@ -243,8 +250,6 @@ def make_store(
         return StashStore(layer, params, opt, flops, consistent=False)
     if schedule != "mcpipe":
         raise ValueError(f"schedule {schedule!r} has no weight-version store")
-    if store == "vectors" or (store == "auto" and pair_bytes < nbytes(*params)):
+    if stores_pairs(store, pair_bytes, nbytes(*params)):
         return VectorStore(layer, params, opt, flops, lowrank=lowrank)
-    if store in ("weights", "auto"):
-        return StashStore(layer, params, opt, flops)
-    raise ValueError(f"store={store!r}: allowed: {', '.join(STORES)}")
+    return StashStore(layer, params, opt, flops)

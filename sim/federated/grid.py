@@ -35,7 +35,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
@@ -43,7 +42,6 @@ from flwr.supercore.run import Run
 from channels import transfer
 from devices import Fleet
 from experiments.federated.internals import set_message_id
-from experiments.federated.records import array_view
 from sim.backends.base import Backend, Execution
 from sim.backends.local import LocalBackend
 from sim.federated.payload import deliver, message_bytes, phase_of, value_count
@@ -52,7 +50,6 @@ from sim.federated.rows import ClientRow, PhaseStats, VersionBook, VersionStats
 from sim.federated.timeline import ClientPlan, Round, client
 from sim.net import EnergyLedger, Network, Server
 from sim.seeding import stream
-from strategies.objectives import ACTIVATION_PROBE_KEY as PROBE_KEY
 
 __all__ = [
     "ClientRow",
@@ -113,6 +110,9 @@ class SimGrid(PushPull, Grid):
         self.book = VersionBook()  # the server versions of a push/pull run
         self._flights: dict[str, Flight] = {}  # pushed, outcome not yet pulled
         self.observer = None  # called with each finished PhaseStats (progress bars)
+        # the built-in workload's activation probe: a train reply's weights as the client sent
+        # them -> its (images, D) last hidden activations on the probe set, measured off the clock
+        self.probe = None
         self.server_flops = 0  # work the server owes before it can send again
         self.stopped_at: float | None = None  # when the fleet could no longer offer enough devices
         self._working: list = []  # the devices' processes not yet known to be over
@@ -218,13 +218,13 @@ class SimGrid(PushPull, Grid):
         accepted = []
         for plan, row in zip(plans, stats.clients):
             if row.status == "received":
-                reply, activation = replies[plan.node_id]
+                reply, sent = replies[plan.node_id]
                 accepted.append(reply)
                 row.staleness = 0.0  # nothing is aggregated while the server waits
                 row.age_s = row.arrival_s - row.dispatch_s
                 self.server_flops += AGGREGATION_FLOPS_PER_VALUE * value_count(reply.content)
-                if activation is not None:
-                    stats.mean_activations.append(activation)
+                if sent is not None:
+                    stats.activations.append(self.probe(sent))
                 metrics = [v for v in reply.content.values() if isinstance(v, MetricRecord)]
                 if phase == "evaluate" and metrics:
                     stats.eval_metrics.append((plan.node_id, dict(metrics[0])))
@@ -264,7 +264,7 @@ class SimGrid(PushPull, Grid):
         for (_msg, ctx, _seed), _ in deliverable:
             if len(ctx.state) == 0:  # nothing to remember: rebuilt identically next time (no per-device objects)
                 self._contexts.pop(ctx.node_id, None)
-        replies: dict[int, tuple[Message, np.ndarray | None]] = {}
+        replies: dict[int, tuple[Message, ArrayRecord | None]] = {}
         for (_, plan), ex in zip(deliverable, runs):
             self._uplink(plan, ex, rnd, phase, replies, rows)
         stats.clients = [rows.get(plan.node_id) or self._row(plan, rnd, phase) for plan in plans]
@@ -356,12 +356,8 @@ class SimGrid(PushPull, Grid):
             plan.error = plan.fits
             plan.up = transfer(link, 0, stream(self.seed, "uplink", *self._keys(rnd, plan.node_id, phase)))
             return
-        activation = None
-        if PROBE_KEY in reply.content:
-            probe = reply.content[PROBE_KEY]
-            del reply.content[PROBE_KEY]
-            if isinstance(probe, ArrayRecord) and "mean-activation" in probe:
-                activation = array_view(probe["mean-activation"]).astype(np.float64)
+        arrays = reply.content.get("arrays") if "arrays" in reply.content else None
+        probed = self.probe is not None and phase == "train" and isinstance(arrays, ArrayRecord)
         keys = self._keys(rnd, plan.node_id, phase)
         plan.up = transfer(link, message_bytes(reply.content), stream(self.seed, "uplink", *keys))
         reply.content, flips = deliver(reply.content, plan.up)
@@ -369,4 +365,4 @@ class SimGrid(PushPull, Grid):
         row.attempts_up = plan.up.attempts
         row.retransmissions += plan.up.retransmissions
         row.bits_flipped += flips
-        replies[plan.node_id] = (reply, activation)
+        replies[plan.node_id] = (reply, arrays if probed else None)  # the weights before the uplink's flips

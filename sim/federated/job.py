@@ -23,7 +23,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDic
 from devices import Fleet
 from experiments.federated.internals import set_task_identity
 from experiments.federated.records import ModelRecords
-from experiments.federated.task import FederatedTask, evaluate_model, make_client_app
+from experiments.federated.task import PROBE_IMAGES, FederatedTask, evaluate_model, make_client_app, probe_activations
 from sim.backends import make_backend
 from sim.backends.base import Backend, torch_threads
 from sim.backends.local import LocalBackend
@@ -182,6 +182,7 @@ def _serve(cfg: Config, scfg: StrategyConfig, grid: SimGrid, task: FederatedTask
         grid.mark_version(rnd)  # the server holds model `rnd` (its time: once this evaluation is done)
         return MetricRecord({"accuracy": acc, "loss": loss})
 
+    grid.probe = _probe(task)
     strategy.start(
         grid=grid,
         initial_arrays=ArrayRecord(model.state_dict()),
@@ -190,6 +191,20 @@ def _serve(cfg: Config, scfg: StrategyConfig, grid: SimGrid, task: FederatedTask
         train_config=ConfigRecord(),
         evaluate_fn=evaluate_fn,
     )
+
+
+def _probe(task: FederatedTask):
+    """The activation-divergence probe (`SimGrid.probe`): a client's trained weights, run in eval
+    mode on the first `PROBE_IMAGES` test images, the same for every client and round. The
+    simulator's observation: no device computes it and no clock advances."""
+    weights = ModelRecords(task.build_model())
+    images = task.data.x_test[:PROBE_IMAGES]
+
+    def probe(arrays: ArrayRecord) -> np.ndarray:
+        weights.load(arrays)
+        return probe_activations(weights.model, images)
+
+    return probe
 
 
 def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):

@@ -8,8 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
-from flwr.app import Error, Message, MetricRecord
+from flwr.app import ArrayRecord, Error, Message, MetricRecord
 from flwr.common.constant import ErrorCode
 
 from sim.federated.payload import phase_of, value_count
@@ -32,7 +31,7 @@ class Flight:
     row: ClientRow
     clock: Round
     index: int  # in its clock's rows
-    reply: tuple[Message, np.ndarray | None] | None  # what the device sends back, once computed
+    reply: tuple[Message, ArrayRecord | None] | None  # what the device sends back, and the weights to probe
     expires_s: float  # dispatch + time-to-live
 
     def replied(self) -> bool:
@@ -114,7 +113,7 @@ class PushPull:
         if row.status == "out_of_memory":
             reason = f"the work needs {row.peak_memory_bytes} bytes, the device has {row.device_memory_bytes}"
             return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=f.message)
-        reply, activation = f.reply if f.reply is not None else (None, None)
+        reply, sent = f.reply if f.reply is not None else (None, None)
         if row.status == "error" or reply is None:
             if reply is not None and reply.has_error():
                 return reply
@@ -129,5 +128,5 @@ class PushPull:
         else:
             row.staleness = float(self.book.version - f.version)
             building.applied.append(row)
-            building.activations.append(activation)
+            building.activations.append(self.probe(sent) if sent is not None else None)
         return reply

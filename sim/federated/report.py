@@ -129,7 +129,7 @@ def round_rows(phases: list[PhaseStats], evals: dict[int, tuple[float, float]], 
                 loss=loss,
                 clients_sampled=len(train),
                 **_statuses(train),
-                **_costs(clients, [a for p in ps for a in p.mean_activations]),
+                **_costs(clients, [a for p in ps for a in p.activations]),
                 **_staleness([c for c in train if c.status == "received"]),
             )
         )

@@ -50,7 +50,7 @@ class PhaseStats:
     start_s: float
     end_s: float
     clients: list[ClientRow] = field(default_factory=list)
-    mean_activations: list[np.ndarray] = field(default_factory=list)  # of the received replies
+    activations: list[np.ndarray] = field(default_factory=list)  # probe activations of the received train replies
     eval_metrics: list[tuple[int, dict]] = field(default_factory=list)  # of the received replies
 
 
@@ -64,7 +64,7 @@ class VersionStats:
     applied: list[ClientRow] = field(default_factory=list)  # replies taken in
     returned: list[ClientRow] = field(default_factory=list)  # every outcome pulled (applied among them)
     sent: list[ClientRow] = field(default_factory=list)  # messages pushed
-    activations: list[np.ndarray | None] = field(default_factory=list)  # each applied reply's mean activation
+    activations: list[np.ndarray | None] = field(default_factory=list)  # each applied reply's probe activations
     eval_metrics: list[tuple[int, dict]] = field(default_factory=list)  # of evaluate replies pulled
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.mcpipe.memory import Memory, theorem1
-from experiments.mcpipe.versions import nbytes
+from experiments.mcpipe.memory import Memory, theorem1, theorem1_stage
+from experiments.mcpipe.versions import nbytes, stores_pairs
 from sim.mcpipe.build import Job
 from sim.mcpipe.settings import PIPELINES, McpipeSettings
 from sim.net import TIMELINE_COLUMNS
@@ -67,8 +67,17 @@ def accuracy_time_s(m: McpipeSettings) -> float:
     return m.accuracy_at_s if m.accuracy_at_s is not None else m.sim_time_s
 
 
-def _memory_rows(job: Job, settings: dict, mems: list[Memory], bounds, bound: float) -> list[dict]:
-    """memory.csv: per worker, its device, its layers and its peaks."""
+def _stage_bound(job: Job, schedule: str, layers: range, depth: int) -> float:
+    """Theorem 1's bound on one worker's own layers (`theorem1_stage`): what its store keeps per
+    later update, layer by layer, at the run's microbatch and depth."""
+    weights = [nbytes(*job.model.init[j]) for j in layers]
+    pairs = [job.model.pair_bytes[j] for j in layers]
+    extra = [pb if stores_pairs(job.m.store, pb, wb) else wb for wb, pb in zip(weights, pairs)]
+    return theorem1_stage(schedule, weights, extra, depth, momentum=job.m.momentum > 0)
+
+
+def _memory_rows(job: Job, settings: dict, mems: list[Memory], bounds, bound: float, depth: int) -> list[dict]:
+    """memory.csv: per worker, its device, its layers, its peaks and theorem 1's bounds."""
     rows = []
     for i, (mem, (a, b)) in enumerate(zip(mems, bounds)):
         dev = job.device(i)
@@ -90,6 +99,7 @@ def _memory_rows(job: Job, settings: dict, mems: list[Memory], bounds, bound: fl
                 "peak_total_bytes": mem.peak["total"],
                 "max_weight_versions": mem.max_versions,
                 "theorem1_bytes": bound,
+                "theorem1_stage_bytes": _stage_bound(job, settings["schedule"], range(a, b), depth),
                 "exceeds_memory": mem.peak["total"] > dev.memory_bytes,
             }
         )
@@ -132,7 +142,8 @@ def _summary(
         "max_peak_total_bytes": max(x["peak_total_bytes"] for x in memory),
         "max_peak_state_bytes": max(x["peak_state_bytes"] for x in memory),
         "max_weight_versions": max(x["max_weight_versions"] for x in memory),
-        "theorem1_bytes": bound,
+        "theorem1_bytes": bound,  # the paper's statement: an equal split into square matrices
+        "max_theorem1_stage_bytes": max(x["theorem1_stage_bytes"] for x in memory),  # its proof, per stage
         "workers_over_memory": sum(bool(x["exceeds_memory"]) for x in memory),
     }
 
@@ -155,7 +166,7 @@ def run_result(
     pd_bound, mc_bound = theorem1(total_bytes, n, depth, job.m.microbatch)
     bound = {"pipedream": pd_bound, "mcpipe": mc_bound}.get(schedule, math.nan)
     settings = {"model": job.model.name, "workers": n, "schedule": schedule}
-    memory = _memory_rows(job, settings, mems, bounds, bound)
+    memory = _memory_rows(job, settings, mems, bounds, bound, depth)
     curve = [{**settings, **r} for r in rows]
     summary = _summary(job, settings, depth, rows, links, memory, bound)
     return RunResult(curve, memory, summary, trace, timeline or [])
@@ -245,7 +256,8 @@ def plot_curves(curves: pd.DataFrame, out_dir: Path, acc_t: float) -> None:
 
 
 def plot_memory(memory: pd.DataFrame, out_dir: Path) -> None:
-    """memory.png: PipeDream's and mcPipe's peak weights + vectors per worker, theorem 1 as marks."""
+    """memory.png: PipeDream's and mcPipe's peak weights + vectors per worker, theorem 1 as marks
+    (black: the paper's statement; grey: its proof on the worker's own layers)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -269,6 +281,15 @@ def plot_memory(memory: pd.DataFrame, out_dir: Path) -> None:
                 s=300,
                 color="k",
                 label="theorem 1" if j == 0 else None,
+                zorder=3,
+            )
+            ax.scatter(
+                xs,
+                h.theorem1_stage_bytes / 1024,
+                marker="_",
+                s=300,
+                color="0.55",
+                label="theorem 1, this stage" if j == 0 else None,
                 zorder=3,
             )
         ax.set_title(f"{model}, {n} workers")

@@ -134,6 +134,9 @@ def test_compare_rounds_and_clients(compared) -> None:
         assert t[0] > 0 and (np.diff(t) > 0).all()
         assert (rounds["energy_j"] > 0).all()
         assert (rounds["bytes_down"] > 0).all() and (rounds["bytes_up"] > 0).all()
+        probed = rounds[rounds["clients_received"] > 1]  # a generalised Jensen-Shannon divergence
+        assert len(probed) and (probed["activation_divergence"] >= 0).all()
+        assert (probed["activation_divergence"] <= np.log(probed["clients_received"])).all()
         clients = pd.read_csv(out / name / "clients.csv")
         assert list(clients.columns) == CLIENT_COLUMNS
         assert set(clients["status"]) <= STATUSES

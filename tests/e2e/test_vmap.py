@@ -70,7 +70,7 @@ def _assert_same(loop, vec) -> None:
         assert list(ca) == list(cb)
         assert b.reply.metadata.reply_to_message_id == a.reply.metadata.reply_to_message_id
         for key, rec in ca.items():
-            if isinstance(rec, ArrayRecord):  # the weights and the activation probe
+            if isinstance(rec, ArrayRecord):  # the weights
                 assert list(rec) == list(cb[key]) and rec.count_bytes() == cb[key].count_bytes()
                 for name in rec:
                     x, y = array_view(rec[name]), array_view(cb[key][name])

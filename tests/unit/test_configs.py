@@ -12,7 +12,7 @@ from omegaconf.errors import MissingMandatoryValue
 import sim.__main__  # noqa: F401  (registers the structured schema `base_config`)
 from devices import CATALOGUE
 from sim.config import Config, ConfigError
-from sim.federated.build import strategy_variants
+from sim.federated.build import prepare, strategy_variants
 from sim.jobs import WORKLOADS, refuse_unused, run, validate
 from sim.net import build_link
 from strategies import STRATEGIES, build_strategy
@@ -147,6 +147,20 @@ def test_fedmax_noniid_compares_fedmax_with_its_baselines_on_shards() -> None:
     variants = strategy_variants(cfg)
     assert [v.name for v in variants] == ["fedavg", "fedprox", "fedmax"]
     assert variants[1].params == {"proximal_mu": 1.0} and variants[2].params == {"beta": 1000.0}
+
+
+def test_fedmax_paper_takes_the_authors_training_and_their_beta_per_activation() -> None:
+    cfg = _compose(["+experiment=fedmax_paper"])
+    validate(cfg)
+    w = cfg.workload
+    training = (w.batch_size, w.lr, w.momentum, w.weight_decay, w.lr_decay, w.local_epochs)
+    assert training == (100, 0.1, 0.1, 5e-4, 0.996, 5)
+    assert cfg.compare == ["fedavg", "fedprox", "fedmax"] and cfg.dataset.partition == "shards"
+    variants = strategy_variants(cfg)
+    assert variants[1].params == {"proximal_mu": 1.0}
+    task = prepare(cfg)[3]  # the default data's CNN: D, the width of its last hidden activation
+    _, feats = task.build_model()(task.data.x_train[:2], with_features=True)
+    assert variants[2].params["beta"] / feats.shape[1] == pytest.approx(1000 / 512)  # the authors' beta / D
 
 
 @pytest.mark.parametrize("option, mix", [("mcu", {"cortex_m7_512kb": 1.0}), ("rpi", {"rpi3_400mhz": 1.0})])

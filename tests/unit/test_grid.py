@@ -117,6 +117,29 @@ def test_raw_channel_corrupts_what_the_strategy_aggregates():
     assert not np.array_equal(result.arrays["0"].numpy(), np.zeros(2000, np.float32))
 
 
+def test_the_probe_sees_each_received_train_replys_weights_as_the_client_sent_them():
+    sent = {}
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, ctx: Context) -> Message:
+        arrays = ArrayRecord.from_numpy_ndarrays([np.full(2000, ctx.node_config["partition-id"] + 1.0, np.float32)])
+        sent[msg.metadata.dst_node_id] = arrays
+        return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": 1})}), reply_to=msg)
+
+    grid = _grid(ber=1e-3, mode="raw")
+    grid.client_app = app
+    seen = []
+    grid.probe = lambda arrays: seen.append(arrays) or np.full((2, 3), float(len(seen)))
+    _start(grid, rounds=1)
+    (train_phase,) = [p for p in grid.phases if p.phase == "train"]
+    received = [c.node_id for c in train_phase.clients if c.status == "received"]
+    assert len(received) == 4 and sum(c.bits_flipped for c in train_phase.clients) > 0  # uplinks flipped bits
+    # the probe saw the client's own weights, not what the raw channel delivered to the server
+    assert sorted(id(a) for a in seen) == sorted(id(sent[n]) for n in received)
+    assert [a[0, 0] for a in train_phase.activations] == [1.0, 2.0, 3.0, 4.0]
+
+
 def test_memory_check_fails_devices_that_cannot_hold_the_work():
     import torch
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from experiments.federated.task import probe_activations
 from experiments.nair.model import ConvBN, SplitNet, Upsample, narrow_tail
 from experiments.nair.training import SGDSettings as NairSettings
 from experiments.nair.training import clio_alpha, nair_weights, retune_nair, train_clio
@@ -221,19 +222,59 @@ def test_client_objective_adds_beta_entropy_and_proximal_terms() -> None:
         obj.loss(logits, y)
 
 
-def test_activation_divergence_is_mean_kl_to_the_mean_activation() -> None:
-    a = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 0.0], [3.0, 1.0, 1.0]])
-    mean = [sum(a[i, j] for i in range(3)) / 3 for j in range(3)]
+def test_activation_divergence_is_mean_kl_to_the_clients_mean_per_probe_image() -> None:
+    # 3 clients x 2 probe images x 3 activations (post-ReLU: non-negative)
+    a = np.array(
+        [
+            [[1.0, 0.0, 3.0], [2.0, 2.0, 0.0]],
+            [[0.0, 1.0, 1.0], [1.0, 1.0, 2.0]],
+            [[2.0, 2.0, 0.0], [0.0, 0.0, 0.0]],  # image 2: a dead vector counts as uniform
+        ]
+    )
+    kls = []
+    for img in range(2):
+        q = []
+        for row in a[:, img]:
+            total = sum(row)
+            q.append([x / total for x in row] if total > 0 else [1 / 3] * 3)
+        q_bar = [sum(q[i][j] for i in range(3)) / 3 for j in range(3)]
+        kls += [sum(p * math.log(p / m) for p, m in zip(qi, q_bar) if p > 0) for qi in q]
+    assert activation_divergence(a) == pytest.approx(sum(kls) / 6, rel=1e-12)
+    # the same direction for every client (whatever the scale): no divergence
+    same = np.stack([np.array([[0.5, 1.0, 0.0]]) * s for s in (1.0, 3.0, 10.0)])
+    assert activation_divergence(same) == pytest.approx(0.0, abs=1e-15)
+    # clients on disjoint units: the largest divergence, log(clients)
+    assert activation_divergence(np.eye(3)[:, None, :]) == pytest.approx(math.log(3), rel=1e-12)
+    assert math.isnan(activation_divergence(np.zeros((0, 2, 3))))
+    assert math.isnan(activation_divergence(np.zeros((2, 3))))  # not (clients, images, D)
+    assert math.isnan(activation_divergence(np.full((2, 1, 3), np.nan)))
+    with pytest.raises(ValueError, match="non-negative"):
+        activation_divergence(-np.ones((2, 1, 3)))
 
-    def softmax(v):
-        e = [math.exp(x) for x in v]
-        return [x / sum(e) for x in e]
 
-    q = softmax(mean)
-    kls = [sum(p * math.log(p / qj) for p, qj in zip(softmax(row), q)) for row in a]
-    assert activation_divergence(a) == pytest.approx(sum(kls) / 3, rel=1e-12)
-    assert activation_divergence(np.tile([0.3, -2.0], (4, 1))) == pytest.approx(0.0, abs=1e-15)
-    assert math.isnan(activation_divergence(np.zeros((0, 3)))) and math.isnan(activation_divergence(np.zeros(3)))
+def test_probe_activations_are_taken_in_eval_mode_and_leave_the_mode_as_it_was() -> None:
+    class Dropped(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.drop = torch.nn.Linear(4, 8), torch.nn.Dropout(0.5)
+
+        def forward(self, x, with_features=False):
+            a = torch.relu(self.drop(self.fc(x)))
+            return (a.sum(1), a) if with_features else a.sum(1)
+
+    model, x = Dropped(), torch.rand(5, 4)
+    model.train()
+    got = probe_activations(model, x)
+    assert model.training and got.dtype == np.float32 and got.shape == (5, 8)
+    np.testing.assert_array_equal(got, torch.relu(model.fc(x)).detach().numpy())  # no dropout: eval mode
+
+
+def test_softmax_uniformity_is_not_what_the_divergence_measures() -> None:
+    # FedMAX's term pushes softmax(a) towards uniform: activations differing by little in absolute
+    # terms. Two clients whose activations are small (softmax(a) ~ uniform for both) but point in
+    # different directions still diverge.
+    a = np.array([[[1e-3, 0.0, 0.0]], [[0.0, 1e-3, 0.0]]])
+    assert activation_divergence(a) == pytest.approx(math.log(2), rel=1e-12)
 
 
 # --- NAIR and CLIO --------------------------------------------------------------------------

@@ -3,6 +3,7 @@ version counts per stage, memory accounting, and mcPipe = PipeDream under plain 
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -20,6 +21,7 @@ from experiments.mcpipe import (
     replay,
     stage_bounds,
     theorem1,
+    theorem1_stage,
 )
 from sim.config import Config, ConfigError
 from sim.jobs import default_config, validate
@@ -211,6 +213,10 @@ def test_memory_accounting_on_a_known_model(three_stage_runs) -> None:
     for r in pd_rows + mc_rows:
         assert r["peak_total_bytes"] <= r["peak_state_bytes"] + r["peak_working_bytes"] + r["peak_activations_bytes"]
         assert r["exceeds_memory"] == (r["peak_total_bytes"] > 512 * 1024)
+    # theorem 1's argument on each stage's own layers: m versions, or one plus m - 1 pairs
+    assert [r["theorem1_stage_bytes"] for r in pd_rows] == [3 * p for p in params]
+    assert [r["theorem1_stage_bytes"] for r in mc_rows] == [p + 2 * q for p, q in zip(params, pairs)]
+    assert all(r["peak_state_bytes"] <= r["theorem1_stage_bytes"] for r in pd_rows + mc_rows)
 
 
 def test_theorem1_formula() -> None:
@@ -218,6 +224,27 @@ def test_theorem1_formula() -> None:
     assert pd_b == 4 * 40000
     assert mc_b == pytest.approx(4 * (10000 + 2 * 3 * 100))
     assert theorem1(4 * 2 * 10000, 2, 4, 8)[1] == pytest.approx(4 * (10000 + 2 * 3 * 8 * 100))
+
+
+def test_theorem1_stage_is_the_papers_bound_on_one_square_matrix_and_counts_what_a_store_keeps() -> None:
+    k, n, m = 100, 2, 4  # one K x K matrix per worker, no bias: Omega/N = K^2 elements, a pair 2K
+    paper = theorem1(4 * n * k * k, n, m, 1)
+    assert theorem1_stage("pipedream", [4 * k * k], [4 * k * k], m) == paper[0]
+    assert theorem1_stage("mcpipe", [4 * k * k], [4 * 2 * k], m) == pytest.approx(paper[1])
+    # two layers, one storing pairs and one stashing weights (store=auto), momentum's buffer besides
+    assert theorem1_stage("mcpipe", [400, 40], [80, 40], 3, momentum=True) == 440 + 2 * (80 + 40) + 440
+    assert math.isnan(theorem1_stage("greedy", [400], [80], 3))
+
+
+def test_measured_state_stays_within_theorem1_on_each_stage() -> None:
+    """Unequal stages (64->256 then 256->256->10): the paper's equal-split figure does not bound the
+    larger stage, theorem 1's argument on the stage's own layers does."""
+    cfg = _cfg(fc_hidden=256, fc_depth=2, workers=[2], depth=4, microbatch=1, sim_time_s=0.05, eval_every_s=0.05)
+    job = _job(cfg)
+    runs = {s: simulate(job, s, 2).memory for s in ("pipedream", "mcpipe")}
+    mc = runs["mcpipe"]
+    assert mc[1]["peak_state_bytes"] > mc[1]["theorem1_bytes"]  # stage 1 holds more than Omega/N
+    assert all(r["peak_state_bytes"] <= r["theorem1_stage_bytes"] for rows in runs.values() for r in rows)
 
 
 def test_a_worker_over_its_memory_is_reported() -> None:
