@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from sim.config import Config
-from sim.report import atomic_path
+from sim.report import write_text
 
 __all__ = ["write_page", "write_run_report", "write_sweep_report"]
 
@@ -60,10 +60,7 @@ def write_page(root: Path | str, title: str, settings: str | None, tables: list[
     if settings:
         parts += ["<h2>Settings</h2>", f"<pre>{html.escape(settings)}</pre>"]
     parts.append("</body></html>")
-    path = root / "report.html"
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text("\n".join(parts) + "\n")
-    return path
+    return write_text("\n".join(parts) + "\n", root / "report.html")
 
 
 def _settings_yaml(cfg: Config) -> str:
@@ -94,7 +91,5 @@ def write_sweep_report(sweep_dir: Path | str, jobs: list[Path]) -> Path:
         if (j / "report.html").exists()
     )
     if links:
-        text = page.read_text().replace("</body>", f"<h2>Jobs</h2><ul>{links}</ul></body>")
-        with atomic_path(page) as tmp:
-            Path(tmp).write_text(text)
+        write_text(page.read_text().replace("</body>", f"<h2>Jobs</h2><ul>{links}</ul></body>"), page)
     return page

@@ -30,6 +30,7 @@ __all__ = [
     "write_csvs",
     "write_json",
     "write_rows",
+    "write_text",
 ]
 
 FLOAT_FORMAT = "%.9g"
@@ -139,6 +140,12 @@ def save_figure(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, metadata={"Software": None})
     plt.close(fig)
+    return Path(path)
+
+
+def write_text(text: str, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
     return Path(path)
 
 

@@ -43,7 +43,7 @@ from sim.federated.report import (
 from sim.meter import WorkMeter
 from sim.net import TIMELINE_COLUMNS
 from sim.net.build import build_network
-from sim.report import plot_accuracy, plot_timeline, write_json, write_rows
+from sim.report import plot_accuracy, plot_timeline, write_json, write_rows, write_text
 from sim.seeding import stream
 
 __all__ = ["run", "simulate"]
@@ -64,6 +64,17 @@ def _flower_session(seed: int, log_level: str) -> Iterator[None]:
             yield
     finally:
         random.setstate(state)
+
+
+def _resolved(cfg: Config, scfg: StrategyConfig) -> str:
+    """The settings one compared strategy ran with, as YAML: `strategy` is that strategy's own
+    (Hydra's saved config names only the selected one)."""
+    import dataclasses
+
+    import yaml
+
+    tree = dataclasses.asdict(dataclasses.replace(cfg, strategy=scfg, compared={}))
+    return yaml.safe_dump(tree, sort_keys=False, default_flow_style=None, width=100)
 
 
 def warn(text: str) -> None:
@@ -228,8 +239,9 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
             t0 = time.perf_counter()
             results.append(simulate(cfg, scfg, fleet, task, progress=cfg.progress, backend=backend))
             wall_s[scfg.name] = round(time.perf_counter() - t0, 3)
-    for res in results:
+    for res, scfg in zip(results, variants):
         folder = out_dir / res.strategy if len(results) > 1 else out_dir
+        write_text(_resolved(cfg, scfg), folder / "config.yaml")  # the settings this strategy ran with
         write_rows(res.rounds, folder / "rounds.csv", ROUND_COLUMNS)
         write_rows(res.clients, folder / "clients.csv", CLIENT_COLUMNS)
         write_rows([res.summary], folder / "summary.csv")

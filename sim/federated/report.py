@@ -195,6 +195,12 @@ def summary(
         "deadline_s": math.nan if user_app else scfg.timeout_s,
         **channel_columns(c),
         "rounds": cfg.workload.rounds,
+        # what else decides the result: the strategy's own parameters, the clients' training, the fleet
+        "strategy_params": "app" if user_app else " ".join(f"{k}={v}" for k, v in sorted(scfg.params.items())),
+        "lr": math.nan if user_app else cfg.workload.lr,
+        "local_epochs": math.nan if user_app else cfg.workload.local_epochs,
+        "batch_size": math.nan if user_app else cfg.workload.batch_size,
+        "fleet_mix": " ".join(f"{k}={v:g}" for k, v in cfg.fleet.mix.items()),
         # the outcomes (NaN accuracies, e.g. of an app that reports none, are skipped as pandas would)
         "rounds_run": len(rounds),
         "ended": stopped or "completed",  # or why the run stopped before its rounds
