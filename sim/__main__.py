@@ -171,7 +171,8 @@ class SweepComparison(Callback):
                 r = path.with_name("rounds.csv")
                 if r.exists():
                     keys = [*SETTING_COLUMNS, *swept.get(job.name, {})]
-                    rounds.append(pd.read_csv(r).assign(**{k: s[k].iloc[0] for k in keys if k in s}))
+                    values = {k: s[k].iloc[0] for k in keys if k in s}
+                    rounds.append(pd.read_csv(r).assign(job=int(job.name), **values))
         if not summaries:
             return
         table = pd.concat(summaries, ignore_index=True)
@@ -181,11 +182,13 @@ class SweepComparison(Callback):
         varying = [k for k in [*SETTING_COLUMNS, *first[1:]] if k in table and table[k].nunique(dropna=False) > 1]
         varying = list(dict.fromkeys(varying))
         if rounds and config.get("plots", True):
+            labels = varying or ["strategy"]
             plot_accuracy(
                 pd.concat(rounds, ignore_index=True),
-                varying or ["strategy"],
+                labels,
                 sweep_dir,
-                title="accuracy across the sweep",
+                title=f"accuracy across the sweep of {len(jobs)} jobs (by {', '.join(labels)})",
+                line_keys=["job", *labels],
             )
         write_sweep_report(sweep_dir, jobs)
         print(f"sweep of {len(jobs)} jobs: {sweep_dir.resolve()} (comparison.csv, report.html)", flush=True)

@@ -59,6 +59,9 @@ def describe(cfg: Config, uses: frozenset[str]) -> str:
         parts.append(f"{cfg.fleet.num_devices} devices")
     if "dataset" in uses and not (name == "federated" and (cfg.workload.app.server or cfg.workload.app.client)):
         parts.append(f"{cfg.dataset.name}" + (f" ({cfg.dataset.partition})" if name == "federated" else ""))
+    if "channel" in uses:
+        c = cfg.channel
+        parts.append(f"{c.bandwidth_bps / 1e6:g} Mbit/s {c.mode} BER {c.ber:g}")
     parts.append(f"seed {cfg.seed}")
     return ", ".join(parts)
 

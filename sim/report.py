@@ -159,30 +159,76 @@ def _label(row, keys: list[str]) -> str:
     return ", ".join(f"{k}={row[k]}" for k in keys)
 
 
-def plot_accuracy(rounds, label_keys: list[str], out_dir: Path, title: str = "") -> list[Path]:
-    """accuracy_vs_round.png and accuracy_vs_time.png: one line per distinct `label_keys`
-    (`rounds`: a DataFrame, or rows)."""
+LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "x")
+
+# x axis, file, label: accuracy against rounds, simulated time, the devices' energy and the bytes
+# on the air (cumulative over the run's rounds)
+ACCURACY_AXES = (
+    ("round", "accuracy_vs_round.png", "round"),
+    ("sim_time_s", "accuracy_vs_time.png", "simulated time (s)"),
+    ("energy_cum_j", "accuracy_vs_energy.png", "devices' energy, cumulative (J)"),
+    ("bytes_cum", "accuracy_vs_bytes.png", "bytes on the air, cumulative (MB)"),
+)
+
+
+def _styles(groups, label_keys: list[str]) -> list[dict]:
+    """A style per line: colour from the first swept factor, line style from the second,
+    marker from the third, so that each factor reads on its own."""
+    values = [list(dict.fromkeys(g.iloc[0][k] for _, g in groups)) for k in label_keys[:3]]
+    styles = []
+    for _, g in groups:
+        row, style = g.iloc[0], {"marker": "."}
+        for i, k in enumerate(label_keys[:3]):
+            idx = values[i].index(row[k])
+            if i == 0:
+                style["color"] = f"C{idx % 10}"
+            elif i == 1:
+                style["linestyle"] = LINESTYLES[idx % len(LINESTYLES)]
+            else:
+                style["marker"] = MARKERS[idx % len(MARKERS)]
+        styles.append(style)
+    return styles
+
+
+def plot_accuracy(
+    rounds, label_keys: list[str], out_dir: Path, title: str = "", target: float | None = None, line_keys=None
+) -> list[Path]:
+    """accuracy against round, simulated time, cumulative energy and cumulative bytes
+    (accuracy_vs_*.png): a line per distinct `line_keys` (default `label_keys`; a sweep adds the
+    job, so that jobs never join into one zigzag), labelled and styled by `label_keys`; the
+    target accuracy as a dashed line. `rounds`: a DataFrame, or rows."""
     import matplotlib
     import pandas as pd
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if not isinstance(rounds, pd.DataFrame):
         rounds = frame(rounds)
+    keys = list(line_keys or label_keys)
+    groups = list(rounds.groupby(keys, sort=False, dropna=False)) if keys else [((), rounds)]
+    groups = [
+        (k, g.assign(energy_cum_j=g["energy_j"].cumsum(), bytes_cum=(g["bytes_down"] + g["bytes_up"]).cumsum() / 1e6))
+        for k, g in groups
+    ]
+    styles = _styles(groups, label_keys)
     written = []
-    groups = list(rounds.groupby(label_keys, sort=False, dropna=False)) if label_keys else [((), rounds)]
-    for x, name, xlabel in (
-        ("round", "accuracy_vs_round.png", "round"),
-        ("sim_time_s", "accuracy_vs_time.png", "simulated time (s)"),
-    ):
+    for x, name, xlabel in ACCURACY_AXES:
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for _, g in groups:
+        seen = set()
+        for (_, g), style in zip(groups, styles):
             label = _label(g.iloc[0], label_keys) if label_keys else "run"
-            ax.plot(g[x], g["accuracy"], marker=".", label=label)
+            ax.plot(g[x], g["accuracy"], label=None if label in seen else label, markersize=4, **style)
+            seen.add(label)
+        if target is not None:
+            ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:g}")
+        if x == "round":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy")
-        ax.set_title(title)
+        ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()

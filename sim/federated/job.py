@@ -28,7 +28,7 @@ from sim.backends import make_backend
 from sim.backends.base import Backend, torch_threads
 from sim.backends.local import LocalBackend
 from sim.config import Config, StrategyConfig
-from sim.console import Progress
+from sim.console import Progress, describe
 from sim.federated.build import build_strategy_of, flower_log, load_app, prepare
 from sim.federated.grid import RUN_ID, SERVER_NODE_ID, FleetExhausted, SimGrid, TimeBudgetReached
 from sim.federated.report import (
@@ -47,6 +47,8 @@ from sim.report import plot_accuracy, plot_timeline, write_json, write_rows, wri
 from sim.seeding import stream
 
 __all__ = ["run", "simulate"]
+
+WORKLOAD_USES = frozenset({"fleet", "channel", "strategy", "dataset", "compare"})  # as sim.federated registers it
 
 
 @contextlib.contextmanager
@@ -259,5 +261,6 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
             write_rows(summary, out_dir / "comparison.csv")
         rounds = [{**vars(row), "strategy": r.strategy} for r in results for row in r.rounds]
         if cfg.plots and any(not math.isnan(row["accuracy"]) for row in rounds):  # an app may report none
-            plot_accuracy(rounds, ["strategy"], out_dir, title=f"{cfg.dataset.name}, {cfg.dataset.partition}")
+            title = describe(cfg, WORKLOAD_USES)
+            plot_accuracy(rounds, ["strategy"], out_dir, title=title, target=cfg.workload.target_accuracy)
     return summary

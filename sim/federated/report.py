@@ -196,7 +196,9 @@ def summary(
         **channel_columns(c),
         "rounds": cfg.workload.rounds,
         # what else decides the result: the strategy's own parameters, the clients' training, the fleet
-        "strategy_params": "app" if user_app else " ".join(f"{k}={v}" for k, v in sorted(scfg.params.items())),
+        "strategy_params": "app"
+        if user_app
+        else " ".join(f"{k}={v}" for k, v in sorted(scfg.params.items())) or "none",
         "lr": math.nan if user_app else cfg.workload.lr,
         "local_epochs": math.nan if user_app else cfg.workload.local_epochs,
         "batch_size": math.nan if user_app else cfg.workload.batch_size,

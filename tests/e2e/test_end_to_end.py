@@ -51,6 +51,11 @@ SUMMARY_COLUMNS = [
     "channel_medium",
     "channel_links",
     "rounds",
+    "strategy_params",
+    "lr",
+    "local_epochs",
+    "batch_size",
+    "fleet_mix",
     "rounds_run",
     "ended",
     "final_accuracy",
@@ -387,6 +392,8 @@ def test_plots_false_writes_the_same_csvs_and_no_png(tiny_cfg, tmp_path) -> None
     cfg.plots = False
     run(cfg, tmp_path / "without")
     assert sorted(p.name for p in (tmp_path / "with").glob("*.png")) == [
+        "accuracy_vs_bytes.png",
+        "accuracy_vs_energy.png",
         "accuracy_vs_round.png",
         "accuracy_vs_time.png",
         "timeline.png",

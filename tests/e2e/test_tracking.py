@@ -21,7 +21,7 @@ def test_mlflow_store_holds_the_run(run_sim, tmp_path):
     assert res.returncode == 0, res.stderr[-1500:]
     client = MlflowClient(uri)
     [run] = client.search_runs([client.get_experiment_by_name("edgesim").experiment_id])
-    assert run.info.run_name == "edgesim: federated, fedavg, 4 devices, digits (iid), seed 0"
+    assert run.info.run_name == "edgesim: federated, fedavg, 4 devices, digits (iid), 1 Mbit/s arq BER 0, seed 0"
     assert run.data.params["workload.rounds"] == "2" and run.data.params["fleet.num_devices"] == "4"
     rounds = pd.read_csv(out / "rounds.csv")
     history = client.get_metric_history(run.info.run_id, "round/accuracy")
