@@ -35,7 +35,14 @@ RUNS = {
     "nonn_8s": ["+experiment=nonn_8s"],
     "nonn_seeds": ["-m", "+experiment=nonn", "seed=0,1,2"],
     "nair": ["+experiment=nair"],
-    "nair_clio_sample": ["+experiment=nair", "workload.clio_training=sample"],
+    "nair_seeds": ["-m", "+experiment=nair", "seed=1,2"],
+    "nair_clio_sum": ["+experiment=nair", "workload.clio_training=sum"],
+    "nair_8bit": ["+experiment=nair", "workload.bits_per_element=8"],
+    "nair_erase": [
+        "+experiment=nair",
+        "workload.corruption_mode=erase",
+        "workload.corruption_rates=[0.01,0.05,0.1,0.2,0.3,0.4,0.5]",
+    ],
     "nair_sweep": [
         "-m",
         "+experiment=nair",

@@ -155,7 +155,8 @@ def decode_slice(buf: np.ndarray, plan: SlicePlan, first: bool) -> tuple[np.ndar
     if plan.bits == FLOAT_BITS:
         v = buf.view("<f4").astype(np.float32)
     else:
-        lo, hi = buf[:_RANGE_BYTES].view("<f4").astype(np.float64)
+        with np.errstate(invalid="ignore"):  # a bit error can make the range a signalling NaN
+            lo, hi = buf[:_RANGE_BYTES].view("<f4").astype(np.float64)
         levels = (1 << plan.bits) - 1
         codes = unpack_codes(buf[_RANGE_BYTES:], plan.elements, plan.bits)
         with np.errstate(over="ignore", invalid="ignore"):

@@ -11,9 +11,13 @@ w_J = 1 (R^v_j the cumulative importance of the first j sorted units) and P the 
 importance of every unit but the most important one, computed from the current weights.
 The ablation of table III switches the weights (all 1) and the penalty (0) off.
 
-CLIO (jinhuang01/CLIO): the transmitted units are a prefix in native channel order; the loss
-sums alpha_j CE over the prefix widths. Single tail: one tail fed with zero-padded prefixes.
-Multi-tail: one tail per width, its first layer rebuilt for that width.
+CLIO (jinhuang01/CLIO): the transmitted units are a prefix in native channel order. The NAIR
+paper's eqs. 3-4 minimise the expected loss over the widths, alpha_j / J being the chance that
+width j gets through; as in CLIO's code, each minibatch trains one width drawn with that
+probability (`mode="sample"`, the default), so the full width is trained on 1/J of the
+minibatches. `mode="sum"` instead sums alpha_j CE_j over every width each minibatch (alpha of
+mean 1: the full width keeps weight 1, as in NAIR's eq. 11). Single tail: one tail fed with
+zero-padded prefixes. Multi-tail: one tail per width, its first layer rebuilt for that width.
 """
 
 from __future__ import annotations
@@ -146,13 +150,13 @@ def train_clio(
     *,
     tails: Sequence[Tail] | None = None,
     head_emphasis: float = 0.0,
-    mode: str = "sum",
+    mode: str = "sample",
 ) -> dict:
     """CLIO from the original weights, in place. `tails` (one per width, j units each): the
     multi-tail model (the head shared, each tail fed the first j units); None: a single tail
-    fed zero-padded prefixes. `mode="sum"` (the NAIR paper's eqs. 3-4): every minibatch sums
-    alpha_j CE_j over the widths; `"sample"` (CLIO's code): each minibatch trains one width drawn
-    with probability alpha_j / J."""
+    fed zero-padded prefixes. `mode="sample"` (the paper's eqs. 3-4 as CLIO's code trains them):
+    each minibatch trains one width drawn with probability alpha_j / J; `"sum"`: every minibatch
+    sums alpha_j CE_j over the widths."""
     if mode not in ("sample", "sum"):
         raise ValueError(f"clio_training={mode!r}: allowed: sample, sum")
     conv, _ = net.split_layer(k)

@@ -12,15 +12,17 @@ decodes them. `methods` runs one method end to end; `report` writes the tables a
 
 Reports (in the run folder): table2.csv (one row per method, one column per latency budget,
 and the overall accuracy), latency.csv (long form, with what was delivered and its cost),
-ablation.csv (table III), corruption.csv (figure 5), importance.csv (figure 6), cost.csv (tail
-parameters, head compute, transfer time and energy), summary.csv (table II with the settings, one
-row per method; a sweep's comparison.csv gathers them), comparison.csv (outside a sweep),
+ablation.csv (table III), corruption.csv (figure 5: each split's output through the link at
+each bit error rate), importance.csv (figure 6), cost.csv (tail parameters, head compute,
+transfer time and energy), summary.csv (table II with the settings, one row per method; a
+sweep's comparison.csv gathers them), comparison.csv (outside a sweep),
 timeline_<method>.csv (device and server states, the first episodes), plots, wallclock.json.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -196,9 +198,11 @@ def _tables(
         models.original,
         x,
         y,
-        n.corruption_fractions,
+        n.corruption_rates,
         n.corruption_mode,
         lambda s, f: int(stream(cfg.seed, "nair-corrupt", s, repr(f)).integers(2**62)),
+        link_at=lambda ber: build_link(replace(cfg.channel, ber=ber, mode="raw")),
+        bits=n.bits_per_element,
     )
     shape = models.original.forward_to(x[:1], k).shape[1:]
     cost = cost_table(cfg, models, results, link, device, CATALOGUE[n.server], flops, shape)

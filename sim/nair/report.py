@@ -204,12 +204,16 @@ def plots(out_dir: Path, latency: pd.DataFrame, corruption: pd.DataFrame, import
     finish(ax, "accuracy_vs_latency.png", "latency budget (s)", "test accuracy", title)
 
     _, ax = plt.subplots(figsize=(7, 4.5))
-    for layer, g in corruption.groupby("layer", sort=False):
-        ax.plot(g["corruption_fraction"], g["accuracy"], marker=".", label=layer)
+    ber = (corruption["corruption_mode"] == "ber").all()
+    hit = corruption[corruption["error_rate"] > 0]  # a log axis for the bit error rates: no 0
+    for layer, g in (hit if ber else corruption).groupby("layer", sort=False):
+        ax.plot(g["error_rate"], g["accuracy"], marker=".", label=layer)
+    if ber:
+        ax.set_xscale("log")
     finish(
         ax,
         "accuracy_vs_corruption.png",
-        "fraction of corrupted elements",
+        "bit error rate on the link" if ber else f"fraction of elements hit ({corruption['corruption_mode'].iloc[0]})",
         "test accuracy (original model)",
         "figure 5: errors at every split",
     )

@@ -36,12 +36,15 @@ class NairSettings:
     retune_epochs: int = 4
     retune_lr: float = 0.01  # cosine-annealed from here (the paper: 1e-2)
     retune_batch_size: int = 80  # the paper: 80
-    # sum: every width each minibatch (the paper's eqs. 3-4) | sample: one drawn width (CLIO's code)
-    clio_training: str = "sum"
+    # sample: one width per minibatch, drawn with probability alpha_j / J, the chance that width j gets
+    # through (the paper's eqs. 3-4; CLIO's code) | sum: every width each minibatch, weights alpha_j
+    clio_training: str = "sample"
     clio_head_emphasis: float = 0.0  # alpha_j ~ (J-j+1)^this; 0 = equal (CLIO^n), > 0 favours narrow prefixes (CLIO^l)
-    # figure 5: accuracy when a fraction of the elements sent at a split is corrupted
-    corruption_fractions: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5])
-    corruption_mode: str = "erase"  # erase: corrupted elements arrive as 0 | noise: uniform in the tensor's range
+    # figure 5: accuracy when what is sent at each split suffers errors at these rates. ber: the link's
+    # bit error rate (the payload in this job's encoding through channel.*, raw delivery) | erase: that
+    # fraction of the elements arrives as 0 | noise: as a uniform value in the tensor's range
+    corruption_rates: list[float] = field(default_factory=lambda: [0.0001, 0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5])
+    corruption_mode: str = "ber"
     # data subsets (null = all): tiny runs and tests
     train_samples: Optional[int] = None
     test_samples: Optional[int] = None
@@ -49,6 +52,7 @@ class NairSettings:
 
 def validate(cfg: Config) -> None:
     """One-line ConfigError for a setting no run can use (before anything is built)."""
+    from experiments.nair.analysis import CORRUPTION_MODES
     from experiments.nair.model import NUM_STAGES
     from experiments.nair.slicing import FLOAT_BITS
 
@@ -97,10 +101,19 @@ def validate(cfg: Config) -> None:
         v = getattr(n, name)
         check_workload(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, name, v, "must be a number >= 0")
     check_workload(n.clio_training in ("sample", "sum"), "clio_training", n.clio_training, "allowed: sample, sum")
-    fr = list(n.corruption_fractions)
-    check_workload(bool(fr) and all(0 < f <= 1 for f in fr), "corruption_fractions", fr, "give fractions in (0, 1]")
     check_workload(
-        n.corruption_mode in ("erase", "noise"), "corruption_mode", n.corruption_mode, "allowed: erase, noise"
+        n.corruption_mode in CORRUPTION_MODES,
+        "corruption_mode",
+        n.corruption_mode,
+        f"allowed: {', '.join(CORRUPTION_MODES)}",
+    )
+    top = 0.5 if n.corruption_mode == "ber" else 1.0  # a bit error rate above 1/2 is a flipped channel
+    rates = list(n.corruption_rates)
+    check_workload(
+        bool(rates) and all(isinstance(r, (int, float)) and 0 < r <= top for r in rates),
+        "corruption_rates",
+        rates,
+        f"give rates in (0, {top:g}] (corruption_mode={n.corruption_mode})",
     )
     for name in ("train_samples", "test_samples"):
         v = getattr(n, name)

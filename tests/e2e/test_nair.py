@@ -4,6 +4,7 @@ re-tuning weights (eq. 11), the link's slice count, and the job end to end."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -11,9 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from channels import IndependentBits, Link
+from channels import IndependentBits, Link, flip_bits, transfer
 from devices import CATALOGUE, fleet_of
 from experiments.common.metrics import count_params
+from experiments.nair.analysis import corruption_table
 from experiments.nair.codecs import JPEG_QUALITIES, decode_raw, encode_raw, full_payload_bytes, jpeg, quant_bytes
 from experiments.nair.model import build_splitnet, narrow_tail
 from experiments.nair.receive import decode_delivered, received_units
@@ -236,6 +238,56 @@ def test_jpeg_picks_the_best_quality_that_fits_and_survives_garbage():
     assert not decode_raw("raw_jpeg", garbage, (1, 8, 8)).any()
 
 
+def test_figure5_sends_each_split_over_the_link_at_each_bit_error_rate():
+    """corruption_mode=ber: each image's output at a split is one message in the job's encoding,
+    its bits flipped by the link's own transfer at that BER, decoded as the receiver does."""
+    net = build_splitnet(1, 10, 16, seed=0).eval()
+    x = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(12) % 10
+    rates = [0.001, 0.02, 0.5]
+    links = []
+
+    def link_at(ber: float) -> Link:
+        links.append(ber)
+        return Link(250e3, 0.01, IndependentBits(ber), mode="raw", packet_bytes=256, header_bytes=16)
+
+    seed_for = lambda k, rate: 1000 * k + rates.index(rate)  # noqa: E731
+    t = corruption_table(net, x, y, rates, "ber", seed_for, link_at=link_at, bits=8)
+    assert links == rates * 9 and t["corruption_mode"].eq("ber").all()
+    pd.testing.assert_frame_equal(t, corruption_table(net, x, y, rates, "ber", seed_for, link_at=link_at, bits=8))
+    k, rate = 3, 0.02  # by hand: the same bytes through the same link and generator
+    with torch.no_grad():
+        o = net.forward_to(x, k)
+        plan = SlicePlan(o.shape[1:], o.shape[1], 8, [0], False)
+        [payload] = encode_slices(o, plan)
+        rng, got, flips = np.random.default_rng(seed_for(k, rate)), torch.zeros_like(o), 0
+        for i in range(len(x)):
+            buf = payload[i].copy()
+            pos = transfer(link_at(rate), buf.size, rng).flip_positions
+            flip_bits(buf, pos)
+            flips += pos.size
+            got[i] = torch.from_numpy(decode_slice(buf, plan, first=False)[1])
+        acc = float((net.forward_from(got, k).argmax(1) == y).float().mean())
+    row = t[(t.split == k) & (t.error_rate == rate)].iloc[0]
+    assert row.payload_bytes == plan.data_bytes == o[0].numel() + 8 and flips > 0
+    assert row.accuracy == pytest.approx(acc) and row.mean_hits == pytest.approx(flips / len(x))
+    hits = t.pivot(index="split", columns="error_rate", values="mean_hits")
+    assert hits.index.tolist() == list(range(9)) and (hits[0.0] == 0).all() and (hits[0.001] < hits[0.5]).all()
+    erased = corruption_table(net, x, y, [0.5], "erase", seed_for)  # the element-loss option
+    assert erased["mean_hits"].iloc[1] == pytest.approx(0.5 * 64, rel=0.2)  # the input: 64 elements
+
+
+def test_a_range_made_nan_by_bit_errors_decodes_without_a_warning():
+    plan = SlicePlan((1, 2, 2), 1, 8, [0], False)
+    [payload] = encode_slices(torch.arange(4.0).reshape(1, 1, 2, 2), plan)
+    buf = payload[0].copy()
+    buf[:4] = [0x01, 0x00, 0x80, 0x7F]  # the minimum becomes a signalling NaN
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, values = decode_slice(buf, plan, first=False)
+    assert np.isfinite(values).all()
+
+
 def test_multi_tail_has_one_narrow_tail_per_width():
     net = build_splitnet(1, 10, 16, seed=0)
     c = net.channels(3)
@@ -261,7 +313,7 @@ def _tiny_cfg() -> Config:
     for key, value in TINY.items():
         setattr(cfg.workload, key, value)
     cfg.workload.latencies_s = [0.03, 0.16]
-    cfg.workload.corruption_fractions = [0.5]
+    cfg.workload.corruption_rates = [0.5]
     return cfg
 
 
@@ -273,7 +325,15 @@ def test_same_config_gives_identical_csvs_and_bad_settings_write_nothing(tmp_pat
     assert "table2.csv" in files and "summary.csv" in files
     for name in files:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    for setting, value in [("split", 0), ("channels_per_unit", 3), ("bits_per_element", 20), ("latencies_s", [])]:
+    for setting, value in [
+        ("split", 0),
+        ("channels_per_unit", 3),
+        ("bits_per_element", 20),
+        ("latencies_s", []),
+        ("clio_training", "mean"),
+        ("corruption_mode", "flip"),
+        ("corruption_rates", [0.01, 0.6]),  # a bit error rate above 1/2
+    ]:
         cfg = _tiny_cfg()
         setattr(cfg.workload, setting, value)
         with pytest.raises(ConfigError, match=rf"workload\.{setting}="):
@@ -308,6 +368,12 @@ def test_tiny_end_to_end_run(run_sim, tmp_path):
     assert cost.loc["nair", "head_flops"] > 0
     fig5 = pd.read_csv(out / "corruption.csv")
     assert sorted(fig5["split"].unique()) == list(range(9))
+    assert (fig5["corruption_mode"] == "ber").all()
+    assert (fig5["payload_bytes"] == fig5["elements"] + 8).all()  # 8 bits per element and the range
+    hit = fig5[fig5["error_rate"] > 0]
+    assert hit["error_rate"].tolist() == [0.0001, 0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5] * 9
+    expected = 8 * hit["payload_bytes"] * hit["error_rate"]  # flipped bits per image at that BER
+    assert hit["mean_hits"].sum() / expected.sum() == pytest.approx(1.0, abs=0.03)
     for name in (
         "latency.csv",
         "ablation.csv",

@@ -376,7 +376,9 @@ def test_clio_single_tail_loss_sums_alpha_weighted_ce_over_native_prefixes(monke
     net = _tiny_splitnet()
     kept = _grab(monkeypatch, train_clio, "_fit")
     s = NairSettings(epochs=1, lr=0.1, batch_size=4, seed=5)
-    out = train_clio(net, 1, CPU, torch.zeros(1, 1, 4, 4), torch.zeros(1, dtype=torch.long), s, head_emphasis=1.0)
+    out = train_clio(
+        net, 1, CPU, torch.zeros(1, 1, 4, 4), torch.zeros(1, dtype=torch.long), s, head_emphasis=1.0, mode="sum"
+    )
     train_clio(
         net, 1, CPU, torch.zeros(1, 1, 4, 4), torch.zeros(1, dtype=torch.long), s, head_emphasis=1.0, mode="sample"
     )
@@ -404,6 +406,7 @@ def test_clio_multi_tail_loss_feeds_each_tail_its_prefix_of_channels(monkeypatch
         NairSettings(epochs=1, lr=0.1, batch_size=4),
         tails=tails,
         head_emphasis=2.0,
+        mode="sum",
     )
     alpha = np.array([9.0, 4.0, 1.0]) / (14 / 3)
     xb, yb = torch.randn(3, 1, 4, 4), torch.tensor([1, 1, 2])
@@ -411,3 +414,28 @@ def test_clio_multi_tail_loss_feeds_each_tail_its_prefix_of_channels(monkeypatch
         o = net.forward_to(xb, 1)
         ce = [_cross_entropy(_np(tails[j](o[:, : (j + 1) * CPU])), yb.numpy()) for j in range(UNITS)]
         assert float(kept[0](xb, yb)) == pytest.approx(float((alpha * np.array(ce)).sum()), rel=RTOL)
+
+
+def test_clio_default_training_draws_one_width_per_minibatch_with_probability_alpha(monkeypatch) -> None:
+    """The paper's eqs. 3-4 as CLIO's code trains them (the default mode): each minibatch is the
+    CE of one width, drawn with probability alpha_j / J from the seed's own generator."""
+    net = _tiny_splitnet()
+    torch.manual_seed(1)
+    tails = [narrow_tail(net, 1, (j + 1) * CPU).eval() for j in range(UNITS)]
+    kept = _grab(monkeypatch, train_clio, "_fit")
+    s = NairSettings(epochs=1, lr=0.1, batch_size=4, seed=3)
+    train_clio(
+        net, 1, CPU, torch.zeros(1, 1, 4, 4), torch.zeros(1, dtype=torch.long), s, tails=tails, head_emphasis=2.0
+    )
+    alpha = torch.tensor([9.0, 4.0, 1.0]) / (14 / 3)
+    draws = torch.Generator().manual_seed(s.seed + 1)
+    xb, yb = torch.randn(3, 1, 4, 4), torch.tensor([1, 1, 2])
+    with torch.no_grad():
+        o = net.forward_to(xb, 1)
+        ce = [_cross_entropy(_np(tails[j](o[:, : (j + 1) * CPU])), yb.numpy()) for j in range(UNITS)]
+        seen = []
+        for _ in range(12):
+            j = int(torch.multinomial(alpha, 1, generator=draws))
+            assert float(kept[0](xb, yb)) == pytest.approx(ce[j], rel=RTOL)  # that width alone, weight 1
+            seen.append(j)
+    assert seen.count(0) > seen.count(2)  # the narrow width is drawn most (alpha 9 : 4 : 1)
