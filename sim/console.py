@@ -66,8 +66,20 @@ def describe(cfg: Config, uses: frozenset[str]) -> str:
     return ", ".join(parts)
 
 
+def _say(text: str) -> None:
+    """`text` on stdout, and into the run's log file when Hydra keeps one (its file handlers
+    only: Hydra's console handler would print it a second time)."""
+    import logging
+
+    print(text, flush=True)
+    record = logging.LogRecord("edgesim", logging.INFO, __file__, 0, text, None, None)
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.FileHandler):
+            h.handle(record)
+
+
 def start_line(title: str, out_dir: Path | str) -> None:
-    print(f"edgesim: {title} -> {Path(out_dir).resolve()}", flush=True)
+    _say(f"edgesim: {title} -> {Path(out_dir).resolve()}")
 
 
 def closing(workload: Workload, summary, out_dir: Path | str) -> None:
@@ -79,8 +91,8 @@ def closing(workload: Workload, summary, out_dir: Path | str) -> None:
     cols = [c for p in patterns for c in table.columns if fnmatch.fnmatchcase(c, p)]
     cols = list(dict.fromkeys(cols))
     if cols and len(table):
-        print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"), flush=True)
-    print(f"outputs: {Path(out_dir).resolve()}", flush=True)
+        _say(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    _say(f"outputs: {Path(out_dir).resolve()}")
 
 
 class Progress:

@@ -82,14 +82,22 @@ def _check_fits_somewhere(cfg: Config, model: torch.nn.Module, data: Dataset, fl
 
 @contextlib.contextmanager
 def flower_log(log_level: str) -> Iterator[None]:
-    """Flower's own log at `log_level` (quiet by default), restored after."""
+    """Flower's own log at `log_level` (quiet by default), restored after. Under Hydra (the root
+    logger has its console and log-file handlers) Flower's own console handler is set aside, so
+    that each Flower line shows once and lands in the run's log file too."""
     flwr_log = logging.getLogger("flwr")
-    old_level = flwr_log.level
+    old_level, old_handlers = flwr_log.level, list(flwr_log.handlers)
     flwr_log.setLevel(log_level.upper())
+    if logging.getLogger().handlers and flwr_log.propagate:
+        for h in old_handlers:
+            flwr_log.removeHandler(h)
     try:
         yield
     finally:
         flwr_log.setLevel(old_level)
+        for h in old_handlers:
+            if h not in flwr_log.handlers:
+                flwr_log.addHandler(h)
 
 
 def build_strategy_of(scfg: StrategyConfig, num_devices: int):

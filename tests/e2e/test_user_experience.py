@@ -96,3 +96,12 @@ def test_html_reports_of_a_run_and_a_sweep(run_sim, tmp_path):
     assert "num_devices: 4" in job  # the settings that ran
     sweep = (tmp_path / "s" / "report.html").read_text()
     assert "<th>seed</th>" in sweep and 'href="1/report.html"' in sweep and "data:image/png;base64," in sweep
+
+
+def test_each_log_line_once_on_the_console_and_in_the_run_log(run_sim, tmp_path):
+    out = tmp_path / "r"
+    res = run_sim(*TINY, "log_level=INFO", f"hydra.run.dir={out}")
+    assert res.returncode == 0, res.stderr[-1500:]
+    assert (res.stdout + res.stderr).count("[ROUND 1/1]") == 1  # Flower's line, not twice
+    log = (out / "__main__.log").read_text()
+    assert "[ROUND 1/1]" in log and "edgesim: federated, fedavg, 4 devices" in log and f"outputs: {out}" in log
