@@ -138,6 +138,15 @@ def _pytorch_pi(pi: DeviceProfile) -> DeviceProfile:
 
 _PI = next(p for p in _PROFILES if p.name == "rpi3_400mhz")
 CATALOGUE: dict[str, DeviceProfile] = {p.name: p for p in (*_PROFILES, _pytorch_pi(_PI))}
+BUILT_IN = frozenset(CATALOGUE)
+
+
+def register(profile: DeviceProfile) -> None:
+    """Add a user's profile (defined in YAML, `devices.NAME`) to the catalogue, or replace the
+    user profile of that name; a built-in profile cannot be redefined."""
+    if profile.name in BUILT_IN:
+        raise ValueError(f"{profile.name!r} is a built-in profile; give yours another name")
+    CATALOGUE[profile.name] = profile
 
 
 def get_profile(name: str) -> DeviceProfile:

@@ -52,7 +52,7 @@ SETTING_COLUMNS = (
 )
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
-OPEN_KEYS = ("workload.app.run_config.",)
+OPEN_KEYS = ("workload.app.run_config.", "devices.")
 GROUPS = ("fleet", "channel", "strategy", "dataset", "workload", "experiment")
 
 
@@ -204,7 +204,8 @@ def cli() -> None:
         print(help_text(args))
         return
     check_group_choices(args)
-    # an app's run config is open (its keys are the app's): set without Hydra's `++`, as `flwr run` takes them
+    # an app's run config and the user's device profiles are open (their keys are the user's):
+    # set without Hydra's `++`, as `flwr run` takes an app's config
     sys.argv[1:] = [f"++{a}" if a.startswith(OPEN_KEYS) else a for a in args]
     main()
 

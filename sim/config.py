@@ -45,6 +45,7 @@ COMMON_SECTIONS = frozenset(
         "plots",
         "tracking",
         "tracking_uri",
+        "devices",
         "workload",
         "experiment",
         "hydra",
@@ -176,6 +177,10 @@ class Config:
     # mlflow: the tracking URI (null: MLflow's own default, MLFLOW_TRACKING_URI or ./mlflow.db);
     # tensorboard: the log folder (null: the run's output folder)
     tracking_uri: Optional[str] = None
+    # device profiles of your own, usable wherever a profile name is (fleet.mix, workload.device,
+    # ...): NAME: {memory_bytes, flops_per_s, compute_w, transmit_w, receive_w, idle_w, source,
+    # message_s, nic_bps} as devices.DeviceProfile takes them (bytes, FLOP/s, W, s, bit/s)
+    devices: dict[str, Any] = field(default_factory=dict)
     fleet: FleetConfig = field(default_factory=FleetConfig)
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)

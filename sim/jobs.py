@@ -83,8 +83,31 @@ def refuse_unused(cfg: Config, settings: list[str]) -> None:
             )
 
 
+def register_devices(cfg: Config) -> None:
+    """The profiles of `devices.*` into the catalogue (checked as any profile is), before any
+    setting that names a profile is checked."""
+    import dataclasses
+
+    from devices import DeviceProfile, register
+
+    known = [f.name for f in dataclasses.fields(DeviceProfile) if f.name != "name"]
+    for name, fields in dict(cfg.devices).items():
+        if not isinstance(fields, dict):
+            raise ConfigError(f"devices.{name}={fields!r}: give the profile's fields as a mapping")
+        unknown = sorted(set(fields) - set(known))
+        if unknown:
+            raise ConfigError(f"devices.{name}.{unknown[0]}: no such field; allowed: {', '.join(known)}")
+        try:
+            register(DeviceProfile(name=name, **{"source": "defined in the run's config", **fields}))
+        except TypeError as exc:  # a required field missing
+            raise ConfigError(f"devices.{name}: {exc}".replace("DeviceProfile.__init__() ", "")) from None
+        except ValueError as exc:
+            raise ConfigError(f"devices.{name}: {str(exc).replace('DeviceProfile.', '')}") from None
+
+
 def validate(cfg: Config) -> None:
     """Every check of a job's settings, shared and the workload's own; one-line `ConfigError`."""
+    register_devices(cfg)
     validate_common(cfg)
     validate_network(cfg)  # the medium, per-device links, availability, batteries, traces
     workload_of(cfg).validate(cfg)
