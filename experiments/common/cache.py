@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import pickle
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,7 +125,17 @@ def train_cached(
     found = [load_model(cache_dir, t.kind, t.key, t.model, threads) for t in trainings]
     missing = [i for i, meta in enumerate(found) if meta is None]
     todo = [trainings[i] for i in missing]
+    announce = getattr(executor, "announce", None)  # the job's progress lines, when it keeps them
+    if announce is not None and trainings:
+        kinds = ", ".join(dict.fromkeys(t.kind for t in todo))
+        cached = f"{len(trainings) - len(todo)} from the cache"
+        announce(
+            f"training {len(todo)} model(s) ({kinds}); {cached}" if todo else f"{len(trainings)} model(s) {cached}"
+        )
+    t0 = time.perf_counter()
     outs = executor.map(trained_state, [(t.train, t.model, t.kwargs, *t.args) for t in todo], [t.seed for t in todo])
+    if announce is not None and todo:
+        announce(f"trained {len(todo)} model(s) in {time.perf_counter() - t0:.0f} s (this machine's time)")
     for i, (state, meta) in zip(missing, outs):
         t = trainings[i]
         t.model.load_state_dict(state)

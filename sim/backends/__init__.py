@@ -75,6 +75,13 @@ class Executor:
     def torch_threads(self) -> int | None:
         return self.cfg.torch_threads
 
+    def announce(self, text: str) -> None:
+        """A phase of the job's computation, as a plain line on stderr (with `progress`)."""
+        if self.cfg.progress:
+            import sys
+
+            print(f"{self.cfg.workload.name}: {text}", file=sys.stderr, flush=True)
+
     def map(self, fn: Callable, calls: Sequence[tuple], seeds: Sequence[int] | None = None) -> list:
         if not calls:
             return []
