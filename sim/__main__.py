@@ -102,6 +102,26 @@ def check_group_choices(args: list[str]) -> None:
                 _fail(f"{key}={choice!r}: unknown option; allowed: {', '.join(options)}")
 
 
+def precheck(args: list[str]) -> None:
+    """Compose the config once before Hydra does, so that a value of the wrong type or a key
+    that does not exist is the one-line error naming the override (exit 2, nothing written)
+    instead of Hydra's multi-line one (exit 1, a run folder left). Sweeps and Hydra's own
+    flags go to Hydra as they are."""
+    if any(a.startswith("-") for a in args) or any("," in a.partition("=")[2] for a in args):
+        return
+    from hydra import compose, initialize_config_dir
+
+    overrides = [a for a in args if not a.lstrip("+~").startswith("hydra.")]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            compose(config_name="config", overrides=overrides)
+    except Exception as exc:  # Hydra's and OmegaConf's many kinds: one line for each
+        text = str(exc)
+        named = next((a for a in overrides if a in text or f"'{a.lstrip('+~').partition('=')[0]}'" in text), None)
+        cause = str(exc.__cause__ or exc).strip().splitlines()[0]
+        _fail(f"{named}: {cause}" if named else cause)
+
+
 def compared_params(cfg: Config) -> dict[str, dict]:
     """The `params` Hydra composes for each compared strategy other than the selected one."""
     from hydra import compose
@@ -204,6 +224,7 @@ def cli() -> None:
         print(help_text(args))
         return
     check_group_choices(args)
+    precheck([f"++{a}" if a.startswith(OPEN_KEYS) else a for a in args])
     # an app's run config and the user's device profiles are open (their keys are the user's):
     # set without Hydra's `++`, as `flwr run` takes an app's config
     sys.argv[1:] = [f"++{a}" if a.startswith(OPEN_KEYS) else a for a in args]

@@ -1,0 +1,32 @@
+"""A value of the wrong type or a key that does not exist: one line naming the override as the
+user wrote it, exit status 2, nothing written (Hydra alone gives several lines, exit 1, and a
+run folder)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("channel.ber=abc", "error: channel.ber=abc: Value 'abc' of type 'str' could not be converted to Float"),
+        ("workload.rounds=2.5", "error: workload.rounds=2.5: Value '2.5' of type 'float' could not be converted"),
+        ("chanel.ber=0.1", "error: chanel.ber=0.1: Key 'chanel' not in 'Config'"),
+        ("fleet.num_devices=1e12", "error: fleet.num_devices=1e12: Value '1000000000000.0' of type 'float'"),
+    ],
+)
+def test_wrong_type_or_unknown_key_is_one_line(override: str, message: str, run_sim, tmp_path):
+    res = run_sim(override, "progress=false")
+    assert res.returncode == 2
+    [line] = res.stderr.strip().splitlines()
+    assert line.startswith(message)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_same_in_a_workloads_own_section(run_sim, tmp_path):
+    res = run_sim("+experiment=nonn", "workload.lr=abc")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        "error: workload.lr=abc: Value 'abc' of type 'str' could not be converted to Float"
+    ]
