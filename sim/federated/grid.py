@@ -312,7 +312,7 @@ class SimGrid(PushPull, Grid):
             compute_flops=0,
             peak_memory_bytes=0,
             device_memory_bytes=int(self.fleet.memory_bytes[d]),
-            bytes_down=0,
+            bytes_down=down.bits_sent // 8 if down else 0,  # on the air, a transfer that gave up included
             bytes_up=0,
             attempts_down=down.attempts if down else 0,
             attempts_up=0,

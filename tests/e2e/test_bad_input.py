@@ -30,3 +30,19 @@ def test_the_same_in_a_workloads_own_section(run_sim, tmp_path):
     assert res.stderr.strip().splitlines() == [
         "error: workload.lr=abc: Value 'abc' of type 'str' could not be converted to Float"
     ]
+
+
+def test_a_transfer_that_gives_up_still_counts_its_bytes_on_the_air(run_sim, tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "r"
+    tiny = ["workload.rounds=1", "workload.model=mlp", "fleet.num_devices=4", "progress=false", "plots=false"]
+    res = run_sim(*tiny, "channel.ber=3e-3", f"hydra.run.dir={out}")
+    assert res.returncode == 0, res.stderr[-1500:]
+    clients = pd.read_csv(out / "clients.csv")
+    lost = clients[clients["status"] == "lost_down"]
+    assert len(lost) and (lost["attempts_down"] >= 8).all()
+    # every attempt went out with its header: at least attempts x (header + some payload) bytes
+    assert (lost["bytes_down"] >= lost["attempts_down"] * 17).all()
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert rounds["bytes_down"].sum() == clients["bytes_down"].sum()
