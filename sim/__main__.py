@@ -74,9 +74,7 @@ def _discard_run_dir() -> None:
         return
     if hc.output_subdir:
         shutil.rmtree(out / hc.output_subdir, ignore_errors=True)
-    log = out / f"{hc.job.name}.log"
-    if log.is_file() and log.stat().st_size == 0:
-        log.unlink()
+    (out / f"{hc.job.name}.log").unlink(missing_ok=True)  # empty, or the refused run's start line
     stop = Path.cwd().resolve()
     for d in (out.resolve(), *out.resolve().parents):
         if d == stop or stop not in d.parents or any(d.iterdir()):

@@ -223,6 +223,9 @@ def positive(setting: str, value: float) -> None:
 def validate_common(cfg: Config) -> None:
     """Reject values of the shared sections no run could use; names of registries are checked where they live."""
     check(cfg.tracking in TRACKERS, "tracking", cfg.tracking, f"allowed: {', '.join(TRACKERS)}")
+    check(isinstance(cfg.seed, int) and 0 <= cfg.seed < 2**32, "seed", cfg.seed, "allowed range is 0 .. 2**32 - 1")
+    levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+    check(str(cfg.log_level).upper() in levels, "log_level", cfg.log_level, f"allowed: {', '.join(levels)}")
     c = cfg.channel
     check(isinstance(c.ber, (int, float)) and 0.0 <= c.ber <= 0.5, "channel.ber", c.ber, "allowed range is [0, 0.5]")
     positive("channel.bandwidth_bps", c.bandwidth_bps)

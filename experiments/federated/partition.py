@@ -62,6 +62,11 @@ def partition_indices(
     else:
         if shards_per_client < 1:
             raise ValueError(f"dataset.shards_per_client={shards_per_client!r}: must be >= 1")
+        if num_clients * shards_per_client > n:  # shards of one image or none: no longer label-sorted
+            raise ValueError(
+                f"dataset.shards_per_client={shards_per_client!r}: {num_clients} devices x {shards_per_client} shards "
+                f"exceed the {n} training images; at most {max(1, n // num_clients)}"
+            )
         parts = _shards(labels, num_clients, int(shards_per_client), rng)
     return [np.sort(p).astype(np.int64, copy=False) for p in parts]
 

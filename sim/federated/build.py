@@ -50,9 +50,16 @@ def load_app(ref: str, setting: str):
     if not module or not attr:
         raise ConfigError(f"{setting}={ref!r}: give it as 'package.module:attr'")
     try:
-        return getattr(importlib.import_module(module), attr)
+        app = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"{setting}={ref!r}: cannot import it ({exc})") from None
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import ServerApp
+
+    kind = ServerApp if setting.endswith("server") else ClientApp
+    if not isinstance(app, kind):
+        raise ConfigError(f"{setting}={ref!r}: is a {type(app).__name__}, not a Flower {kind.__name__}")
+    return app
 
 
 def _human_bytes(n: float) -> str:

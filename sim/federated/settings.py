@@ -67,6 +67,12 @@ def validate(cfg: Config) -> None:
     check(w.local_epochs >= 1, "workload.local_epochs", w.local_epochs, "must be >= 1")
     check(w.batch_size >= 1, "workload.batch_size", w.batch_size, "must be >= 1")
     positive("workload.lr", w.lr)
+    from experiments.common.models import MODEL_NAMES
+
+    check(w.model in MODEL_NAMES, "workload.model", w.model, f"allowed: {', '.join(MODEL_NAMES)}")
+    check(0.0 <= w.momentum < 1.0, "workload.momentum", w.momentum, "allowed range is [0, 1)")
+    check(w.weight_decay >= 0.0, "workload.weight_decay", w.weight_decay, "must be >= 0")
+    check(0.0 < w.lr_decay <= 1.0, "workload.lr_decay", w.lr_decay, "allowed range is (0, 1] (1: no decay)")
     if w.time_budget_s is not None:
         positive("workload.time_budget_s", w.time_budget_s)
     check(0.0 <= w.target_accuracy <= 1.0, "workload.target_accuracy", w.target_accuracy, "allowed range is [0, 1]")

@@ -46,3 +46,31 @@ def test_a_transfer_that_gives_up_still_counts_its_bytes_on_the_air(run_sim, tmp
     assert (lost["bytes_down"] >= lost["attempts_down"] * 17).all()
     rounds = pd.read_csv(out / "rounds.csv")
     assert rounds["bytes_down"].sum() == clients["bytes_down"].sum()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["workload.momentum=-1"], "error: workload.momentum=-1.0: allowed range is [0, 1)"),
+        (["workload.lr_decay=-1"], "error: workload.lr_decay=-1.0: allowed range is (0, 1]"),
+        (["workload.weight_decay=-1"], "error: workload.weight_decay=-1.0: must be >= 0"),
+        (["workload.model=nosuch"], "error: workload.model='nosuch': allowed: cnn, fedmax_cifar_cnn, mlp"),
+        (["seed=-1"], "error: seed=-1: allowed range is 0 .. 2**32 - 1"),
+        (["seed=4294967296"], "error: seed=4294967296: allowed range is 0 .. 2**32 - 1"),
+        (["log_level=FOO"], "error: log_level='FOO': allowed: DEBUG, INFO"),
+        (
+            ["dataset.partition=shards", "dataset.shards_per_client=100000"],
+            "error: dataset.shards_per_client=100000: 30 devices x 100000 shards exceed the 1437 training images",
+        ),
+        (
+            ["workload.app.server=math:pi", "workload.app.client=math:pi"],
+            "error: workload.app.server='math:pi': is a float, not a Flower ServerApp",
+        ),
+    ],
+)
+def test_values_that_ran_silently_wrong_are_refused(overrides, message, run_sim, tmp_path):
+    res = run_sim(*overrides, "workload.rounds=1", "progress=false")
+    assert res.returncode == 2
+    [line] = res.stderr.strip().splitlines()
+    assert line.startswith(message)
+    assert list(tmp_path.iterdir()) == []
