@@ -54,8 +54,10 @@ def test_shards_have_few_labels(digits_labels: np.ndarray) -> None:
 
 
 def test_shards_with_fewer_samples_than_shards() -> None:
-    labels = np.repeat(np.arange(5), 3)  # 15 samples, 10 clients, 20 shards
-    parts = partition_indices(labels, 10, "shards", seed=1)
+    labels = np.repeat(np.arange(5), 3)  # 15 samples, 10 clients x 2 shards: shards of one image, not label-sorted
+    with pytest.raises(ValueError, match=r"dataset.shards_per_client=2: 10 devices x 2 shards exceed the 15"):
+        partition_indices(labels, 10, "shards", seed=1)
+    parts = partition_indices(labels, 7, "shards", seed=1)  # 14 shards of one or two images: every image dealt
     assert min(len(p) for p in parts) >= 1
     assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(15))
 
