@@ -182,6 +182,18 @@ def write_timelines(out_dir: Path, timelines: dict[str, list[dict]], with_plots:
             plot_timeline(rows, out_dir / f"timeline_{method}.png", title=f"{method}: device and server states")
 
 
+# what a plot's legend calls each method (the CSVs keep the short names)
+METHOD_NAMES = {
+    "original": "original model, zero-filled",
+    "clio_mt": "CLIO, a tail per width",
+    "clio_st": "CLIO, one tail",
+    "nair_neither": "NAIR slicing, no re-tuning terms",
+    "nair_penalty": "NAIR with the penalty only",
+    "nair": "NAIR (eq. 11 weights + penalty)",
+    "raw": "raw input, compressed",
+}
+
+
 def plots(out_dir: Path, latency: pd.DataFrame, corruption: pd.DataFrame, importance: pd.DataFrame, title: str) -> None:
     """accuracy_vs_latency.png, accuracy_vs_corruption.png (figure 5), importance.png (figure 6)."""
     import matplotlib
@@ -200,7 +212,7 @@ def plots(out_dir: Path, latency: pd.DataFrame, corruption: pd.DataFrame, import
 
     _, ax = plt.subplots(figsize=(7, 4.5))
     for method, g in latency.groupby("method", sort=False):
-        ax.plot(g["latency_budget_s"], g["accuracy"], marker="o", label=method)
+        ax.plot(g["latency_budget_s"], g["accuracy"], marker="o", label=METHOD_NAMES.get(method, method))
     finish(ax, "accuracy_vs_latency.png", "latency budget (s)", "test accuracy", title)
 
     _, ax = plt.subplots(figsize=(7, 4.5))
@@ -215,16 +227,22 @@ def plots(out_dir: Path, latency: pd.DataFrame, corruption: pd.DataFrame, import
         "accuracy_vs_corruption.png",
         "bit error rate on the link" if ber else f"fraction of elements hit ({corruption['corruption_mode'].iloc[0]})",
         "test accuracy (original model)",
-        "figure 5: errors at every split",
+        f"accuracy with errors in what each split sends (paper's figure 5)\n{title}",
     )
 
     _, ax = plt.subplots(figsize=(7, 4.5))
     for colname in [c for c in importance.columns if c.startswith("share_")]:
-        ax.plot(importance["rank"], np.sort(importance[colname].to_numpy())[::-1], marker=".", label=colname[6:])
+        name = colname[6:]
+        ax.plot(
+            importance["rank"],
+            np.sort(importance[colname].to_numpy())[::-1],
+            marker=".",
+            label=METHOD_NAMES.get(name, name),
+        )
     finish(
         ax,
         "importance.png",
         "unit rank (descending importance)",
         "share of the split layer's importance",
-        "figure 6: importance distribution",
+        f"how the split layer's importance is spread (paper's figure 6)\n{title}",
     )
