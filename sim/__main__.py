@@ -109,7 +109,7 @@ def precheck(args: list[str]) -> None:
         return
     from hydra import compose, initialize_config_dir
 
-    overrides = [a for a in args if not a.lstrip("+~").startswith("hydra.")]
+    overrides = [a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             compose(config_name="config", overrides=overrides)
@@ -118,6 +118,47 @@ def precheck(args: list[str]) -> None:
         named = next((a for a in overrides if a in text or f"'{a.lstrip('+~').partition('=')[0]}'" in text), None)
         cause = str(exc.__cause__ or exc).strip().splitlines()[0]
         _fail(f"{named}: {cause}" if named else cause)
+
+
+def _prefix(o) -> str:
+    return {"ADD": "+", "FORCE_ADD": "++", "DEL": "~"}.get(o.type.name, "")
+
+
+def presweep(args: list[str]) -> None:
+    """Before a sweep's first job starts, compose and check every job it will run (each
+    combination of the swept values), so that a bad value in job 7 is the one-line error now,
+    not after jobs 1-6 have run and written their folders."""
+    import itertools
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from sim.jobs import validate
+
+    overrides = [a for a in args if not a.startswith("-") and not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:  # Hydra's parse errors: one line
+        _fail(str(exc).strip().splitlines()[0])
+    choices = [
+        [f"{_prefix(o)}{o.key_or_group}={v}" for v in o.sweep_string_iterator()]
+        if o.is_sweep_override()
+        else [o.input_line]
+        for o in parsed
+    ]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for job in itertools.product(*choices):
+            try:
+                cfg = OmegaConf.to_object(compose(config_name="config", overrides=list(job)))
+                refuse_unknown(cfg, list(job))
+                refuse_unused(cfg, list(job))
+                cfg.compared = compared_params(cfg)
+                validate(cfg)
+            except ConfigError as exc:
+                _fail(f"{exc} (in the sweep's job {' '.join(job)})")
+            except Exception as exc:  # Hydra's composition errors
+                cause = str(exc.__cause__ or exc).strip().splitlines()[0]
+                _fail(f"{cause} (in the sweep's job {' '.join(job)})")
 
 
 def compared_params(cfg: Config) -> dict[str, dict]:
@@ -222,7 +263,11 @@ def cli() -> None:
         print(help_text(args))
         return
     check_group_choices(args)
-    precheck([f"++{a}" if a.startswith(OPEN_KEYS) else a for a in args])
+    opened = [f"++{a}" if a.startswith(OPEN_KEYS) else a for a in args]
+    if "-m" in args or "--multirun" in args:
+        presweep(opened)
+    else:
+        precheck(opened)
     # an app's run config and the user's device profiles are open (their keys are the user's):
     # set without Hydra's `++`, as `flwr run` takes an app's config
     sys.argv[1:] = [f"++{a}" if a.startswith(OPEN_KEYS) else a for a in args]

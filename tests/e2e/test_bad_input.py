@@ -74,3 +74,12 @@ def test_values_that_ran_silently_wrong_are_refused(overrides, message, run_sim,
     [line] = res.stderr.strip().splitlines()
     assert line.startswith(message)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sweep_checks_every_job_before_the_first_runs(run_sim, tmp_path):
+    tiny = ["workload.rounds=1", "workload.model=mlp", "fleet.num_devices=4", "progress=false", "plots=false"]
+    res = run_sim("-m", *tiny, "seed=0,1", "channel.ber=0,0.9", f"hydra.sweep.dir={tmp_path / 's'}")
+    assert res.returncode == 2
+    [line] = res.stderr.strip().splitlines()
+    assert line.startswith("error: channel.ber=0.9: allowed range is [0, 0.5] (in the sweep's job ")
+    assert not (tmp_path / "s").exists()  # job 1 (seed 0, ber 0) never ran
