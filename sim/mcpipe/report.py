@@ -274,24 +274,13 @@ def plot_memory(memory: pd.DataFrame, out_dir: Path) -> None:
             h = g[g.schedule == sched]
             xs = h.worker.to_numpy() + (j - 0.5) * 0.38
             ax.bar(xs, h.peak_state_bytes / 1024, width=0.36, label=f"{sched} (weights+vectors)")
-            ax.scatter(
-                xs,
-                h.theorem1_bytes / 1024,
-                marker="_",
-                s=300,
-                color="k",
-                label="theorem 1" if j == 0 else None,
-                zorder=3,
-            )
-            ax.scatter(
-                xs,
-                h.theorem1_stage_bytes / 1024,
-                marker="_",
-                s=300,
-                color="0.55",
-                label="theorem 1, this stage" if j == 0 else None,
-                zorder=3,
-            )
+            for bound, color, name in (
+                ("theorem1_bytes", "k", "theorem 1"),
+                ("theorem1_stage_bytes", "0.55", "theorem 1, this stage"),
+            ):
+                ax.scatter(
+                    xs, h[bound] / 1024, marker="_", s=300, color=color, label=name if j == 0 else None, zorder=3
+                )
         ax.set_title(f"{model}, {n} workers")
         ax.set_xlabel("worker (stage)")
         ax.set_ylabel("peak KiB")
