@@ -36,6 +36,7 @@ TRACKERS = ("none", "mlflow", "tensorboard")
 COMMON_SECTIONS = frozenset(
     {
         "seed",
+        "resume",
         "cache_dir",
         "backend",
         "ray",
@@ -152,6 +153,9 @@ class RayConfig:
 @dataclass
 class Config:
     seed: int = 0
+    # continue the interrupted run in the output folder (hydra.run.dir=...); rerunning the same
+    # settings into that folder resumes it too (sim/runfolder.py)
+    resume: bool = False
     # trained models (a NoNN teacher, NAIR's original model, ...) cached here, keyed by their
     # config, so a sweep does not retrain them; null = no cache
     cache_dir: Optional[str] = ".cache/edgesim"

@@ -18,6 +18,7 @@ from sim.nair import WORKLOAD as NAIR
 from sim.net.build import validate as validate_network
 from sim.nonn import WORKLOAD as NONN
 from sim.offload import WORKLOAD as OFFLOAD
+from sim.runfolder import RunFolder
 
 __all__ = ["WORKLOADS", "default_config", "refuse_unused", "run", "validate", "workload_of"]
 
@@ -123,6 +124,13 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
 
     validate(cfg)
     w = workload_of(cfg)
+    folder = RunFolder(out_dir)
+    state = folder.begin(cfg)
+    if state == "complete":
+        print(f"{Path(out_dir).resolve()}: this run is complete there already; nothing to do", flush=True)
+        return None
+    if state == "resume":
+        print(f"resuming the interrupted run in {Path(out_dir).resolve()} ({folder.replayable()} computations on disk)")
     title = describe(cfg, w.uses)
     start_line(title, out_dir)
     with torch_threads(cfg.torch_threads):
@@ -130,4 +138,5 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
     write_run_report(cfg, title, out_dir)
     track(cfg, out_dir, f"edgesim: {title}")
     closing(w, summary, out_dir)
+    folder.complete()
     return summary

@@ -31,6 +31,7 @@ from sim.config import Config, StrategyConfig
 from sim.console import Progress, describe
 from sim.federated.build import build_strategy_of, flower_log, load_app, prepare
 from sim.federated.grid import RUN_ID, SERVER_NODE_ID, FleetExhausted, SimGrid, TimeBudgetReached
+from sim.federated.journal import Journal, JournaledBackend
 from sim.federated.report import (
     CLIENT_COLUMNS,
     ROUND_COLUMNS,
@@ -44,6 +45,7 @@ from sim.meter import WorkMeter
 from sim.net import TIMELINE_COLUMNS
 from sim.net.build import build_network
 from sim.report import plot_accuracy, plot_timeline, write_json, write_rows, write_text
+from sim.runfolder import RunFolder
 from sim.seeding import stream
 
 __all__ = ["run", "simulate"]
@@ -100,12 +102,18 @@ def simulate(
     task: FederatedTask | None,
     progress: bool = True,
     backend: Backend | None = None,
+    folder: Path | None = None,
+    journal: Journal | None = None,
 ) -> VariantResult:
     """One federated simulation with strategy `scfg` (built-in workload when `task` is given,
-    else the user's ServerApp/ClientApp of `cfg.workload.app`)."""
+    else the user's ServerApp/ClientApp of `cfg.workload.app`). With `folder`, its rows so far
+    reach rounds.csv and clients.csv there as each round ends; with `journal`, its computations
+    are journaled (and those already journaled replayed: `sim.federated.journal`)."""
     app_cfg = cfg.workload.app
     client_app = make_client_app(task) if task is not None else load_app(app_cfg.client, "workload.app.client")
     backend = backend or LocalBackend(cfg.workload.optimizer_copies, cfg.torch_threads)
+    if journal is not None:
+        backend = JournaledBackend(backend, journal)
     net, server = build_network(cfg, fleet, label=lambda d: str(d + 1))
     grid = SimGrid(
         fleet=fleet,
@@ -134,6 +142,8 @@ def simulate(
     def show(done: float) -> None:  # the bar to `done`, with the clock and the latest accuracy
         latest = evals[max(evals)][0] if evals else None
         bar.to(done, t=f"{grid.now_s:.1f} s", **({"accuracy": f"{latest:.3f}"} if latest is not None else {}))
+        if folder is not None:
+            _write_rows_so_far(grid, evals, app_cfg, folder)
 
     stopped = ""
     # the server's computations too (aggregation, evaluation) with a fixed thread count: a job's
@@ -147,7 +157,7 @@ def simulate(
             grid.observer = lambda stats: show(bar.n + 1) if stats.phase == "train" else None
         try:
             if task is not None:
-                _serve(cfg, scfg, grid, task, evals)
+                _serve(cfg, scfg, grid, task, evals, journal)
             else:
                 server_app = load_app(app_cfg.server, "workload.app.server")
                 context = Context(
@@ -163,11 +173,7 @@ def simulate(
         except TimeBudgetReached as exc:  # the run's planned end
             stopped = str(exc)
     end_s = grid.finish()
-    if grid.pushed:  # an asynchronous server: a row per server version
-        rounds = version_rows(grid.versions, evals, app_cfg)
-    else:
-        rounds = round_rows(grid.phases, evals, app_cfg)
-    clients = [c for p in grid.phases for c in p.clients]
+    rounds, clients = _rows(grid, evals, app_cfg)
     if task is None and rounds and all(math.isnan(r.accuracy) for r in rounds):
         warn(
             f"workload.app.accuracy_metric={app_cfg.accuracy_metric!r}: the app's evaluate replies never carried it; "
@@ -179,18 +185,43 @@ def simulate(
     )
 
 
-def _serve(cfg: Config, scfg: StrategyConfig, grid: SimGrid, task: FederatedTask, evals: dict) -> None:
+def _rows(grid: SimGrid, evals: dict, app_cfg) -> tuple[list, list]:
+    """rounds.csv's rows (a row per round, or per server version of an asynchronous server) and clients.csv's."""
+    if grid.pushed:
+        rounds = version_rows(grid.versions, evals, app_cfg)
+    else:
+        rounds = round_rows(grid.phases, evals, app_cfg)
+    return rounds, [c for p in grid.phases for c in p.clients]
+
+
+def _write_rows_so_far(grid: SimGrid, evals: dict, app_cfg, folder: Path) -> None:
+    """The rows of the rounds over so far (all but the latest, whose server work may still be
+    owed), each file replaced whole: a run killed at any moment leaves valid CSVs of its
+    finished rounds. The run's end writes the final ones (a straggler's row ends later)."""
+    rounds, clients = _rows(grid, evals, app_cfg)
+    last = max((r.round for r in rounds), default=0)
+    write_rows([r for r in rounds if r.round < last], folder / "rounds.csv", ROUND_COLUMNS)
+    write_rows([c for c in clients if c.round < last], folder / "clients.csv", CLIENT_COLUMNS)
+
+
+def _serve(
+    cfg: Config, scfg: StrategyConfig, grid: SimGrid, task: FederatedTask, evals: dict, journal: Journal | None
+) -> None:
     """The built-in ServerApp: strategy `scfg` over `grid`, evaluating centrally on the server's clock."""
     strategy = build_strategy_of(scfg, len(grid.fleet))
     model = task.build_model()
     weights = ModelRecords(model)
     meter_cache: dict = {}
 
-    def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord:
-        weights.load(arrays)
+    def evaluate() -> tuple[float, float, int]:
         with WorkMeter(meter_cache) as meter:  # the server's evaluation, on its clock
             loss, acc = evaluate_model(model, task.data.x_test, task.data.y_test)
-        grid.server_flops += meter.flops
+        return acc, loss, meter.flops
+
+    def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord:
+        weights.load(arrays)
+        acc, loss, flops = journal.evaluation(rnd, arrays, evaluate) if journal is not None else evaluate()
+        grid.server_flops += flops
         evals[rnd] = (acc, loss)
         grid.mark_version(rnd)  # the server holds model `rnd` (its time: once this evaluation is done)
         return MetricRecord({"accuracy": acc, "loss": loss})
@@ -239,11 +270,13 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
         start_s = round(time.perf_counter() - t0, 3)
         for scfg in variants:
             t0 = time.perf_counter()
-            results.append(simulate(cfg, scfg, fleet, task, progress=cfg.progress, backend=backend))
+            folder = out_dir / scfg.name if len(variants) > 1 else out_dir
+            write_text(_resolved(cfg, scfg), folder / "config.yaml")  # the settings this strategy ran with
+            journal = Journal(RunFolder(out_dir).journal(scfg.name))
+            results.append(simulate(cfg, scfg, fleet, task, cfg.progress, backend, folder, journal))
             wall_s[scfg.name] = round(time.perf_counter() - t0, 3)
     for res, scfg in zip(results, variants):
         folder = out_dir / res.strategy if len(results) > 1 else out_dir
-        write_text(_resolved(cfg, scfg), folder / "config.yaml")  # the settings this strategy ran with
         write_rows(res.rounds, folder / "rounds.csv", ROUND_COLUMNS)
         write_rows(res.clients, folder / "clients.csv", CLIENT_COLUMNS)
         write_rows([res.summary], folder / "summary.csv")
