@@ -124,10 +124,11 @@ def _prefix(o) -> str:
     return {"ADD": "+", "FORCE_ADD": "++", "DEL": "~"}.get(o.type.name, "")
 
 
-def presweep(args: list[str]) -> None:
+def presweep(args: list[str]) -> list[str]:
     """Before a sweep's first job starts, compose and check every job it will run (each
     combination of the swept values), so that a bad value in job 7 is the one-line error now,
-    not after jobs 1-6 have run and written their folders."""
+    not after jobs 1-6 have run and written their folders. Returns the keys the sweep does not
+    vary."""
     import itertools
 
     from hydra import compose, initialize_config_dir
@@ -159,6 +160,7 @@ def presweep(args: list[str]) -> None:
             except Exception as exc:  # Hydra's composition errors
                 cause = str(exc.__cause__ or exc).strip().splitlines()[0]
                 _fail(f"{cause} (in the sweep's job {' '.join(job)})")
+    return [o.key_or_group for o in parsed if not o.is_sweep_override()]
 
 
 def compared_params(cfg: Config) -> dict[str, dict]:
@@ -201,46 +203,84 @@ def _swept(jobs: list[Path], named: set[str]) -> dict[str, dict[str, str]]:
         path = job / ".hydra" / "overrides.yaml"
         if path.exists():
             pairs = (o.split("=", 1) for o in OmegaConf.load(path) if "=" in o)
-            values[job.name] = {k.lstrip("+~"): v for k, v in pairs}
+            values[str(job)] = {k.lstrip("+~"): v for k, v in pairs}
     keys = {k for v in values.values() for k in v}
     varying = {k for k in keys if len({v.get(k) for v in values.values()}) > 1}
     varying = {k for k in varying if k.replace(".", "_") not in named and k.split(".")[-1] not in named}
     return {job: {k: v for k, v in kv.items() if k in varying} for job, kv in values.items()}
 
 
+def job_dir(overrides: str, num) -> str:
+    """A sweep job's folder: its swept overrides (`channel.ber=0.001,strategy=fedprox`), so that a
+    rerun of the sweep finds each job's results by what it ran, not by its place in the order
+    (`hydra.sweep.subdir`; the job number when nothing is swept, hashed when too long)."""
+    import hashlib
+
+    name = overrides.replace("/", "_") or str(num)
+    if len(name) > 120:
+        name = f"{name[:100]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return name
+
+
+OmegaConf.register_new_resolver("edgesim_job", job_dir, replace=True)
+
+
+def sweep_jobs(sweep_dir: Path) -> dict[int, Path]:
+    """The finished jobs of a sweep, by Hydra's job number, wherever `hydra.sweep.subdir` put them."""
+    jobs = {}
+    for meta in sweep_dir.rglob(".hydra/hydra.yaml"):
+        job = meta.parent.parent
+        if (job / ".edgesim" / "complete").exists():
+            jobs[int(OmegaConf.load(meta).hydra.job.num)] = job
+    return dict(sorted(jobs.items()))
+
+
 class SweepComparison(Callback):
-    """After a multirun: comparison.csv and accuracy plots over all jobs, in the sweep dir."""
+    """comparison.csv over a sweep's finished jobs, in the sweep dir, after each job (so an
+    interrupted sweep still has the comparison of those done); after the whole multirun, the
+    accuracy plots and report.html too."""
+
+    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            self.compare(Path(config.hydra.sweep.dir), plots=False)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        self.compare(Path(config.hydra.sweep.dir), plots=config.get("plots", True))
+
+    def compare(self, sweep_dir: Path, plots: bool) -> None:
         import pandas as pd
 
         from sim.html import write_sweep_report
         from sim.report import plot_accuracy, write_csv
 
-        sweep_dir = Path(config.hydra.sweep.dir)
-        jobs = sorted((d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name))
+        if not sweep_dir.is_dir():
+            return
+        numbered = sweep_jobs(sweep_dir)
+        jobs = list(numbered.values())
         summaries, rounds = [], []
         paths = [p for job in jobs for p in job.rglob("summary.csv")]
         named = set(pd.read_csv(paths[0], nrows=0).columns) if paths else set()
         swept = _swept(jobs, named)  # each job's value of every override that differs between jobs
-        for job in jobs:
+        for num, job in numbered.items():
             for path in sorted(job.rglob("summary.csv")):
-                s = pd.read_csv(path).assign(job=int(job.name), **swept.get(job.name, {}))
+                s = pd.read_csv(path).assign(job=num, **swept.get(str(job), {}))
                 summaries.append(s)
                 r = path.with_name("rounds.csv")
                 if r.exists():
-                    keys = [*SETTING_COLUMNS, *swept.get(job.name, {})]
+                    keys = [*SETTING_COLUMNS, *swept.get(str(job), {})]
                     values = {k: s[k].iloc[0] for k in keys if k in s}
-                    rounds.append(pd.read_csv(r).assign(job=int(job.name), **values))
+                    rounds.append(pd.read_csv(r).assign(job=num, **values))
         if not summaries:
             return
         table = pd.concat(summaries, ignore_index=True)
         first = ["job", *dict.fromkeys(k for values in swept.values() for k in values)]
         table = table[first + [c for c in table.columns if c not in first]]
         write_csv(table, sweep_dir / "comparison.csv")
+        if not plots:
+            return
         varying = [k for k in [*SETTING_COLUMNS, *first[1:]] if k in table and table[k].nunique(dropna=False) > 1]
         varying = list(dict.fromkeys(varying))
-        if rounds and config.get("plots", True):
+        if rounds:
             labels = varying or ["strategy"]
             plot_accuracy(
                 pd.concat(rounds, ignore_index=True),
@@ -264,13 +304,17 @@ def cli() -> None:
         return
     check_group_choices(args)
     opened = [f"++{a}" if a.startswith(OPEN_KEYS) else a for a in args]
+    extra = []
     if "-m" in args or "--multirun" in args:
-        presweep(opened)
+        fixed = presweep(opened)
+        if not any(a.startswith(("hydra.sweep.subdir=", "hydra.job.config.override_dirname")) for a in args):
+            # the job folders are named by the swept overrides only (`job_dir`)
+            extra = [f"hydra.job.config.override_dirname.exclude_keys=[{','.join(fixed)}]"]
     else:
         precheck(opened)
     # an app's run config and the user's device profiles are open (their keys are the user's):
     # set without Hydra's `++`, as `flwr run` takes an app's config
-    sys.argv[1:] = [f"++{a}" if a.startswith(OPEN_KEYS) else a for a in args]
+    sys.argv[1:] = [f"++{a}" if a.startswith(OPEN_KEYS) else a for a in args] + extra
     main()
 
 

@@ -86,7 +86,8 @@ def write_sweep_report(sweep_dir: Path | str, jobs: list[Path]) -> Path:
     plots = sorted(root.glob("*.png"))
     page = write_page(root, f"edgesim sweep: {len(jobs)} jobs", None, tables, plots)
     links = "".join(
-        f'<li><a href="{j.name}/report.html">job {html.escape(j.name)}</a></li>'
+        f'<li><a href="{html.escape(j.relative_to(root).as_posix())}/report.html">'
+        f"job {html.escape(j.relative_to(root).as_posix())}</a></li>"
         for j in jobs
         if (j / "report.html").exists()
     )

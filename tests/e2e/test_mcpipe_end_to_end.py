@@ -73,7 +73,8 @@ def test_sweep_over_depth_writes_one_comparison(run_sim, tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = pd.read_csv(sweep / "comparison.csv")
     assert len(table) == 4 and sorted(set(table["depth"])) == [2, 4]
-    for job in ("0", "1"):  # in a sweep, one comparison for all jobs, none in a job's folder
+    # in a sweep, one comparison for all jobs, none in a job folder (named by its swept override)
+    for job in ("workload.depth=2", "workload.depth=4"):
         assert (sweep / job / "summary.csv").is_file() and not (sweep / job / "comparison.csv").exists()
 
 

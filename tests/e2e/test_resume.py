@@ -154,3 +154,48 @@ def test_sigkill_then_rerun_resumes(tmp_path) -> None:
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming the interrupted run" in resumed.stdout
     assert _csvs(out) == _csvs(tmp_path / "ref")
+
+
+SWEEP = [*TINY_OVERRIDES, "plots=false", "channel.ber=0,1e-4"]
+
+
+def test_a_rerun_sweep_skips_its_finished_jobs(tmp_path) -> None:
+    """Jobs are folders named by their swept overrides; rerunning the sweep with a value added
+    runs only the new job and leaves the finished ones untouched; comparison.csv has all."""
+    sweep = tmp_path / "sweep"
+    first = finish(start_sim(["-m", *SWEEP, f"hydra.sweep.dir={sweep}"], tmp_path))
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["channel.ber=0", "channel.ber=0.0001"]
+    before = _csvs(sweep / "channel.ber=0")
+    again = finish(start_sim(["-m", *SWEEP[:-1], "channel.ber=0,1e-4,1e-3", f"hydra.sweep.dir={sweep}"], tmp_path))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("complete there already") == 2
+    assert _csvs(sweep / "channel.ber=0") == before
+    table = np.genfromtxt(sweep / "comparison.csv", delimiter=",", names=True, dtype=None, encoding=None)
+    assert sorted(table["channel_ber"].tolist()) == [0, 1e-4, 1e-3]
+
+
+def test_any_sweep_subdir_gets_its_comparison(tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    done = finish(
+        start_sim(["-m", *SWEEP, f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=runs/${hydra.job.num}"], tmp_path)
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (sweep / "runs" / "1" / "summary.csv").exists()
+    table = np.genfromtxt(sweep / "comparison.csv", delimiter=",", names=True, dtype=None, encoding=None)
+    assert table["job"].tolist() == [0, 1]
+
+
+def test_an_interrupted_sweep_keeps_the_comparison_of_its_finished_jobs(tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    args = [*TINY_OVERRIDES, "plots=false", "workload.rounds=40", "seed=1,2,3"]
+    proc = start_sim(["-m", *args, f"hydra.sweep.dir={sweep}"], tmp_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (sweep / "seed=2" / "rounds.csv").exists():  # the first job is over
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    finish(proc)
+    table = np.genfromtxt(sweep / "comparison.csv", delimiter=",", names=True, dtype=None, encoding=None, ndmin=1)
+    assert table["seed"].tolist() == [1]

@@ -90,12 +90,12 @@ def test_the_console_names_the_run_and_its_outputs_and_reports_each_round(run_si
 def test_html_reports_of_a_run_and_a_sweep(run_sim, tmp_path):
     res = run_sim("-m", *TINY[:-1], "plots=true", "seed=0,1", f"hydra.sweep.dir={tmp_path / 's'}")
     assert res.returncode == 0, res.stderr[-1500:]
-    job = (tmp_path / "s" / "0" / "report.html").read_text()
+    job = (tmp_path / "s" / "seed=0" / "report.html").read_text()
     assert "<h1>edgesim: federated, fedavg, 4 devices, digits (iid), 1 Mbit/s arq BER 0, seed 0</h1>" in job
     assert "<th>final_accuracy</th>" in job and "data:image/png;base64," in job  # its timeline plot
     assert "num_devices: 4" in job  # the settings that ran
     sweep = (tmp_path / "s" / "report.html").read_text()
-    assert "<th>seed</th>" in sweep and 'href="1/report.html"' in sweep and "data:image/png;base64," in sweep
+    assert "<th>seed</th>" in sweep and 'href="seed=1/report.html"' in sweep and "data:image/png;base64," in sweep
 
 
 def test_each_log_line_once_on_the_console_and_in_the_run_log(run_sim, tmp_path):
