@@ -27,6 +27,7 @@ config asks for.
 from __future__ import annotations
 
 import contextlib
+import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -91,18 +92,48 @@ def torch_seeded(seed: int) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def python_memory(enabled: bool) -> Iterator[list[int]]:
+    """The peak of the memory allocated through Python's allocators inside (numpy arrays, Python
+    objects, serialised payloads: `tracemalloc`; torch's tensors are not among them, the work
+    meter counts those), rounded up to 4 KiB pages, in the list it yields; [0] when not `enabled`."""
+    peak = [0]
+    if not enabled:
+        yield peak
+        return
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    try:
+        yield peak
+    finally:
+        now, top = tracemalloc.get_traced_memory()
+        # what the step held at its peak and let go of: what it keeps (a data set cached for the
+        # process, warmed-up library state) is the process's, not this step's work
+        peak[0] = -(-max(top - max(now, base), 0) // 65536) * 65536
+        if started:
+            tracemalloc.stop()
+
+
 def run_job(
     app, message: Message, context: Context, torch_seed: int, cost_cache: dict, optimizer_copies: int
 ) -> Execution:
-    """Run `app` on one message under its own torch seed and a work meter (both back ends)."""
-    with torch_seeded(torch_seed):
+    """Run `app` on one message under its own torch seed and a work meter (every back end). A
+    user's ClientApp (unless marked `python_memory = False`) may hold memory outside torch: its Python
+    allocations are traced too, and their peak added to the torch peak (an upper bound: the two
+    peaks need not coincide)."""
+    with torch_seeded(torch_seed), python_memory(getattr(app, "python_memory", True)) as outside:
         meter = WorkMeter(cost_cache, optimizer_copies)
         try:
             with meter:
                 reply = app(message, context)
         except Exception as exc:  # a failing ClientApp is an error reply, as in Flower
-            return Execution(None, meter.flops, meter.peak_bytes, f"{type(exc).__name__}: {exc}")
-    return Execution(reply, meter.flops, meter.peak_bytes)
+            reply, error = None, f"{type(exc).__name__}: {exc}"
+        else:
+            error = ""
+    return Execution(reply, meter.flops, meter.peak_bytes + outside[0], error)
 
 
 def call_seeds(calls: Sequence[tuple], seeds: Sequence[int] | None) -> list[int]:

@@ -44,7 +44,7 @@ from devices import Fleet
 from experiments.federated.internals import set_message_id
 from sim.backends.base import Backend, Execution
 from sim.backends.local import LocalBackend
-from sim.federated.payload import deliver, message_bytes, phase_of, value_count
+from sim.federated.payload import deliver, finite, message_bytes, phase_of, value_count
 from sim.federated.pushpull import AGGREGATION_FLOPS_PER_VALUE, Flight, PushPull
 from sim.federated.rows import ClientRow, PhaseStats, VersionBook, VersionStats
 from sim.federated.timeline import ClientPlan, Round, client
@@ -98,6 +98,7 @@ class SimGrid(PushPull, Grid):
         offer: str = "idle",
         min_nodes: int = 1,
         time_budget_s: float | None = None,
+        accept_non_finite: bool = False,
     ):
         self.fleet, self.net, self.server = fleet, net, server
         self.client_app = client_app
@@ -106,6 +107,10 @@ class SimGrid(PushPull, Grid):
         self.run_config = dict(run_config or {})
         self.offer, self.min_nodes = offer, min_nodes
         self.time_budget_s = time_budget_s
+        self.accept_non_finite = accept_non_finite  # replies with NaN/inf go to the server as they are
+        self.model_finite: dict[int, bool] = {}  # by server version: whether the model was all finite
+        self.errors: dict[str, str] = {}  # each kind of ClientApp error seen: its first message
+        self.on_error = None  # called with the text of each new kind (the console's warning)
         self.phases: list[PhaseStats] = []
         self.book = VersionBook()  # the server versions of a push/pull run
         self._flights: dict[str, Flight] = {}  # pushed, outcome not yet pulled
@@ -130,6 +135,19 @@ class SimGrid(PushPull, Grid):
     @property
     def versions(self) -> list[VersionStats]:
         return self.book.versions
+
+    def note_model(self, version: int, arrays: ArrayRecord) -> None:
+        """The server's model `version` (evaluated, or sent out): is it all finite?"""
+        if version not in self.model_finite:
+            self.model_finite[version] = finite(RecordDict({"arrays": arrays}))
+
+    def rejects(self, reply: Message, row: ClientRow) -> bool:
+        """A reply whose arrays hold NaN or inf is kept from the server (unless it accepts them):
+        its row says `non_finite`."""
+        if self.accept_non_finite or finite(reply.content):
+            return False
+        row.status = "non_finite"
+        return True
 
     def mark_version(self, version: int) -> None:
         """The server holds model `version` now (its evaluation of it: `VersionBook.mark`)."""
@@ -219,6 +237,8 @@ class SimGrid(PushPull, Grid):
         for plan, row in zip(plans, stats.clients):
             if row.status == "received":
                 reply, sent = replies[plan.node_id]
+                if self.rejects(reply, row):
+                    continue
                 accepted.append(reply)
                 row.staleness = 0.0  # nothing is aggregated while the server waits
                 row.age_s = row.arrival_s - row.dispatch_s
@@ -338,10 +358,23 @@ class SimGrid(PushPull, Grid):
             return plan
         if not msg.metadata.message_id:
             self._identify(msg, rnd, phase)
+        if phase == "train":  # the server's current model, as it sends it
+            for record in msg.content.values():
+                if isinstance(record, ArrayRecord):
+                    self.note_model(rnd - 1, record)
         msg.content, plan.down_flips = deliver(msg.content, plan.down)
         torch_seed = int(stream(self.seed, "torch", *keys).integers(2**62))
         deliverable.append(((msg, self._context(node), torch_seed), plan))
         return plan
+
+    def _error(self, row: ClientRow, text: str) -> None:
+        """A ClientApp failed: its error in its row; the first of each kind told at once."""
+        row.error = " ".join(str(text).split())[:500]
+        kind = row.error.partition(":")[0]
+        if kind not in self.errors:
+            self.errors[kind] = row.error
+            if self.on_error is not None:
+                self.on_error(f"the ClientApp failed (round {row.round}, node {row.node_id}): {row.error}")
 
     def _uplink(self, plan: ClientPlan, ex: Execution, rnd: int, phase: str, replies: dict, rows: dict) -> None:
         d = plan.device
@@ -354,7 +387,11 @@ class SimGrid(PushPull, Grid):
         link = self.net.links(d)[0]
         if reply is None or reply.has_error() or not plan.fits:
             plan.error = plan.fits
+            if plan.fits:
+                self._error(row, ex.error or (reply.error.reason or f"error code {reply.error.code}" if reply else ""))
             plan.up = transfer(link, 0, stream(self.seed, "uplink", *self._keys(rnd, plan.node_id, phase)))
+            row.bytes_up, row.attempts_up = plan.up.bits_sent // 8, plan.up.attempts  # the error report, on the air
+            row.retransmissions += plan.up.retransmissions
             return
         arrays = reply.content.get("arrays") if "arrays" in reply.content else None
         probed = self.probe is not None and phase == "train" and isinstance(arrays, ArrayRecord)

@@ -111,6 +111,8 @@ def simulate(
     are journaled (and those already journaled replayed: `sim.federated.journal`)."""
     app_cfg = cfg.workload.app
     client_app = make_client_app(task) if task is not None else load_app(app_cfg.client, "workload.app.client")
+    if task is None:
+        client_app.python_memory = app_cfg.python_memory
     backend = backend or LocalBackend(cfg.workload.optimizer_copies, cfg.torch_threads)
     if journal is not None:
         backend = JournaledBackend(backend, journal)
@@ -126,7 +128,9 @@ def simulate(
         offer=cfg.fleet.offer,
         min_nodes=min(max(2, scfg.min_train_nodes), len(fleet)),
         time_budget_s=cfg.workload.time_budget_s,
+        accept_non_finite=cfg.workload.accept_non_finite,
     )
+    grid.on_error = warn
     evals: dict[int, tuple[float, float]] = {}
     budget = cfg.workload.time_budget_s
     if task is None:  # a user's app: its own rounds, as its run config says (if it says)
@@ -188,9 +192,9 @@ def simulate(
 def _rows(grid: SimGrid, evals: dict, app_cfg) -> tuple[list, list]:
     """rounds.csv's rows (a row per round, or per server version of an asynchronous server) and clients.csv's."""
     if grid.pushed:
-        rounds = version_rows(grid.versions, evals, app_cfg)
+        rounds = version_rows(grid.versions, evals, app_cfg, grid.model_finite)
     else:
-        rounds = round_rows(grid.phases, evals, app_cfg)
+        rounds = round_rows(grid.phases, evals, app_cfg, grid.model_finite)
     return rounds, [c for p in grid.phases for c in p.clients]
 
 
@@ -220,6 +224,7 @@ def _serve(
 
     def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord:
         weights.load(arrays)
+        grid.note_model(rnd, arrays)
         acc, loss, flops = journal.evaluation(rnd, arrays, evaluate) if journal is not None else evaluate()
         grid.server_flops += flops
         evals[rnd] = (acc, loss)

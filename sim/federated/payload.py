@@ -10,7 +10,7 @@ from flwr.app import Array, ArrayRecord, Message, RecordDict
 from channels import TransferOutcome, corrupt_arrays
 from experiments.federated.records import array_view
 
-__all__ = ["deliver", "message_bytes", "phase_of", "value_count"]
+__all__ = ["deliver", "finite", "message_bytes", "phase_of", "value_count"]
 
 
 def phase_of(msg: Message) -> str:
@@ -23,6 +23,16 @@ def _arrays(content: RecordDict) -> list[tuple[str, ArrayRecord]]:
 
 def value_count(content: RecordDict) -> int:
     return sum(array_view(arr).size for _, rec in _arrays(content) for arr in rec.values())
+
+
+def finite(content: RecordDict) -> bool:
+    """Whether every floating-point value the message's arrays carry is finite (no NaN, no inf)."""
+    for _, rec in _arrays(content):
+        for arr in rec.values():
+            values = array_view(arr)
+            if values.dtype.kind in "fc" and not np.isfinite(values).all():
+                return False
+    return True
 
 
 def message_bytes(content: RecordDict) -> int:

@@ -120,6 +120,9 @@ class PushPull:
             return Message(
                 Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason="the ClientApp failed"), reply_to=f.message
             )
+        if self.rejects(reply, row):
+            reason = "the reply's arrays hold NaN or inf (kept from the server: workload.accept_non_finite)"
+            return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=f.message)
         self.server_flops += AGGREGATION_FLOPS_PER_VALUE * value_count(reply.content)
         metrics = [v for v in reply.content.values() if isinstance(v, MetricRecord)]
         if row.phase == "evaluate":

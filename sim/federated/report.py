@@ -34,6 +34,7 @@ class RoundRow:
     sim_time_s: float
     accuracy: float
     loss: float
+    model_finite: bool | None  # every value of the round's model finite (None: the grid never saw it)
     clients_sampled: int
     clients_received: int
     clients_straggled: int
@@ -42,6 +43,7 @@ class RoundRow:
     clients_battery_depleted: int
     clients_lost: int
     clients_out_of_memory: int
+    clients_non_finite: int  # replies with NaN or inf in their arrays, kept out of aggregation
     bytes_down: int
     bytes_up: int
     retransmissions: int
@@ -83,6 +85,7 @@ def _statuses(rows: list[ClientRow]) -> dict:
         "clients_battery_depleted": status.count("battery_depleted"),
         "clients_lost": status.count("lost_down") + status.count("lost_up") + status.count("error"),
         "clients_out_of_memory": status.count("out_of_memory"),
+        "clients_non_finite": status.count("non_finite"),
     }
 
 
@@ -113,8 +116,10 @@ def _accuracy(rnd: int, evals: dict, eval_metrics: list[tuple[int, dict]], app_c
     return _weighted_mean(ev, app_cfg.accuracy_metric), _weighted_mean(ev, app_cfg.loss_metric)
 
 
-def round_rows(phases: list[PhaseStats], evals: dict[int, tuple[float, float]], app_cfg) -> list[RoundRow]:
-    """A row per synchronous round: its phases' clients."""
+def round_rows(
+    phases: list[PhaseStats], evals: dict[int, tuple[float, float]], app_cfg, finite: dict[int, bool]
+) -> list[RoundRow]:
+    """A row per synchronous round: its phases' clients (`finite`: whether model r was, by version)."""
     rows = []
     for rnd in sorted({p.round for p in phases}):
         ps = [p for p in phases if p.round == rnd]
@@ -127,6 +132,7 @@ def round_rows(phases: list[PhaseStats], evals: dict[int, tuple[float, float]], 
                 sim_time_s=max(p.end_s for p in ps),
                 accuracy=acc,
                 loss=loss,
+                model_finite=finite.get(rnd),
                 clients_sampled=len(train),
                 **_statuses(train),
                 **_costs(clients, [a for p in ps for a in p.activations]),
@@ -136,7 +142,9 @@ def round_rows(phases: list[PhaseStats], evals: dict[int, tuple[float, float]], 
     return rows
 
 
-def version_rows(versions: list[VersionStats], evals: dict[int, tuple[float, float]], app_cfg) -> list[RoundRow]:
+def version_rows(
+    versions: list[VersionStats], evals: dict[int, tuple[float, float]], app_cfg, finite: dict[int, bool]
+) -> list[RoundRow]:
     """A row per server version of an asynchronous run: the messages sent while the server held
     the version before, the outcomes it pulled, the updates it applied (with their staleness);
     bytes and energy are those of the messages whose outcome it learnt."""
@@ -152,6 +160,7 @@ def version_rows(versions: list[VersionStats], evals: dict[int, tuple[float, flo
                 sim_time_s=v.time_s,
                 accuracy=acc,
                 loss=loss,
+                model_finite=finite.get(v.version),
                 clients_sampled=sum(c.phase == "train" for c in v.sent),
                 **_statuses(returned),
                 **_costs(v.returned, [a for a in v.activations if a is not None]),
@@ -209,6 +218,8 @@ def summary(
         "final_accuracy": rounds[-1].accuracy if rounds else math.nan,
         "best_accuracy": max(accuracies, default=math.nan),
         "final_loss": rounds[-1].loss if rounds else math.nan,
+        # the first round whose model held a NaN or inf (a raw channel's flips let through, a diverging lr)
+        "collapsed_round": next((r.round for r in rounds if r.model_finite is False), math.nan),
         "target_accuracy": cfg.workload.target_accuracy,
         "rounds_to_target": reached[0].round if reached else math.nan,
         "time_to_target_s": float(reached[0].sim_time_s) if reached else math.nan,
@@ -234,6 +245,7 @@ def summary(
         "clients_battery_depleted": total("clients_battery_depleted"),
         "clients_lost": total("clients_lost"),
         "clients_out_of_memory": total("clients_out_of_memory"),
+        "clients_non_finite": total("clients_non_finite"),
         "updates_applied": total("updates_applied"),
         "mean_staleness": float(np.mean(applied)) if applied else math.nan,
         "max_staleness": float(max(applied)) if applied else math.nan,

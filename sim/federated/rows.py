@@ -39,6 +39,7 @@ class ClientRow:
     arrival_s: float  # when the reply reached the server (NaN: none did)
     age_s: float  # arrival - dispatch (NaN: no reply)
     staleness: float  # server versions between the model it was sent and the one that took in the reply
+    error: str = ""  # the ClientApp's exception (type: message), or the error its reply carried
 
 
 @dataclass

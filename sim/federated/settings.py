@@ -23,6 +23,13 @@ class AppConfig:
     run_config: dict[str, Any] = field(default_factory=dict)
     accuracy_metric: str = "accuracy"  # metric read from evaluate replies for rounds.csv
     loss_metric: str = "loss"
+    # true: the ClientApp's memory outside torch (numpy arrays, Python objects, serialised
+    # payloads) counted against the device too, by tracemalloc: the most a step held at once and
+    # let go of, in 64 KiB pages. It about doubles the wall time of a small PyTorch client step
+    # here (~25 ms each), and a process's first steps can be charged for warming caches up (the
+    # app's data loaded once per process), so results are reproducible run to run in a fresh
+    # process, not across back ends; false: torch's memory only (the work meter's, exact)
+    python_memory: bool = False
 
 
 @dataclass
@@ -45,6 +52,9 @@ class FederatedSettings:
     # simulated seconds after which no new round (or, asynchronously, no new message) starts:
     # strategies compared at equal simulated time; null = `rounds` alone ends the run
     time_budget_s: Optional[float] = None
+    # a reply whose arrays hold NaN or inf (a raw channel's flips, a diverging client) is counted
+    # (status non_finite) and kept out of aggregation; true: the server takes it in as it is
+    accept_non_finite: bool = False
     app: AppConfig = field(default_factory=AppConfig)
 
 

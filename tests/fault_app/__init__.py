@@ -1,0 +1,1 @@
+"""ClientApps that misbehave on purpose: NaN weights, an exception, memory outside torch."""
