@@ -68,14 +68,16 @@ def _fail(message: str, status: int = 2) -> None:
 def faults_reported():
     """Inside, a fault while running ends the run with its one line and exit status 1, no
     traceback: an output that cannot be written (`OutputError`: the file, and why: disk full,
-    no permission, a folder gone; what was on disk before stays whole). Hydra prints anything
-    else it catches as a traceback, so every way into a run (the job, the sweep's comparison)
-    goes through here."""
+    no permission, a folder gone; what was on disk before stays whole) or a back end that
+    failed (`BackendFailure`: a Ray worker or raylet that died). Hydra prints anything else
+    it catches as a traceback, so every way into a run (the job, the sweep's comparison) goes
+    through here."""
     from experiments.common.files import OutputError
+    from sim.backends.base import BackendFailure
 
     try:
         yield
-    except OutputError as exc:
+    except (OutputError, BackendFailure) as exc:
         _fail(str(exc), status=1)
 
 
