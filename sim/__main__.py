@@ -8,6 +8,7 @@ comparison.csv.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -21,7 +22,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from sim.config import Config, ConfigError, FleetConfig
@@ -56,9 +57,28 @@ OPEN_KEYS = ("workload.app.run_config.", "devices.")
 GROUPS = ("fleet", "channel", "strategy", "dataset", "workload", "experiment")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, status: int = 2) -> None:
+    """End with `error: MESSAGE`, one line on stderr: status 2 for a setting the user must
+    change (nothing has run), 1 for a fault while running (a write, the back end)."""
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(status)
+
+
+@contextlib.contextmanager
+def faults_reported():
+    """Inside, a fault while running ends the run with its one line and exit status 1, no
+    traceback: an output that cannot be written (`OutputError`: the file, and why: disk full,
+    no permission, a folder gone; what was on disk before stays whole) or a back end that
+    failed (`BackendFailure`: a Ray worker or raylet that died). Hydra prints anything else
+    it catches as a traceback, so every way into a run (the job, the sweep's comparison) goes
+    through here."""
+    from experiments.common.files import OutputError
+    from sim.backends.base import BackendFailure
+
+    try:
+        yield
+    except (OutputError, BackendFailure) as exc:
+        _fail(str(exc), status=1)
 
 
 def _discard_run_dir() -> None:
@@ -100,19 +120,35 @@ def check_group_choices(args: list[str]) -> None:
                 _fail(f"{key}={choice!r}: unknown option; allowed: {', '.join(options)}")
 
 
-def precheck(args: list[str]) -> None:
+# Hydra's settings that place a run's outputs (composed with the config, to find its folder)
+DIR_KEYS = ("hydra.run.", "hydra.sweep.", "hydra.job.")
+
+
+def _composable(args: list[str]) -> list[str]:
+    """The overrides to compose the config with: the job's own, and those of Hydra's settings
+    that place its outputs (Hydra's other settings and flags go to Hydra alone)."""
+    return [
+        a
+        for a in args
+        if not a.startswith("-")
+        and (not a.lstrip("+~").startswith(("hydra.", "hydra/")) or a.lstrip("+~").startswith(DIR_KEYS))
+    ]
+
+
+def precheck(args: list[str]) -> str | None:
     """Compose the config once before Hydra does, so that a value of the wrong type or a key
     that does not exist is the one-line error naming the override (exit 2, nothing written)
     instead of Hydra's multi-line one (exit 1, a run folder left). Sweeps and Hydra's own
-    flags go to Hydra as they are."""
+    flags go to Hydra as they are. Returns the run's output folder (`output_dir`), None when
+    the config was left to Hydra."""
     if any(a.startswith("-") for a in args) or any("," in a.partition("=")[2] for a in args):
-        return
+        return None
     from hydra import compose, initialize_config_dir
 
-    overrides = [a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    overrides = _composable(args)
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            compose(config_name="config", overrides=overrides)
+            return output_dir(compose(config_name="config", overrides=overrides, return_hydra_config=True), "run")
     except Exception as exc:  # Hydra's and OmegaConf's many kinds: one line for each
         text = str(exc)
         named = next((a for a in overrides if a in text or f"'{a.lstrip('+~').partition('=')[0]}'" in text), None)
@@ -120,15 +156,83 @@ def precheck(args: list[str]) -> None:
         _fail(f"{named}: {cause}" if named else cause)
 
 
+def unwritable(folder: str | Path) -> str | None:
+    """Why no file can be written in `folder` (None: one can), found by doing it: the missing
+    folders made, a file created and removed in the last; whatever this made is removed again
+    (Hydra makes the run's folder when it starts). As root, a folder's mode does not stop a
+    write, so the answer is the truth, not a guess from permission bits."""
+    import itertools
+    import tempfile
+
+    path = Path(folder)
+    made: list[Path] = []
+    try:
+        for d in reversed(list(itertools.takewhile(lambda p: not p.exists(), (path, *path.parents)))):
+            d.mkdir()
+            made.append(d)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".edgesim-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    finally:
+        for d in reversed(made):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+    return None
+
+
+def output_dir(composed: DictConfig, mode: str) -> str:
+    """The folder a run (`mode` "run": `hydra.run.dir`) or a sweep ("sweep": `hydra.sweep.dir`)
+    writes, from the config composed with Hydra's; a part of it that only Hydra's run fills in
+    (an interpolation of its runtime) cut off, with the folder's name it is part of."""
+    try:
+        return str(OmegaConf.select(composed, f"hydra.{mode}.dir", throw_on_resolution_failure=True))
+    except Exception:  # OmegaConf's resolution errors
+        head = str(OmegaConf.to_container(composed.hydra[mode], resolve=False)["dir"]).split("${", 1)[0]
+        return (head if head.endswith("/") else os.path.dirname(head)) or "."
+
+
+def folder_of(args: list[str], mode: str) -> str | None:
+    """The output folder of a run whose config `precheck` left to Hydra (a value with a comma:
+    `compare=[fedavg,fedprox]`): composed with the overrides, or with Hydra's folder settings
+    alone if those do not compose; None with Hydra's flags (`--cfg job`, `-cn NAME`: Hydra's)."""
+    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):
+        return None
+    from hydra import compose, initialize_config_dir
+
+    overrides = _composable(args)
+    dirs = [a for a in overrides if a.lstrip("+~").startswith(DIR_KEYS)]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for attempt in (overrides, dirs):
+            try:
+                return output_dir(compose(config_name="config", overrides=attempt, return_hydra_config=True), mode)
+            except Exception:  # Hydra's composition errors: Hydra reports them when it runs
+                continue
+    return None
+
+
+def check_output_dir(folder: str | None, key: str) -> None:
+    """Before anything runs: the output folder (`key`: hydra.run.dir or hydra.sweep.dir) must
+    be writable, else the one-line error and exit status 2, as for any setting the user must
+    change; nothing has run or been written (without this: Hydra's traceback on making the
+    folder)."""
+    if folder is None:
+        return
+    cause = unwritable(folder)
+    if cause:
+        _fail(f"cannot write to {folder}: {cause} (the output folder, {key})")
+
+
 def _prefix(o) -> str:
     return {"ADD": "+", "FORCE_ADD": "++", "DEL": "~"}.get(o.type.name, "")
 
 
-def presweep(args: list[str]) -> list[str]:
+def presweep(args: list[str]) -> tuple[str | None, list[str]]:
     """Before a sweep's first job starts, compose and check every job it will run (each
     combination of the swept values), so that a bad value in job 7 is the one-line error now,
-    not after jobs 1-6 have run and written their folders. Returns the keys the sweep does not
-    vary."""
+    not after jobs 1-6 have run and written their folders. Returns the sweep's folder (as the
+    first job's composed config has it) and the keys the sweep does not vary."""
     import itertools
 
     from hydra import compose, initialize_config_dir
@@ -137,6 +241,8 @@ def presweep(args: list[str]) -> list[str]:
     from sim.jobs import validate
 
     overrides = [a for a in args if not a.startswith("-") and not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    dirs = [a for a in _composable(args) if a not in overrides]  # Hydra's settings that place the outputs
+    folder = None
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as exc:  # Hydra's parse errors: one line
@@ -150,7 +256,12 @@ def presweep(args: list[str]) -> list[str]:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for job in itertools.product(*choices):
             try:
-                cfg = OmegaConf.to_object(compose(config_name="config", overrides=list(job)))
+                composed = compose(config_name="config", overrides=[*job, *dirs], return_hydra_config=True)
+                if folder is None:
+                    folder = output_dir(composed, "sweep")
+                with open_dict(composed):
+                    composed.pop("hydra")
+                cfg = OmegaConf.to_object(composed)
                 refuse_unknown(cfg, list(job))
                 refuse_unused(cfg, list(job))
                 cfg.compared = compared_params(cfg)
@@ -160,7 +271,7 @@ def presweep(args: list[str]) -> list[str]:
             except Exception as exc:  # Hydra's composition errors
                 cause = str(exc.__cause__ or exc).strip().splitlines()[0]
                 _fail(f"{cause} (in the sweep's job {' '.join(job)})")
-    return [o.key_or_group for o in parsed if not o.is_sweep_override()]
+    return folder, [o.key_or_group for o in parsed if not o.is_sweep_override()]
 
 
 def compared_params(cfg: Config) -> dict[str, dict]:
@@ -186,7 +297,8 @@ def main(dcfg: DictConfig) -> None:
         refuse_unknown(cfg, list(hc.overrides.task))
         refuse_unused(cfg, list(hc.overrides.task))
         cfg.compared = compared_params(cfg)
-        run(cfg, hc.runtime.output_dir, in_sweep=hc.mode == RunMode.MULTIRUN)
+        with faults_reported():
+            run(cfg, hc.runtime.output_dir, in_sweep=hc.mode == RunMode.MULTIRUN)
     except ConfigError as exc:
         if hc.mode != RunMode.MULTIRUN:
             _discard_run_dir()
@@ -242,10 +354,12 @@ class SweepComparison(Callback):
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            self.compare(Path(config.hydra.sweep.dir), plots=False)
+            with faults_reported():
+                self.compare(Path(config.hydra.sweep.dir), plots=False)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        self.compare(Path(config.hydra.sweep.dir), plots=config.get("plots", True))
+        with faults_reported():
+            self.compare(Path(config.hydra.sweep.dir), plots=config.get("plots", True))
 
     def compare(self, sweep_dir: Path, plots: bool) -> None:
         import pandas as pd
@@ -306,12 +420,13 @@ def cli() -> None:
     opened = [f"++{a}" if a.startswith(OPEN_KEYS) else a for a in args]
     extra = []
     if "-m" in args or "--multirun" in args:
-        fixed = presweep(opened)
+        folder, fixed = presweep(opened)
+        check_output_dir(folder, "hydra.sweep.dir")
         if not any(a.startswith(("hydra.sweep.subdir=", "hydra.job.config.override_dirname")) for a in args):
             # the job folders are named by the swept overrides only (`job_dir`)
             extra = [f"hydra.job.config.override_dirname.exclude_keys=[{','.join(fixed)}]"]
     else:
-        precheck(opened)
+        check_output_dir(precheck(opened) or folder_of(opened, "run"), "hydra.run.dir")
     # an app's run config and the user's device profiles are open (their keys are the user's):
     # set without Hydra's `++`, as `flwr run` takes an app's config
     sys.argv[1:] = [f"++{a}" if a.startswith(OPEN_KEYS) else a for a in args] + extra

@@ -1,4 +1,6 @@
-"""Typed rows to CSV and plots. Every file is written whole or not at all (temp + rename).
+"""Typed rows to CSV and plots. Every file is written whole or not at all (temp + rename,
+`atomic_path`); a write that fails (disk full, no permission, a folder gone) is an `OutputError`
+naming the file and the cause (`experiments.common.files`).
 
 pandas is imported only by the functions that take or make a DataFrame: the federated job
 writes its rows with `write_rows`, so a short run does not pay pandas' import.
@@ -6,23 +8,23 @@ writes its rows with `write_rows`, so a short run does not pay pandas' import.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import numbers
-import os
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from experiments.common.files import OutputError, atomic_path
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "channel_columns",
+    "OutputError",
     "atomic_path",
+    "channel_columns",
     "frame",
     "plot_accuracy",
     "save_figure",
@@ -97,30 +99,6 @@ def write_rows(rows: Iterable, path: Path, columns: list[str] | None = None) -> 
     return Path(path)
 
 
-def _file_mode() -> int:
-    """The mode `open()` gives a new file: 0666 less the process's umask (0644 under the usual
-    022); `mkstemp` makes its files 0600 whatever the umask says."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[str]:
-    """Yield a temporary name beside `path`; on success it replaces `path` in one rename, with
-    the permissions a plain `open()` would have given it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        yield tmp
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def write_csv(df: pd.DataFrame, path: Path) -> Path:
     """Write `df` to `path` atomically, with a fixed float format (byte-stable)."""
     with atomic_path(path) as tmp:
@@ -137,9 +115,11 @@ def save_figure(fig, path: Path) -> Path:
     """Save a matplotlib figure atomically and byte-stably (no software stamp), then close it."""
     import matplotlib.pyplot as plt
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, metadata={"Software": None})
+    finally:
+        plt.close(fig)
     return Path(path)
 
 

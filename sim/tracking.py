@@ -1,7 +1,8 @@
 """Experiment tracking (`tracking=mlflow` or `tracking=tensorboard`): a run's settings, its
 per-round metrics, its summary figures and its report files, logged after the job wrote them
 and read from those files, so what a tracker shows is what the CSVs hold. One tracked run per
-job; a job that compares strategies prefixes each one's metrics with its name."""
+job; a job that compares strategies prefixes each one's metrics with its name. A tracker's write
+that fails (its store or event files: disk full, no permission) is an `OutputError`, as any output's."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from sim.config import Config
+from sim.report import OutputError
 
 __all__ = ["track"]
 
@@ -63,10 +65,14 @@ def track(cfg: Config, out_dir: Path | str, title: str) -> None:
     out_dir = Path(out_dir)
     params = _flat(dataclasses.asdict(cfg))
     groups = _groups(out_dir)
-    if cfg.tracking == "mlflow":
-        _mlflow(cfg, out_dir, title, params, groups)
-    else:
-        _tensorboard(cfg, out_dir, title, params, groups)
+    try:
+        if cfg.tracking == "mlflow":
+            _mlflow(cfg, out_dir, title, params, groups)
+        else:
+            _tensorboard(cfg, out_dir, title, params, groups)
+    except OSError as exc:  # the tracker's own writes (its store, its event files): as any output's
+        default = "mlruns" if cfg.tracking == "mlflow" else out_dir / "tensorboard"
+        raise OutputError(exc.filename or cfg.tracking_uri or default, exc) from None
 
 
 def _mlflow(cfg: Config, out_dir: Path, title: str, params: dict, groups) -> None:

@@ -22,7 +22,17 @@ from typing import Any
 
 import torch
 
-__all__ = ["Training", "cache_key", "load_model", "store_model", "train_cached", "trained_state"]
+from experiments.common.files import atomic_path
+
+__all__ = [
+    "Training",
+    "cache_key",
+    "load_model",
+    "save_torch",
+    "store_model",
+    "train_cached",
+    "trained_state",
+]
 
 
 def cache_key(parts: dict[str, Any], threads: int | None = None) -> str:
@@ -75,17 +85,18 @@ def store_model(
     threads: int | None = None,
 ) -> None:
     """Store `model`'s weights and `meta` under `key`. Written whole (temp + rename), so an
-    interrupted run never leaves a half-written model for the next one."""
+    interrupted run never leaves a half-written model for the next one; a write that fails is
+    an `OutputError` naming the file (`experiments.common.files`)."""
     if cache_dir is None:
         return
-    path = _path(cache_dir, kind, key, threads)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save({"state": model.state_dict(), "meta": meta, "key": key}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_torch({"state": model.state_dict(), "meta": meta, "key": key}, _path(cache_dir, kind, key, threads))
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """`torch.save(obj)` to `path`, whole or not at all. Through a Python file: torch's own file
+    writer (given a name) reports a full disk as a RuntimeError, a Python file as the OSError it is."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 @dataclass

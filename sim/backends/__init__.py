@@ -9,12 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from sim.backends.base import BACKENDS, Backend, Execution, torch_seeded, torch_threads
+from sim.backends.base import BACKENDS, Backend, BackendFailure, Execution, torch_seeded, torch_threads
 from sim.backends.local import LocalBackend
 
 __all__ = [
     "BACKENDS",
     "Backend",
+    "BackendFailure",
     "Execution",
     "Executor",
     "LocalBackend",

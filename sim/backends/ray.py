@@ -23,13 +23,21 @@ shipped once per call.
 null, a local Ray instance is started with `ray.num_cpus` CPUs and shut down after the job.
 Workers import the project from this checkout's folder (PYTHONPATH): on a cluster, every node
 needs the same edgesim code at the same path, or installed as a package.
+
+A Ray process that dies under a step (a worker: killed, out of memory, or a ClientApp that ends
+its process; a raylet or a node), or a result Ray loses, is a `BackendFailure` naming what died:
+the run ends with that one line (`sim/__main__.py`), not with Ray's traceback. A ClientApp's
+exception stays its error reply, and a `map` call's exception is raised as it is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import socket
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 # Ray >= 2.5x warns (FutureWarning) that it will stop overriding CUDA_VISIBLE_DEVICES for
@@ -41,7 +49,7 @@ import torch
 from flwr.app import Context, Message
 
 from experiments.federated.internals import set_task_identity, task_identity
-from sim.backends.base import Execution, call_seeds, run_call, run_job, torch_threads
+from sim.backends.base import BackendFailure, Execution, call_seeds, run_call, run_job, torch_threads
 from sim.config import ConfigError
 from sim.meter import PROCESS_COSTS
 
@@ -107,6 +115,49 @@ def run_parallel(fn, calls: list[tuple], num_cpus: float = 1.0) -> list:
     results in the order of `calls`. (Hydra's multirun on Ray: `hydra_plugins/edgesim_ray_launcher`.)"""
     remote = ray.remote(num_cpus=num_cpus, max_retries=0, runtime_env={"env_vars": {SWEEP_JOB_ENV: "1"}})(fn)
     return ray.get([remote.remote(*args) for args in calls])
+
+
+def _what_died(exc: ray.exceptions.RayError, running: str) -> str:
+    """What a Ray error says died, in words (`running`: what the process was doing)."""
+    E = ray.exceptions
+    if isinstance(exc, (E.NodeDiedError, E.LocalRayletDiedError)):
+        return f"a Ray node (its raylet) died while {running}"
+    if isinstance(exc, (E.RayActorError, E.WorkerCrashedError)):
+        return f"a Ray worker process died while {running}"
+    if isinstance(exc, E.ObjectLostError):
+        return f"Ray lost a result while {running} (the process or node that held it died)"
+    if isinstance(exc, E.OutOfMemoryError):
+        return f"Ray killed a worker process for lack of memory while {running}"
+    if isinstance(exc, E.RaySystemError):
+        return f"Ray's own system failed while {running}"
+    return f"Ray failed while {running}"
+
+
+def _detail(exc: ray.exceptions.RayError) -> str:
+    """Ray's message in one line: the error's type, its first line, and the process's id and
+    exit type where Ray gives them."""
+    text = str(exc).strip()
+    first = text.splitlines()[0].strip().rstrip(".") if text else ""
+    parts = [f"{type(exc).__name__}: {first}" if first else type(exc).__name__]
+    pid = re.search(r"\bpid: (\d+)", text)
+    if pid:
+        parts.append(f"pid {pid.group(1)}")
+    exit_type = re.search(r"Worker exit type: (\w+)", text)
+    if exit_type:
+        parts.append(f"exit type {exit_type.group(1)}")
+    return "; ".join(parts)
+
+
+@contextlib.contextmanager
+def _failures(running: str) -> Iterator[None]:
+    """Inside, a Ray process that died or a result Ray lost is a `BackendFailure` naming what
+    died; a task's own exception (`RayTaskError`) passes as it is."""
+    try:
+        yield
+    except ray.exceptions.RayTaskError:
+        raise
+    except ray.exceptions.RayError as exc:
+        raise BackendFailure("ray", _what_died(exc, running), _detail(exc)) from None
 
 
 @ray.remote(num_cpus=1)
@@ -180,7 +231,8 @@ class RayBackend:
         self._workers = [
             _Worker.remote(optimizer_copies, self.torch_threads) for _ in range(self.slots if actors else 0)
         ]
-        ray.get([w.ready.remote() for w in self._workers])  # started (and importing) before the first round
+        with _failures("starting its workers"):
+            ray.get([w.ready.remote() for w in self._workers])  # started (and importing) before the first round
         self._app = None
         self._app_box: list = []
 
@@ -197,14 +249,16 @@ class RayBackend:
         if not jobs:
             return []
         identity = task_identity()
-        box = self._box(app)
         n = min(len(self._workers), len(jobs))
         batches: list[list] = [[] for _ in range(n)]
         for i, (message, context, seed) in enumerate(jobs):
             batches[i % n].append((i, message, context, seed))
-        futures = [w.run.remote(box, identity, batch) for w, batch in zip(self._workers, batches)]
+        with _failures("running the ClientApp"):
+            box = self._box(app)
+            futures = [w.run.remote(box, identity, batch) for w, batch in zip(self._workers, batches)]
+            parts = ray.get(futures)
         results: list[Execution | None] = [None] * len(jobs)
-        for part in ray.get(futures):
+        for part in parts:
             for index, ex, state in part:
                 results[index] = ex
                 jobs[index][1].state = state  # what the ClientApp kept in its context
@@ -230,26 +284,27 @@ class RayBackend:
         idle = list(self._workers)
         slots = len(self._workers) or self.slots
         results: list = [None] * len(calls)
-        while pending or running:
-            while pending and len(running) < slots:
-                i = pending.pop(0)
-                args = [ship(a) for a in calls[i]]
-                actor = idle.pop(0) if idle else None
-                ref = (
-                    actor.call.remote(fn, seeds[i], *args)
-                    if actor is not None
-                    else _call.remote(fn, seeds[i], self.torch_threads, *args)
-                )
-                running[ref] = (i, actor)
-            (done,), _ = ray.wait(list(running), num_returns=1)
-            i, actor = running.pop(done)
-            if actor is not None:
-                idle.append(actor)
-            try:
-                results[i] = ray.get(done)
-            except ray.exceptions.RayTaskError as exc:  # the call's own exception, as on the local back end
-                cause = getattr(exc, "cause", None)
-                raise (cause if isinstance(cause, Exception) else exc) from None
+        with _failures("running the job's computations"):
+            while pending or running:
+                while pending and len(running) < slots:
+                    i = pending.pop(0)
+                    args = [ship(a) for a in calls[i]]
+                    actor = idle.pop(0) if idle else None
+                    ref = (
+                        actor.call.remote(fn, seeds[i], *args)
+                        if actor is not None
+                        else _call.remote(fn, seeds[i], self.torch_threads, *args)
+                    )
+                    running[ref] = (i, actor)
+                (done,), _ = ray.wait(list(running), num_returns=1)
+                i, actor = running.pop(done)
+                if actor is not None:
+                    idle.append(actor)
+                try:
+                    results[i] = ray.get(done)
+                except ray.exceptions.RayTaskError as exc:  # the call's own exception, as on the local back end
+                    cause = getattr(exc, "cause", None)
+                    raise (cause if isinstance(cause, Exception) else exc) from None
         return results
 
     def stop_workers(self) -> None:

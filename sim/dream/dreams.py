@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments.common.cache import cache_key
+from experiments.common.cache import cache_key, save_torch
 from experiments.dream.generate import Priors, dream_images, dream_targets
 from experiments.dream.guard import RealImages, sealed
 from experiments.dream.metadata import Metadata, teacher_metadata
@@ -58,10 +58,7 @@ def make_dreams(
         images, err = dream_images(teacher, targets, shape, g.steps, g.dream_lr, priors, image_seed)
     stats = {"flops": int(meter.flops), "activation_error": float(err), "labels": labels.tolist()}
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save({"images": images, "stats": stats, "key": key}, tmp)
-        tmp.replace(path)
+        save_torch({"images": images, "stats": stats, "key": key}, path)
     return images, stats
 
 

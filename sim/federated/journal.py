@@ -16,7 +16,7 @@ running any.
 
 Format: one numpy `.npz` per entry (loaded with `allow_pickle=False`, so loading runs no code),
 holding a JSON manifest and each array's raw bytes; written to a temporary file and renamed, so an
-entry is whole or absent. The entries of a run killed mid-batch end at the last whole one.
+entry is whole or absent (a write that fails is the run's one-line `OutputError`). The entries of a run killed mid-batch end at the last whole one.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 
+from experiments.common.files import atomic_path
 from sim.backends.base import Backend, Execution, Job
 
 __all__ = ["Journal", "JournalMismatch"]
@@ -144,13 +144,9 @@ class Journal:
         return manifest, _Blobs(stored)
 
     def _write(self, kind: str, manifest: dict, blobs: _Blobs) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self._path(kind)
-        tmp = path.with_name(f".{path.name}.tmp")
         arrays = {**blobs.arrays, "manifest": np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)}
-        with open(tmp, "wb") as f:
+        with atomic_path(self._path(kind)) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
         self.index += 1
 
     # --- what is journaled ----------------------------------------------------------------
