@@ -133,8 +133,13 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
         print(f"resuming the interrupted run in {Path(out_dir).resolve()} ({folder.replayable()} computations on disk)")
     title = describe(cfg, w.uses)
     start_line(title, out_dir)
-    with torch_threads(cfg.torch_threads):
-        summary = w.run(cfg, out_dir, in_sweep=in_sweep)
+    try:
+        with torch_threads(cfg.torch_threads):
+            summary = w.run(cfg, out_dir, in_sweep=in_sweep)
+    except ConfigError:  # a setting refused once the job had begun: a fresh run leaves no state
+        if state == "fresh":
+            folder.discard()
+        raise
     write_run_report(cfg, title, out_dir)
     track(cfg, out_dir, f"edgesim: {title}")
     closing(w, summary, out_dir)

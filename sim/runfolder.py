@@ -78,6 +78,10 @@ class RunFolder:
             )
         return "complete" if done else "resume"
 
+    def discard(self) -> None:
+        """The run was refused before it computed anything: its state goes."""
+        shutil.rmtree(self.state, ignore_errors=True)
+
     def replayable(self) -> int:
         """Journal entries on disk (computations a resumed run need not redo)."""
         return sum(1 for _ in (self.state / "journal").rglob("*.npz"))

@@ -16,7 +16,8 @@ running any.
 
 Format: one numpy `.npz` per entry (loaded with `allow_pickle=False`, so loading runs no code),
 holding a JSON manifest and each array's raw bytes; written to a temporary file and renamed, so an
-entry is whole or absent (a write that fails is the run's one-line `OutputError`). The entries of a run killed mid-batch end at the last whole one.
+entry is whole or absent (a write that fails is the run's one-line `OutputError`). The entries
+of a run killed mid-batch end at the last whole one.
 """
 
 from __future__ import annotations
