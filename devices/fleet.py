@@ -114,6 +114,13 @@ def _counts(mix: Mapping[str, float | int], num_devices: int | None) -> tuple[li
     return names, counts
 
 
+def fleet_counts(mix: Mapping[str, float | int], num_devices: int | None = None) -> dict[str, int]:
+    """The devices of each profile a fleet of `mix` and `num_devices` has, computed without
+    building it (no array of `num_devices`): a ValueError naming the setting if none can be built."""
+    names, counts = _counts(mix, num_devices)
+    return dict(zip(names, counts))
+
+
 def build_fleet(
     mix: Mapping[str, float | int],
     num_devices: int | None = None,

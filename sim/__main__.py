@@ -9,6 +9,7 @@ comparison.csv.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import warnings
@@ -83,10 +84,12 @@ def faults_reported():
 
 def _discard_run_dir() -> None:
     """Remove what Hydra made for a run that was refused: its `.hydra/` folder and log, then the
-    run folder and its parents up to the current one, each only if nothing else is left in it.
-    (Hydra makes them before the config can be checked; a rejected run should leave nothing.)
+    run folder and the parents the run made (`sim.rundir`), each only if nothing else is left in
+    it. (Hydra makes them before the config can be checked; a rejected run should leave nothing.)
     A folder that holds an earlier run's outputs is left as it is."""
     import shutil
+
+    from sim.rundir import discard
 
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
@@ -95,11 +98,7 @@ def _discard_run_dir() -> None:
     if hc.output_subdir:
         shutil.rmtree(out / hc.output_subdir, ignore_errors=True)
     (out / f"{hc.job.name}.log").unlink(missing_ok=True)  # empty, or the refused run's start line
-    stop = Path.cwd().resolve()
-    for d in (out.resolve(), *out.resolve().parents):
-        if d == stop or stop not in d.parents or any(d.iterdir()):
-            break
-        d.rmdir()
+    discard(out)  # the run folder and its parents, those the run made
 
 
 def group_options(group: str) -> list[str]:
@@ -153,7 +152,36 @@ def precheck(args: list[str]) -> str | None:
         text = str(exc)
         named = next((a for a in overrides if a in text or f"'{a.lstrip('+~').partition('=')[0]}'" in text), None)
         cause = str(exc.__cause__ or exc).strip().splitlines()[0]
-        _fail(f"{named}: {cause}" if named else cause)
+        _fail(f"{named}: {cause}{_as_integer(named, overrides)}" if named else cause)
+
+
+def _as_integer(named: str, overrides: list[str]) -> str:
+    """For a whole number written as a float where an integer is wanted (`fleet.num_devices=1e12`):
+    what the checks would say of it as an integer, so that one error tells both ('' if nothing)."""
+    from hydra import compose, initialize_config_dir
+
+    from sim.jobs import validate
+
+    key, _, value = named.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        return ""
+    if not math.isfinite(number) or number != int(number):
+        return ""
+    whole = f"{key}={int(number)}"
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = OmegaConf.to_object(
+                compose(config_name="config", overrides=[whole if a == named else a for a in overrides])
+            )
+        validate(cfg)
+    except ConfigError as exc:
+        if str(exc).startswith(f"{key.lstrip('+~')}="):
+            return f"; and as the integer {int(number)}: {str(exc).partition(': ')[2]}"
+    except Exception:  # another problem: the type error alone says what to change first
+        return ""
+    return ""
 
 
 def unwritable(folder: str | Path) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sim.config import COMMON_SECTIONS, Config, ConfigError, Workload, validate_common
+from sim.config import COMMON_SECTIONS, Config, ConfigError, Workload, check_types, validate_common
 from sim.dream import WORKLOAD as DREAM
 from sim.federated import WORKLOAD as FEDERATED
 from sim.mcpipe import WORKLOAD as MCPIPE
@@ -34,7 +34,13 @@ def workload_of(cfg: Config) -> Workload:
     name = getattr(cfg.workload, "name", None)
     if name not in WORKLOADS:
         raise ConfigError(f"workload.name={name!r}: allowed: {', '.join(sorted(WORKLOADS))}")
-    return WORKLOADS[name]
+    w = WORKLOADS[name]
+    if not isinstance(cfg.workload, w.schema):  # a name changed, but not the settings it names
+        raise ConfigError(
+            f"workload.name={name!r}: the workload's settings are {type(cfg.workload).__name__}'s; "
+            f"choose the workload as a whole: workload={name}"
+        )
+    return w
 
 
 def refuse_unknown(cfg: Config, settings: list[str]) -> None:
@@ -108,6 +114,8 @@ def register_devices(cfg: Config) -> None:
 
 def validate(cfg: Config) -> None:
     """Every check of a job's settings, shared and the workload's own; one-line `ConfigError`."""
+    workload_of(cfg)
+    check_types(cfg)  # each setting of its schema's type first: the checks below compare values
     register_devices(cfg)
     validate_common(cfg)
     validate_network(cfg)  # the medium, per-device links, availability, batteries, traces

@@ -60,6 +60,7 @@ class RunFolder:
         import yaml
 
         saved, settings = self.state / "settings.yaml", _settings(cfg)
+        self._before = set(self.out_dir.rglob("*")) if self.out_dir.is_dir() else set()
         if not saved.exists():
             if cfg.resume:
                 raise ConfigError(f"resume=true: {self.out_dir} holds no interrupted run to resume")
@@ -79,8 +80,16 @@ class RunFolder:
         return "complete" if done else "resume"
 
     def discard(self) -> None:
-        """The run was refused before it computed anything: its state goes."""
+        """The fresh run was refused once it had begun (a setting found wrong by the job): what it
+        wrote goes (its state, its first files), what was in the folder before it stays."""
         shutil.rmtree(self.state, ignore_errors=True)
+        made = [p for p in self.out_dir.rglob("*") if p not in self._before]
+        for p in sorted(made, key=lambda p: len(p.parts), reverse=True):
+            if p.is_dir():
+                if not any(p.iterdir()):
+                    p.rmdir()
+            else:
+                p.unlink(missing_ok=True)
 
     def replayable(self) -> int:
         """Journal entries on disk (computations a resumed run need not redo)."""

@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import io
 import pickle
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,11 +198,21 @@ def _check_folder(folder: Path, expected: str) -> None:
         raise FileNotFoundError(f"dataset.path={folder}: folder not found; {expected}")
 
 
+def _check_not_empty(root: Path, name: str, split: str, count: int, file: str) -> None:
+    """A split with no images would train on nothing or divide by zero when evaluated."""
+    if count == 0:
+        raise ValueError(f"dataset.path={root}: {file} holds 0 {name} {split} images; a {split} set needs at least one")
+
+
 def _read_idx(path: Path, magic: int) -> np.ndarray:
     """Read one IDX file (plain or gzip) holding unsigned bytes; check its magic number."""
     opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError; a cut file, EOFError
+        what = "not a readable gzip file" if path.suffix == ".gz" else "cannot be read"
+        raise ValueError(f"{path}: {what} ({str(exc).splitlines()[0] or type(exc).__name__})") from None
     if len(raw) < 4:
         raise ValueError(f"{path}: too short for an IDX file")
     found = int.from_bytes(raw[:4], "big")
@@ -234,13 +245,17 @@ def load_mnist(folder: str | Path) -> Dataset:
         if found is None:
             missing.append(f"{name}[.gz]")
         else:
-            arrays[key] = _read_idx(found, magic)
+            try:
+                arrays[key] = _read_idx(found, magic)
+            except ValueError as exc:
+                raise ValueError(f"dataset.path={root}: {exc}") from None
     if missing:
         raise FileNotFoundError(f"dataset.path={root}: missing {', '.join(missing)}; {_MNIST_EXPECTED}")
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise ValueError(f"dataset.path={root}: MNIST {split} images {x.shape} and labels {y.shape} disagree")
+        _check_not_empty(root, "MNIST", split, len(y), _MNIST_FILES[f"x_{split}"][0])
     scale = np.float32(1.0 / 255.0)
     return _to_dataset(
         "mnist",
@@ -310,8 +325,13 @@ def load_cifar10(folder: str | Path) -> Dataset:
     missing = [n for n in names if not (base / n).is_file()]
     if missing:
         raise FileNotFoundError(f"dataset.path={root}: missing {', '.join(missing)}; {_CIFAR_EXPECTED}")
-    train = [_read_cifar_batch(base / n) for n in _CIFAR_TRAIN]
-    x_te, y_te = _read_cifar_batch(base / "test_batch")
+    try:
+        train = [_read_cifar_batch(base / n) for n in _CIFAR_TRAIN]
+        x_te, y_te = _read_cifar_batch(base / "test_batch")
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"dataset.path={root}: {str(exc).splitlines()[0]}") from None
+    _check_not_empty(root, "CIFAR-10", "train", sum(len(y) for _, y in train), "data_batch_1..5")
+    _check_not_empty(root, "CIFAR-10", "test", len(y_te), "test_batch")
     scale = np.float32(1.0 / 255.0)
     x_tr = np.concatenate([x for x, _ in train]).astype(np.float32) * scale
     y_tr = np.concatenate([y for _, y in train])
@@ -340,6 +360,6 @@ def load_dataset(
     if name in ("mnist", "cifar10"):
         if path is None:
             expected = _MNIST_EXPECTED if name == "mnist" else _CIFAR_EXPECTED
-            raise ValueError(f"dataset.path must be set for dataset.name={name!r}; {expected}")
+            raise ValueError(f"dataset.path=None: must be set for dataset.name={name!r}; {expected}")
         return load_mnist(path) if name == "mnist" else load_cifar10(path)
     raise ValueError(f"dataset.name={name!r}: allowed: {', '.join(DATASET_NAMES)}")

@@ -10,9 +10,12 @@ from typing import Optional
 from devices import CATALOGUE
 from sim.config import Config, check_workload
 
-__all__ = ["DreamGeneration", "DreamSettings", "validate", "validate_generation"]
+__all__ = ["DreamGeneration", "DreamSettings", "check_wrn_depth", "check_wrn_width", "validate", "validate_generation"]
 
 SOURCES = ("random", "dream", "alternate", "real")
+MAX_IMAGES = 100_000
+MAX_WRN_DEPTH = 100  # WRN-100-16 has ~370 M parameters
+MAX_WRN_WIDTH = 16.0
 
 
 @dataclass
@@ -62,6 +65,23 @@ def validate_generation(g: DreamGeneration, prefix: str = "") -> None:
     for name in ("clusters", "components", "steps"):
         v = getattr(g, name)
         check_workload(isinstance(v, int) and v >= 1, prefix + name, v, "must be an integer >= 1")
+    # the metadata is a (classes x clusters x components x features) array, made before a class's
+    # images cap the clusters it fills: bounded here, so that it cannot exhaust memory
+    check_workload(
+        g.clusters <= 100, prefix + "clusters", g.clusters, "allowed range is 1..100 (k-means clusters per class)"
+    )
+    check_workload(
+        g.components <= 64,
+        prefix + "components",
+        g.components,
+        "allowed range is 1..64 (principal directions per cluster)",
+    )
+    check_workload(
+        g.images is None or g.images <= MAX_IMAGES,
+        prefix + "images",
+        g.images,
+        f"at most {MAX_IMAGES:,} (dreams are held in memory; CIFAR-10's training set is 50,000), or null",
+    )
     check_workload(isinstance(g.jitter, int) and g.jitter >= 0, prefix + "jitter", g.jitter, "must be an integer >= 0")
     check_workload(
         g.images is None or (isinstance(g.images, int) and g.images >= 1),
@@ -75,25 +95,46 @@ def validate_generation(g: DreamGeneration, prefix: str = "") -> None:
         check_workload(getattr(g, name) >= 0, prefix + name, getattr(g, name), "must be >= 0")
 
 
+def check_wrn_depth(name: str, v: int) -> None:
+    check_workload(
+        isinstance(v, int) and 10 <= v <= MAX_WRN_DEPTH and (v - 4) % 6 == 0,
+        name,
+        v,
+        f"a WRN depth 6n + 4 up to {MAX_WRN_DEPTH} (10, 16, 22, 28, 40, ...)",
+    )
+
+
+def check_wrn_width(name: str, v: float | None, null: str = "") -> None:
+    check_workload(
+        (null != "" and v is None) or (v is not None and 0 < v <= MAX_WRN_WIDTH),
+        name,
+        v,
+        f"a WRN width multiplier in (0, {MAX_WRN_WIDTH:g}]{null}",
+    )
+
+
 def validate(cfg: Config) -> None:
     """One-line `ConfigError` naming `workload.X` for a value no run could use."""
     d: DreamSettings = cfg.workload
     for name in ("teacher_depth", "student_depth"):
-        v = getattr(d, name)
-        check_workload(
-            isinstance(v, int) and v >= 10 and (v - 4) % 6 == 0, name, v, "a WRN depth 6n + 4 (10, 16, 22, 28, 40, ...)"
-        )
+        check_wrn_depth(name, getattr(d, name))
     validate_generation(d)
     for name in ("teacher_epochs", "batch_size", "student_epochs"):
         v = getattr(d, name)
         check_workload(isinstance(v, int) and v >= 1, name, v, "must be an integer >= 1")
     check_workload(0 < d.val_fraction < 1, "val_fraction", d.val_fraction, "allowed range is (0, 1)")
-    for name in ("teacher_width", "lr", "temperature"):
+    for name in ("lr", "temperature"):
         check_workload(getattr(d, name) > 0, name, getattr(d, name), "must be > 0")
+    check_wrn_width("teacher_width", d.teacher_width)
     for name in ("momentum", "weight_decay"):
         check_workload(getattr(d, name) >= 0, name, getattr(d, name), "must be >= 0")
     widths = list(d.student_widths)
-    check_workload(bool(widths) and all(w > 0 for w in widths), "student_widths", widths, "widths > 0, at least one")
+    check_workload(
+        bool(widths) and all(0 < w <= MAX_WRN_WIDTH for w in widths),
+        "student_widths",
+        widths,
+        f"WRN width multipliers in (0, {MAX_WRN_WIDTH:g}], at least one",
+    )
     sources = list(d.sources)
     check_workload(
         bool(sources) and set(sources) <= set(SOURCES) and len(set(sources)) == len(sources),

@@ -14,7 +14,7 @@ from typing import Any
 
 from sim.config import Config, ConfigError
 
-__all__ = ["resolve_app"]
+__all__ = ["MissingRunConfigKey", "RunConfig", "missing_key_error", "missing_key_of", "resolve_app"]
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -56,3 +56,40 @@ def resolve_app(cfg: Config) -> None:
         sys.path.insert(0, str(folder))
         paths = [str(folder), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+
+
+class MissingRunConfigKey(KeyError):
+    """A key an app read from `context.run_config` that the run config does not give: still a
+    KeyError to the app (which may catch it and use a default), and, if it escapes the app, a
+    setting the user has to give."""
+
+
+class RunConfig(dict):
+    """The run config an app's `Context` carries: a plain dict whose missing keys raise
+    `MissingRunConfigKey` (pickled by value to Ray's workers as a dict is)."""
+
+    def __missing__(self, key):
+        raise MissingRunConfigKey(key)
+
+
+def missing_key_error(key: Any, app: str, setting: str) -> ConfigError:
+    """The one-line error for the run-config key `key` that the app `app` (`setting`) read and
+    the run config lacks."""
+    return ConfigError(
+        f"workload.app.run_config.{key}: {setting}={app!r} reads it, but the run config does not give it; "
+        f"add workload.app.run_config.{key}=VALUE (or to the app's pyproject.toml [tool.flwr.app.config])"
+    )
+
+
+def missing_key_of(error: str) -> Any:
+    """The key of an `Execution.error` text that says a ClientApp read a run-config key the run
+    config lacks (`MissingRunConfigKey: 'batch-size'`, from any back end), else None."""
+    import ast
+
+    prefix = f"{MissingRunConfigKey.__name__}: "
+    if not error.startswith(prefix):
+        return None
+    try:
+        return ast.literal_eval(error.removeprefix(prefix))
+    except (ValueError, SyntaxError):
+        return error.removeprefix(prefix)

@@ -44,6 +44,7 @@ from devices import Fleet
 from experiments.federated.internals import set_message_id
 from sim.backends.base import Backend, Execution
 from sim.backends.local import LocalBackend
+from sim.federated.app import RunConfig, missing_key_error, missing_key_of
 from sim.federated.payload import deliver, finite, message_bytes, phase_of, value_count
 from sim.federated.pushpull import AGGREGATION_FLOPS_PER_VALUE, Flight, PushPull
 from sim.federated.rows import ClientRow, PhaseStats, VersionBook, VersionStats
@@ -99,9 +100,11 @@ class SimGrid(PushPull, Grid):
         min_nodes: int = 1,
         time_budget_s: float | None = None,
         accept_non_finite: bool = False,
+        client_ref: str = "",
     ):
         self.fleet, self.net, self.server = fleet, net, server
         self.client_app = client_app
+        self.client_ref = client_ref  # the app as the user named it (workload.app.client), for errors
         self.seed = seed
         self.backend = backend or LocalBackend()
         self.run_config = dict(run_config or {})
@@ -312,7 +315,7 @@ class SimGrid(PushPull, Grid):
                 node_id=node_id,
                 node_config={"partition-id": node_id - 1, "num-partitions": len(self.fleet)},
                 state=RecordDict(),
-                run_config=dict(self.run_config),
+                run_config=RunConfig(self.run_config),
             )
         return ctx
 
@@ -377,6 +380,9 @@ class SimGrid(PushPull, Grid):
                 self.on_error(f"the ClientApp failed (round {row.round}, node {row.node_id}): {row.error}")
 
     def _uplink(self, plan: ClientPlan, ex: Execution, rnd: int, phase: str, replies: dict, rows: dict) -> None:
+        key = missing_key_of(ex.error)
+        if key is not None:  # the same for every client: the run config lacks what the app reads
+            raise missing_key_error(key, self.client_ref, "workload.app.client")
         d = plan.device
         row = rows[plan.node_id] = self._row(plan, rnd, phase)
         row.bytes_down = plan.down.bits_sent // 8

@@ -29,6 +29,7 @@ from sim.backends.base import Backend, torch_threads
 from sim.backends.local import LocalBackend
 from sim.config import Config, StrategyConfig
 from sim.console import Progress, describe
+from sim.federated.app import MissingRunConfigKey, RunConfig, missing_key_error
 from sim.federated.build import build_strategy_of, flower_log, load_app, prepare
 from sim.federated.grid import RUN_ID, SERVER_NODE_ID, FleetExhausted, SimGrid, TimeBudgetReached
 from sim.federated.journal import Journal, JournaledBackend
@@ -129,6 +130,7 @@ def simulate(
         min_nodes=min(max(2, scfg.min_train_nodes), len(fleet)),
         time_budget_s=cfg.workload.time_budget_s,
         accept_non_finite=cfg.workload.accept_non_finite,
+        client_ref=app_cfg.client or "",
     )
     grid.on_error = warn
     evals: dict[int, tuple[float, float]] = {}
@@ -169,9 +171,12 @@ def simulate(
                     node_id=SERVER_NODE_ID,
                     node_config={},
                     state=RecordDict(),
-                    run_config=dict(app_cfg.run_config),
+                    run_config=RunConfig(app_cfg.run_config),
                 )
-                server_app(grid, context)
+                try:
+                    server_app(grid, context)
+                except MissingRunConfigKey as exc:  # escaped the app: a setting the user must give
+                    raise missing_key_error(exc.args[0], app_cfg.server, "workload.app.server") from None
         except FleetExhausted as exc:  # counted, named and survived: the rounds so far are reported
             stopped = f"fleet exhausted: {exc}"
         except TimeBudgetReached as exc:  # the run's planned end

@@ -6,7 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from sim.config import Config, check, positive
+from sim.config import Config, ConfigError, check, positive
+
+MAX_DEVICES = 1_000_000
+TOO_MANY_DEVICES = (
+    f"at most {MAX_DEVICES:,} devices (each holds ~200 bytes of state, and every round Flower samples from the "
+    "list of all of them; docs/scale.md measures 100,000 in ~450 MiB)"
+)
 
 __all__ = ["AppConfig", "FederatedSettings", "validate"]
 
@@ -59,12 +65,21 @@ class FederatedSettings:
 
 
 def validate(cfg: Config) -> None:
+    from devices import fleet_counts
     from sim.federated.app import resolve_app
 
     resolve_app(cfg)
     f = cfg.fleet
     check(bool(f.mix), "fleet.mix", dict(f.mix), "empty; give at least one device profile")
     check(f.num_devices >= 1, "fleet.num_devices", f.num_devices, "must be >= 1 (an empty fleet cannot train)")
+    check(f.num_devices <= MAX_DEVICES, "fleet.num_devices", f.num_devices, TOO_MANY_DEVICES)
+    check(0.0 <= f.spread < 1.0, "fleet.spread", f.spread, "allowed range is [0, 1)")
+    try:  # the fleet's profiles and counts, without building it
+        counts = fleet_counts(dict(f.mix), f.num_devices)
+    except ValueError as exc:
+        raise ConfigError(str(exc).splitlines()[0]) from None
+    total = sum(counts.values())
+    check(total <= MAX_DEVICES, "fleet.mix", dict(f.mix), f"the counts sum to {total:,}; {TOO_MANY_DEVICES}")
     s = cfg.strategy
     check(0.0 < s.fraction_train <= 1.0, "strategy.fraction_train", s.fraction_train, "allowed range is (0, 1]")
     check(
@@ -72,6 +87,10 @@ def validate(cfg: Config) -> None:
     )
     if s.timeout_s is not None:
         positive("strategy.timeout_s", s.timeout_s)
+    check(s.min_train_nodes >= 1, "strategy.min_train_nodes", s.min_train_nodes, "must be >= 1")
+    from strategies import STRATEGIES
+
+    check(s.name in STRATEGIES, "strategy.name", s.name, f"allowed: {', '.join(sorted(STRATEGIES))}")
     w: FederatedSettings = cfg.workload
     check(w.rounds >= 1, "workload.rounds", w.rounds, "must be >= 1")
     check(w.local_epochs >= 1, "workload.local_epochs", w.local_epochs, "must be >= 1")
@@ -85,6 +104,10 @@ def validate(cfg: Config) -> None:
     check(0.0 < w.lr_decay <= 1.0, "workload.lr_decay", w.lr_decay, "allowed range is (0, 1] (1: no decay)")
     if w.time_budget_s is not None:
         positive("workload.time_budget_s", w.time_budget_s)
+    check(w.optimizer_copies >= 0, "workload.optimizer_copies", w.optimizer_copies, "must be >= 0 (plain SGD: 0)")
+    for name in ("accuracy_metric", "loss_metric"):
+        v = getattr(w.app, name)
+        check(v.strip() != "", f"workload.app.{name}", v, "give the name of a metric the app reports")
     check(0.0 <= w.target_accuracy <= 1.0, "workload.target_accuracy", w.target_accuracy, "allowed range is [0, 1]")
     check(
         (w.app.server is None) == (w.app.client is None),

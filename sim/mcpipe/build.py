@@ -17,7 +17,7 @@ from experiments.mcpipe.partition import balance, stage_bounds
 from experiments.mcpipe.stage import Stage
 from experiments.mcpipe.training import Batches, Model, build_model
 from experiments.mcpipe.versions import SGD
-from sim.config import Config, ConfigError
+from sim.config import Config, ConfigError, check_workload
 from sim.mcpipe.settings import McpipeSettings
 from sim.net import build_link
 from sim.seeding import stream
@@ -107,4 +107,44 @@ def prepare(cfg: Config) -> list[Job]:
         link = build_link(cfg.channel)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(str(exc).splitlines()[0]) from None
+    _check_sizes(cfg.workload, data)
     return [Job(cfg, _model(cfg, data, name), data, link) for name in cfg.workload.models]
+
+
+MAX_PARAMS = 100_000_000  # 400 MB of float32 weights, which every run holds (and copies) for real
+
+
+def _check_sizes(m: McpipeSettings, data: Dataset) -> None:
+    """Refuse a microbatch the training set cannot fill, or a model too large to hold, before any
+    is built (both would otherwise allocate without bound)."""
+    n = len(data.y_train)
+    check_workload(
+        m.microbatch <= n,
+        "microbatch",
+        m.microbatch,
+        f"at most {n} (the training images of dataset.name={data.name!r}; a microbatch is a slice of them)",
+    )
+    for name in m.models:
+        layers = build_layers(
+            name,
+            data.input_shape,
+            data.num_classes,
+            widths=m.vgg_widths,
+            hidden=m.vgg_hidden,
+            fc_hidden=m.fc_hidden,
+            fc_depth=m.fc_depth,
+        )
+        params = sum(layer.num_params for layer in layers)
+        if params > MAX_PARAMS:
+            if name == "fc":
+                setting, value = "fc_hidden", m.fc_hidden
+            else:
+                dense = layers[-2].num_params
+                setting, value = ("vgg_hidden", m.vgg_hidden) if 2 * dense >= params else ("vgg_widths", m.vgg_widths)
+            check_workload(
+                False,
+                setting,
+                value,
+                f"the {name} model would have {params:,} parameters; at most {MAX_PARAMS:,} "
+                "(400 MB of float32 weights, held for real)",
+            )

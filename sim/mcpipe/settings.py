@@ -14,6 +14,7 @@ __all__ = ["McpipeSettings", "PIPELINES", "REBUILDS", "SCHEDULES", "validate"]
 SCHEDULES = ("local", "data_parallel", "pipedream", "mcpipe", "greedy")
 PIPELINES = ("pipedream", "mcpipe", "greedy")
 REBUILDS = ("materialize", "lowrank")
+MAX_FC_DEPTH = 256
 
 
 @dataclass
@@ -103,6 +104,7 @@ def _check_names(m: McpipeSettings) -> None:
         ("prefetch", m.prefetch),
     ):
         check_workload(isinstance(v, int) and v >= 1, name, v, "must be an integer >= 1")
+    check_workload(m.fc_depth <= MAX_FC_DEPTH, "fc_depth", m.fc_depth, f"allowed range is 1..{MAX_FC_DEPTH}")
 
 
 def _check_pipeline(m: McpipeSettings) -> None:

@@ -29,6 +29,8 @@ from sim.seeding import stream, stream_seed
 
 __all__ = ["build_network", "link_spread", "plain_network", "validate", "with_capacity"]
 
+MAX_CELLS = 100_000
+
 
 def link_spread(cfg: Config) -> LinkSpread:
     c = cfg.channel
@@ -108,6 +110,9 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
     check(f.offer in ("idle", "all"), "fleet.offer", f.offer, "allowed: idle, all")
     check(c.medium in ("dedicated", "shared"), "channel.medium", c.medium, "allowed: dedicated, shared")
     check(isinstance(c.cells, int) and c.cells >= 1, "channel.cells", c.cells, "must be an integer >= 1")
+    check(
+        c.cells <= MAX_CELLS, "channel.cells", c.cells, f"at most {MAX_CELLS:,} (access points, each a SimPy resource)"
+    )
     check(c.duplex in ("half", "full"), "channel.duplex", c.duplex, "allowed: half, full")
     for name in ("cell_up_bps", "cell_down_bps"):
         v = getattr(c, name)

@@ -7,7 +7,7 @@ from typing import Optional
 
 from devices import CATALOGUE
 from sim.config import Config, check_workload
-from sim.dream.settings import DreamGeneration, validate_generation
+from sim.dream.settings import DreamGeneration, check_wrn_depth, check_wrn_width, validate_generation
 
 __all__ = ["NonnSettings", "validate"]
 
@@ -78,14 +78,9 @@ def validate(cfg: Config) -> None:
         "allowed range is 1..16",
     )
     for name in ("teacher_depth", "student_depth"):
-        v = getattr(n, name)
-        check_workload(
-            isinstance(v, int) and v >= 10 and (v - 4) % 6 == 0, name, v, "a WRN depth 6n + 4 (10, 16, 22, 28, 40, ...)"
-        )
-    check_workload(n.teacher_width > 0, "teacher_width", n.teacher_width, "must be > 0")
-    check_workload(
-        n.student_width is None or n.student_width > 0, "student_width", n.student_width, "must be > 0 or null"
-    )
+        check_wrn_depth(name, getattr(n, name))
+    check_wrn_width("teacher_width", n.teacher_width)
+    check_wrn_width("student_width", n.student_width, ", or null (the widest that meets both budgets)")
     for name in ("teacher_epochs", "student_epochs", "batch_size", "timing_images"):
         v = getattr(n, name)
         check_workload(isinstance(v, int) and v >= 1, name, v, "must be an integer >= 1")

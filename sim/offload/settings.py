@@ -32,5 +32,6 @@ def validate(cfg: Config) -> None:
     for name in ("images", "hidden", "epochs", "batch_size"):
         value = getattr(s, name)
         check_workload(isinstance(value, int) and value >= 1, name, value, "must be an integer >= 1")
+    check_workload(s.hidden <= 65536, "hidden", s.hidden, "allowed range is 1..65536 (the MLP's hidden units)")
     positive("workload.period_s", s.period_s)
     positive("workload.lr", s.lr)

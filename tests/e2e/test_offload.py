@@ -79,7 +79,7 @@ def test_offload_bad_setting_exits_2_with_one_line(run_sim) -> None:
     [
         ("device", "nosuch", "workload.device='nosuch': allowed: "),
         ("period_s", 0.0, "workload.period_s=0.0: must be a positive number"),
-        ("hidden", 1.5, "workload.hidden=1.5: must be an integer >= 1"),
+        ("hidden", 1.5, "workload.hidden=1.5: must be an integer"),
     ],
 )
 def test_offload_settings_are_checked(setting, value, message) -> None:

@@ -201,5 +201,5 @@ def test_load_dataset_dispatch_and_errors() -> None:
     assert len(syn.y_train) + len(syn.y_test) == 500
     with pytest.raises(ValueError, match=r"dataset.name='x': allowed: cifar10, digits, mnist, mnist5k, synthetic"):
         load_dataset("x", path=None, seed=0)
-    with pytest.raises(ValueError, match="dataset.path must be set"):
+    with pytest.raises(ValueError, match="dataset.path=None: must be set"):
         load_dataset("mnist", path=None, seed=0)
