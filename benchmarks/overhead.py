@@ -17,6 +17,19 @@ order and arithmetic) and an
 evaluation of the global model on the test set (round 0 too, as Flower's `Strategy.start`).
 Both paths therefore compute the same models: the final accuracies are checked to agree.
 
+The plain loop also computes rounds.csv's `activation_divergence`, which the simulator measures
+for every strategy (FedMAX's metric; `sim.federated.job._probe`): each aggregated client's
+trained weights, copied into a probe model of its own (`experiments.federated.task.probe_model`,
+as the simulator's), run in eval mode on the first `PROBE_IMAGES` test images
+(`probe_activations`), and after the last round `strategies.fedmax.activation_divergence` over
+each round's clients (when the simulator builds its rows). It is work the experiment reports, as
+the evaluation is, not machinery of the simulation, and it is not small: a 64-image forward per
+aggregated client, 8-9% of the plain loop's time. So the plain loop's time in it is printed apart
+(`the activation probe, in both paths`), and the two paths' divergences are checked to agree, as
+the accuracies are. Until 2026-12-03 the plain loop skipped it and the probe counted as the
+simulator's overhead (1.17x, median of 9 interleaved runs, against 1.05-1.09x with the probe
+switched off).
+
 One-time start-up (imports, data, Flower's and torch's first-use costs) is excluded by a short
 warm-up of both paths. The figure held against the 1.10 target comes from `--repeats`
 interleaved runs: one simulator run in which, right after the simulator's train phase of round
@@ -37,6 +50,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import math
 import os
 import platform
 import pstats
@@ -59,13 +73,21 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from experiments.federated.task import FederatedTask, _train, evaluate_model
-from sim.backends import torch_seeded
+from experiments.federated.task import (
+    PROBE_IMAGES,
+    FederatedTask,
+    _train,
+    evaluate_model,
+    probe_activations,
+    probe_model,
+)
+from sim.backends import torch_seeded, torch_threads
 from sim.config import Config
 from sim.federated.build import prepare
 from sim.federated.job import simulate
 from sim.report import frame
 from sim.seeding import stream
+from strategies.fedmax import activation_divergence
 from strategies.objectives import ClientObjective
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -121,8 +143,11 @@ def schedule_of(clients, rounds: int) -> list[tuple[list[int], list[int]]]:
 
 
 class PlainLoop:
-    """The same local training, FedAvg and evaluation, without Flower, SimPy or the meter, one
-    round at a time; `evals` holds the (accuracy, loss) of the global model at rounds 0..R."""
+    """The same local training, FedAvg, evaluation and activation probe, without Flower, SimPy or
+    the meter, one round at a time; `evals` holds the (accuracy, loss) of the global model at
+    rounds 0..R; `finish()` computes `divergences`, the activation divergence of rounds 1..R (as
+    the simulator does when it writes its rows, after the last round); `probe_s` is the time
+    spent probing and in `finish`."""
 
     def __init__(self, cfg: Config, task: FederatedTask):
         self.seed, self.task = cfg.seed, task
@@ -134,11 +159,19 @@ class PlainLoop:
         self.global_sd = {k: v.detach().clone() for k, v in self.eval_model.state_dict().items()}
         loss, acc = evaluate_model(self.eval_model, task.data.x_test, task.data.y_test)
         self.evals = [(acc, loss)]
+        # the activation probe, as the simulator's (`sim.federated.job._probe`): a model of its own,
+        # its tensors (which its state dict's share) written in place, as `ModelRecords.load` does
+        self.probe, self.probe_images = probe_model(task.build_model()), task.data.x_test[:PROBE_IMAGES]
+        self.probe_state = list(self.probe.state_dict().values())
+        assert list(self.probe.state_dict()) == list(self.model.state_dict())
+        self.activations: list[list[np.ndarray]] = []  # per round, each aggregated client's
+        self.divergences: list[float] = []
+        self.probe_s = 0.0
 
     def round(self, rnd: int, ran: list[int], received: list[int]) -> None:
         task = self.task
         lr = task.lr * task.lr_decay ** (rnd - 1)
-        results = []
+        results, activations = [], []
         for node in ran:
             idx = task.partitions[node - 1]
             with torch_seeded(
@@ -147,7 +180,13 @@ class PlainLoop:
                 self.model.load_state_dict(self.global_sd)
                 _train(task, self.model, idx, self.objective, lr)
             if node in received:
-                results.append(({k: v.detach().clone() for k, v in self.model.state_dict().items()}, len(idx)))
+                sd = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                results.append((sd, len(idx)))
+                t0 = time.perf_counter()  # the simulator probes each received reply's weights
+                for dst, src in zip(self.probe_state, sd.values()):
+                    dst.copy_(src)
+                activations.append(probe_activations(self.probe, self.probe_images))
+                self.probe_s += time.perf_counter() - t0
         if results:  # Flower's aggregate_arrayrecords: sum of value * (n / total), in reply order
             total = float(sum(n for _, n in results))
             agg: dict[str, torch.Tensor] = {}
@@ -156,18 +195,27 @@ class PlainLoop:
                 for k, v in sd.items():
                     agg[k] = v.detach() * w if k not in agg else agg[k].add_(v.detach() * w)
             self.global_sd = agg
+        self.activations.append(activations)
         self.eval_model.load_state_dict(self.global_sd)
         loss, acc = evaluate_model(self.eval_model, task.data.x_test, task.data.y_test)
         self.evals.append((acc, loss))
 
+    def finish(self) -> None:
+        """The activation divergence of every round, as the simulator's rows (`sim.federated.report._costs`)."""
+        t0 = time.perf_counter()
+        self.divergences = [activation_divergence(np.stack(a)) if len(a) > 1 else math.nan for a in self.activations]
+        self.probe_s += time.perf_counter() - t0
 
-def plain_loop(cfg: Config, task: FederatedTask, schedule) -> list[tuple[float, float]]:
-    """The plain loop over a whole run's schedule; returns the (accuracy, loss) of the global
-    model at rounds 0..R."""
-    loop = PlainLoop(cfg, task)
-    for rnd, (ran, received) in enumerate(schedule, start=1):
-        loop.round(rnd, ran, received)
-    return loop.evals
+
+def plain_loop(cfg: Config, task: FederatedTask, schedule) -> PlainLoop:
+    """The plain loop over a whole run's schedule, with the simulator's torch threads
+    (`cfg.torch_threads`, as `simulate` runs everything)."""
+    with torch_threads(cfg.torch_threads):
+        loop = PlainLoop(cfg, task)
+        for rnd, (ran, received) in enumerate(schedule, start=1):
+            loop.round(rnd, ran, received)
+        loop.finish()
+    return loop
 
 
 def _ran_and_received(rows) -> tuple[list[int], list[int]]:
@@ -176,12 +224,12 @@ def _ran_and_received(rows) -> tuple[list[int], list[int]]:
     return ([c.node_id for c in rows if c.status not in NOT_RUN], [c.node_id for c in rows if c.status == "received"])
 
 
-def interleaved(cfg: Config, job) -> tuple[float, float, list, object, list]:
+def interleaved(cfg: Config, job) -> tuple[float, float, list, object, PlainLoop]:
     """One simulator run with the plain loop's round r run right after the simulator's train
     phase of round r: the two paths alternate every ~0.3 s, so both meet the same machine speed
     (on a shared machine it drifts by tens of percent over seconds). Returns (simulator wall s,
     plain wall s, the schedule both ran (checked against the simulator's clients.csv), the
-    simulator's result, plain evals); the simulator's time is the run's wall time less the
+    simulator's result, the plain loop); the simulator's time is the run's wall time less the
     plain rounds inside it."""
     import sim.federated.job as runner
 
@@ -212,9 +260,12 @@ def interleaved(cfg: Config, job) -> tuple[float, float, list, object, list]:
         total = time.perf_counter() - t0
     finally:
         runner.SimGrid = original
+    t0 = time.perf_counter()  # the plain loop's divergences, after its last round as the simulator's rows
+    loop.finish()
+    plain_s += time.perf_counter() - t0
     if schedule != schedule_of(res.clients, cfg.workload.rounds):
         raise SystemExit("interleaved run: the plain loop's clients differ from the simulator's clients.csv")
-    return total - plain_s, plain_s, schedule, res, loop.evals
+    return total - plain_s, plain_s, schedule, res, loop
 
 
 def timed(fn, *args):
@@ -225,15 +276,15 @@ def timed(fn, *args):
     return time.perf_counter() - t0, time.process_time() - c0, out
 
 
-def busy_warning() -> None:
+def busy_warning(threads: int) -> None:
     """Warn when the load average exceeds what this process's own torch threads explain."""
     try:
         one = os.getloadavg()[0]
     except OSError:
         return
-    if one > torch.get_num_threads() + 0.5:
+    if one > threads + 0.5:
         print(
-            f"warning: load average {one:.2f} > this benchmark's {torch.get_num_threads()} torch thread(s): other "
+            f"warning: load average {one:.2f} > this benchmark's {threads} torch thread(s): other "
             "processes compete for the cores and the timings are noisy (with several torch threads each path "
             "slows down erratically, threads waiting on descheduled peers); rerun on a quiet machine"
         )
@@ -312,6 +363,12 @@ ITEMS = [
     ("both paths: local training (_train)", [("experiments/federated/task.py", "_train")]),
     ("both paths: model build per client (build_model)", [("experiments/common/models.py", "build_model")]),
     ("both paths: server evaluation (evaluate_model)", [("experiments/federated/task.py", "evaluate_model")]),
+    (
+        "both paths: activation probe, loading the reply's weights included (sim.federated.job._probe)",
+        [("sim/federated/job.py", "probe")],
+    ),
+    ("  of which the forward (probe_activations)", [("experiments/federated/task.py", "probe_activations")]),
+    ("both paths: activation divergence (strategies.fedmax)", [("strategies/fedmax.py", "activation_divergence")]),
 ]
 
 
@@ -388,7 +445,9 @@ def main(argv: list[str] | None = None) -> int:
         help="whole sim and plain runs one after the other, for comparison (default: %(default)s)",
     )
     ap.add_argument("--warmup-rounds", type=int, default=2, help="rounds of the untimed warm-up of each path")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads for both paths (default: torch's)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch threads for both paths (default: the config's torch_threads)"
+    )
     ap.add_argument("--profile", action="store_true", help="also profile one simulator run with cProfile")
     ap.add_argument("--top", type=int, default=25, help="functions listed by --profile")
     ap.add_argument("override", nargs="*", help="extra Hydra overrides, e.g. fleet=rpi channel.ber=1e-5")
@@ -397,7 +456,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     t_setup = time.perf_counter()
-    cfg = compose_config(args.experiment, args.rounds, args.override)
+    extra = [*args.override, *([f"torch_threads={args.threads}"] if args.threads else [])]
+    cfg = compose_config(args.experiment, args.rounds, extra)
+    threads = cfg.torch_threads or torch.get_num_threads()  # what both paths run with
     job = prepare(cfg)  # data, partition, fleet, link, model check: one-time, untimed
     variants, fleet, _link, task = job
     assert len(variants) == 1 and variants[0].name == "fedavg", variants
@@ -415,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         f"ber={cfg.channel.ber} availability={cfg.fleet.availability}"
     )
     print(
-        f"torch {torch.__version__}, threads={torch.get_num_threads()}, python {platform.python_version()}, "
+        f"torch {torch.__version__}, threads={threads} (both paths), python {platform.python_version()}, "
         f"cpus={os.cpu_count()}"
     )
 
@@ -428,16 +489,19 @@ def main(argv: list[str] | None = None) -> int:
     load_before = f"load average {load_note()}" if load_note() else ""
     if load_before:
         print(load_before)
-        busy_warning()
+        busy_warning(threads)
     # the figure held against the target: interleaved runs (the plain loop's round r right after
     # the simulator's round r, so both meet the same machine speed)
     inter: list[tuple[float, float]] = []
-    schedule, sim_evals, plain_evals = None, None, None
+    probe_s: list[float] = []  # the plain loop's time in the activation probe, per interleaved run
+    schedule, sim_evals, sim_div, loop = None, None, None, None
     for k in range(args.repeats):
-        t_sim, t_plain, sched, res, plain_evals = interleaved(cfg, job)
+        t_sim, t_plain, sched, res, loop = interleaved(cfg, job)
         inter.append((t_sim, t_plain))
+        probe_s.append(loop.probe_s)
         if schedule is None:
-            schedule, sim_evals = sched, frame(res.rounds)[["accuracy", "loss"]].to_numpy()
+            sim_evals = frame(res.rounds)[["accuracy", "loss"]].to_numpy()
+            schedule, sim_div = sched, frame(res.rounds)["activation_divergence"].to_numpy()
         elif sched != schedule:
             raise SystemExit("the simulator sampled different clients in two runs of one seed: not comparable")
         print(
@@ -468,12 +532,17 @@ def main(argv: list[str] | None = None) -> int:
             f"sim {sim_s[-1]:.3f} s, plain {plain_s[-1]:.3f} s, ratio {sim_s[-1] / plain_s[-1]:.3f}"
         )
 
-    # the same work: same clients, and the same models (accuracies of rounds 1..R agree)
+    # the same work: same clients, the same models (accuracies of rounds 1..R agree) and the same
+    # activation divergences (NaN in the same rounds: fewer than 2 replies)
     ran = sum(len(r) for r, _ in schedule)
     received = sum(len(a) for _, a in schedule)
-    plain_acc = np.array([a for a, _ in plain_evals[1:]])
+    plain_acc = np.array([a for a, _ in loop.evals[1:]])
     acc_diff = float(np.nanmax(np.abs(plain_acc - sim_evals[:, 0]))) if len(plain_acc) else 0.0
-    same = acc_diff <= 0.01
+    plain_div = np.array(loop.divergences)
+    div_nan_same = bool((np.isnan(plain_div) == np.isnan(sim_div)).all())
+    div_diff = float(np.nanmax(np.abs(plain_div - sim_div))) if (~np.isnan(sim_div)).any() else 0.0
+    same = acc_diff <= 0.01 and div_nan_same and div_diff <= 1e-6
+    i_probe = statistics.median(probe_s)
 
     i_sim, i_plain = statistics.median(t for t, _ in inter), statistics.median(t for _, t in inter)
     ratio = statistics.median(a / b for a, b in inter)
@@ -511,12 +580,15 @@ def main(argv: list[str] | None = None) -> int:
         }
     print(
         f"{'':<12} overhead {1000 * (i_sim - i_plain) / rounds:.1f} ms/round, "
-        f"{1000 * (i_sim - i_plain) / max(ran, 1):.2f} ms/client (interleaved medians)"
+        f"{1000 * (i_sim - i_plain) / max(ran, 1):.2f} ms/client (interleaved medians); "
+        f"the activation probe, in both paths: {1000 * i_probe / rounds:.1f} ms/round "
+        f"({100 * i_probe / i_plain:.1f}% of the plain loop's time)"
     )
     print(
         f"work: {rounds} rounds, {ran} client trainings ran ({received} aggregated); "
         f"final accuracy sim {sim_evals[-1, 0]:.4f} plain {plain_acc[-1]:.4f} "
-        f"(max |diff| over rounds {acc_diff:.2g}: {'same models' if same else 'MODELS DIFFER'})"
+        f"(max |diff| over rounds {acc_diff:.2g}), activation divergences' max |diff| {div_diff:.2g}"
+        f"{'' if div_nan_same else ', NaN in different rounds'}: {'same models' if same else 'MODELS DIFFER'}"
     )
 
     result = {
@@ -524,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
         "strategy": s.name,
         "rounds": rounds,
         "repeats": args.repeats,
-        "threads": torch.get_num_threads(),
+        "threads": threads,
         "clients_trained": ran,
         "clients_aggregated": received,
         "sim_s": [round(a, 4) for a, _ in inter],
@@ -538,12 +610,15 @@ def main(argv: list[str] | None = None) -> int:
         "within_target": ratio <= TARGET_RATIO,
         "same_models": same,
         "max_accuracy_diff": acc_diff,
+        "max_divergence_diff": div_diff,
+        "plain_probe_s": [round(t, 4) for t in probe_s],
+        "probe_ms_per_round": round(1000 * i_probe / rounds, 2),
         "load_before": load_before,
         "load_after": load_after,
     }
     if load_after:
         print(load_after)
-        busy_warning()
+        busy_warning(threads)
     if args.profile:
         prof = profile_sim(cfg, job, args.top)
         result["profiled_total_s"] = round(prof["profiled_total_s"], 4)

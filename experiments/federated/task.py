@@ -32,6 +32,7 @@ __all__ = [
     "learning_rate",
     "make_client_app",
     "probe_activations",
+    "probe_model",
     "train_reply",
 ]
 
@@ -127,6 +128,42 @@ def train_reply(msg: Message, arrays: ArrayRecord, loss: float, num_examples: in
         {"arrays": arrays, "metrics": MetricRecord({"train_loss": loss, "num-examples": num_examples})}
     )
     return Message(content=content, reply_to=msg)
+
+
+class _ChannelsLastMaxPool2d(nn.MaxPool2d):
+    """`nn.MaxPool2d` that pools a contiguous 4-D CPU input in a channels-last copy and returns
+    its output contiguous, as `nn.MaxPool2d` would: the same values (a maximum is exact in any
+    layout, NaN propagated alike), several times faster for small maps (torch's channels-first
+    CPU kernel walks each small plane on its own: 0.41 ms against 0.09 ms for the probe's
+    64 x 16 x 8 x 8). Any other input takes `nn.MaxPool2d` itself."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.return_indices or x.dim() != 4 or x.device.type != "cpu" or not x.is_contiguous():
+            return super().forward(x)
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
+def probe_model(model: nn.Module) -> nn.Module:
+    """`model` made the activation probe's own (a model that is never trained): each
+    `nn.MaxPool2d` becomes a `_ChannelsLastMaxPool2d` with its settings, which gives the same
+    activations faster (a quarter less probe time: docs/scale.md, section 4). Parameters,
+    buffers and the state dict are unchanged."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is nn.MaxPool2d:
+                setattr(
+                    module,
+                    name,
+                    _ChannelsLastMaxPool2d(
+                        child.kernel_size,
+                        child.stride,
+                        child.padding,
+                        child.dilation,
+                        child.return_indices,
+                        child.ceil_mode,
+                    ),
+                )
+    return model
 
 
 @torch.no_grad()

@@ -23,7 +23,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDic
 from devices import Fleet
 from experiments.federated.internals import set_task_identity
 from experiments.federated.records import ModelRecords
-from experiments.federated.task import PROBE_IMAGES, FederatedTask, evaluate_model, make_client_app, probe_activations
+from experiments.federated.task import (
+    PROBE_IMAGES,
+    FederatedTask,
+    evaluate_model,
+    make_client_app,
+    probe_activations,
+    probe_model,
+)
 from sim.backends import make_backend
 from sim.backends.base import Backend, torch_threads
 from sim.backends.local import LocalBackend
@@ -251,7 +258,7 @@ def _probe(task: FederatedTask):
     """The activation-divergence probe (`SimGrid.probe`): a client's trained weights, run in eval
     mode on the first `PROBE_IMAGES` test images, the same for every client and round. The
     simulator's observation: no device computes it and no clock advances."""
-    weights = ModelRecords(task.build_model())
+    weights = ModelRecords(probe_model(task.build_model()))  # faster max pools, the same activations
     images = task.data.x_test[:PROBE_IMAGES]
 
     def probe(arrays: ArrayRecord) -> np.ndarray:

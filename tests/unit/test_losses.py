@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experiments.federated.task import probe_activations
+from experiments.common.models import build_model
+from experiments.federated.task import probe_activations, probe_model
 from experiments.nair.model import ConvBN, SplitNet, Upsample, narrow_tail
 from experiments.nair.training import SGDSettings as NairSettings
 from experiments.nair.training import clio_alpha, nair_weights, retune_nair, train_clio
@@ -267,6 +268,42 @@ def test_probe_activations_are_taken_in_eval_mode_and_leave_the_mode_as_it_was()
     got = probe_activations(model, x)
     assert model.training and got.dtype == np.float32 and got.shape == (5, 8)
     np.testing.assert_array_equal(got, torch.relu(model.fc(x)).detach().numpy())  # no dropout: eval mode
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"), [("cnn", (1, 8, 8)), ("cnn", (3, 16, 16)), ("fedmax_cifar_cnn", (3, 32, 32)), ("mlp", (1, 8, 8))]
+)
+def test_the_probes_own_model_gives_the_same_activations_bit_for_bit(name, shape) -> None:
+    # the probe's model pools channels-last (faster); a maximum is exact, so nothing may move
+    model = build_model(name, shape, 10, seed=3)
+    probe = probe_model(build_model(name, shape, 10, seed=4))
+    probe.load_state_dict(model.state_dict())
+    assert list(probe.state_dict()) == list(model.state_dict())
+    x = torch.rand(64, *shape, generator=torch.Generator().manual_seed(5))
+    np.testing.assert_array_equal(probe_activations(probe, x), probe_activations(model, x))
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        nn.MaxPool2d(2),
+        nn.MaxPool2d(3, stride=2, padding=1),
+        nn.MaxPool2d(3, stride=2, ceil_mode=True),
+        nn.MaxPool2d(2, dilation=2),
+        nn.MaxPool2d(2, return_indices=True),
+    ],
+)
+def test_the_probes_max_pool_is_torchs_to_the_bit_nan_and_infinities_included(pool) -> None:
+    x = torch.randn(4, 5, 9, 9, generator=torch.Generator().manual_seed(0))
+    x[0, 0, 0, 0], x[1, 2, 3, 3], x[2] = math.nan, -math.inf, 0.0  # NaN, -inf, ties
+    x[3, :, :4] = math.inf
+    fast = probe_model(nn.Sequential(pool))[0]
+    assert type(fast) is not nn.MaxPool2d  # replaced (with return_indices it falls back to torch's path)
+    for inp in (x, x[:, :, 1:, 1:], x[0]):  # contiguous; a strided view and an unbatched map (torch's own path)
+        want, got = pool(inp), fast(inp)
+        for w, g in zip(*(t if isinstance(t, tuple) else (t,) for t in (want, got))):
+            assert torch.equal(w.nan_to_num(7.0), g.nan_to_num(7.0)) and torch.equal(w.isnan(), g.isnan())
+            assert w.stride() == g.stride()
 
 
 def test_softmax_uniformity_is_not_what_the_divergence_measures() -> None:
