@@ -60,7 +60,8 @@ class RunFolder:
         import yaml
 
         saved, settings = self.state / "settings.yaml", _settings(cfg)
-        self._before = set(self.out_dir.rglob("*")) if self.out_dir.is_dir() else set()
+        self._existed = self.out_dir.is_dir()
+        self._before = set(self.out_dir.rglob("*")) if self._existed else set()
         if not saved.exists():
             if cfg.resume:
                 raise ConfigError(f"resume=true: {self.out_dir} holds no interrupted run to resume")
@@ -90,6 +91,8 @@ class RunFolder:
                     p.rmdir()
             else:
                 p.unlink(missing_ok=True)
+        if not self._existed and self.out_dir.is_dir() and not any(self.out_dir.iterdir()):
+            self.out_dir.rmdir()
 
     def replayable(self) -> int:
         """Journal entries on disk (computations a resumed run need not redo)."""
