@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 TRACKERS = ("none", "mlflow", "tensorboard")
+BACKENDS = ("local", "processes", "ray")  # as sim.backends.BACKENDS (which imports torch)
 
 # top-level settings of every job; a workload names the other sections it reads (`Workload.uses`)
 COMMON_SECTIONS = frozenset(
@@ -40,6 +41,7 @@ COMMON_SECTIONS = frozenset(
         "cache_dir",
         "backend",
         "ray",
+        "processes",
         "torch_threads",
         "log_level",
         "progress",
@@ -159,8 +161,12 @@ class Config:
     # trained models (a NoNN teacher, NAIR's original model, ...) cached here, keyed by their
     # config, so a sweep does not retrain them; null = no cache
     cache_dir: Optional[str] = ".cache/edgesim"
-    backend: str = "local"  # local: in this process, one computation after another | ray: in parallel on Ray
+    # local: in this process, one computation after another | processes: in parallel on worker
+    # processes forked from this one | ray: in parallel on Ray
+    backend: str = "local"
     ray: RayConfig = field(default_factory=RayConfig)
+    # backend=processes: worker processes (null: this process's cores that the load average says are free, >= 1)
+    processes: Optional[int] = None
     # torch intra-op threads of every computation of a job, in every workload (the federated
     # clients on every back end and the server; NoNN, NAIR, mcPipe): fixed, so that the results
     # do not depend on the back end, the launcher or the cores of the machine (torch splits some
@@ -247,7 +253,13 @@ def validate_common(cfg: Config) -> None:
         d.samples_per_device,
         "must be an integer >= 1, or null",
     )
-    check(cfg.backend in ("local", "ray"), "backend", cfg.backend, "allowed: local, ray")
+    check(cfg.backend in BACKENDS, "backend", cfg.backend, f"allowed: {', '.join(BACKENDS)}")
+    check(
+        cfg.processes is None or (isinstance(cfg.processes, int) and cfg.processes >= 1),
+        "processes",
+        cfg.processes,
+        "must be an integer >= 1, or null",
+    )
     r = cfg.ray
     for name in ("num_cpus", "num_workers"):
         v = getattr(r, name)

@@ -189,6 +189,7 @@ def test_overrides_reach_the_typed_config() -> None:
         ("backend=gpu", "backend"),
         ("ray.num_cpus=0", "ray.num_cpus"),
         ("ray.num_workers=0", "ray.num_workers"),
+        ("processes=0", "processes"),
         ("torch_threads=0", "torch_threads"),
     ],
 )
