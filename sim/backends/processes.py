@@ -63,6 +63,12 @@ def free_cores() -> int:
     return max(1, cores - busy)
 
 
+def _warm_up() -> None:
+    """What this process would otherwise import lazily in every worker: torch's first optimiser
+    imports torch._dynamo (over a second of CPU; several on a busy machine)."""
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)])
+
+
 def _signal_name(code: int | None) -> str:
     if code is None:
         return "still running"
@@ -164,6 +170,7 @@ class ProcessBackend:
     def _start(self, app) -> None:
         """Fork the pool, with `app` in the workers' memory (replacing a pool forked with another)."""
         self.close()
+        _warm_up()  # once here, not once per worker
         conns = []
         try:
             for _ in range(self.num_workers):
