@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,9 +25,18 @@ from .test_backends import WORKLOADS, _csvs, _draw, _expected, _fail, _job_cfg, 
 from .test_quickstart_app import _quickstart_cfg, _run_config
 
 
+def _running(pid: int) -> bool:
+    """`pid` is a process that has not ended (a zombie, ended but not yet reaped, has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def _gone(pids: list[int]) -> bool:
-    """None of `pids` is a running process (a reaped child has no /proc entry)."""
-    return not any(os.path.exists(f"/proc/{pid}") for pid in pids)
+    """None of `pids` is a running process."""
+    return not any(_running(pid) for pid in pids)
 
 
 def _die(i: int) -> int:
@@ -100,6 +113,25 @@ def test_a_worker_that_dies_is_a_backend_failure_and_no_worker_is_left() -> None
     finally:
         pids = backend.pids
         backend.close()
+    assert _gone(pids)
+
+
+def test_workers_end_on_their_own_when_the_jobs_process_is_killed() -> None:
+    """SIGKILL leaves the job's process no chance to stop its workers: they notice and end."""
+    code = (
+        "import os, signal; from sim.backends.processes import ProcessBackend\n"
+        "from tests.e2e.test_processes import _die\n"
+        "b = ProcessBackend(torch_threads=1, workers=2); assert b.map(_die, [(0,), (2,)]) == [0, 2]\n"
+        "print(*b.pids, flush=True); os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    pids = [int(p) for p in proc.stdout.split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 30
+    while not _gone(pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert _gone(pids)
 
 
