@@ -1,6 +1,6 @@
 """`backend=processes`: a step's computations on worker processes forked from the job's process
 give the same results as `backend=local`, byte for byte (the federated clients' `execute`, with
-stragglers, a user's Flower app, and the independent computations of mcPipe and NAIR through
+stragglers, a user's Flower app, and the independent computations of NoNN, NAIR, mcPipe and DREAM through
 `map`); a worker that dies is one `BackendFailure` line; no worker outlives its back end."""
 
 from __future__ import annotations
@@ -167,9 +167,9 @@ def test_a_users_flower_app_gives_byte_identical_csvs(tmp_path) -> None:
     _same_csvs(lambda: _quickstart_cfg(make_tiny_cfg, _run_config()), tmp_path)
 
 
-@pytest.mark.parametrize("workload", ["mcpipe", "nair"])
+@pytest.mark.parametrize("workload", ["mcpipe", "nair", "nonn", "dream"])
 def test_map_workload_gives_byte_identical_csvs(workload, tmp_path) -> None:
-    """The independent simulated runs (mcPipe) and trainings (NAIR), each from an empty model cache."""
+    """The independent trainings and simulated runs, each from an empty model cache."""
     make, files = WORKLOADS[workload]
 
     def two_workers():
