@@ -276,3 +276,10 @@ def validate_common(cfg: Config) -> None:
         cfg.torch_threads,
         "must be an integer >= 1, or null",
     )
+    check(
+        cfg.backend != "processes" or cfg.torch_threads == 1,
+        "torch_threads",
+        cfg.torch_threads,
+        "backend=processes needs 1 (a forked worker hangs in OpenMP threads once the job's process has "
+        "used its own); use backend=ray or backend=local for more",
+    )

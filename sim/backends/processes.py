@@ -3,7 +3,9 @@ processes of this machine, forked from the job's process.
 
 The workers are forked (`multiprocessing`'s "fork" start method) from the already-imported
 process, so none pays the imports of torch and Flower again; they persist from one step to the
-next, each computing with `torch_threads` torch threads. `processes` workers (null: the cores of
+next, each computing with one torch thread (`torch_threads` must be 1: GNU OpenMP is not
+fork-safe, and a forked worker's first parallel region on more threads waits forever for the
+threads of a pool the job's process had started). `processes` workers (null: the cores of
 this process's affinity that the load average says are free, at least 1).
 
 `execute(app, jobs)` (the federated clients): the workers are forked with the ClientApp in
@@ -40,6 +42,7 @@ from multiprocessing.connection import wait
 import torch
 
 from sim.backends.base import BackendFailure, Execution, Job, call_seeds, run_call, run_job, torch_threads
+from sim.config import ConfigError
 from sim.meter import PROCESS_COSTS
 
 __all__ = ["ProcessBackend", "free_cores"]
@@ -149,14 +152,20 @@ def _stop(workers: list[_Worker], kill: bool = False) -> None:
 
 class ProcessBackend:
     """Runs a step's ClientApp jobs, or a workload's `map` calls, on `workers` forked worker
-    processes (None: `free_cores()`), each with `torch_threads` torch threads."""
+    processes (None: `free_cores()`), each with one torch thread (`torch_threads` must be 1)."""
 
     name = "processes"
 
-    def __init__(self, optimizer_copies: int = 1, torch_threads: int | None = None, workers: int | None = None):
+    def __init__(self, optimizer_copies: int = 1, torch_threads: int | None = 1, workers: int | None = None):
+        if torch_threads != 1:
+            # GNU OpenMP is not fork-safe: a forked worker's first parallel region waits forever
+            # for the threads of a pool the parent started (any torch op on > 1 thread does)
+            raise ConfigError(
+                f"torch_threads={torch_threads!r}: backend=processes needs 1 (a forked worker hangs in "
+                "OpenMP threads once the job's process has used its own); use backend=ray or backend=local for more"
+            )
         self.optimizer_copies = optimizer_copies
-        # None: this process's own count, so the workers compute as it would
-        self.torch_threads = torch_threads or torch.get_num_threads()
+        self.torch_threads = 1
         self.num_workers = workers or free_cores()
         self._workers: list[_Worker] = []
         self._app = _NO_APP

@@ -18,6 +18,7 @@ from flwr.app import Context, RecordDict
 
 from sim.backends import BackendFailure, LocalBackend, make_backend
 from sim.backends.processes import ProcessBackend, free_cores
+from sim.config import ConfigError
 from sim.jobs import run
 
 from ..conftest import make_tiny_cfg
@@ -53,6 +54,9 @@ def test_make_backend_builds_it_with_its_worker_count() -> None:
     assert backend.pids == []  # forked at the first step, not before
     cfg.processes = None
     assert make_backend(cfg).num_workers == free_cores() >= 1
+    cfg.torch_threads = 2  # a forked worker on more threads would hang in OpenMP: refused
+    with pytest.raises(ConfigError, match=r"^torch_threads=2: backend=processes needs 1 "):
+        make_backend(cfg)
 
 
 def test_map_and_execute_on_workers_as_on_the_local_back_end() -> None:
