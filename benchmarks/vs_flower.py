@@ -12,6 +12,8 @@ exit (imports, start-up, the rounds, writing results: what a user waits for):
 * `edgesim-local`: `python -m sim workload.app.server=benchmarks.digits_fl:server_app
   workload.app.client=benchmarks.digits_fl:client_app fleet.num_devices=N ... backend=local`,
   which also simulates the devices' compute time and energy and the radio links;
+* `edgesim-processes`: the same with `backend=processes` (worker processes forked from the job's
+  process, as many as the load average says cores are free, or `--processes N`);
 * `edgesim-ray`: the same with `backend=ray` (a local Ray instance on all cores);
 * `floor`: a process that only imports what the workload needs (torch, Flower's app modules)
   and builds one torch optimiser: what any run of this workload pays first, on either side.
@@ -49,7 +51,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import finish, load_note
 
 TARGET = 5.0  # edgesim at least this many times faster than Flower's simulation, end to end
-PATHS = ("flower", "edgesim-local", "edgesim-ray", "floor")
+PATHS = ("flower", "edgesim-local", "edgesim-processes", "edgesim-ray", "floor")
 # what any process that runs this workload pays before its first round: importing torch and
 # Flower's app modules, and the first torch optimiser (which imports torch._dynamo, ~1.2 s here)
 FLOOR_CODE = (
@@ -71,7 +73,9 @@ def _env() -> dict:
     return env
 
 
-def _command(path: str, nodes: int, rounds: int, seed: int, out: Path, sweep: int = 1) -> list[str]:
+def _command(
+    path: str, nodes: int, rounds: int, seed: int, out: Path, sweep: int = 1, processes: int | None = None
+) -> list[str]:
     result = out / "accuracy.json"
     if path == "floor":
         return [sys.executable, "-c", FLOOR_CODE, str(result), str(rounds)]
@@ -103,6 +107,8 @@ def _command(path: str, nodes: int, rounds: int, seed: int, out: Path, sweep: in
         f"+workload.app.run_config.num-server-rounds={rounds}",
         "plots=false",
     ]
+    if backend == "processes" and processes:
+        workload.append(f"processes={processes}")
     if sweep == 1:
         return (
             sim
@@ -132,12 +138,16 @@ def _command(path: str, nodes: int, rounds: int, seed: int, out: Path, sweep: in
     )
 
 
-def run_path(path: str, nodes: int, rounds: int, seed: int, sweep: int = 1) -> dict:
+def run_path(path: str, nodes: int, rounds: int, seed: int, sweep: int = 1, processes: int | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"vs_flower_{path}_") as tmp:
         out = Path(tmp)
         t0 = time.perf_counter()
         proc = subprocess.run(
-            _command(path, nodes, rounds, seed, out, sweep), cwd=ROOT, env=_env(), text=True, capture_output=True
+            _command(path, nodes, rounds, seed, out, sweep, processes),
+            cwd=ROOT,
+            env=_env(),
+            text=True,
+            capture_output=True,
         )
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
@@ -224,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=1, help="runs of each path, in rotating order")
     ap.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset of: " + ", ".join(PATHS))
     ap.add_argument("--sweep", type=int, default=1, help="time a sweep of this many runs (seeds) per path")
+    ap.add_argument(
+        "--processes", type=int, default=None, help="edgesim-processes: its worker processes (default: the free cores)"
+    )
     ap.add_argument("--json", default=None, help="also write the result here")
     ap.add_argument("--child-flower", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -244,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     for k in range(args.repeats):
         order = paths[k % len(paths) :] + paths[: k % len(paths)]
         for p in order:
-            info = run_path(p, args.nodes, args.rounds, args.seed, args.sweep)
+            info = run_path(p, args.nodes, args.rounds, args.seed, args.sweep, args.processes)
             runs[p].append(info)
             extra = ""
             if "backend_start_s" in info:

@@ -208,9 +208,9 @@ class _PlainUnpickler(pickle.Unpickler):
 def _read(path: str | Path) -> tuple[str, str, object]:
     """(source name, format, content): CSV text, parsed JSON, or plain unpickled data."""
     src, p = str(path), Path(path)
-    if not p.is_file():
-        raise _err(src, "file not found" if not p.exists() else "not a file")
     try:
+        if not p.is_file():
+            raise _err(src, "file not found" if not p.exists() else "not a file")
         data = p.read_bytes()
     except OSError as exc:
         raise _err(src, f"unreadable ({exc.strerror or type(exc).__name__})") from None

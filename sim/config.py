@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 TRACKERS = ("none", "mlflow", "tensorboard")
+BACKENDS = ("local", "processes", "ray")  # as sim.backends.BACKENDS (which imports torch)
 
 # top-level settings of every job; a workload names the other sections it reads (`Workload.uses`)
 COMMON_SECTIONS = frozenset(
@@ -42,6 +43,7 @@ COMMON_SECTIONS = frozenset(
         "cache_dir",
         "backend",
         "ray",
+        "processes",
         "torch_threads",
         "log_level",
         "progress",
@@ -161,8 +163,12 @@ class Config:
     # trained models (a NoNN teacher, NAIR's original model, ...) cached here, keyed by their
     # config, so a sweep does not retrain them; null = no cache
     cache_dir: Optional[str] = ".cache/edgesim"
-    backend: str = "local"  # local: in this process, one computation after another | ray: in parallel on Ray
+    # local: in this process, one computation after another | processes: in parallel on worker
+    # processes forked from this one | ray: in parallel on Ray
+    backend: str = "local"
     ray: RayConfig = field(default_factory=RayConfig)
+    # backend=processes: worker processes (null: this process's cores that the load average says are free, >= 1)
+    processes: Optional[int] = None
     # torch intra-op threads of every computation of a job, in every workload (the federated
     # clients on every back end and the server; NoNN, NAIR, mcPipe): fixed, so that the results
     # do not depend on the back end, the launcher or the cores of the machine (torch splits some
@@ -370,7 +376,13 @@ def validate_common(cfg: Config) -> None:
         d.samples_per_device,
         "must be an integer >= 1, or null",
     )
-    check(cfg.backend in ("local", "ray"), "backend", cfg.backend, "allowed: local, ray")
+    check(cfg.backend in BACKENDS, "backend", cfg.backend, f"allowed: {', '.join(BACKENDS)}")
+    check(
+        cfg.processes is None or (isinstance(cfg.processes, int) and 1 <= cfg.processes <= MAX_THREADS),
+        "processes",
+        cfg.processes,
+        f"allowed range is 1..{MAX_THREADS}, or null",
+    )
     r = cfg.ray
     for name in ("num_cpus", "num_workers"):
         v = getattr(r, name)
@@ -390,3 +402,10 @@ def validate_common(cfg: Config) -> None:
     for name in ("cache_dir", "tracking_uri"):
         v = getattr(cfg, name)
         check(v is None or v.strip() != "", name, v, "give a path, or null")
+    check(
+        cfg.backend != "processes" or cfg.torch_threads == 1,
+        "torch_threads",
+        cfg.torch_threads,
+        "backend=processes needs 1 (a forked worker hangs in OpenMP threads once the job's process has "
+        "used its own); use backend=ray or backend=local for more",
+    )

@@ -25,7 +25,7 @@ __all__ = ["RunFolder"]
 
 STATE = ".edgesim"
 # settings that change what is shown or where it runs, never a number in a CSV
-PRESENTATION = ("resume", "progress", "plots", "log_level", "tracking", "tracking_uri", "backend", "ray")
+PRESENTATION = ("resume", "progress", "plots", "log_level", "tracking", "tracking_uri", "backend", "ray", "processes")
 
 
 def _settings(cfg: Config) -> dict:

@@ -28,9 +28,14 @@ __all__ = [
 
 def make_backend(cfg, actors: bool = True, task=None) -> Backend:
     """The back end `cfg.backend` names, ready to run (a Ray one has joined or started Ray and,
-    with `actors`, started its pool of actors; without, `map` runs Ray tasks). With `task` (a
+    with `actors`, started its pool of actors; without, `map` runs Ray tasks; a `processes` one
+    forks its workers at its first step). With `task` (a
     `FederatedTask`), the local back end trains that task's clients of a step together."""
     copies, threads = getattr(cfg.workload, "optimizer_copies", 1), cfg.torch_threads
+    if cfg.backend == "processes":
+        from sim.backends.processes import ProcessBackend
+
+        return ProcessBackend(copies, threads, workers=cfg.processes)
     if cfg.backend == "ray":
         from sim.backends.ray import RayBackend  # Ray is imported there only, and only when asked
 
@@ -119,5 +124,5 @@ class Executor:
 
 
 def make_executor(cfg) -> Executor:
-    """The executor of a NoNN, NAIR or mcPipe job (`cfg.backend`, `cfg.ray`, `cfg.torch_threads`)."""
+    """The executor of a NoNN, NAIR or mcPipe job (`cfg.backend`, `cfg.ray`, `cfg.processes`, `cfg.torch_threads`)."""
     return Executor(cfg)

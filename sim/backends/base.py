@@ -19,8 +19,9 @@ where it ran).
 `Backend` is the protocol every back end follows; this module holds what they share (the
 seeded, metered run of one job or call). `sim.backends.local.LocalBackend` runs them one after
 another in this process, `sim.backends.vectorized.VectorizedBackend` trains the built-in
-ClientApp's clients of a step together, `sim.backends.ray.RayBackend` (the only module that
-imports Ray) runs them in parallel on Ray workers. `sim.backends.make_backend` builds the one a
+ClientApp's clients of a step together, `sim.backends.processes.ProcessBackend` runs them in
+parallel on worker processes forked from this one, `sim.backends.ray.RayBackend` (the only module
+that imports Ray) runs them in parallel on Ray workers. `sim.backends.make_backend` builds the one a
 config asks for.
 """
 
@@ -50,7 +51,7 @@ __all__ = [
     "torch_threads",
 ]
 
-BACKENDS = ("local", "ray")
+BACKENDS = ("local", "processes", "ray")
 
 Job = tuple  # (Message, Context, torch seed): one message that reached its device
 

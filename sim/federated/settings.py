@@ -126,5 +126,5 @@ def validate(cfg: Config) -> None:
             cfg.backend == "local",
             "workload.vectorize",
             True,
-            f"needs backend=local (backend={cfg.backend} runs each client on its own); allowed with ray: false",
+            f"needs backend=local (backend={cfg.backend} runs each client on its own); allowed there: false",
         )

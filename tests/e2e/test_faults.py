@@ -161,6 +161,32 @@ def test_a_ray_worker_that_dies_ends_the_run_with_one_line_naming_the_back_end(r
     assert (tmp_path / "out" / "__main__.log").exists()  # the run's folder stays, nothing removed
 
 
+def test_a_worker_process_that_dies_ends_the_run_with_one_line_naming_the_back_end(run_sim, tmp_path) -> None:
+    """`backend=processes`: the same one line, and no worker left behind."""
+    app = _dying_app(tmp_path / "app")
+    out = run_sim(
+        f"workload.app.path={app}",
+        "workload.app.accuracy_metric=eval_acc",
+        "workload.app.loss_metric=eval_loss",
+        "fleet.num_devices=4",
+        "fleet.availability=1.0",
+        "progress=false",
+        "backend=processes",
+        "processes=2",
+        "hydra.run.dir=out",
+        timeout=400,
+    )
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+    errors = _errors(out.stderr)
+    assert len(errors) == 1, out.stderr[-3000:]
+    assert errors[0].startswith(
+        "error: backend=processes failed: a worker process died while running the ClientApp (pid "
+    )
+    assert errors[0].endswith("exit status 1)")
+    assert (tmp_path / "out" / "__main__.log").exists()
+
+
 def test_ray_errors_become_backend_failures_and_a_calls_own_error_passes() -> None:
     _require_ray()
     import ray

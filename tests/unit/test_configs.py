@@ -189,11 +189,13 @@ def test_overrides_reach_the_typed_config() -> None:
         ("backend=gpu", "backend"),
         ("ray.num_cpus=0", "ray.num_cpus"),
         ("ray.num_workers=0", "ray.num_workers"),
+        ("processes=0", "processes"),
+        ("backend=processes torch_threads=2", "torch_threads"),
         ("torch_threads=0", "torch_threads"),
     ],
 )
 def test_validate_names_the_bad_setting(override: str, setting: str) -> None:
-    cfg = _compose([override])
+    cfg = _compose(override.split())
     with pytest.raises(ConfigError, match=setting.replace(".", r"\.")) as info:
         validate(cfg)
     assert "\n" not in str(info.value)

@@ -1,0 +1,300 @@
+"""The local parallel back end (`backend=processes`): a step's computations spread over worker
+processes of this machine, forked from the job's process.
+
+The workers are forked (`multiprocessing`'s "fork" start method) from the already-imported
+process, so none pays the imports of torch and Flower again; they persist from one step to the
+next, each computing with one torch thread (`torch_threads` must be 1: GNU OpenMP is not
+fork-safe, and a forked worker's first parallel region on more threads waits forever for the
+threads of a pool the job's process had started). `processes` workers (null: the cores of
+this process's affinity that the load average says are free, at least 1).
+
+`execute(app, jobs)` (the federated clients): the workers are forked with the ClientApp in
+their memory (a ClientApp need not be picklable); a different ClientApp (the next strategy of a
+comparison) forks a fresh pool. Each job goes, pickled, to the next idle worker and runs there
+exactly as on the local back end (`sim.backends.run_job`: its own torch seed, the same number
+of torch threads, the same meter, the process's FLOP cache `sim.meter.PROCESS_COSTS` inherited
+at the fork); the worker returns the `Execution` (reply, FLOPs, peak memory) and what the app
+kept in the job's `Context.state`, pickled. So the CSVs are byte-identical to `backend=local`.
+
+`map(fn, calls, seeds)` (NoNN, NAIR, mcPipe, DREAM): each call, pickled (`fn` by reference),
+to the next idle worker, under its seed (`sim.backends.run_call`); results in the order of
+`calls`. A call's own exception is raised as it is (the one of the first failing call, once the
+calls already running have ended).
+
+A worker that dies under a step (killed, out of memory, a computation that ends its process) is
+a `BackendFailure` naming `backend=processes` and the worker's pid and exit status; the other
+workers are stopped. Workers are stopped on `close`, on an error in this process during a step
+(Ctrl-C included; they ignore SIGINT themselves), at interpreter exit, and they end on their own
+when the process that forked them is gone.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import pickle
+import signal
+from collections import deque
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import wait
+
+import torch
+
+from sim.backends.base import BackendFailure, Execution, Job, call_seeds, run_call, run_job, torch_threads
+from sim.config import ConfigError
+from sim.meter import PROCESS_COSTS
+
+__all__ = ["ProcessBackend", "free_cores"]
+
+_FORK = multiprocessing.get_context("fork")
+_PICKLE = pickle.HIGHEST_PROTOCOL
+_NO_APP = object()  # a pool forked for `map` only
+
+
+def free_cores() -> int:
+    """The cores this process may run on (its affinity) less those the 1-minute load average
+    says are busy; at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        busy = round(os.getloadavg()[0])
+    except OSError:
+        busy = 0
+    return max(1, cores - busy)
+
+
+def _warm_up() -> None:
+    """What this process would otherwise import lazily in every worker: torch's first optimiser
+    imports torch._dynamo (over a second of CPU; several on a busy machine)."""
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)])
+
+
+def _signal_name(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+def _serve(conn, inherited: list, app, threads: int, optimizer_copies: int) -> None:
+    """A worker's loop: run the tasks its pipe brings until told to stop or its parent is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us
+    for other in inherited:  # the parent's ends of the pipes of the workers forked before this one
+        other.close()
+    from experiments.federated.internals import set_task_identity
+
+    parent = os.getppid()
+    torch.set_num_threads(threads)
+    while True:
+        while not conn.poll(1.0):
+            if os.getppid() != parent:  # the job's process died without stopping us
+                return
+        try:
+            task = pickle.loads(conn.recv_bytes())
+        except EOFError:
+            return
+        if task is None:
+            return
+        kind, index, *rest = task
+        try:
+            with torch_threads(threads):
+                if kind == "job":
+                    message, context, seed, identity = rest
+                    set_task_identity(identity)  # the sender a Flower message built here reads: the driver's
+                    ex = run_job(app, message, context, seed, PROCESS_COSTS, optimizer_copies)
+                    out = (index, True, (ex, context.state))
+                else:
+                    fn, args, seed = rest
+                    out = (index, True, run_call(fn, args, seed))
+            payload = pickle.dumps(out, protocol=_PICKLE)
+        except Exception as exc:  # the computation's own error (or a result that does not pickle)
+            try:
+                payload = pickle.dumps((index, False, exc), protocol=_PICKLE)
+            except Exception:
+                payload = pickle.dumps((index, False, RuntimeError(f"{type(exc).__name__}: {exc}")), protocol=_PICKLE)
+        conn.send_bytes(payload)
+
+
+class _Worker:
+    def __init__(self, process, conn):
+        self.process, self.conn = process, conn
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def _stop(workers: list[_Worker], kill: bool = False) -> None:
+    """Stop `workers`: asked to end (or, with `kill`, terminated), then killed if they linger."""
+    for w in workers:
+        try:
+            if kill:
+                w.process.terminate()
+            else:
+                w.conn.send_bytes(pickle.dumps(None))
+        except (OSError, ValueError):
+            pass
+    for w in workers:
+        w.process.join(timeout=5)
+        if w.process.is_alive():
+            w.process.kill()
+            w.process.join(timeout=5)
+        w.conn.close()
+        w.process.close()
+
+
+class ProcessBackend:
+    """Runs a step's ClientApp jobs, or a workload's `map` calls, on `workers` forked worker
+    processes (None: `free_cores()`), each with one torch thread (`torch_threads` must be 1)."""
+
+    name = "processes"
+
+    def __init__(self, optimizer_copies: int = 1, torch_threads: int | None = 1, workers: int | None = None):
+        if torch_threads != 1:
+            # GNU OpenMP is not fork-safe: a forked worker's first parallel region waits forever
+            # for the threads of a pool the parent started (any torch op on > 1 thread does)
+            raise ConfigError(
+                f"torch_threads={torch_threads!r}: backend=processes needs 1 (a forked worker hangs in "
+                "OpenMP threads once the job's process has used its own); use backend=ray or backend=local for more"
+            )
+        self.optimizer_copies = optimizer_copies
+        self.torch_threads = 1
+        self.num_workers = workers or free_cores()
+        self._workers: list[_Worker] = []
+        self._app = _NO_APP
+        self._atexit = False
+
+    @property
+    def pids(self) -> list[int]:
+        """The workers' process ids (none before the first step, or after `close`)."""
+        return [w.pid for w in self._workers]
+
+    def _start(self, app) -> None:
+        """Fork the pool, with `app` in the workers' memory (replacing a pool forked with another)."""
+        self.close()
+        _warm_up()  # once here, not once per worker
+        conns = []
+        try:
+            for _ in range(self.num_workers):
+                parent_end, child_end = _FORK.Pipe()
+                process = _FORK.Process(
+                    target=_serve,
+                    args=(child_end, list(conns), app, self.torch_threads, self.optimizer_copies),
+                    name="edgesim-worker",
+                )
+                process.start()
+                child_end.close()
+                conns.append(parent_end)
+                self._workers.append(_Worker(process, parent_end))
+        except BaseException:
+            self.close(kill=True)
+            raise
+        self._app = app
+        if not self._atexit:  # registered after multiprocessing's own exit hook, so it runs first
+            atexit.register(self.close, True)
+            self._atexit = True
+
+    def _run(self, tasks: list[tuple], running: str) -> list:
+        """Each task on the next idle worker; the results (index-ordered); a worker that dies is a
+        `BackendFailure`; a task's own exception is raised once the running ones have ended."""
+        results: list = [None] * len(tasks)
+        pending = deque(range(len(tasks)))
+        idle = list(self._workers)
+        busy: dict[_Worker, int] = {}
+        errors: dict[int, BaseException] = {}
+        try:
+            while pending or busy:
+                while pending and idle and not errors:
+                    w = idle.pop()
+                    i = pending.popleft()
+                    payload = pickle.dumps(tasks[i], protocol=_PICKLE)
+                    try:
+                        w.conn.send_bytes(payload)
+                    except OSError:
+                        self._died(w, running)
+                    busy[w] = i
+                if not busy:
+                    break
+                by_handle = {}
+                for w in busy:
+                    by_handle[w.conn] = w
+                    by_handle[w.process.sentinel] = w
+                ready = wait(list(by_handle))
+                done = {by_handle[h] for h in ready}
+                for w in done:
+                    if not w.conn.poll():
+                        self._died(w, running)
+                    try:
+                        index, ok, value = pickle.loads(w.conn.recv_bytes())
+                    except (EOFError, OSError):
+                        self._died(w, running)
+                    busy.pop(w)
+                    idle.append(w)
+                    if ok:
+                        results[index] = value
+                    else:
+                        errors[index] = value
+        except BaseException:
+            # a dead worker, Ctrl-C, a task that does not pickle: the workers may be mid-task; stop
+            # them all (the next step forks a fresh pool)
+            self.close(kill=True)
+            raise
+        if errors:
+            raise errors[min(errors)]
+        return results
+
+    def _died(self, w: _Worker, running: str):
+        w.process.join(timeout=5)
+        raise BackendFailure(
+            "processes",
+            f"a worker process died while {running}",
+            f"pid {w.pid}, {_signal_name(w.process.exitcode)}",
+        )
+
+    def execute(self, app, jobs: Sequence[Job]) -> list[Execution]:
+        if not jobs:
+            return []
+        from experiments.federated.internals import task_identity
+
+        if app is not self._app or not self._workers:
+            self._start(app)
+        identity = task_identity()
+        tasks = [("job", i, message, context, seed, identity) for i, (message, context, seed) in enumerate(jobs)]
+        results = []
+        for (_message, context, _seed), (ex, state) in zip(jobs, self._run(tasks, "running the ClientApp")):
+            context.state = state  # what the ClientApp kept in its context
+            results.append(ex)
+        return results
+
+    def map(self, fn: Callable, calls: Sequence[tuple], seeds: Sequence[int] | None = None) -> list:
+        """`[fn(*args) for args in calls]` on the workers, the next call to the next idle one,
+        each under its torch seed (default 0); results in the order of `calls`."""
+        seeds = call_seeds(calls, seeds)
+        if not calls:
+            return []
+        if not self._workers:
+            self._start(self._app)
+        tasks = [("call", i, fn, tuple(args), seed) for i, (args, seed) in enumerate(zip(calls, seeds))]
+        return self._run(tasks, "running the job's computations")
+
+    def close(self, kill: bool = False) -> None:
+        """Stop the workers (`kill`: at once, without waiting for them to finish what they run)."""
+        workers, self._workers = self._workers, []
+        self._app = _NO_APP
+        if self._atexit:
+            atexit.unregister(self.close)
+            self._atexit = False
+        _stop(workers, kill)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close(kill=exc[0] is not None)
