@@ -21,13 +21,14 @@ warnings.filterwarnings("ignore", category=FutureWarning, module="pyarrow.*")
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from sim.config import Config, ConfigError, FleetConfig
+from sim.console import fail, faults_reported
 from sim.jobs import WORKLOADS, refuse_unknown, refuse_unused, run
+from sim.sweep import job_dir  # noqa: F401  (registers `edgesim_job`, the sweep folders' resolver)
 
 # OmegaConf merges dicts: with the schema's default mix in place, `fleet=mcu` would add the
 # microcontrollers to the default mix instead of replacing it. The fleet option supplies it.
@@ -36,50 +37,9 @@ ConfigStore.instance().store(name="base_config", node=Config(fleet=FleetConfig(m
 for _w in WORKLOADS.values():
     ConfigStore.instance().store(group="workload", name=f"{_w.name}_schema", node=_w.schema)
 
-SETTING_COLUMNS = (
-    "strategy",
-    "seed",
-    "dataset",
-    "partition",
-    "model",
-    "num_devices",
-    "fraction_train",
-    "deadline_s",
-    "channel_model",
-    "channel_mode",
-    "channel_ber",
-    "bandwidth_bps",
-    "latency_s",
-    "rounds",
-)
-
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 OPEN_KEYS = ("workload.app.run_config.", "devices.")
 GROUPS = ("fleet", "channel", "strategy", "dataset", "workload", "experiment")
-
-
-def _fail(message: str, status: int = 2) -> None:
-    """End with `error: MESSAGE`, one line on stderr: status 2 for a setting the user must
-    change (nothing has run), 1 for a fault while running (a write, the back end)."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(status)
-
-
-@contextlib.contextmanager
-def faults_reported():
-    """Inside, a fault while running ends the run with its one line and exit status 1, no
-    traceback: an output that cannot be written (`OutputError`: the file, and why: disk full,
-    no permission, a folder gone; what was on disk before stays whole) or a back end that
-    failed (`BackendFailure`: a Ray worker or raylet that died). Hydra prints anything else
-    it catches as a traceback, so every way into a run (the job, the sweep's comparison) goes
-    through here."""
-    from experiments.common.files import OutputError
-    from sim.backends.base import BackendFailure
-
-    try:
-        yield
-    except (OutputError, BackendFailure) as exc:
-        _fail(str(exc), status=1)
 
 
 def _discard_run_dir() -> None:
@@ -116,7 +76,7 @@ def check_group_choices(args: list[str]) -> None:
         for choice in value.strip("[]").split(","):
             choice = choice.strip()
             if choice and not choice.startswith(("glob(", "choice(", "range(")) and choice not in options:
-                _fail(f"{key}={choice!r}: unknown option; allowed: {', '.join(options)}")
+                fail(f"{key}={choice!r}: unknown option; allowed: {', '.join(options)}")
 
 
 # Hydra's settings that place a run's outputs (composed with the config, to find its folder)
@@ -152,7 +112,7 @@ def precheck(args: list[str]) -> str | None:
         text = str(exc)
         named = next((a for a in overrides if a in text or f"'{a.lstrip('+~').partition('=')[0]}'" in text), None)
         cause = str(exc.__cause__ or exc).strip().splitlines()[0]
-        _fail(f"{named}: {cause}{_as_integer(named, overrides)}" if named else cause)
+        fail(f"{named}: {cause}{_as_integer(named, overrides)}" if named else cause)
 
 
 def _as_integer(named: str, overrides: list[str]) -> str:
@@ -249,7 +209,7 @@ def check_output_dir(folder: str | None, key: str) -> None:
         return
     cause = unwritable(folder)
     if cause:
-        _fail(f"cannot write to {folder}: {cause} (the output folder, {key})")
+        fail(f"cannot write to {folder}: {cause} (the output folder, {key})")
 
 
 def _prefix(o) -> str:
@@ -274,7 +234,7 @@ def presweep(args: list[str]) -> tuple[str | None, list[str]]:
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as exc:  # Hydra's parse errors: one line
-        _fail(str(exc).strip().splitlines()[0])
+        fail(str(exc).strip().splitlines()[0])
     choices = [
         [f"{_prefix(o)}{o.key_or_group}={v}" for v in o.sweep_string_iterator()]
         if o.is_sweep_override()
@@ -295,10 +255,10 @@ def presweep(args: list[str]) -> tuple[str | None, list[str]]:
                 cfg.compared = compared_params(cfg)
                 validate(cfg)
             except ConfigError as exc:
-                _fail(f"{exc} (in the sweep's job {' '.join(job)})")
+                fail(f"{exc} (in the sweep's job {' '.join(job)})")
             except Exception as exc:  # Hydra's composition errors
                 cause = str(exc.__cause__ or exc).strip().splitlines()[0]
-                _fail(f"{cause} (in the sweep's job {' '.join(job)})")
+                fail(f"{cause} (in the sweep's job {' '.join(job)})")
     return folder, [o.key_or_group for o in parsed if not o.is_sweep_override()]
 
 
@@ -330,109 +290,7 @@ def main(dcfg: DictConfig) -> None:
     except ConfigError as exc:
         if hc.mode != RunMode.MULTIRUN:
             _discard_run_dir()
-        _fail(str(exc))
-
-
-def _swept(jobs: list[Path], named: set[str]) -> dict[str, dict[str, str]]:
-    """Per job folder, `{override key: value}` for the overrides whose value differs between the
-    sweep's jobs (from Hydra's `.hydra/overrides.yaml`) and that no summary column in `named`
-    already gives (`channel.ber` is `channel_ber`): columns of the sweep's comparison, so a swept
-    setting such as `strategy.params.buffer_size` is still there."""
-    values: dict[str, dict[str, str]] = {}
-    for job in jobs:
-        path = job / ".hydra" / "overrides.yaml"
-        if path.exists():
-            pairs = (o.split("=", 1) for o in OmegaConf.load(path) if "=" in o)
-            values[str(job)] = {k.lstrip("+~"): v for k, v in pairs}
-    keys = {k for v in values.values() for k in v}
-    varying = {k for k in keys if len({v.get(k) for v in values.values()}) > 1}
-    varying = {k for k in varying if k.replace(".", "_") not in named and k.split(".")[-1] not in named}
-    return {job: {k: v for k, v in kv.items() if k in varying} for job, kv in values.items()}
-
-
-def job_dir(overrides: str, num) -> str:
-    """A sweep job's folder: its swept overrides (`channel.ber=0.001,strategy=fedprox`), so that a
-    rerun of the sweep finds each job's results by what it ran, not by its place in the order
-    (`hydra.sweep.subdir`; the job number when nothing is swept, hashed when too long)."""
-    import hashlib
-
-    name = overrides.replace("/", "_") or str(num)
-    if len(name) > 120:
-        name = f"{name[:100]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-    return name
-
-
-OmegaConf.register_new_resolver("edgesim_job", job_dir, replace=True)
-
-
-def sweep_jobs(sweep_dir: Path) -> dict[int, Path]:
-    """The finished jobs of a sweep, by Hydra's job number, wherever `hydra.sweep.subdir` put them."""
-    jobs = {}
-    for meta in sweep_dir.rglob(".hydra/hydra.yaml"):
-        job = meta.parent.parent
-        if (job / ".edgesim" / "complete").exists():
-            jobs[int(OmegaConf.load(meta).hydra.job.num)] = job
-    return dict(sorted(jobs.items()))
-
-
-class SweepComparison(Callback):
-    """comparison.csv over a sweep's finished jobs, in the sweep dir, after each job (so an
-    interrupted sweep still has the comparison of those done); after the whole multirun, the
-    accuracy plots and report.html too."""
-
-    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            with faults_reported():
-                self.compare(Path(config.hydra.sweep.dir), plots=False)
-
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        with faults_reported():
-            self.compare(Path(config.hydra.sweep.dir), plots=config.get("plots", True))
-
-    def compare(self, sweep_dir: Path, plots: bool) -> None:
-        import pandas as pd
-
-        from sim.html import write_sweep_report
-        from sim.report import plot_accuracy, write_csv
-
-        if not sweep_dir.is_dir():
-            return
-        numbered = sweep_jobs(sweep_dir)
-        jobs = list(numbered.values())
-        summaries, rounds = [], []
-        paths = [p for job in jobs for p in job.rglob("summary.csv")]
-        named = set(pd.read_csv(paths[0], nrows=0).columns) if paths else set()
-        swept = _swept(jobs, named)  # each job's value of every override that differs between jobs
-        for num, job in numbered.items():
-            for path in sorted(job.rglob("summary.csv")):
-                s = pd.read_csv(path).assign(job=num, **swept.get(str(job), {}))
-                summaries.append(s)
-                r = path.with_name("rounds.csv")
-                if r.exists():
-                    keys = [*SETTING_COLUMNS, *swept.get(str(job), {})]
-                    values = {k: s[k].iloc[0] for k in keys if k in s}
-                    rounds.append(pd.read_csv(r).assign(job=num, **values))
-        if not summaries:
-            return
-        table = pd.concat(summaries, ignore_index=True)
-        first = ["job", *dict.fromkeys(k for values in swept.values() for k in values)]
-        table = table[first + [c for c in table.columns if c not in first]]
-        write_csv(table, sweep_dir / "comparison.csv")
-        if not plots:
-            return
-        varying = [k for k in [*SETTING_COLUMNS, *first[1:]] if k in table and table[k].nunique(dropna=False) > 1]
-        varying = list(dict.fromkeys(varying))
-        if rounds:
-            labels = varying or ["strategy"]
-            plot_accuracy(
-                pd.concat(rounds, ignore_index=True),
-                labels,
-                sweep_dir,
-                title=f"accuracy across the sweep of {len(jobs)} jobs (by {', '.join(labels)})",
-                line_keys=["job", *labels],
-            )
-        write_sweep_report(sweep_dir, jobs)
-        print(f"sweep of {len(jobs)} jobs: {sweep_dir.resolve()} (comparison.csv, report.html)", flush=True)
+        fail(str(exc))
 
 
 def cli() -> None:

@@ -1,15 +1,18 @@
 """What a run says on the console: a start line (the workload, what it compares, where its
 outputs go) and a closing table of its headline results with the output folder, the same for
-every workload. Plain lines, on stdout; the progress bars are each workload's, on stderr."""
+every workload. Plain lines, on stdout; the progress bars are each workload's, on stderr; and
+the one-line `error:` that ends a refused or failed run (`fail`, `faults_reported`)."""
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import sys
 from pathlib import Path
 
 from sim.config import Config, Workload
 
-__all__ = ["closing", "describe", "start_line"]
+__all__ = ["fail", "faults_reported", "closing", "describe", "start_line"]
 
 # per workload, the summary columns (fnmatch patterns) that the closing table shows
 HEADLINES = {
@@ -126,3 +129,27 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.bar.close()
+
+
+def fail(message: str, status: int = 2) -> None:
+    """End with `error: MESSAGE`, one line on stderr: status 2 for a setting the user must
+    change (nothing has run), 1 for a fault while running (a write, the back end)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+@contextlib.contextmanager
+def faults_reported():
+    """Inside, a fault while running ends the run with its one line and exit status 1, no
+    traceback: an output that cannot be written (`OutputError`: the file, and why: disk full,
+    no permission, a folder gone; what was on disk before stays whole) or a back end that
+    failed (`BackendFailure`: a Ray worker or raylet that died). Hydra prints anything else
+    it catches as a traceback, so every way into a run (the job, the sweep's comparison) goes
+    through here."""
+    from experiments.common.files import OutputError
+    from sim.backends.base import BackendFailure
+
+    try:
+        yield
+    except (OutputError, BackendFailure) as exc:
+        fail(str(exc), status=1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sim.config import COMMON_SECTIONS, Config, ConfigError, Workload, check_types, validate_common
+from sim.config import COMMON_SECTIONS, Config, ConfigError, Workload, validate_common
 from sim.dream import WORKLOAD as DREAM
 from sim.federated import WORKLOAD as FEDERATED
 from sim.mcpipe import WORKLOAD as MCPIPE
@@ -19,6 +19,7 @@ from sim.net.build import validate as validate_network
 from sim.nonn import WORKLOAD as NONN
 from sim.offload import WORKLOAD as OFFLOAD
 from sim.runfolder import RunFolder
+from sim.typecheck import check_types
 
 __all__ = ["WORKLOADS", "default_config", "refuse_unused", "run", "validate", "workload_of"]
 

@@ -45,7 +45,8 @@ from experiments.federated.internals import set_message_id
 from sim.backends.base import Backend, Execution
 from sim.backends.local import LocalBackend
 from sim.federated.app import RunConfig, missing_key_error, missing_key_of
-from sim.federated.payload import deliver, finite, message_bytes, phase_of, value_count
+from sim.federated.faults import ClientFaults
+from sim.federated.payload import deliver, message_bytes, phase_of, value_count
 from sim.federated.pushpull import AGGREGATION_FLOPS_PER_VALUE, Flight, PushPull
 from sim.federated.rows import ClientRow, PhaseStats, VersionBook, VersionStats
 from sim.federated.timeline import ClientPlan, Round, client
@@ -75,7 +76,7 @@ class TimeBudgetReached(RuntimeError):
     """The run's simulated time budget (`workload.time_budget_s`) is spent: no new work starts."""
 
 
-class SimGrid(PushPull, Grid):
+class SimGrid(PushPull, ClientFaults, Grid):
     """A Grid over the simulated fleet: node `i + 1` is device `i` holding partition `i`.
 
     All of a run's phases play on the one clock of `net`; a device still working when the next
@@ -138,19 +139,6 @@ class SimGrid(PushPull, Grid):
     @property
     def versions(self) -> list[VersionStats]:
         return self.book.versions
-
-    def note_model(self, version: int, arrays: ArrayRecord) -> None:
-        """The server's model `version` (evaluated, or sent out): is it all finite?"""
-        if version not in self.model_finite:
-            self.model_finite[version] = finite(RecordDict({"arrays": arrays}))
-
-    def rejects(self, reply: Message, row: ClientRow) -> bool:
-        """A reply whose arrays hold NaN or inf is kept from the server (unless it accepts them):
-        its row says `non_finite`."""
-        if self.accept_non_finite or finite(reply.content):
-            return False
-        row.status = "non_finite"
-        return True
 
     def mark_version(self, version: int) -> None:
         """The server holds model `version` now (its evaluation of it: `VersionBook.mark`)."""
@@ -369,15 +357,6 @@ class SimGrid(PushPull, Grid):
         torch_seed = int(stream(self.seed, "torch", *keys).integers(2**62))
         deliverable.append(((msg, self._context(node), torch_seed), plan))
         return plan
-
-    def _error(self, row: ClientRow, text: str) -> None:
-        """A ClientApp failed: its error in its row; the first of each kind told at once."""
-        row.error = " ".join(str(text).split())[:500]
-        kind = row.error.partition(":")[0]
-        if kind not in self.errors:
-            self.errors[kind] = row.error
-            if self.on_error is not None:
-                self.on_error(f"the ClientApp failed (round {row.round}, node {row.node_id}): {row.error}")
 
     def _uplink(self, plan: ClientPlan, ex: Execution, rnd: int, phase: str, replies: dict, rows: dict) -> None:
         key = missing_key_of(ex.error)

@@ -103,6 +103,57 @@ def _warn_app_timeout(cfg: Config) -> None:
         )
 
 
+def _grid(cfg: Config, scfg: StrategyConfig, fleet: Fleet, client_app, backend: Backend) -> SimGrid:
+    """The grid of one simulation: the fleet on its network, the ClientApp on the back end."""
+    net, server = build_network(cfg, fleet, label=lambda d: str(d + 1))
+    grid = SimGrid(
+        fleet=fleet,
+        net=net,
+        server=server,
+        client_app=client_app,
+        seed=cfg.seed,
+        backend=backend,
+        run_config=cfg.workload.app.run_config,
+        offer=cfg.fleet.offer,
+        min_nodes=min(max(2, scfg.min_train_nodes), len(fleet)),
+        time_budget_s=cfg.workload.time_budget_s,
+        accept_non_finite=cfg.workload.accept_non_finite,
+        client_ref=cfg.workload.app.client or "",
+    )
+    grid.on_error = warn
+    return grid
+
+
+def _progress(cfg: Config, scfg: StrategyConfig, task: FederatedTask | None, enabled: bool) -> Progress:
+    """The run's progress: a user's app's rounds (as its run config says, if it says), the
+    built-in server's rounds, or the simulated seconds of a time budget."""
+    app_cfg, budget = cfg.workload.app, cfg.workload.time_budget_s
+    if task is None:
+        total = app_cfg.run_config.get("num-server-rounds", app_cfg.run_config.get("num_server_rounds"))
+        _warn_app_timeout(cfg)
+        return Progress("app", total if isinstance(total, int) else None, "round", enabled)
+    if budget is None:
+        return Progress(scfg.name, cfg.workload.rounds, "round", enabled)
+    fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} simulated s [{elapsed}<{remaining}]{postfix}"
+    return Progress(scfg.name, budget, "simulated second", enabled, fmt)
+
+
+def _serve_app(app_cfg, grid: SimGrid) -> None:
+    """A user's ServerApp over `grid`, with its run config."""
+    server_app = load_app(app_cfg.server, "workload.app.server")
+    context = Context(
+        run_id=RUN_ID,
+        node_id=SERVER_NODE_ID,
+        node_config={},
+        state=RecordDict(),
+        run_config=RunConfig(app_cfg.run_config),
+    )
+    try:
+        server_app(grid, context)
+    except MissingRunConfigKey as exc:  # escaped the app: a setting the user must give
+        raise missing_key_error(exc.args[0], app_cfg.server, "workload.app.server") from None
+
+
 def simulate(
     cfg: Config,
     scfg: StrategyConfig,
@@ -124,33 +175,11 @@ def simulate(
     backend = backend or LocalBackend(cfg.workload.optimizer_copies, cfg.torch_threads)
     if journal is not None:
         backend = JournaledBackend(backend, journal)
-    net, server = build_network(cfg, fleet, label=lambda d: str(d + 1))
-    grid = SimGrid(
-        fleet=fleet,
-        net=net,
-        server=server,
-        client_app=client_app,
-        seed=cfg.seed,
-        backend=backend,
-        run_config=app_cfg.run_config,
-        offer=cfg.fleet.offer,
-        min_nodes=min(max(2, scfg.min_train_nodes), len(fleet)),
-        time_budget_s=cfg.workload.time_budget_s,
-        accept_non_finite=cfg.workload.accept_non_finite,
-        client_ref=app_cfg.client or "",
-    )
-    grid.on_error = warn
+    grid = _grid(cfg, scfg, fleet, client_app, backend)
+    net = grid.net
     evals: dict[int, tuple[float, float]] = {}
     budget = cfg.workload.time_budget_s
-    if task is None:  # a user's app: its own rounds, as its run config says (if it says)
-        total = app_cfg.run_config.get("num-server-rounds", app_cfg.run_config.get("num_server_rounds"))
-        bar = Progress("app", total if isinstance(total, int) else None, "round", progress)
-        _warn_app_timeout(cfg)
-    elif budget is None:  # rounds (or server versions) done
-        bar = Progress(scfg.name, cfg.workload.rounds, "round", progress)
-    else:  # simulated seconds spent of the budget
-        fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} simulated s [{elapsed}<{remaining}]{postfix}"
-        bar = Progress(scfg.name, budget, "simulated second", progress, fmt)
+    bar = _progress(cfg, scfg, task, progress)
 
     def show(done: float) -> None:  # the bar to `done`, with the clock and the latest accuracy
         latest = evals[max(evals)][0] if evals else None
@@ -172,18 +201,7 @@ def simulate(
             if task is not None:
                 _serve(cfg, scfg, grid, task, evals, journal)
             else:
-                server_app = load_app(app_cfg.server, "workload.app.server")
-                context = Context(
-                    run_id=RUN_ID,
-                    node_id=SERVER_NODE_ID,
-                    node_config={},
-                    state=RecordDict(),
-                    run_config=RunConfig(app_cfg.run_config),
-                )
-                try:
-                    server_app(grid, context)
-                except MissingRunConfigKey as exc:  # escaped the app: a setting the user must give
-                    raise missing_key_error(exc.args[0], app_cfg.server, "workload.app.server") from None
+                _serve_app(app_cfg, grid)
         except FleetExhausted as exc:  # counted, named and survived: the rounds so far are reported
             stopped = f"fleet exhausted: {exc}"
         except TimeBudgetReached as exc:  # the run's planned end

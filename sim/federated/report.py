@@ -179,7 +179,6 @@ def summary(
     end_s: float,
     stopped: str = "",
 ) -> dict:
-    c = cfg.channel
     reached = [r for r in rounds if r.accuracy >= cfg.workload.target_accuracy]
     accuracies = [r.accuracy for r in rounds if not math.isnan(r.accuracy)]
     divergences = [r.activation_divergence for r in rounds if not math.isnan(r.activation_divergence)]
@@ -202,7 +201,7 @@ def summary(
         "num_devices": len(grid.fleet),
         "fraction_train": math.nan if user_app else scfg.fraction_train,
         "deadline_s": math.nan if user_app else scfg.timeout_s,
-        **channel_columns(c),
+        **channel_columns(cfg.channel),
         "rounds": cfg.workload.rounds,
         # what else decides the result: the strategy's own parameters, the clients' training, the fleet
         "strategy_params": "app"
