@@ -82,10 +82,9 @@ class Job:
         return self.stage(schedule, 0, (0, len(self.model.layers)), init, first=True, last=True)
 
 
-def _model(cfg: Config, data: Dataset, name: str) -> Model:
-    """Model `name`'s layers for the data set, its seeded initial weights and its costs."""
-    m = cfg.workload
-    layers = build_layers(
+def _layers(m, data: Dataset, name: str) -> list:
+    """Model `name`'s layers for the data set, as the workload's settings shape them."""
+    return build_layers(
         name,
         data.input_shape,
         data.num_classes,
@@ -94,6 +93,12 @@ def _model(cfg: Config, data: Dataset, name: str) -> Model:
         fc_hidden=m.fc_hidden,
         fc_depth=m.fc_depth,
     )
+
+
+def _model(cfg: Config, data: Dataset, name: str) -> Model:
+    """Model `name`'s layers for the data set, its seeded initial weights and its costs."""
+    m = cfg.workload
+    layers = _layers(m, data, name)
     gen = torch.Generator().manual_seed(int(stream(cfg.seed, "model", name).integers(2**62)))
     first = Batches(data, m.microbatch, partial(stream, cfg.seed, "order"))(0)
     return build_model(name, layers, gen, first, SGD(m.lr, m.momentum, m.weight_decay))
@@ -125,15 +130,7 @@ def _check_sizes(m: McpipeSettings, data: Dataset) -> None:
         f"at most {n} (the training images of dataset.name={data.name!r}; a microbatch is a slice of them)",
     )
     for name in m.models:
-        layers = build_layers(
-            name,
-            data.input_shape,
-            data.num_classes,
-            widths=m.vgg_widths,
-            hidden=m.vgg_hidden,
-            fc_hidden=m.fc_hidden,
-            fc_depth=m.fc_depth,
-        )
+        layers = _layers(m, data, name)
         params = sum(layer.num_params for layer in layers)
         if params > MAX_PARAMS:
             if name == "fc":

@@ -137,8 +137,8 @@ def _dying_app(folder: Path) -> Path:
     return folder
 
 
-def test_a_ray_worker_that_dies_ends_the_run_with_one_line_naming_the_back_end(run_sim, tmp_path) -> None:
-    _require_ray()
+def _one_error_of_a_dying_app(run_sim, tmp_path, *backend: str) -> str:
+    """The dying app run on `backend`: exit 1, no traceback, the one `error:` line it printed."""
     app = _dying_app(tmp_path / "app")
     out = run_sim(
         f"workload.app.path={app}",
@@ -147,8 +147,7 @@ def test_a_ray_worker_that_dies_ends_the_run_with_one_line_naming_the_back_end(r
         "fleet.num_devices=4",
         "fleet.availability=1.0",
         "progress=false",
-        "backend=ray",
-        "ray.num_cpus=2",
+        *backend,
         "hydra.run.dir=out",
         timeout=400,
     )
@@ -156,34 +155,22 @@ def test_a_ray_worker_that_dies_ends_the_run_with_one_line_naming_the_back_end(r
     assert "Traceback" not in out.stderr
     errors = _errors(out.stderr)
     assert len(errors) == 1, out.stderr[-3000:]
-    assert errors[0].startswith("error: backend=ray failed: a Ray worker process died while running the ClientApp (")
-    assert "ActorDiedError" in errors[0]
+    return errors[0]
+
+
+def test_a_ray_worker_that_dies_ends_the_run_with_one_line_naming_the_back_end(run_sim, tmp_path) -> None:
+    _require_ray()
+    error = _one_error_of_a_dying_app(run_sim, tmp_path, "backend=ray", "ray.num_cpus=2")
+    assert error.startswith("error: backend=ray failed: a Ray worker process died while running the ClientApp (")
+    assert "ActorDiedError" in error
     assert (tmp_path / "out" / "__main__.log").exists()  # the run's folder stays, nothing removed
 
 
 def test_a_worker_process_that_dies_ends_the_run_with_one_line_naming_the_back_end(run_sim, tmp_path) -> None:
     """`backend=processes`: the same one line, and no worker left behind."""
-    app = _dying_app(tmp_path / "app")
-    out = run_sim(
-        f"workload.app.path={app}",
-        "workload.app.accuracy_metric=eval_acc",
-        "workload.app.loss_metric=eval_loss",
-        "fleet.num_devices=4",
-        "fleet.availability=1.0",
-        "progress=false",
-        "backend=processes",
-        "processes=2",
-        "hydra.run.dir=out",
-        timeout=400,
-    )
-    assert out.returncode == 1, out.stderr[-3000:]
-    assert "Traceback" not in out.stderr
-    errors = _errors(out.stderr)
-    assert len(errors) == 1, out.stderr[-3000:]
-    assert errors[0].startswith(
-        "error: backend=processes failed: a worker process died while running the ClientApp (pid "
-    )
-    assert errors[0].endswith("exit status 1)")
+    error = _one_error_of_a_dying_app(run_sim, tmp_path, "backend=processes", "processes=2")
+    assert error.startswith("error: backend=processes failed: a worker process died while running the ClientApp (pid ")
+    assert error.endswith("exit status 1)")
     assert (tmp_path / "out" / "__main__.log").exists()
 
 
