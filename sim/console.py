@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import math
 import sys
 from pathlib import Path
 
@@ -87,15 +88,27 @@ def start_line(title: str, out_dir: Path | str) -> None:
 
 def closing(workload: Workload, summary, out_dir: Path | str) -> None:
     """The headline columns of the job's summary rows, then where everything was written."""
-    import pandas as pd
-
-    table = summary if isinstance(summary, pd.DataFrame) else pd.DataFrame(list(summary or []))
+    rows = summary.to_dict("records") if hasattr(summary, "to_dict") else list(summary or [])  # DataFrame or dicts
+    names = list(dict.fromkeys(k for row in rows for k in row))
     patterns = HEADLINES.get(workload.name, ())
-    cols = [c for p in patterns for c in table.columns if fnmatch.fnmatchcase(c, p)]
-    cols = list(dict.fromkeys(cols))
-    if cols and len(table):
-        _say(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    cols = list(dict.fromkeys(c for p in patterns for c in names if fnmatch.fnmatchcase(c, p)))
+    if cols and rows:
+        _say(text_table(rows, cols))
     _say(f"outputs: {Path(out_dir).resolve()}")
+
+
+def text_table(rows: list[dict], cols: list[str]) -> str:
+    """`rows` as a right-aligned plain-text table of `cols` (numbers to 4 significant digits;
+    written here so that a run's path needs no pandas)."""
+
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return "NaN" if math.isnan(v) else f"{v:.4g}"
+        return "" if v is None else str(v)
+
+    cells = [[cell(row.get(c)) for c in cols] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in [cols, *cells])
 
 
 class Progress:

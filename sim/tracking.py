@@ -9,11 +9,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from sim.config import Config
 from sim.report import OutputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["track"]
 
@@ -39,6 +41,8 @@ def _numbers(row: dict) -> dict[str, float]:
 
 def _groups(out_dir: Path) -> list[tuple[str, dict[str, float], pd.DataFrame | None]]:
     """Per summary.csv the job wrote: (its name prefix, its numeric figures, its rounds.csv)."""
+    import pandas as pd  # only when a tracker is asked for
+
     found = []
     paths = sorted(out_dir.rglob("summary.csv"), key=lambda p: (len(p.parts), str(p)))
     for path in paths:

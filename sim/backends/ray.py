@@ -75,6 +75,21 @@ def _reachable(address: str) -> None:
         ) from None
 
 
+@contextlib.contextmanager
+def _environment(env: dict) -> Iterator[None]:
+    """`env` in this process's environment inside (what the processes it starts inherit), as before after."""
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def start_ray(address: str | None, num_cpus: int | None) -> bool:
     """Join the cluster at `address`, or start a local instance with `num_cpus` CPUs (all when
     None), unless Ray is up already; True when this call started or joined it."""
@@ -86,14 +101,18 @@ def start_ray(address: str | None, num_cpus: int | None) -> bool:
         "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0"),
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     }
-    kwargs: dict = {"runtime_env": {"env_vars": env}, "log_to_driver": False, "configure_logging": False}
+    kwargs: dict = {"log_to_driver": False, "configure_logging": False}
     if address:
         _reachable(address)
-        kwargs["address"] = address
+        kwargs.update(address=address, runtime_env={"env_vars": env})
     else:
+        # A local instance's processes inherit this process's environment, so the workers get
+        # `env` without a runtime environment: a job-level `runtime_env` makes Ray start fresh
+        # workers for it (the ones it prestarts at init go unused) and costs ~3 s of start-up.
         kwargs.update(num_cpus=num_cpus, include_dashboard=False)
     try:
-        ray.init(**kwargs)
+        with _environment(env if not address else {}):
+            ray.init(**kwargs)
     except Exception as exc:  # Ray raises many kinds; all mean the same here
         where = f"ray.address={address!r}: cannot join the cluster" if address else "backend=ray: cannot start Ray"
         raise ConfigError(f"{where} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
@@ -231,14 +250,22 @@ class RayBackend:
         self._workers = [
             _Worker.remote(optimizer_copies, self.torch_threads) for _ in range(self.slots if actors else 0)
         ]
-        with _failures("starting its workers"):
-            ray.get([w.ready.remote() for w in self._workers])  # started (and importing) before the first round
+        # the actors import torch and Flower while the job goes on setting up; waited for at first use
+        self._starting = [w.ready.remote() for w in self._workers]
         self._app = None
         self._app_box: list = []
 
     @property
     def num_workers(self) -> int:
         return len(self._workers)
+
+    def _started_workers(self) -> list:
+        """The actors, once every one has started (an actor that died starting: `BackendFailure`)."""
+        if self._starting:
+            with _failures("starting its workers"):
+                ray.get(self._starting)
+            self._starting = []
+        return self._workers
 
     def _box(self, app) -> list:
         if app is not self._app:  # ship each ClientApp once
@@ -249,7 +276,7 @@ class RayBackend:
         if not jobs:
             return []
         identity = task_identity()
-        n = min(len(self._workers), len(jobs))
+        n = min(len(self._started_workers()), len(jobs))
         batches: list[list] = [[] for _ in range(n)]
         for i, (message, context, seed) in enumerate(jobs):
             batches[i % n].append((i, message, context, seed))
@@ -281,7 +308,7 @@ class RayBackend:
 
         pending = list(range(len(calls)))
         running: dict = {}  # task -> (index of its call, the actor it runs on or None)
-        idle = list(self._workers)
+        idle = list(self._started_workers())
         slots = len(self._workers) or self.slots
         results: list = [None] * len(calls)
         with _failures("running the job's computations"):
@@ -311,7 +338,7 @@ class RayBackend:
         """Free the workers' CPUs (Ray stays up if this back end started it, until `close`)."""
         for w in self._workers:
             ray.kill(w)
-        self._workers = []
+        self._workers, self._starting = [], []
 
     def close(self) -> None:
         self.stop_workers()
