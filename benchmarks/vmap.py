@@ -1,7 +1,7 @@
 """Many clients at once with `torch.func.vmap`: where a round's client time goes, and what
 training the sampled clients together (`workload.vectorize=true`) buys.
 
-    python benchmarks/vmap.py [--repeats 5] [--clients 9,30,100] [--rounds 40] [--quick]
+    python benchmarks/vmap.py [--repeats 5] [--clients 9,30,100] [--rounds 40] [--quick] [--prototype-only]
 
 Part 1, profile. The default experiment (`+experiment=fedmax_noniid`: digits, 2 label shards per
 client, the CNN, 30 devices, 9 sampled per round, 2 local epochs of batch 16; FedAvg, FedProx
@@ -82,8 +82,10 @@ RTOL = 1e-5  # relative to an array's largest magnitude
 class RecordingBackend(LocalBackend):
     """The local back end, keeping each round's jobs and timing its `execute`."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, optimizer_copies: int, threads: int | None, task=None):
+        super().__init__(optimizer_copies, threads)
+        # with `task`: the rounds run as `workload.vectorize=true` runs them
+        self.inner = VectorizedBackend(task, optimizer_copies, threads) if task is not None else None
         self.rounds: list[tuple[object, list]] = []
         self.execute_s = 0.0
 
@@ -91,7 +93,7 @@ class RecordingBackend(LocalBackend):
         self.rounds.append((app, list(jobs)))
         t0 = time.perf_counter()
         try:
-            return super().execute(app, jobs)
+            return self.inner.execute(app, jobs) if self.inner else super().execute(app, jobs)
         finally:
             self.execute_s += time.perf_counter() - t0
 
@@ -100,7 +102,7 @@ def record(strategy: str, rounds: int, overrides: list[str], vectorize: bool = F
     """Simulate `rounds` rounds of the experiment with one strategy; (cfg, task, backend, wall s)."""
     cfg = compose_config(EXPERIMENT, rounds, [f"strategy={strategy}", *overrides])
     variants, fleet, _link, task = prepare(cfg)
-    backend = RecordingBackend(cfg.workload.optimizer_copies, cfg.torch_threads, vectorize=vectorize)
+    backend = RecordingBackend(cfg.workload.optimizer_copies, cfg.torch_threads, task if vectorize else None)
     t0 = time.perf_counter()
     simulate(cfg, variants[0], fleet, task, progress=False, backend=backend)
     return cfg, task, backend, time.perf_counter() - t0
@@ -305,14 +307,21 @@ def print_profile(prof: dict) -> None:
 CASES = {
     9: [],
     30: ["strategy.fraction_train=1.0"],
-    100: [
-        "fleet.num_devices=100",
+    "unequal": ["strategy.fraction_train=1.0", "dataset.partition=dirichlet", "dataset.alpha=0.5"],
+}
+
+
+def case_overrides(case) -> list[str]:
+    """A case's settings: the named ones above; any other number N of clients per round is N
+    devices, all sampled, each with 48 samples drawn from the digits (6 steps, as in the experiment)."""
+    if case in CASES:
+        return CASES[case]
+    return [
+        f"fleet.num_devices={case}",
         "strategy.fraction_train=1.0",
         "dataset.partition=sampled",
         "dataset.samples_per_device=48",
-    ],
-    "unequal": ["strategy.fraction_train=1.0", "dataset.partition=dirichlet", "dataset.alpha=0.5"],
-}
+    ]
 
 
 def run_method(method: str, task, app, jobs, cache, copies):
@@ -398,7 +407,7 @@ def prototype(cases: list, strategies: tuple, repeats: int) -> dict:
     out: dict = {}
     for case in cases:
         for strategy in strategies:
-            cfg, task, backend, _ = record(strategy, 2, CASES[case])
+            cfg, task, backend, _ = record(strategy, 2, case_overrides(case))
             app, jobs = backend.rounds[-1]  # round 2: weights after a round of training
             copies, cache = cfg.workload.optimizer_copies, {}
             sizes = [len(task.partitions[int(c.node_config["partition-id"])]) for _, c, _ in jobs]
@@ -530,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", default="9,30,100,unequal", help="part 2's cases (default: %(default)s)")
     ap.add_argument("--rounds", type=int, default=40, help="part 3's rounds (default: the experiment's 40)")
     ap.add_argument("--quick", action="store_true", help="small: to check that it runs")
+    ap.add_argument("--prototype-only", action="store_true", help="part 2 alone (the cases of --clients)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # as torch_threads=1 (the default) runs every client
     if args.quick:
@@ -537,12 +547,14 @@ def main(argv: list[str] | None = None) -> int:
     cases = [c if c == "unequal" else int(c) for c in args.clients.split(",")]
     result: dict = {"torch_threads": 1, "load_before": f"load average {load_note()}"}
     print(result["load_before"])
-    prof = profile(rounds=2 if args.quick else 6, repeats=args.repeats)
-    print_profile(prof)
-    result["profile"] = prof
+    if not args.prototype_only:
+        prof = profile(rounds=2 if args.quick else 6, repeats=args.repeats)
+        print_profile(prof)
+        result["profile"] = prof
     print("\nPart 2: one round's clients, the per-client loop against vmap (wall medians; x = loop / vmap)")
     result["prototype"] = prototype(cases, ("fedavg",) if args.quick else STRATEGIES, args.repeats)
-    result["end_to_end"] = end_to_end(args.rounds, 1 if args.quick else 3)
+    if not args.prototype_only:
+        result["end_to_end"] = end_to_end(args.rounds, 1 if args.quick else 3)
     result["load_after"] = f"load average {load_note()}"
     print(result["load_after"])
     checks = [c for row in result["prototype"].values() for c in row["check"].values()]
@@ -553,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         for c in row["check"].values()
         for b in c["beyond"]
     }
-    ok = all(c["ok"] for c in checks) and result["end_to_end"]["clients_csv_identical"]
+    ok = all(c["ok"] for c in checks) and result.get("end_to_end", {}).get("clients_csv_identical", True)
     print(
         f"equality: {clients - len(beyond)} of {clients} clients within {RTOL:g} of the loop (largest "
         f"{max(c['max_within'] for c in checks):.1e}); {len(beyond)} beyond, each "
