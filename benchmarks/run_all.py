@@ -2,12 +2,12 @@
 
     python benchmarks/run_all.py [--out benchmarks/results.json] [--quick]
 
-In order: `vs_flower.py` (edgesim against Flower's own simulation, end to end; 10 and 100
-nodes, and a sweep of 4 runs), `overhead.py`
+In order: `vs_flower.py` (edgesim against Flower's own simulation, end to end, every path side
+by side; 10, 100 and 1,000 nodes, and a sweep of 4 runs), `overhead.py`
 (the simulator against a plain PyTorch loop on the default experiment's workload), `scale.py`
 (memory and simulator time per round at 1,000 / 10,000 / 100,000 devices), `vmap.py` (where a
 round's client time goes, and training the clients together with torch.func.vmap against the
-per-client loop: equality and speed-up at 9 / 30 / 100 clients per round). Each runs as its
+per-client loop: equality and speed-up at 10 / 100 / 1,000 clients per round). Each runs as its
 own process; its `RESULT {json}` line goes into the output file under its name, with the
 command, its wall time, and the load average before and after (timings on a busy machine are
 inflated: compare ratios, and rerun when the load average exceeds the cores). `--quick` runs
@@ -32,28 +32,8 @@ ROOT = HERE.parent
 
 BENCHMARKS = {
     "vs_flower": (
-        ["vs_flower.py", "--nodes", "10", "--rounds", "10", "--repeats", "3"],
-        ["vs_flower.py", "--nodes", "10", "--rounds", "2", "--repeats", "1"],
-    ),
-    "vs_flower_100": (
-        ["vs_flower.py", "--nodes", "100", "--rounds", "10", "--repeats", "1"],
-        ["vs_flower.py", "--nodes", "100", "--rounds", "1", "--repeats", "1", "--paths", "edgesim-local"],
-    ),
-    "vs_flower_sweep": (
-        ["vs_flower.py", "--nodes", "10", "--rounds", "10", "--repeats", "1", "--sweep", "4"],
-        [
-            "vs_flower.py",
-            "--nodes",
-            "10",
-            "--rounds",
-            "2",
-            "--repeats",
-            "1",
-            "--sweep",
-            "2",
-            "--paths",
-            "edgesim-local",
-        ],
+        ["vs_flower.py", "--nodes", "10,100,1000", "--sweep", "1,4", "--rounds", "10", "--repeats", "3"],
+        ["vs_flower.py", "--nodes", "10", "--sweep", "1,2", "--rounds", "2", "--paths", "edgesim-local,floor"],
     ),
     "overhead": (
         ["overhead.py", "--repeats", "5", "--alternating", "2", "--threads", "1"],
@@ -63,7 +43,7 @@ BENCHMARKS = {
         ["scale.py", "--devices", "1000,10000,100000", "--sampled", "100", "--rounds", "5"],
         ["scale.py", "--devices", "1000,100000", "--sampled", "10", "--rounds", "2"],
     ),
-    "vmap": (["vmap.py", "--repeats", "5"], ["vmap.py", "--quick"]),
+    "vmap": (["vmap.py", "--repeats", "3", "--clients", "10,100,1000,unequal"], ["vmap.py", "--quick"]),
 }
 
 
