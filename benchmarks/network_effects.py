@@ -146,7 +146,7 @@ def medium(out: Path, clients: list[int]) -> list[dict]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sim.report import save_figure
+    from sim.report import legend_below, save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4))
     df = pd.DataFrame(rows)
@@ -156,8 +156,8 @@ def medium(out: Path, clients: list[int]) -> list[dict]:
     ax.set_xlabel("clients per round (one shared 1 Mbit/s cell)")
     ax.set_ylabel("simulated seconds")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     fig.tight_layout()
+    legend_below(fig)
     save_figure(fig, out / "medium.png")
     return rows
 

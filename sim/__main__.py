@@ -19,8 +19,10 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 warnings.filterwarnings("ignore", category=FutureWarning, module="pyarrow.*")
 
 import hydra
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
@@ -36,6 +38,40 @@ from sim.sweep import job_dir  # noqa: F401  (registers `edgesim_job`, the sweep
 ConfigStore.instance().store(name="base_config", node=Config(fleet=FleetConfig(mix={}), workload=MISSING))
 for _w in WORKLOADS.values():
     ConfigStore.instance().store(group="workload", name=f"{_w.name}_schema", node=_w.schema)
+
+# Settings whose value is a map the user gives whole (profile name -> share of the fleet, or
+# joules): a dict on the command line replaces it. Hydra merges a dict override into the one the
+# config holds (`fleet.mix={odroid_xu4:1}` over the mixed fleet kept its Raspberry Pis and
+# microcontrollers, and over `fleet=rpi` was refused), and has no way to replace one in a
+# structured config (`~fleet.mix` cannot delete a schema's field; Hydra issue #1896).
+# strategy.params, devices and an app's run_config merge, as keyword arguments and additions do.
+REPLACED_DICTS = frozenset({"fleet.mix", "fleet.battery_j"})
+
+
+def replacing_dicts(apply):
+    """Hydra's override application (`ConfigLoaderImpl._apply_overrides_to_config`, which every
+    composition goes through: a run, each job of a sweep, `--cfg job`, `hydra.compose`), except
+    that a dict given to a setting of REPLACED_DICTS (`=`, `+` or `++`) replaces its value."""
+
+    def apply_overrides(overrides, cfg) -> None:
+        for o in overrides:
+            value = None if o.is_delete() or o.is_sweep_override() else o.value()
+            if o.key_or_group not in REPLACED_DICTS or not isinstance(value, dict):
+                apply([o], cfg)
+                continue
+            try:
+                OmegaConf.update(cfg, o.key_or_group, value, merge=False)
+            except OmegaConfBaseException as exc:  # as Hydra reports a value that does not fit
+                raise ConfigCompositionException(f"Error merging override {o.input_line}") from exc
+
+    apply_overrides.replaces_dicts = True
+    return apply_overrides
+
+
+if not getattr(ConfigLoaderImpl._apply_overrides_to_config, "replaces_dicts", False):  # once, if imported twice
+    ConfigLoaderImpl._apply_overrides_to_config = staticmethod(
+        replacing_dicts(ConfigLoaderImpl._apply_overrides_to_config)
+    )
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 OPEN_KEYS = ("workload.app.run_config.", "devices.")

@@ -62,7 +62,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class FleetConfig:
-    # profile name -> count (integers summing to num_devices) or fraction
+    # profile name -> count (integers summing to num_devices) or fraction; `fleet.mix={odroid_xu4:1}`
+    # is the whole mix (it replaces the fleet option's), `fleet.mix.odroid_xu4=1` sets one share
     mix: dict[str, float] = field(
         default_factory=lambda: {"rpi3_400mhz": 0.5, "odroid_xu4": 0.4, "cortex_m7_512kb": 0.1}
     )

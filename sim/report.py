@@ -26,6 +26,7 @@ __all__ = [
     "atomic_path",
     "channel_columns",
     "frame",
+    "legend_below",
     "plot_accuracy",
     "save_figure",
     "write_csv",
@@ -112,15 +113,41 @@ def write_csvs(out_dir: Path, tables: dict[str, pd.DataFrame]) -> list[Path]:
 
 
 def save_figure(fig, path: Path) -> Path:
-    """Save a matplotlib figure atomically and byte-stably (no software stamp), then close it."""
+    """Save a matplotlib figure atomically and byte-stably (no software stamp), then close it;
+    cropped to what it draws, a legend outside the axes included (`legend_below`)."""
     import matplotlib.pyplot as plt
 
     try:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, metadata={"Software": None})
+            fig.savefig(tmp, dpi=110, metadata={"Software": None}, bbox_inches="tight")
     finally:
         plt.close(fig)
     return Path(path)
+
+
+def legend_below(fig, **kwargs) -> None:
+    """The figure's one legend, below its axes: outside them, so that it hides no line, bar or
+    marker wherever the data lie (`loc="best"` still covers some). Each label of every axes once,
+    in order, in as many columns as the figure's width holds. Call it after `tight_layout`."""
+    entries: dict = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if not entries:
+        return
+    longest = max(len(label) for label in entries)
+    fits = int(fig.get_figwidth() * 72 // (4 * longest + 40))  # 7-point text: ~4 points a character
+    fig.legend(
+        list(entries.values()),
+        list(entries),
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0),
+        ncol=max(1, min(len(entries), fits)),
+        fontsize=7,
+        frameon=False,
+        borderaxespad=0.2,
+        **kwargs,
+    )
 
 
 def write_text(text: str, path: Path) -> Path:
@@ -210,8 +237,8 @@ def plot_accuracy(
         ax.set_ylabel("test accuracy")
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
         fig.tight_layout()
+        legend_below(fig)
         written.append(save_figure(fig, Path(out_dir) / name))
     return written
 
@@ -257,6 +284,6 @@ def plot_timeline(
     ax.set_xlabel("simulated time (s)")
     ax.set_ylabel("device")
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
+    legend_below(fig)
     return save_figure(fig, path)

@@ -23,6 +23,7 @@ SETTING_COLUMNS = (
     "partition",
     "model",
     "num_devices",
+    "fleet_mix",
     "fraction_train",
     "deadline_s",
     "channel_model",

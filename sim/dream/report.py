@@ -11,7 +11,7 @@ import pandas as pd
 
 from experiments.dream.generate import dream_targets
 from experiments.dream.metadata import Metadata, pooled_activations
-from sim.report import save_figure
+from sim.report import legend_below, save_figure
 
 __all__ = ["plot"]
 
@@ -24,12 +24,12 @@ def plot(out_dir: Path, students: pd.DataFrame, dreams, labels, teacher, sample_
     fig, ax = plt.subplots(figsize=(7, 4))
     table = students.pivot(index="source", columns="student_width", values="test_accuracy")
     table = table.loc[[s for s in ("random", "dream", "alternate", "real") if s in table.index]]
-    table.plot.bar(ax=ax, rot=0)
+    table.plot.bar(ax=ax, rot=0, legend=False)
     ax.axhline(students.teacher_test_accuracy.iloc[0], color="k", ls="--", lw=1, label="teacher")
     ax.set_ylabel("student test accuracy")
     ax.set_xlabel("images the student was distilled from")
-    ax.legend(title="WRN-16 width", fontsize=8)
     ax.set_title("Dream Distillation: accuracy by source and student")
+    legend_below(fig, title="WRN-16 width", title_fontsize=7)
     save_figure(fig, out_dir / "accuracy_by_source.png")
 
     # dreams per class

@@ -14,7 +14,7 @@ from experiments.mcpipe.versions import nbytes, stores_pairs
 from sim.mcpipe.build import Job
 from sim.mcpipe.settings import PIPELINES, McpipeSettings
 from sim.net import TIMELINE_COLUMNS
-from sim.report import channel_columns, frame, plot_timeline, save_figure, write_rows
+from sim.report import channel_columns, frame, legend_below, plot_timeline, save_figure, write_rows
 
 __all__ = [
     "LinkCounts",
@@ -250,8 +250,8 @@ def plot_curves(curves: pd.DataFrame, out_dir: Path, acc_t: float) -> None:
         ax.set_xlabel("simulated training time (s)")
         ax.set_ylabel("test accuracy")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
     fig.tight_layout()
+    legend_below(fig)
     save_figure(fig, out_dir / "accuracy_vs_time.png")
 
 
@@ -285,6 +285,6 @@ def plot_memory(memory: pd.DataFrame, out_dir: Path) -> None:
         ax.set_xlabel("worker (stage)")
         ax.set_ylabel("peak KiB")
         ax.set_xticks(range(n))
-        ax.legend(fontsize=7)
     fig.tight_layout()
+    legend_below(fig)
     save_figure(fig, out_dir / "memory.png")

@@ -19,7 +19,16 @@ from sim.config import Config
 from sim.nair.methods import METHODS, RAW_METHODS, MethodResult
 from sim.nair.timeline import airtime_s
 from sim.net import TIMELINE_COLUMNS
-from sim.report import channel_columns, frame, plot_timeline, save_figure, write_csv, write_csvs, write_rows
+from sim.report import (
+    channel_columns,
+    frame,
+    legend_below,
+    plot_timeline,
+    save_figure,
+    write_csv,
+    write_csvs,
+    write_rows,
+)
 
 __all__ = [
     "Flops",
@@ -206,8 +215,8 @@ def plots(out_dir: Path, latency: pd.DataFrame, corruption: pd.DataFrame, import
         ax.set_ylabel(ylabel)
         ax.set_title(plot_title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
         ax.figure.tight_layout()
+        legend_below(ax.figure)
         save_figure(ax.figure, out_dir / name)
 
     _, ax = plt.subplots(figsize=(7, 4.5))

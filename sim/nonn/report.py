@@ -11,7 +11,7 @@ import pandas as pd
 from experiments.nonn.pipeline import TrainedModels
 from sim.config import Config
 from sim.nonn.fleet import FleetResult
-from sim.report import channel_columns, plot_timeline, save_figure
+from sim.report import channel_columns, legend_below, plot_timeline, save_figure
 
 __all__ = ["plot", "plot_timelines", "print_summary", "summary_table"]
 
@@ -114,17 +114,19 @@ def plot(out_dir: Path, scenarios: pd.DataFrame, robustness: pd.DataFrame, k: in
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     r = robustness
     ax.plot(r["active_devices"], r["accuracy_mean"], marker="o", label="mean over subsets")
     ax.fill_between(r["active_devices"], r["accuracy_min"], r["accuracy_max"], alpha=0.25, label="min to max")
     ax.set_xlabel("active devices")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("test accuracy")
     ax.set_title(f"NoNN-{k}S: accuracy when devices fail")
     ax.grid(alpha=0.3)
-    ax.legend()
     fig.tight_layout()
+    legend_below(fig)
     save_figure(fig, out_dir / "robustness.png")
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -139,8 +141,8 @@ def plot(out_dir: Path, scenarios: pd.DataFrame, robustness: pd.DataFrame, k: in
     ax.set_title(f"NoNN-{k}S against the horizontally split baseline and the teacher", fontsize=9)
     ax.set_xlabel("simulated latency per inference (ms)")
     ax.tick_params(axis="y", labelsize=6)
-    ax.legend(fontsize=7)
     fig.tight_layout()
+    legend_below(fig)
     save_figure(fig, out_dir / "latency.png")
 
 

@@ -14,6 +14,7 @@ import pytest
         ("workload.rounds=2.5", "error: workload.rounds=2.5: Value '2.5' of type 'float' could not be converted"),
         ("chanel.ber=0.1", "error: chanel.ber=0.1: Key 'chanel' not in 'Config'"),
         ("fleet.num_devices=1e12", "error: fleet.num_devices=1e12: Value '1000000000000.0' of type 'float'"),
+        ("fleet.mix={odroid_xu4:x}", "error: fleet.mix={odroid_xu4:x}: Value 'x' of type 'str' could not be converted"),
     ],
 )
 def test_wrong_type_or_unknown_key_is_one_line(override: str, message: str, run_sim, tmp_path):
@@ -58,6 +59,7 @@ def test_a_transfer_that_gives_up_still_counts_its_bytes_on_the_air(run_sim, tmp
         (["seed=-1"], "error: seed=-1: allowed range is 0 .. 2**32 - 1"),
         (["seed=4294967296"], "error: seed=4294967296: allowed range is 0 .. 2**32 - 1"),
         (["log_level=FOO"], "error: log_level='FOO': allowed: DEBUG, INFO"),
+        (["fleet.mix={nosuch:1}"], "error: fleet.mix: unknown device profile 'nosuch'; allowed: cortex_m7_512kb, "),
         (
             ["dataset.partition=shards", "dataset.shards_per_client=100000"],
             "error: dataset.shards_per_client=100000: 30 devices x 100000 shards exceed the 1437 training images",

@@ -14,6 +14,8 @@ import pytest
 
 from sim.report import write_csv
 
+from ..conftest import sim_env
+
 TINY = ["workload.rounds=1", "workload.model=mlp", "fleet.num_devices=4", "progress=false", "plots=false"]
 
 
@@ -105,3 +107,30 @@ def test_each_log_line_once_on_the_console_and_in_the_run_log(run_sim, tmp_path)
     assert (res.stdout + res.stderr).count("[ROUND 1/1]") == 1  # Flower's line, not twice
     log = (out / "__main__.log").read_text()
     assert "[ROUND 1/1]" in log and "edgesim: federated, fedavg, 4 devices" in log and f"outputs: {out}" in log
+
+
+def test_a_mix_on_the_command_line_is_the_fleet_that_runs(run_sim, tmp_path):
+    """`fleet.mix={...}` replaces the fleet option's mix (Hydra alone merges it into that one),
+    in each job of a sweep of mixes too: the summaries and saved settings hold exactly the mix given."""
+    import yaml
+
+    mixes = "{odroid_xu4:1},{rpi3_400mhz:3,cortex_m7_512kb:1}"
+    res = run_sim("-m", *TINY, "fleet=mixed", f"fleet.mix={mixes}", f"hydra.sweep.dir={tmp_path / 's'}")
+    assert res.returncode == 0, res.stderr[-1500:]
+    table = pd.read_csv(tmp_path / "s" / "comparison.csv")
+    assert table["fleet_mix"].tolist() == ["odroid_xu4=1", "rpi3_400mhz=3 cortex_m7_512kb=1"]
+    for name, mix in [("odroid_xu4:1", {"odroid_xu4": 1.0}), ("rpi3_400mhz:3,cortex_m7_512kb:1", None)]:
+        job = tmp_path / "s" / f"fleet.mix={{{name}}}"
+        mix = mix or {"rpi3_400mhz": 3.0, "cortex_m7_512kb": 1.0}
+        assert yaml.safe_load((job / "config.yaml").read_text())["fleet"]["mix"] == mix
+        assert set(pd.read_csv(job / "clients.csv")["device"]) <= set(mix)
+
+
+def test_the_console_script_takes_a_mix_whole(tmp_path):
+    script = shutil.which("edgesim", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the package is not installed (pip install -e .): no console script")
+    args = [script, "+experiment=fedmax_noniid", "fleet.mix={odroid_xu4:1}", "--cfg", "job"]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=sim_env())
+    assert res.returncode == 0, res.stderr[-1500:]
+    assert "  mix:\n    odroid_xu4: 1.0\n  num_devices: 30\n" in res.stdout

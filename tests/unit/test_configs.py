@@ -169,6 +169,41 @@ def test_a_fleet_option_replaces_the_mix(option: str, mix: dict) -> None:
     assert _compose(["+experiment=fedmax_noniid", f"fleet={option}"]).fleet.mix == mix
 
 
+@pytest.mark.parametrize(
+    "overrides, mix",
+    [
+        (
+            ["+experiment=fedmax_noniid", "fleet.mix={odroid_xu4:1}"],
+            {"odroid_xu4": 1.0},
+        ),  # not merged into the mixed fleet
+        (["fleet=rpi", "fleet.mix={odroid_xu4:1}"], {"odroid_xu4": 1.0}),  # Hydra alone: 'not in struct'
+        (["fleet=mixed", "fleet.mix={rpi3_400mhz:2,odroid_xu4:3}"], {"rpi3_400mhz": 2.0, "odroid_xu4": 3.0}),
+        (["fleet=mixed", "++fleet.mix={cortex_m7_512kb:1}"], {"cortex_m7_512kb": 1.0}),
+        (["fleet=mixed", "fleet.mix.odroid_xu4=0.7"], {"rpi3_400mhz": 0.5, "odroid_xu4": 0.7, "cortex_m7_512kb": 0.1}),
+    ],
+)
+def test_a_mix_on_the_command_line_replaces_the_mix(overrides: list[str], mix: dict) -> None:
+    assert _compose(overrides).fleet.mix == mix  # a key of it (the last) still sets that key alone
+
+
+def test_a_battery_map_replaces_the_one_the_config_holds() -> None:
+    given = ["fleet.battery_j={rpi3_400mhz:10,odroid_xu4:20}"]
+    assert _compose([*given, "fleet.battery_j={odroid_xu4:5}"]).fleet.battery_j == {"odroid_xu4": 5}
+    assert _compose(given).fleet.battery_j == {"rpi3_400mhz": 10, "odroid_xu4": 20}
+
+
+def test_other_dicts_still_merge() -> None:
+    """strategy.params are keyword arguments: a dict of some sets those, keeping the option's others."""
+    params = _compose(["strategy=fedbuff", "strategy.params={buffer_size:5}"]).strategy.params
+    assert params["buffer_size"] == 5 and params["server_lr"] == 1.0 and len(params) == 6
+
+
+def test_a_mix_value_that_does_not_fit_is_refused_naming_the_override() -> None:
+    with pytest.raises(Exception, match=r"Error merging override fleet\.mix=\{odroid_xu4:x\}") as info:
+        _compose(["fleet.mix={odroid_xu4:x}"])
+    assert "could not be converted to Float" in str(info.value.__cause__)
+
+
 def test_overrides_reach_the_typed_config() -> None:
     cfg = _compose(["channel.ber=1e-4", "fleet.num_devices=7", "strategy.timeout_s=null", "compare=[fedavg,fedprox]"])
     assert cfg.channel.ber == 1e-4
