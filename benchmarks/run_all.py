@@ -7,7 +7,9 @@ by side; 10, 100 and 1,000 nodes, and a sweep of 4 runs), `overhead.py`
 (the simulator against a plain PyTorch loop on the default experiment's workload), `scale.py`
 (memory and simulator time per round at 1,000 / 10,000 / 100,000 devices), `vmap.py` (where a
 round's client time goes, and training the clients together with torch.func.vmap against the
-per-client loop: equality and speed-up at 10 / 100 / 1,000 clients per round). Each runs as its
+per-client loop: equality and speed-up at 10 / 100 / 1,000 clients per round), `gpu.py` (every
+workload on `torch_device=cpu` and `cuda`: the simulated columns compared, wall times; where
+CUDA is available). Each runs as its
 own process; its `RESULT {json}` line goes into the output file under its name, with the
 command, its wall time, and the load average before and after (timings on a busy machine are
 inflated: compare ratios, and rerun when the load average exceeds the cores). `--quick` runs
@@ -44,6 +46,8 @@ BENCHMARKS = {
         ["scale.py", "--devices", "1000,100000", "--sampled", "10", "--rounds", "2"],
     ),
     "vmap": (["vmap.py", "--repeats", "3", "--clients", "10,100,1000,unequal"], ["vmap.py", "--quick"]),
+    # torch_device=cuda against cpu (a machine without CUDA records {"cuda": false})
+    "gpu": (["gpu.py"], ["gpu.py", "--only", "offload", "--no-rerun"]),
 }
 
 

@@ -11,6 +11,7 @@ runs the workload's own checks.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -26,11 +27,13 @@ __all__ = [
     "StrategyConfig",
     "Workload",
     "check",
+    "check_torch_device",
     "positive",
     "validate_common",
 ]
 
 TRACKERS = ("none", "mlflow", "tensorboard")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 BACKENDS = ("local", "processes", "ray")  # as sim.backends.BACKENDS (which imports torch)
 
 # top-level settings of every job; a workload names the other sections it reads (`Workload.uses`)
@@ -43,6 +46,7 @@ COMMON_SECTIONS = frozenset(
         "ray",
         "processes",
         "torch_threads",
+        "torch_device",
         "log_level",
         "progress",
         "plots",
@@ -174,6 +178,12 @@ class Config:
     # float reductions by thread, which changes the last bits; the model cache keys on it); the
     # small models here are also no faster on more threads; null = whatever the process has
     torch_threads: Optional[int] = 1
+    # where the real computations run (not a simulated device): cpu | cuda | cuda:N | mps; every
+    # workload's clients, trainings, inference, pipeline stages and dreams, and the server's
+    # evaluation. The simulated figures (FLOPs, bytes, memory, time, energy) are the same on any;
+    # trained weights differ in their last bits (the model cache keys on the device). Not with
+    # backend=processes (a forked process cannot use CUDA) nor a user's Flower app (it picks its own)
+    torch_device: str = "cpu"
     compare: list[str] = field(default_factory=list)  # strategies run side by side in one job
     # not a setting: each compared strategy's `params`, as Hydra composes its option (the entry point fills it)
     compared: dict[str, Any] = field(default_factory=dict)
@@ -238,12 +248,46 @@ MAX_SYNTHETIC = 10_000_000  # 8x8 float32 images: 2.4 GiB
 MAX_THREADS = 1024
 
 
+TORCH_DEVICES = "cpu, cuda, cuda:N (the GPU of index N), mps"
+
+
+def check_torch_device(cfg: Config) -> None:
+    """`torch_device` names a device torch has here, and one the back end can use."""
+    text = cfg.torch_device
+    m = re.fullmatch(r"(cpu|cuda|mps)(?::(\d+))?", text)
+    check(m is not None and (m[2] is None or m[1] == "cuda"), "torch_device", text, f"allowed: {TORCH_DEVICES}")
+    kind = m[1]
+    if kind == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"torch_device={text}: no CUDA device is available here (torch.cuda.is_available() is False)"
+            )
+        count = torch.cuda.device_count()
+        if m[2] is not None and int(m[2]) >= count:
+            raise ConfigError(
+                f"torch_device={text}: this machine has {count} CUDA device(s), cuda:0 .. cuda:{count - 1}"
+            )
+    elif kind == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise ConfigError(
+                f"torch_device={text}: no MPS device is available here (torch.backends.mps.is_available() is False)"
+            )
+    if kind != "cpu" and cfg.backend == "processes":
+        raise ConfigError(
+            f"torch_device={text}: backend=processes forks its workers from the job's process, and a forked "
+            f"process cannot use {kind.upper()}; use backend=local or backend=ray"
+        )
+
+
 def validate_common(cfg: Config) -> None:
     """Reject values of the shared sections no run could use; names of registries are checked where they live."""
     check(cfg.tracking in TRACKERS, "tracking", cfg.tracking, f"allowed: {', '.join(TRACKERS)}")
     check(isinstance(cfg.seed, int) and 0 <= cfg.seed < 2**32, "seed", cfg.seed, "allowed range is 0 .. 2**32 - 1")
-    levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-    check(str(cfg.log_level).upper() in levels, "log_level", cfg.log_level, f"allowed: {', '.join(levels)}")
+    check(str(cfg.log_level).upper() in LOG_LEVELS, "log_level", cfg.log_level, f"allowed: {', '.join(LOG_LEVELS)}")
     c = cfg.channel
     check(isinstance(c.ber, (int, float)) and 0.0 <= c.ber <= 0.5, "channel.ber", c.ber, "allowed range is [0, 0.5]")
     positive("channel.bandwidth_bps", c.bandwidth_bps)
@@ -318,3 +362,4 @@ def validate_common(cfg: Config) -> None:
         "backend=processes needs 1 (a forked worker hangs in OpenMP threads once the job's process has "
         "used its own); use backend=ray or backend=local for more",
     )
+    check_torch_device(cfg)

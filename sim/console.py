@@ -67,6 +67,8 @@ def describe(cfg: Config, uses: frozenset[str]) -> str:
         c = cfg.channel
         parts.append(f"{c.bandwidth_bps / 1e6:g} Mbit/s {c.mode} BER {c.ber:g}")
     parts.append(f"seed {cfg.seed}")
+    if cfg.torch_device != "cpu":  # where it computed (the figures are the same on the CPU)
+        parts.append(f"on {cfg.torch_device}")
     return ", ".join(parts)
 
 

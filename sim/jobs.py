@@ -125,7 +125,7 @@ def validate(cfg: Config) -> None:
 
 def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
     """Validate `cfg`, run its workload's job and write its reports under `out_dir`; returns the
-    summary rows. Every computation of the job runs with `torch_threads` threads."""
+    summary rows. Every computation of the job runs with `torch_threads` threads, on `torch_device`."""
     from sim.backends.base import torch_threads  # torch: imported when a job runs, not for --help
     from sim.console import closing, describe, start_line
     from sim.html import write_run_report

@@ -23,10 +23,12 @@ from typing import Any
 import torch
 
 from experiments.common.files import atomic_path
+from experiments.common.torchdev import cpu_state_dict, to_torch_device, use_torch_device
 
 __all__ = [
     "Training",
     "cache_key",
+    "device_key",
     "load_model",
     "save_torch",
     "store_model",
@@ -35,17 +37,34 @@ __all__ = [
 ]
 
 
-def cache_key(parts: dict[str, Any], threads: int | None = None) -> str:
+def device_key(torch_device: str | None) -> str | None:
+    """What of the torch device changes trained weights: None on the CPU (the keys of the CPU
+    stay what they were); a GPU's kind and model, whose kernels decide the float roundings."""
+    if torch_device is None or torch.device(torch_device).type == "cpu":
+        return None
+    device = torch.device(torch_device)
+    if device.type == "cuda":
+        return f"cuda {torch.cuda.get_device_name(device)}"
+    return device.type
+
+
+def cache_key(parts: dict[str, Any], threads: int | None = None, torch_device: str | None = None) -> str:
     """A short stable digest of `parts`, plus what else changes trained weights: the torch
-    version and the intra-op thread count the training runs with (the order of float
-    summations; `threads`, or this process's count when None)."""
+    version, the intra-op thread count the training runs with (the order of float
+    summations; `threads`, or this process's count when None) and the torch device, unless the CPU."""
     threads = threads or torch.get_num_threads()
-    text = json.dumps({**parts, "torch": torch.__version__, "threads": threads}, sort_keys=True, default=str)
+    extra = {"torch": torch.__version__, "threads": threads}
+    device = device_key(torch_device)
+    if device is not None:
+        extra["torch_device"] = device
+    text = json.dumps({**parts, **extra}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _path(cache_dir: str | os.PathLike, kind: str, key: dict[str, Any], threads: int | None) -> Path:
-    return Path(cache_dir) / f"{kind}-{cache_key(key, threads)}.pt"
+def _path(
+    cache_dir: str | os.PathLike, kind: str, key: dict[str, Any], threads: int | None, torch_device: str | None
+) -> Path:
+    return Path(cache_dir) / f"{kind}-{cache_key(key, threads, torch_device)}.pt"
 
 
 def load_model(
@@ -54,12 +73,13 @@ def load_model(
     key: dict[str, Any],
     model: torch.nn.Module,
     threads: int | None = None,
+    torch_device: str | None = None,
 ) -> dict[str, Any] | None:
     """Load `model`'s weights from the cache; the metadata stored with them, or None on a miss
     (no cache, no file, or a stale or damaged one)."""
     if cache_dir is None:
         return None
-    path = _path(cache_dir, kind, key, threads)
+    path = _path(cache_dir, kind, key, threads, torch_device)
     if not path.exists():
         return None
     try:
@@ -83,13 +103,16 @@ def store_model(
     model: torch.nn.Module,
     meta: dict[str, Any],
     threads: int | None = None,
+    torch_device: str | None = None,
 ) -> None:
     """Store `model`'s weights and `meta` under `key`. Written whole (temp + rename), so an
     interrupted run never leaves a half-written model for the next one; a write that fails is
     an `OutputError` naming the file (`experiments.common.files`)."""
     if cache_dir is None:
         return
-    save_torch({"state": model.state_dict(), "meta": meta, "key": key}, _path(cache_dir, kind, key, threads))
+    save_torch(
+        {"state": cpu_state_dict(model), "meta": meta, "key": key}, _path(cache_dir, kind, key, threads, torch_device)
+    )
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
@@ -116,24 +139,29 @@ class Training:
 
 
 def trained_state(
-    train: Callable, model: torch.nn.Module, kwargs: dict[str, Any], *args
+    train: Callable, model: torch.nn.Module, kwargs: dict[str, Any], torch_device: str, *args
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Train `model` with `train(model, *args, **kwargs)`; its weights and metadata (what a
-    call of `executor.map` returns to the process that asked). The arguments stay top-level
-    in the call, so that a back end can see which of them the calls share."""
-    meta = train(model, *args, **kwargs)
-    return model.state_dict(), dict(meta or {})
+    """Train `model` with `train(model, *args, **kwargs)` on `torch_device` (the model and every
+    tensor of the arguments moved there); its weights, on the CPU, and metadata (what a call of
+    `executor.map` returns to the process that asked). The arguments stay top-level in the
+    call, so that a back end can see which of them the calls share."""
+    device = use_torch_device(torch_device)
+    model.to(device)
+    meta = train(model, *to_torch_device(args, device), **to_torch_device(kwargs, device))
+    return cpu_state_dict(model), dict(meta or {})
 
 
 def train_cached(
     executor, cache_dir: str | os.PathLike | None, trainings: list[Training]
 ) -> list[tuple[dict[str, Any], bool]]:
     """Every model of `trainings` with its trained weights: loaded from the cache, or trained
-    (the misses together, in one `executor.map`) and stored. `executor`: anything with
-    `map(fn, calls, seeds)` and `torch_threads` (`sim.backends`). Returns, per training,
+    (the misses together, in one `executor.map`) and stored; each model is then on the
+    executor's `torch_device`. `executor`: anything with `map(fn, calls, seeds)` and
+    `torch_threads` (`sim.backends`), and `torch_device` (without: the CPU). Returns, per training,
     (its metadata, whether it came from the cache). `cache_dir=None` trains every time."""
     threads = executor.torch_threads
-    found = [load_model(cache_dir, t.kind, t.key, t.model, threads) for t in trainings]
+    torch_device = getattr(executor, "torch_device", "cpu")
+    found = [load_model(cache_dir, t.kind, t.key, t.model, threads, torch_device) for t in trainings]
     missing = [i for i, meta in enumerate(found) if meta is None]
     todo = [trainings[i] for i in missing]
     announce = getattr(executor, "announce", None)  # the job's progress lines, when it keeps them
@@ -144,13 +172,17 @@ def train_cached(
             f"training {len(todo)} model(s) ({kinds}); {cached}" if todo else f"{len(trainings)} model(s) {cached}"
         )
     t0 = time.perf_counter()
-    outs = executor.map(trained_state, [(t.train, t.model, t.kwargs, *t.args) for t in todo], [t.seed for t in todo])
+    calls = [(t.train, t.model, t.kwargs, torch_device, *t.args) for t in todo]
+    outs = executor.map(trained_state, calls, [t.seed for t in todo])
     if announce is not None and todo:
         announce(f"trained {len(todo)} model(s) in {time.perf_counter() - t0:.0f} s (this machine's time)")
     for i, (state, meta) in zip(missing, outs):
         t = trainings[i]
         t.model.load_state_dict(state)
-        store_model(cache_dir, t.kind, t.key, t.model, meta, threads)
+        store_model(cache_dir, t.kind, t.key, t.model, meta, threads, torch_device)
         found[i] = meta
+    device = use_torch_device(torch_device)
+    for t in trainings:  # the job computes with them where they trained
+        t.model.to(device)
     missed = set(missing)
     return [(meta, i not in missed) for i, meta in enumerate(found)]

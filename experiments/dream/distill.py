@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from experiments.common.torchdev import device_of
 from experiments.nonn.train import SGDSettings, fit
 
 __all__ = ["distill", "teacher_logits"]
@@ -13,8 +14,10 @@ __all__ = ["distill", "teacher_logits"]
 
 @torch.no_grad()
 def teacher_logits(teacher: torch.nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """The teacher's logits on `x`, computed where the teacher is, on the CPU."""
     teacher.eval()
-    return torch.cat([teacher(x[i : i + batch]) for i in range(0, len(x), batch)])
+    device = device_of(teacher)
+    return torch.cat([teacher(x[i : i + batch].to(device)).cpu() for i in range(0, len(x), batch)])
 
 
 def distill(student: torch.nn.Module, x: torch.Tensor, logits: torch.Tensor, s: SGDSettings, temperature: float):

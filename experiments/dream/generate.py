@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from experiments.common.torchdev import device_of
+
 from .metadata import Metadata, pooled_activations
 
 __all__ = ["Priors", "dream_images", "dream_targets", "total_variation"]
@@ -63,8 +65,10 @@ def dream_images(
 ) -> tuple[torch.Tensor, float]:
     """Images whose teacher average-pool activations match `targets`, optimised with Adam
     from uniform noise for `steps` steps, `batch` images at a time; and the final mean squared
-    activation error (relative to the targets' mean square)."""
+    activation error (relative to the targets' mean square). Optimised where the teacher is,
+    from noise and shifts drawn on the CPU; the images on the CPU."""
     gen = torch.Generator().manual_seed(seed)
+    device = device_of(teacher)
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -72,7 +76,8 @@ def dream_images(
     try:
         for start in range(0, len(targets), batch):
             t = torch.as_tensor(targets[start : start + batch])
-            x = torch.rand((len(t), *shape), generator=gen).requires_grad_(True)
+            t_on = t.to(device)
+            x = torch.rand((len(t), *shape), generator=gen).to(device).requires_grad_(True)
             opt = torch.optim.Adam([x], lr=lr)
             for _ in range(steps):
                 view = x
@@ -80,7 +85,7 @@ def dream_images(
                     dy, dx = (int(v) for v in torch.randint(-priors.jitter, priors.jitter + 1, (2,), generator=gen))
                     view = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
                 act = teacher.features(view)[1].mean(dim=(2, 3))
-                loss = (act - t).pow(2).mean()
+                loss = (act - t_on).pow(2).mean()
                 if priors.tv:
                     loss = loss + priors.tv * total_variation(x)
                 if priors.l2:
@@ -92,7 +97,7 @@ def dream_images(
                     x.clamp_(0.0, 1.0)  # the data format's pixel range
             x = x.detach()
             err += float((pooled_activations(teacher, x) - t).pow(2).sum()) / t.shape[1]
-            out.append(x)
+            out.append(x.cpu())
     finally:
         for p in teacher.parameters():
             p.requires_grad_(True)

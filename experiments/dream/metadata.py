@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
+from experiments.common.torchdev import device_of
+
 __all__ = ["Metadata", "pooled_activations", "teacher_metadata"]
 
 
@@ -37,9 +39,13 @@ class Metadata:
 
 @torch.no_grad()
 def pooled_activations(teacher: torch.nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    """The teacher's average-pool activations (its final feature map averaged over space)."""
+    """The teacher's average-pool activations (its final feature map averaged over space),
+    computed where the teacher is, on the CPU."""
     teacher.eval()
-    return torch.cat([teacher.features(x[i : i + batch])[1].mean(dim=(2, 3)) for i in range(0, len(x), batch)])
+    device = device_of(teacher)
+    return torch.cat(
+        [teacher.features(x[i : i + batch].to(device))[1].mean(dim=(2, 3)).cpu() for i in range(0, len(x), batch)]
+    )
 
 
 def teacher_metadata(

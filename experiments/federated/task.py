@@ -22,6 +22,7 @@ from flwr.clientapp import ClientApp
 from torch import nn
 
 from experiments.common.data import Dataset
+from experiments.common.torchdev import device_of, use_torch_device
 from experiments.federated.records import ModelRecords
 from strategies.objectives import ClientObjective
 
@@ -54,12 +55,18 @@ class FederatedTask:
     momentum: float = 0.5
     weight_decay: float = 5e-4
     lr_decay: float = 1.0
+    torch_device: str = "cpu"  # where the clients train and the server evaluates (`torch_device`)
+
+    def model_on_device(self) -> nn.Module:
+        """A fresh model, initialised on the CPU from its seed, then moved to `torch_device`."""
+        return self.build_model().to(use_torch_device(self.torch_device))
 
 
 def _train(task: FederatedTask, model: nn.Module, idx: np.ndarray, objective: ClientObjective, lr: float) -> float:
     if len(idx) == 0:  # nothing to learn from: the reply is an error, not weights of 0 examples
         raise ValueError("this device's partition holds no training samples")
-    x, y = task.data.x_train[idx], task.data.y_train[idx]
+    device = device_of(model)
+    x, y = task.data.x_train[idx].to(device), task.data.y_train[idx].to(device)
     opt = torch.optim.SGD(
         model.parameters(), lr=lr, momentum=task.momentum, nesterov=task.momentum > 0, weight_decay=task.weight_decay
     )
@@ -68,7 +75,7 @@ def _train(task: FederatedTask, model: nn.Module, idx: np.ndarray, objective: Cl
     total, count = 0.0, 0
     for epoch in range(task.local_epochs):
         last = epoch == task.local_epochs - 1
-        order = torch.randperm(len(idx))
+        order = torch.randperm(len(idx))  # on the CPU, from the job's seed, whatever the device
         for start in range(0, len(idx), task.batch_size):
             b = order[start : start + task.batch_size]
             logits, feats = model(x[b], with_features=True)
@@ -92,7 +99,7 @@ def make_client_app(task: FederatedTask) -> ClientApp:
         wasted work (~6% of a small client's time); a new optimiser per message keeps no
         state from the last one."""
         if not held:
-            held.append(ModelRecords(task.build_model()))
+            held.append(ModelRecords(task.model_on_device()))
         held[0].load(msg.content["arrays"])
         return held[0]
 
@@ -169,20 +176,25 @@ def probe_model(model: nn.Module) -> nn.Module:
 @torch.no_grad()
 def probe_activations(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     """(images, D) float32: the model's last hidden activation for each probe image, in eval
-    mode (batch norm's running statistics, no dropout); the model's mode is restored after."""
+    mode (batch norm's running statistics, no dropout); the model's mode is restored after.
+    Computed where the model is."""
+    x = x.to(device_of(model))
     was_training = model.training
     model.eval()
     try:
         _, feats = model(x, with_features=True)
     finally:
         model.train(was_training)
-    return feats.detach().to(torch.float32).numpy()
+    return feats.detach().to(torch.float32).cpu().numpy()
 
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy); a model whose weights went NaN scores NaN loss."""
+    """(mean cross-entropy, accuracy); a model whose weights went NaN scores NaN loss. Computed
+    where the model is (`x` and `y` moved there, once)."""
     model.eval()
+    device = device_of(model)
+    x, y = x.to(device), y.to(device)
     loss, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
         logits = model(x[start : start + batch_size])

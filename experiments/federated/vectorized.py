@@ -42,6 +42,7 @@ from flwr.app import Message
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from experiments.common.torchdev import use_torch_device
 from experiments.federated.records import to_array_record, to_state_dict
 from experiments.federated.task import FederatedTask, learning_rate, train_reply
 from strategies.objectives import ClientObjective
@@ -132,12 +133,13 @@ def train_clients(
         raise ValueError("every client needs at least one sample")
     order = sorted(range(k_all), key=lambda k: -sizes[k])  # most steps first (stable)
     names = [n for n, _ in model.named_parameters()]
+    device = use_torch_device(task.torch_device)
     # the clients' data, stacked, and one zero sample for padding
     x = torch.cat(
         [task.data.x_train[partitions[k]] for k in order]
         + [task.data.x_train.new_zeros((1, *task.data.x_train.shape[1:]))]
-    )
-    y = torch.cat([task.data.y_train[partitions[k]] for k in order] + [task.data.y_train.new_zeros(1)])
+    ).to(device)
+    y = torch.cat([task.data.y_train[partitions[k]] for k in order] + [task.data.y_train.new_zeros(1)]).to(device)
     pad = len(x) - 1
     offsets = np.concatenate([[0], np.cumsum([sizes[k] for k in order])])
     schedules = [_batches(sizes[k], seeds[k], epochs, bsz, int(offsets[j]), pad) for j, k in enumerate(order)]
@@ -145,8 +147,9 @@ def train_clients(
     rows = torch.full((k_all, steps[0], bsz), pad, dtype=torch.long)
     for j, s in enumerate(schedules):
         rows[j, : len(s)] = s
+    rows_on = rows.to(device)  # the batches drawn on the CPU (as the loop draws them), used where the data is
     like = dict(model.named_parameters())
-    params = {n: torch.stack([starts[k][n] for k in order]).to(like[n].dtype) for n in names}
+    params = {n: torch.stack([starts[k][n] for k in order]).to(device, like[n].dtype) for n in names}
     anchor = {n: p.clone() for n, p in params.items()} if objective.mu > 0.0 else None
     bufs: dict[str, torch.Tensor] = {}
     step = _step_fn(model, objective)
@@ -155,8 +158,8 @@ def train_clients(
     losses: list[torch.Tensor] = []
     for s in range(steps[0]):
         a = int((steps_t > s).sum()) if mode == "prefix" else k_all
-        live = steps_t > s if mode == "mask" else None  # prefix: all of the first `a` are
-        r = rows[:a, s]
+        live = (steps_t > s).to(device) if mode == "mask" else None  # prefix: all of the first `a` are
+        r = rows_on[:a, s]
         view = {n: p[:a] for n, p in params.items()}
         grads, loss = step(
             view, x[r], y[r], (r != pad).to(x.dtype), None if anchor is None else {n: t[:a] for n, t in anchor.items()}

@@ -28,10 +28,13 @@ __all__ = ["Batches", "Model", "average", "build_model", "layer_costs", "set_lat
 class Batches:
     """The microbatch stream: microbatch k holds positions [k*b, (k+1)*b) of a sequence of
     per-epoch permutations of the training set, epoch e's drawn from `orders(e)` (the same
-    stream for every schedule)."""
+    stream for every schedule), on `device`."""
 
-    def __init__(self, data: Dataset, b: int, orders: Callable[[int], np.random.Generator]) -> None:
+    def __init__(
+        self, data: Dataset, b: int, orders: Callable[[int], np.random.Generator], device: torch.device | None = None
+    ) -> None:
         self.data, self.b, self.orders = data, b, orders
+        self.device = torch.device("cpu") if device is None else device
         self.order = np.empty(0, dtype=np.int64)
         self.epochs = 0
 
@@ -42,7 +45,7 @@ class Batches:
             self.order = np.concatenate([self.order, perm])
             self.epochs += 1
         idx = torch.from_numpy(self.order[k * self.b : (k + 1) * self.b])
-        return self.data.x_train[idx], self.data.y_train[idx]
+        return self.data.x_train[idx].to(self.device), self.data.y_train[idx].to(self.device)
 
 
 def _clone(params: list[Params]) -> list[Params]:

@@ -12,6 +12,7 @@ import torch
 
 from channels import Link, flip_bits, transfer
 from experiments.common.metrics import accuracy
+from experiments.common.torchdev import device_of
 
 from .model import NUM_STAGES, SplitNet
 from .slicing import SlicePlan, decode_slice, encode_slices, unit_importance
@@ -40,13 +41,14 @@ def _over_link(o: torch.Tensor, plan: SlicePlan, link: Link, rng: np.random.Gene
 
 def _elements_hit(flat: torch.Tensor, fraction: float, mode: str, g: torch.Generator) -> tuple[torch.Tensor, float]:
     """`flat` (images x elements) with each element hit with probability `fraction`: erased to
-    0, or (`mode="noise"`) replaced by a uniform value in its image's range; and the mean hits."""
-    hit = torch.rand(flat.shape, generator=g) < fraction
+    0, or (`mode="noise"`) replaced by a uniform value in its image's range; and the mean hits.
+    The draws come from `g` on the CPU, whatever the device of `flat`."""
+    hit = (torch.rand(flat.shape, generator=g) < fraction).to(flat.device)
     if mode == "erase":
         bad = torch.zeros_like(flat)
     else:
         lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
-        bad = lo + (hi - lo) * torch.rand(flat.shape, generator=g)
+        bad = lo + (hi - lo) * torch.rand(flat.shape, generator=g).to(flat.device)
     return torch.where(hit, bad, flat), float(hit.sum()) / max(len(flat), 1)
 
 
@@ -69,6 +71,8 @@ def corruption_table(
     if mode not in CORRUPTION_MODES:
         raise ValueError(f"corruption_mode={mode!r}: allowed: {', '.join(CORRUPTION_MODES)}")
     rows = []
+    device = device_of(net)  # computed where the network is
+    x = x.to(device)
     with torch.no_grad():
         for k in range(NUM_STAGES + 1):
             o = net.forward_to(x, k)
@@ -76,7 +80,7 @@ def corruption_table(
             where = {"split": k, "layer": "input" if k == 0 else f"stage{k}", "elements": plan.elements}
             where |= {"payload_bytes": plan.data_bytes, "corruption_mode": mode}
             tail = lambda z, k=k: net.forward_from(z, k)
-            rows.append({**where, "error_rate": 0.0, "accuracy": accuracy(tail, o, y), "mean_hits": 0.0})
+            rows.append({**where, "error_rate": 0.0, "accuracy": accuracy(tail, o, y, device=device), "mean_hits": 0.0})
             for rate in rates:
                 seed = seed_for(k, rate)
                 if mode == "ber":
@@ -85,7 +89,9 @@ def corruption_table(
                     flat, g = o.reshape(len(o), -1), torch.Generator().manual_seed(seed)
                     z, hits = _elements_hit(flat, rate, mode, g)
                     z = z.reshape(o.shape)
-                rows.append({**where, "error_rate": rate, "accuracy": accuracy(tail, z, y), "mean_hits": hits})
+                rows.append(
+                    {**where, "error_rate": rate, "accuracy": accuracy(tail, z, y, device=device), "mean_hits": hits}
+                )
     return pd.DataFrame(rows)
 
 
@@ -99,7 +105,7 @@ def importance_table(
     for name in names:
         conv, bn = nets[name].split_layer(k)
         with torch.no_grad():
-            r = unit_importance(conv, bn, channels_per_unit, fold_bn).numpy().astype(np.float64)
+            r = unit_importance(conv, bn, channels_per_unit, fold_bn).cpu().numpy().astype(np.float64)
         columns[f"importance_{name}"] = r
         columns[f"share_{name}"] = r / r.sum()
     return pd.DataFrame(columns)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from channels import flip_bits
+from experiments.common.torchdev import device_of
 
 from .model import SplitNet, Tail
 from .slicing import SlicePlan, assemble, decode_slice, encode_slices
@@ -31,7 +32,7 @@ def head_payload(
 ) -> tuple[torch.Tensor, SlicePlan, list[np.ndarray]]:
     """O_k of every image, how it is sliced, and each slice's bytes per image ((N, bytes) per slice)."""
     with torch.no_grad():
-        o = net.forward_to(x, k)
+        o = net.forward_to(x.to(device_of(net)), k)
     plan = SlicePlan(o.shape[1:], channels_per_unit, bits, order, send_index)
     return o, plan, encode_slices(o, plan)
 
@@ -76,12 +77,13 @@ def _prefix(received: Mapping[int, np.ndarray], units: int) -> int:
 
 def _multi_tail(tails: Sequence[Tail], batch: torch.Tensor, prefix: np.ndarray, channels_per_unit: int) -> torch.Tensor:
     """CLIO multi-tail: each input through the tail of its received prefix (nothing received:
-    the narrowest tail, on zeros)."""
+    the narrowest tail, on zeros), where the tails are; the classes on the CPU."""
     pred = torch.zeros(len(batch), dtype=torch.long)
+    batch = batch.to(device_of(tails[0]))
     for m in np.unique(prefix):
         idx = torch.as_tensor(np.flatnonzero(prefix == m))
         width = max(int(m), 1) * channels_per_unit
-        pred[idx] = tails[max(int(m), 1) - 1](batch[idx, :width]).argmax(1)
+        pred[idx] = tails[max(int(m), 1) - 1](batch[idx, :width]).argmax(1).cpu()
     return pred
 
 
@@ -89,7 +91,8 @@ def classify(
     tail: nn.Module, tails: Sequence[Tail] | None, plan: SlicePlan, received: Sequence[Mapping[int, np.ndarray]]
 ) -> torch.Tensor:
     """The predicted class of every image from the units it received (`received_units`), the
-    missing ones zero (algorithm 1): through `tail`, or CLIO's `tails` when given."""
+    missing ones zero (algorithm 1): through `tail`, or CLIO's `tails` when given (where they
+    are; the classes on the CPU)."""
     batch = torch.zeros((len(received), *plan.shape))
     prefix = np.zeros(len(received), dtype=np.int64)
     for i, units in enumerate(received):
@@ -97,5 +100,5 @@ def classify(
         batch[i] = assemble(units, plan.shape, plan.cpu)
     with torch.no_grad():
         if tails is None:
-            return tail(batch).argmax(1)
+            return tail(batch.to(device_of(tail))).argmax(1).cpu()
         return _multi_tail(tails, batch, prefix, plan.cpu)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from experiments.common.torchdev import device_of
 from experiments.common.training import SGDSettings
 
 from .model import SplitNet, Tail
@@ -85,8 +86,9 @@ def train_original(net: SplitNet, x: torch.Tensor, y: torch.Tensor, s: SGDSettin
 
 def nair_weights(importance: torch.Tensor, order: Sequence[int], w_non: float) -> torch.Tensor:
     """Eq. 11 as in algorithm 2: w_j = (1 - R^v_j / max R^v)^w_non for j < J, w_J = 1, where
-    R^v_j is the importance of the first j units in sorted order (a cumulative sum)."""
-    r_sorted = importance.detach()[torch.as_tensor(list(order))].double()
+    R^v_j is the importance of the first j units in sorted order (a cumulative sum). In float64,
+    on the CPU (not every device has float64)."""
+    r_sorted = importance.detach().cpu()[torch.as_tensor(list(order))].double()
     r_v = torch.cumsum(r_sorted, 0)
     w = (1.0 - r_v / r_v.max()).clamp(min=0.0) ** float(w_non)
     w[-1] = 1.0
@@ -111,11 +113,12 @@ def retune_nair(
     """Algorithm 2 on `net` (already trained), in place. Returns the weights used and losses."""
     conv, bn = net.split_layer(k)
     channels = conv.out_channels
+    device = device_of(net)
     order = list(order)
-    masks = prefix_masks(order, channels, channels_per_unit)  # (J, C)
+    masks = prefix_masks(order, channels, channels_per_unit).to(device)  # (J, C)
     j_count = len(order)
     imp0 = unit_importance(conv, bn, channels_per_unit, fold_bn)
-    weights = nair_weights(imp0, order, w_non) if use_weight else torch.ones(j_count)
+    weights = (nair_weights(imp0, order, w_non) if use_weight else torch.ones(j_count)).to(device)
     rest = torch.as_tensor(order[1:], dtype=torch.long)
     tail = net.tail(k)
 
@@ -162,8 +165,9 @@ def train_clio(
     conv, _ = net.split_layer(k)
     channels = conv.out_channels
     j_count = channels // channels_per_unit
-    alpha = clio_alpha(j_count, head_emphasis)
+    alpha = clio_alpha(j_count, head_emphasis)  # on the CPU: the widths are drawn there, whatever the device
     draw = torch.Generator().manual_seed(int(s.seed) + 1)
+    device = device_of(net)
 
     def widths():
         """The widths (units - 1) one minibatch trains: one drawn (`sample`), or every one."""
@@ -171,9 +175,9 @@ def train_clio(
             return [int(torch.multinomial(alpha, 1, generator=draw))]
         return range(j_count)
 
-    scale = torch.ones(j_count) if mode == "sample" else alpha
+    scale = (torch.ones(j_count) if mode == "sample" else alpha).to(device)
     if tails is None:
-        masks = prefix_masks(list(range(j_count)), channels, channels_per_unit)
+        masks = prefix_masks(list(range(j_count)), channels, channels_per_unit).to(device)
         tail = net.tail(k)
 
         def loss_fn(xb, yb):

@@ -14,6 +14,7 @@ import torch
 
 from experiments.common.flops import count_flops
 from experiments.common.metrics import count_params
+from experiments.common.torchdev import device_of
 
 from .models import WRN, NoNN, StudentSpec, scaled_widths
 
@@ -23,8 +24,9 @@ WIDTH_CANDIDATES = tuple(float(w) for w in np.arange(0.25, 4.0001, 0.125))
 
 
 def forward_flops(module: torch.nn.Module, x: torch.Tensor) -> int:
-    """FLOPs (PyTorch's count: 2 per multiply-accumulate) of one inference of `module` on `x`:
-    in eval mode, without gradients; the module's mode is restored after."""
+    """FLOPs (PyTorch's count: 2 per multiply-accumulate) of one inference of `module` on `x`
+    (moved where the module is): in eval mode, without gradients; the module's mode is restored after."""
+    x = x.to(device_of(module))
     was = module.training
     module.eval()
     try:

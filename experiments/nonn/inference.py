@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from experiments.common.torchdev import device_of
+
 from .budget import forward_flops
 from .models import NoNN
 
@@ -45,10 +47,11 @@ class InferencePlan:
 
 
 def inference_plan(model: NoNN, input_shape: Sequence[int]) -> InferencePlan:
-    """The plan of one image of `input_shape` through the NoNN `model`."""
-    x = torch.zeros(1, *input_shape)
+    """The plan of one image of `input_shape` through the NoNN `model` (where the model is)."""
+    device = device_of(model)
+    x = torch.zeros(1, *input_shape, device=device)
     h = model.common(x)
-    pooled = torch.zeros(1, sum(model.sizes))
+    pooled = torch.zeros(1, sum(model.sizes), device=device)
     return InferencePlan(
         forward_flops(model.common, x),
         tuple(forward_flops(b, h) for b in model.branches),
@@ -70,7 +73,7 @@ def single_model_plan(model: nn.Module, input_shape: Sequence[int], num_classes:
 @torch.no_grad()
 def pooled_features(model: NoNN, x: torch.Tensor) -> list[np.ndarray]:
     """Each student's pooled features on `x`, as the float32 arrays a device would send."""
-    return [m.mean(dim=(2, 3)).numpy().astype(np.float32) for m in model.student_maps(x)]
+    return [m.mean(dim=(2, 3)).cpu().numpy().astype(np.float32) for m in model.student_maps(x.to(device_of(model)))]
 
 
 @torch.no_grad()
@@ -79,14 +82,17 @@ def student_features(model: NoNN, image: np.ndarray, students: Sequence[int]) ->
     (1, C, H, W): what a device computes on the copy of the image it received. Flipped bits may
     make values overflow or NaN: that is the point, and not warned about."""
     with np.errstate(over="ignore", invalid="ignore"):
-        maps = model.student_maps(torch.from_numpy(image), list(students))
-    return {s: m.mean(dim=(2, 3))[0].numpy().astype(np.float32) for s, m in zip(students, maps)}
+        maps = model.student_maps(torch.from_numpy(image).to(device_of(model)), list(students))
+    return {s: m.mean(dim=(2, 3))[0].cpu().numpy().astype(np.float32) for s, m in zip(students, maps)}
 
 
 @torch.no_grad()
 def predict(model: NoNN, pooled: list[np.ndarray]) -> np.ndarray:
     """The aggregator's class per image from the students' pooled features (one array each)."""
-    return model.aggregate([torch.from_numpy(np.ascontiguousarray(p)) for p in pooled]).argmax(1).numpy()
+    device = device_of(model)
+    return (
+        model.aggregate([torch.from_numpy(np.ascontiguousarray(p)).to(device) for p in pooled]).argmax(1).cpu().numpy()
+    )
 
 
 def features_accuracy(model: NoNN, pooled: list[np.ndarray], y: np.ndarray) -> float:

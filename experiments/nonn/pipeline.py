@@ -22,6 +22,7 @@ from torch import nn
 from experiments.common.cache import Training, train_cached
 from experiments.common.data import Dataset
 from experiments.common.metrics import accuracy, count_params
+from experiments.common.torchdev import device_of
 
 from .budget import StudentCost, match_width, size_students
 from .models import WRN, NoNN, StudentSpec, scaled_widths
@@ -91,10 +92,11 @@ def seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
 def p0_accuracy(teacher: WRN, x: torch.Tensor, y: torch.Tensor, p0: Sequence[int]) -> float:
     """Validation accuracy with the P0 filters of the fconv zeroed."""
     teacher.eval()
-    mask = torch.ones(teacher.widths[2])
+    device = device_of(teacher)
+    mask = torch.ones(teacher.widths[2], device=device)
     mask[list(p0)] = 0.0
-    _, f = teacher.features(x)
-    return int((teacher.head(f * mask[None, :, None, None]).argmax(1) == y).sum()) / len(y)
+    _, f = teacher.features(x.to(device))
+    return int((teacher.head(f * mask[None, :, None, None]).argmax(1) == y.to(device)).sum()) / len(y)
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,8 @@ def _partition(job: _Job, teacher: WRN, x_val: torch.Tensor, y_val: torch.Tensor
     `p0_epsilon` (the paper's problem 2)."""
     n = job.n
     with torch.no_grad():
-        _, f_val = teacher.features(x_val)
-    activity = f_val.mean(dim=(2, 3)).numpy()
+        _, f_val = teacher.features(x_val.to(device_of(teacher)))
+    activity = f_val.mean(dim=(2, 3)).cpu().numpy()
     base = accuracy(teacher, x_val, y_val, ACCURACY_BATCH)
 
     def accept(p0: list[int]) -> bool:

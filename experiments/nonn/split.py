@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from experiments.common.torchdev import device_of
+
 from .budget import forward_flops
 from .models import WRN
 
@@ -114,6 +116,6 @@ class SplitPlan:
 
 
 def split_plan(model: WRN, x: torch.Tensor, n: int) -> SplitPlan:
-    """The plan of `model` split over `n` devices, measured on the one image `x`."""
-    layers, pooled_bytes = split_work(model, x, n)
+    """The plan of `model` split over `n` devices, measured on the one image `x` (where the model is)."""
+    layers, pooled_bytes = split_work(model, x.to(device_of(model)), n)
     return SplitPlan(n, layers, pooled_bytes, forward_flops(model.fc, torch.zeros(1, model.widths[2])))

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from experiments.common.torchdev import device_of
 from experiments.common.training import SGDSettings
 
 from .models import WRN, NoNN
@@ -100,15 +101,17 @@ class TeacherTargets:
 
 @torch.no_grad()
 def teacher_targets(teacher: WRN, x: torch.Tensor, batch: int = 256) -> TeacherTargets:
-    """The teacher's logits, fconv maps and attention maps on `x`, `batch` images at a time."""
+    """The teacher's logits, fconv maps and attention maps on `x`, `batch` images at a time
+    (computed where the teacher is; on the CPU, for the students' trainings to take along)."""
     teacher.eval()
+    device = device_of(teacher)
     logits, fconv, att = [], [], [[], [], []]
     for i in range(0, len(x), batch):
-        groups, f = teacher.features(x[i : i + batch])
-        logits.append(teacher.head(f))
-        fconv.append(f)
+        groups, f = teacher.features(x[i : i + batch].to(device))
+        logits.append(teacher.head(f).cpu())
+        fconv.append(f.cpu())
         for g, h in enumerate(groups):
-            att[g].append(attention(h))
+            att[g].append(attention(h).cpu())
     return TeacherTargets(torch.cat(logits), torch.cat(fconv), [torch.cat(a) for a in att])
 
 

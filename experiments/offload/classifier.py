@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from experiments.common.torchdev import device_of
+
 __all__ = ["PIXEL_LEVELS", "decode_images", "encode_images", "predict", "train_classifier"]
 
 PIXEL_LEVELS = 16.0  # the digits' pixels are integers 0..16, scaled to [0, 1] by this
@@ -37,10 +39,10 @@ def train_classifier(
 
 
 def predict(model: nn.Module, x: torch.Tensor) -> np.ndarray:
-    """The class `model` gives each image of `x` (int64)."""
+    """The class `model` gives each image of `x` (int64), computed where the model is."""
     model.eval()
     with torch.no_grad():
-        return model(x).argmax(1).numpy()
+        return model(x.to(device_of(model))).argmax(1).cpu().numpy()
 
 
 def encode_images(x: torch.Tensor) -> np.ndarray:

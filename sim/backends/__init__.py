@@ -81,6 +81,11 @@ class Executor:
     def torch_threads(self) -> int | None:
         return self.cfg.torch_threads
 
+    @property
+    def torch_device(self) -> str:
+        """Where the calls compute (`torch_device`); each call carries it (it may run in another process)."""
+        return self.cfg.torch_device
+
     def announce(self, text: str) -> None:
         """A phase of the job's computation, as a plain line on stderr (with `progress`)."""
         if self.cfg.progress:
@@ -124,5 +129,6 @@ class Executor:
 
 
 def make_executor(cfg) -> Executor:
-    """The executor of a NoNN, NAIR or mcPipe job (`cfg.backend`, `cfg.ray`, `cfg.processes`, `cfg.torch_threads`)."""
+    """The executor of a NoNN, NAIR or mcPipe job (`cfg.backend`, `cfg.ray`, `cfg.processes`,
+    `cfg.torch_threads`, `cfg.torch_device`)."""
     return Executor(cfg)

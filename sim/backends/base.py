@@ -11,7 +11,9 @@ ran them or in what order: every job or call carries its own torch seed (torch's
 generator is forked around it, so nothing carries over from one call to the next), and every
 back end runs it with the same number of torch threads (`torch_threads`), so that float results
 do not depend on how many cores the process that happens to run it has (torch splits some
-reductions by thread). A call may run in another process: `fn` must be a module-level function
+reductions by thread). The torch device (`torch_device`) travels with each job or call (in the
+built-in ClientApp's `FederatedTask`, in a call's arguments), so any back end's process computes
+where the job asked. A call may run in another process: `fn` must be a module-level function
 (pickled by reference), its arguments and result picklable (tensors, state dicts, models, small
 records), and it must return everything it produces (what it changes in its arguments stays
 where it ran).

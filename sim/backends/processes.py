@@ -6,7 +6,8 @@ process, so none pays the imports of torch and Flower again; they persist from o
 next, each computing with one torch thread (`torch_threads` must be 1: GNU OpenMP is not
 fork-safe, and a forked worker's first parallel region on more threads waits forever for the
 threads of a pool the job's process had started). `processes` workers (null: the cores of
-this process's affinity that the load average says are free, at least 1).
+this process's affinity that the load average says are free, at least 1). `torch_device` must be
+`cpu` (checked with the settings): a forked process cannot use CUDA once its parent has.
 
 `execute(app, jobs)` (the federated clients): the workers are forked with the ClientApp in
 their memory (a ClientApp need not be picklable); a different ClientApp (the next strategy of a

@@ -35,11 +35,21 @@ def owner_metadata(g: DreamGeneration, seed: int, teacher, real: RealImages, cla
 
 
 def make_dreams(
-    g: DreamGeneration, seed: int, cache_dir, torch_threads, teacher, teacher_key: dict, meta: Metadata, n: int, shape
+    g: DreamGeneration,
+    seed: int,
+    cache_dir,
+    torch_threads,
+    teacher,
+    teacher_key: dict,
+    meta: Metadata,
+    n: int,
+    shape,
+    torch_device: str = "cpu",
 ) -> tuple[torch.Tensor, dict]:
     """`n` dream images (cached under `cache_dir`) and what making them cost: `flops` (the
     meter's count), `activation_error` (how far the teacher's activations stay from the
-    targets), `labels` (the class of each dream's target)."""
+    targets), `labels` (the class of each dream's target). Optimised where the teacher is
+    (`torch_device`, which the cache key names)."""
     key = {
         "teacher": teacher_key,
         "metadata": [g.sample_fraction, g.clusters, g.components],
@@ -47,7 +57,7 @@ def make_dreams(
         **{k: getattr(g, k) for k in _GENERATION},
         "seed": seed,
     }
-    path = Path(cache_dir) / f"dreams-{cache_key(key, torch_threads)}.pt" if cache_dir else None
+    path = Path(cache_dir) / f"dreams-{cache_key(key, torch_threads, torch_device)}.pt" if cache_dir else None
     if path is not None and path.exists():
         blob = torch.load(path, weights_only=True)
         return blob["images"], dict(blob["stats"])
@@ -74,11 +84,25 @@ class Dreams:
     sample_y: torch.Tensor
 
 
-def dreams_of(g: DreamGeneration, seed: int, cache_dir, torch_threads, teacher, teacher_key, real, classes, shape):
+def dreams_of(
+    g: DreamGeneration,
+    seed: int,
+    cache_dir,
+    torch_threads,
+    teacher,
+    teacher_key,
+    real,
+    classes,
+    shape,
+    torch_device: str = "cpu",
+):
     """The owner's metadata from `real` (a `RealImages`), then the dreams made from it alone,
-    sealed from `real`: as many as `g.images`, or as the owner has training images."""
+    sealed from `real`: as many as `g.images`, or as the owner has training images (where the
+    teacher is: `torch_device`)."""
     sample_x, sample_y, meta = owner_metadata(g, seed, teacher, real, classes)
     n = g.images or len(real)
     with sealed():
-        images, stats = make_dreams(g, seed, cache_dir, torch_threads, teacher, teacher_key, meta, n, shape)
+        images, stats = make_dreams(
+            g, seed, cache_dir, torch_threads, teacher, teacher_key, meta, n, shape, torch_device
+        )
     return Dreams(images, torch.as_tensor(stats["labels"]), stats, meta, sample_x, sample_y)

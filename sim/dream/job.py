@@ -93,7 +93,9 @@ def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
         )
         real = RealImages(x_tr, y_tr)
         # the owner's metadata; the compressing server's dreams from it, never an image of the owner's
-        dr = dreams_of(d, cfg.seed, cfg.cache_dir, cfg.torch_threads, teacher, teacher_key, real, classes, shape)
+        dr = dreams_of(
+            d, cfg.seed, cfg.cache_dir, cfg.torch_threads, teacher, teacher_key, real, classes, shape, cfg.torch_device
+        )
         n = len(dr.images)
         sources = {
             "random": lambda: random_images(n, shape, stream(cfg.seed, "dream-random")),

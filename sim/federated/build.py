@@ -153,6 +153,7 @@ def _build_task(cfg: Config, fleet: Fleet) -> FederatedTask:
         momentum=w.momentum,
         weight_decay=w.weight_decay,
         lr_decay=w.lr_decay,
+        torch_device=cfg.torch_device,
     )
 
 

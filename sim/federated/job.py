@@ -21,6 +21,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 
 from devices import Fleet
+from experiments.common.torchdev import device_of, use_torch_device
 from experiments.federated.internals import set_task_identity
 from experiments.federated.records import ModelRecords
 from experiments.federated.task import (
@@ -244,12 +245,15 @@ def _serve(
     """The built-in ServerApp: strategy `scfg` over `grid`, evaluating centrally on the server's clock."""
     strategy = build_strategy_of(scfg, len(grid.fleet))
     model = task.build_model()
+    initial_arrays = ArrayRecord(model.state_dict())  # from the CPU model: the same bytes on any device
+    model = model.to(use_torch_device(task.torch_device))
     weights = ModelRecords(model)
     meter_cache: dict = {}
+    x_test, y_test = (t.to(device_of(model)) for t in (task.data.x_test, task.data.y_test))  # moved once
 
     def evaluate() -> tuple[float, float, int]:
         with WorkMeter(meter_cache) as meter:  # the server's evaluation, on its clock
-            loss, acc = evaluate_model(model, task.data.x_test, task.data.y_test)
+            loss, acc = evaluate_model(model, x_test, y_test)
         return acc, loss, meter.flops
 
     def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord:
@@ -264,7 +268,7 @@ def _serve(
     grid.probe = _probe(task)
     strategy.start(
         grid=grid,
-        initial_arrays=ArrayRecord(model.state_dict()),
+        initial_arrays=initial_arrays,
         num_rounds=cfg.workload.rounds,
         timeout=scfg.timeout_s,
         train_config=ConfigRecord(),
@@ -276,8 +280,9 @@ def _probe(task: FederatedTask):
     """The activation-divergence probe (`SimGrid.probe`): a client's trained weights, run in eval
     mode on the first `PROBE_IMAGES` test images, the same for every client and round. The
     simulator's observation: no device computes it and no clock advances."""
-    weights = ModelRecords(probe_model(task.build_model()))  # faster max pools, the same activations
-    images = task.data.x_test[:PROBE_IMAGES]
+    model = probe_model(task.model_on_device())  # faster max pools (on the CPU), the same activations
+    weights = ModelRecords(model)
+    images = task.data.x_test[:PROBE_IMAGES].to(device_of(model))
 
     def probe(arrays: ArrayRecord) -> np.ndarray:
         weights.load(arrays)

@@ -128,3 +128,10 @@ def validate(cfg: Config) -> None:
             True,
             f"needs backend=local (backend={cfg.backend} runs each client on its own); allowed there: false",
         )
+    check(
+        w.app.client is None or cfg.torch_device == "cpu",
+        "torch_device",
+        cfg.torch_device,
+        "moves the built-in ClientApp and server; a user's Flower app (workload.app.client) chooses its own "
+        "device, as under flwr run; allowed with it: cpu",
+    )

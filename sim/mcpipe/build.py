@@ -12,6 +12,7 @@ import torch
 from channels import Link
 from devices import CATALOGUE, DeviceProfile
 from experiments.common.data import Dataset, load_dataset
+from experiments.common.torchdev import use_torch_device
 from experiments.mcpipe.model import Params, build_layers
 from experiments.mcpipe.partition import balance, stage_bounds
 from experiments.mcpipe.stage import Stage
@@ -45,9 +46,18 @@ class Job:
     def opt(self) -> SGD:
         return SGD(self.m.lr, self.m.momentum, self.m.weight_decay)
 
+    @property
+    def torch_device(self) -> torch.device:
+        """Where the runs train and evaluate (`torch_device`)."""
+        return use_torch_device(self.cfg.torch_device)
+
     def batches(self) -> Batches:
-        """The job's microbatch stream, from its start (each run draws its own copy)."""
-        return Batches(self.data, self.m.microbatch, partial(stream, self.cfg.seed, "order"))
+        """The job's microbatch stream, from its start (each run draws its own copy), on the torch device."""
+        return Batches(self.data, self.m.microbatch, partial(stream, self.cfg.seed, "order"), self.torch_device)
+
+    def test_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The test images and labels on the torch device (what the monitor evaluates on)."""
+        return self.data.x_test.to(self.torch_device), self.data.y_test.to(self.torch_device)
 
     def partition(self, n: int) -> list[tuple[int, int]]:
         """The [first, end) layers of each of `n` stages, as `workload.partition` says."""
@@ -59,7 +69,9 @@ class Job:
         return stage_bounds(starts, len(self.model.layers))
 
     def params(self) -> list[Params]:
-        return self.model.params()
+        """A copy of the model's initial weights (drawn on the CPU) on the torch device, for one run."""
+        device = self.torch_device
+        return [(w.to(device), b.to(device)) for w, b in self.model.params()]
 
     def stage(
         self, schedule: str, index: int, bounds: tuple[int, int], init: list[Params], *, first: bool, last: bool

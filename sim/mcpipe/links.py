@@ -99,11 +99,11 @@ class Links:
         that reach a delivered tensor."""
         if not out.bits_flipped:
             return payload
-        arrays = [t.contiguous().numpy() for t in payload]
+        arrays = [t.contiguous().cpu().numpy() for t in payload]
         floats = [t.is_floating_point() for t in payload]
         self.counts.bits_flipped += _flips_in(arrays, floats, out.flip_positions)
         arrays = corrupt_arrays(arrays, out.flip_positions)
-        return [torch.from_numpy(a) if f else t for a, f, t in zip(arrays, floats, payload)]
+        return [torch.from_numpy(a).to(t.device) if f else t for a, f, t in zip(arrays, floats, payload)]
 
     def mark(self, microbatch: int) -> None:
         """The master hands out `microbatch` now: the timeline ends at `TIMELINE_MICROBATCHES`."""
@@ -133,8 +133,9 @@ def monitor(
     (an observer: it costs no simulated time)."""
     m = job.m
     n = int(math.floor(m.sim_time_s / m.eval_every_s + 1e-9))
+    x_test, y_test = job.test_set()
     for i in range(n + 1):
         if i:
             yield env.timeout(i * m.eval_every_s - env.now)
-        acc, loss = evaluate(job.model.layers, params(), job.data.x_test, job.data.y_test)
+        acc, loss = evaluate(job.model.layers, params(), x_test, y_test)
         rows.append({"sim_time_s": env.now, "accuracy": acc, "loss": loss, **counters()})

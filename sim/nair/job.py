@@ -33,6 +33,7 @@ from torch import nn
 from channels import Link
 from devices import CATALOGUE, DeviceProfile
 from experiments.common.data import Dataset, load_dataset
+from experiments.common.torchdev import device_of
 from experiments.nair.analysis import corruption_table, importance_table
 from experiments.nair.model import build_splitnet
 from experiments.nair.trained import NAIR_VARIANTS, Models, build_models
@@ -80,10 +81,11 @@ def _link(cfg: Config) -> Link:
 
 
 def _work(module: nn.Module, x: torch.Tensor) -> tuple[int, int]:
-    """(FLOPs, peak bytes: parameters + activations) of one inference, by FlopCounterMode."""
+    """(FLOPs, peak bytes: parameters + activations) of one inference, by FlopCounterMode (where
+    the module is; the figures are the same on any device)."""
     meter = WorkMeter()
     with meter, torch.no_grad():
-        module(x)
+        module(x.to(device_of(module)))
     return meter.flops, meter.peak_bytes
 
 
@@ -147,7 +149,7 @@ def _evaluations(
 
 def _flops(cfg: Config, models: Models, x: torch.Tensor, head_flops: int) -> Flops:
     """FLOPs of one inference: the head, the original tail and the whole original model."""
-    o1 = models.original.forward_to(x[:1], cfg.workload.split).detach()
+    o1 = models.original.forward_to(x[:1].to(device_of(models.original)), cfg.workload.split).detach()
     return Flops(head_flops, _work(models.original.tail(cfg.workload.split), o1)[0], _work(models.original, x[:1])[0])
 
 
@@ -204,7 +206,7 @@ def _tables(
         link_at=lambda ber: build_link(replace(cfg.channel, ber=ber, mode="raw")),
         bits=n.bits_per_element,
     )
-    shape = models.original.forward_to(x[:1], k).shape[1:]
+    shape = models.original.forward_to(x[:1].to(device_of(models.original)), k).shape[1:]
     cost = cost_table(cfg, models, results, link, device, CATALOGUE[n.server], flops, shape)
     latency, table, ablation = accuracy_tables(cfg, results)
     importance = importance_table(

@@ -20,6 +20,7 @@ import torch
 from channels import Link, flip_bits
 from devices import DeviceProfile
 from experiments.common.metrics import accuracy
+from experiments.common.torchdev import device_of
 from experiments.nair.codecs import RAW_METHODS, decode_raw, encode_raw, full_payload_bytes
 from experiments.nair.model import SplitNet, Tail
 from experiments.nair.receive import classify, decode_delivered, head_payload, received_units
@@ -168,7 +169,7 @@ def _run_raw(
             if image is not None:
                 batch[i] = image
         with torch.no_grad():
-            tally.correct[b] = (net(torch.from_numpy(batch)).argmax(1) == y).numpy()
+            tally.correct[b] = (net(torch.from_numpy(batch).to(device_of(net))).argmax(1).cpu() == y).numpy()
     overall = accuracy(net, x, y)
     payload = full_payload_bytes(method, x.numpy())
     return MethodResult(tally.rows(method, budgets, 0.0, device), overall, payload, run.timeline)

@@ -62,7 +62,9 @@ def _dreams(cfg: Config, data: Dataset):
     def student_data(teacher, teacher_key, x_train, y_train):
         real = RealImages(x_train, y_train)
         g, classes, shape = cfg.workload.dream, data.num_classes, tuple(data.input_shape)
-        dr = dreams_of(g, cfg.seed, cfg.cache_dir, cfg.torch_threads, teacher, teacher_key, real, classes, shape)
+        dr = dreams_of(
+            g, cfg.seed, cfg.cache_dir, cfg.torch_threads, teacher, teacher_key, real, classes, shape, cfg.torch_device
+        )
         return dr.images, dr.labels, cache_key(dr.stats, cfg.torch_threads)
 
     return student_data

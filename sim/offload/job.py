@@ -20,6 +20,7 @@ from devices import CATALOGUE
 from experiments.common.cache import Training, train_cached
 from experiments.common.data import Dataset, load_digits
 from experiments.common.models import build_model
+from experiments.common.torchdev import device_of
 from experiments.offload.classifier import decode_images, encode_images, predict, train_classifier
 from sim.backends import make_executor
 from sim.config import Config, check_workload
@@ -50,7 +51,7 @@ def _trained_model(cfg: Config, data: Dataset) -> torch.nn.Module:
 def inference_costs(model: torch.nn.Module, x: torch.Tensor) -> Costs:
     """FLOPs of classifying one image (counted by PyTorch under `WorkMeter`) and its payload bytes."""
     with WorkMeter() as meter, torch.no_grad():
-        model(x[:1])
+        model(x[:1].to(device_of(model)))  # where the model is: the same figures on any device
     return Costs(flops=meter.flops, image_bytes=int(encode_images(x[:1]).shape[1]))
 
 
