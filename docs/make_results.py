@@ -41,16 +41,22 @@ MNIST5K = {
         "workload.at_beta_search=[]",
     ],
     "nair": ["+experiment=nair", "workload.epochs=8", "workload.retune_epochs=2", "workload.corruption_rates=[0.01]"],
-    "mcpipe": ["+experiment=mcpipe"],
-    "fedmax": ["+experiment=fedmax_noniid"],
+    "mcpipe": [
+        "+experiment=mcpipe",
+        "workload.workers=[2]",
+        "workload.sim_time_s=40",
+        "workload.eval_every_s=4",
+        "workload.accuracy_at_s=8",
+    ],
+    "fedmax": ["+experiment=fedmax_noniid", "workload.rounds=30"],
     "dream": [
         "+experiment=dream",
         "workload.teacher_width=2",
         "workload.teacher_epochs=4",
-        "workload.images=500",
-        "workload.steps=30",
+        "workload.images=400",
+        "workload.steps=20",
         "workload.student_widths=[0.5,2.0]",
-        "workload.student_epochs=6",
+        "workload.student_epochs=5",
     ],
 }
 

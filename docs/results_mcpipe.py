@@ -182,7 +182,7 @@ def _per_model(frames: list[pd.DataFrame], model: str, value) -> pd.Series:
 def mcpipe_claims(runs: Runs) -> str:
     run = "mcpipe_mnist5k_seeds"
     jobs, mem = runs.job_csvs(run, "summary.csv"), runs.job_csvs(run, "memory.csv")
-    models, ns = list(dict.fromkeys(jobs[0].model)), sorted(set(jobs[0].workers) - {1})
+    models, ns = list(dict.fromkeys(jobs[0].model)), sorted(set(jobs[0].workers))
     at_s = f"{jobs[0].accuracy_at_s.iloc[0]:g} s"
 
     def diff(model: str, a: str, b: str, col: str = "accuracy_at_time") -> pd.Series:
@@ -226,7 +226,7 @@ def mcpipe_claims(runs: Runs) -> str:
             ],
         ]
     best_other = lambda g, n: max(
-        g.loc[(1, "local"), "accuracy_at_time"], g.loc[(n, "data_parallel"), "accuracy_at_time"]
+        g.loc[(n, "local"), "accuracy_at_time"], g.loc[(n, "data_parallel"), "accuracy_at_time"]
     )
     for model in models:
         lead = _per_model(
