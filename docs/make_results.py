@@ -44,11 +44,11 @@ MNIST5K = {
     "mcpipe": [
         "+experiment=mcpipe",
         "workload.workers=[2]",
-        "workload.sim_time_s=40",
+        "workload.sim_time_s=24",
         "workload.eval_every_s=4",
         "workload.accuracy_at_s=8",
     ],
-    "fedmax": ["+experiment=fedmax_noniid", "workload.rounds=30"],
+    "fedmax": ["+experiment=fedmax_noniid", "workload.rounds=25"],
     "dream": [
         "+experiment=dream",
         "workload.teacher_width=2",
