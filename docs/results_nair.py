@@ -334,10 +334,10 @@ WHY = {
     "nair_overall": "CLIO's single tail loses the most when every slice arrives, as in the paper. NAIR's re-tuning"
     " (2 epochs here) gives up part of a point of the complete representation on some seeds, where the paper's"
     " gained: its importance weight puts every partial slice below 1 and the penalty pulls importance forward.",
-    "nair_tails": "By construction: one tail against one per width (8 units here, 12 in the paper); the tail is a"
+    "nair_tails": "By construction: one tail against one per width (the paper's 12); the tail is a"
     " larger share of this small network than of the paper's MobileNetV2.",
-    "nair_ablation": "Not reproduced, as on the digits: once re-tuning teaches the tail zero-padded slices, one slice of"
-    " 2 channels already carries nearly all the accuracy, and the three variants lie within the seeds' spread;"
+    "nair_ablation": "Not reproduced, as on the digits: once re-tuning teaches the tail zero-padded slices, one"
+    " slice of 2 channels already carries nearly all the accuracy, and the three variants lie within the seeds' spread;"
     " there is no 77% to climb from.",
     "nair_importance": "As in the paper and on the digits.",
 }
