@@ -260,13 +260,21 @@ def mcpipe_claims(runs: Runs) -> str:
 
 # Why each claim came out as it did: hand-written; a number in it only as the runs give it.
 WHY = {
-    "mcpipe_same_vgg": "",
-    "mcpipe_same_fc": "",
-    "mcpipe_memory_vgg": "",
-    "mcpipe_memory_fc": "",
-    "mcpipe_updates_vgg": "",
-    "mcpipe_updates_fc": "",
-    "mcpipe_beats_vgg": "",
-    "mcpipe_beats_fc": "",
-    "mcpipe_greedy": "",
+    "mcpipe_same_vgg": "mcPipe with the paper's storage rebuilds a stale convolution from stored (activation,"
+    " error) pairs, one weight-gradient convolution per rebuild; at 28x28 that costs it updates (two rows down),"
+    " and it trails PipeDream on average, by a spread as wide as the seeds'.",
+    "mcpipe_memory_vgg": "A 28x28 feature map's (activation, error) pair is far larger than a 3x3 kernel, so"
+    " storing pairs costs more than storing weight versions, more so than on 8x8 digits. `workload.store=auto`"
+    " keeps versions where they are the smaller (the digits section above).",
+    "mcpipe_updates_vgg": "The rebuilds' weight-gradient convolutions, on 28x28 maps.",
+    "mcpipe_same_fc": "Wide linear layers, the case the paper's analysis has in mind: mcPipe tracks PipeDream.",
+    "mcpipe_memory_fc": "Theorem 1's case: one version of the 784x256 layer plus a few vectors against two versions.",
+    "mcpipe_updates_fc": "Each rebuild materialises the first layer's 784x256 weights; `workload.rebuild=lowrank`"
+    " avoids that for linear layers (the digits section above).",
+    "mcpipe_beats_vgg": "Where it fails, it is mcPipe's slower updates (above) that bring it down to local or"
+    " data-distributed training.",
+    "mcpipe_beats_fc": "Both pipelines keep two workers busy; data-distributed training sends the whole model twice"
+    " per step, and local training has one worker.",
+    "mcpipe_greedy": "No error floor at this scale, as on the digits (GreedyUpdates and the error floor, above):"
+    " greedy's stale errors cross two convolutions of a small VGG.",
 }
