@@ -61,7 +61,7 @@ MNIST5K = {
 }
 
 # the workloads whose jobs are too slow for five seeds in the time: fewer, and their guides say so
-MNIST5K_SEEDS = {"nair": "0,1,2", "dream": "0,1,2"}
+MNIST5K_SEEDS = {"nair": "0,1,2", "fedmax": "0,1", "dream": "0,1,2"}
 
 # run name -> the arguments of `python -m sim` (a sweep: -m)
 RUNS = {
