@@ -161,7 +161,7 @@ def rewrite(text: str, guide: str, runs: Runs, blocks: set[str]) -> tuple[str, l
 def run_folder(name: str, out: Path, execute: bool) -> Path | None:
     """The folder of run `name` under `out`: there already, or run now (`python -m sim`) if `execute`."""
     folder = out / name
-    if any(folder.glob("*.csv")) or any(folder.glob("*/summary.csv")):
+    if any(folder.glob("*.csv")) or any(folder.glob("*/summary.csv")) or any(folder.glob("*/*/summary.csv")):
         return folder
     if not execute:
         return None

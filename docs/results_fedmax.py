@@ -13,19 +13,24 @@ def _rounds_to(accuracy: pd.Series, target: float) -> float:
     return float(hit[0] + 1) if len(hit) else np.nan
 
 
+LAST = 5  # rounds averaged for where a run ends
 NAMED = lambda mx, avg, prox: (("FedMAX", mx), ("FedAvg", avg), ("FedProx", prox))
 
 
 @block("fedmax", "claims", "fedmax_mnist5k_seeds")
 def fedmax_claims(runs: Runs) -> str:
     run = "fedmax_mnist5k_seeds"
-    c = runs.csv(run, "comparison.csv")
+    jobs = runs.job_folders(run)  # a job: one folder per compared strategy
+    c = pd.concat([pd.read_csv(f) for job in jobs for f in sorted(job.glob("*/summary.csv"))], ignore_index=True)
     by = {name: g.set_index("seed").sort_index() for name, g in c.groupby("strategy")}
     avg, prox, mx = by["fedavg"], by["fedprox"], by["fedmax"]
-    rounds = {name: [pd.read_csv(job / name / "rounds.csv").accuracy for job in runs.job_folders(run)] for name in by}
+    rounds = {name: [pd.read_csv(job / name / "rounds.csv").accuracy for job in jobs] for name in by}
+    # where a run ends: the mean of its last LAST rounds (one round's accuracy on non-IID shards jumps by points)
+    end = {name: pd.Series([r.iloc[-LAST:].mean() for r in rs], index=by[name].index) for name, rs in rounds.items()}
     # the paper's 600 against 3000 rounds: the rounds FedAvg ran over those FedMAX needed to reach FedAvg's end
     ratio = pd.Series(
-        [len(a) / _rounds_to(m, a.iloc[-1]) for a, m in zip(rounds["fedavg"], rounds["fedmax"])], index=avg.index
+        [len(a) / _rounds_to(m, a.iloc[-LAST:].mean()) for a, m in zip(rounds["fedavg"], rounds["fedmax"])],
+        index=avg.index,
     )
     target, n = avg.target_accuracy.iloc[0], int(avg.rounds.iloc[0])
     to_target = lambda s: s.rounds_to_target.fillna(n + 1)  # not reached: counted as one past the last round
@@ -34,21 +39,21 @@ def fedmax_claims(runs: Runs) -> str:
         [
             "FedMAX ends more accurate than FedAvg on non-IID data",
             "above FedAvg on FEMNIST, CIFAR-10 and CIFAR-100 (figure 2(b, c))",
-            f"after {n} rounds: FedMAX {pm(mx.final_accuracy)}, FedAvg {pm(avg.final_accuracy)}",
-            held(mx.final_accuracy > avg.final_accuracy),
+            f"mean of rounds {n - LAST + 1}-{n}: FedMAX {pm(end['fedmax'])}, FedAvg {pm(end['fedavg'])}",
+            held(end["fedmax"] > end["fedavg"]),
             WHY["fedmax_fedavg"],
         ],
         [
             "... and than FedProx",
             "better than prior techniques",
-            f"FedProx {pm(prox.final_accuracy)}",
-            held(mx.final_accuracy > prox.final_accuracy),
+            f"FedProx {pm(end['fedprox'])}",
+            held(end["fedmax"] > end["fedprox"]),
             WHY["fedmax_fedprox"],
         ],
         [
             "FedMAX needs several times fewer rounds for FedAvg's accuracy",
             "600 rounds as good as FedAvg's 3000: up to 5x less communication",
-            f"FedAvg's {n} rounds / FedMAX's rounds to FedAvg's final accuracy: {times(ratio)}",
+            f"FedAvg's {n} rounds / FedMAX's rounds to FedAvg's end: {times(ratio)}",
             held(ratio > 1),
             WHY["fedmax_rounds"],
         ],
@@ -69,9 +74,6 @@ def fedmax_claims(runs: Runs) -> str:
         ],
     ]
     return claims_table(avg.index, rows)
-
-
-# Why each claim came out as it did: hand-written, numbers only as the runs give them.
 
 
 # Why each claim came out as it did: hand-written; a number in it only as the runs give it.
