@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from results_common import Runs, block, ms, num, pct, table
+from results_common import Runs, block, claims_table, held, ms, num, pct, per_job, pm, table
 
 from devices import CATALOGUE
 
@@ -237,3 +237,107 @@ def nair_sweep(runs: Runs) -> str:
 
 
 # --- mcPipe ----------------------------------------------------------------------------------
+
+
+# --- the claim table (issue 17) ------------------------------------------------------------
+def _budgets(t: pd.DataFrame) -> list[str]:
+    return [c for c in t.columns if c.startswith("accuracy_at_")]
+
+
+@block("nair", "claims", "nair_mnist5k_seeds")
+def nair_claims(runs: Runs) -> str:
+    run = "nair_mnist5k_seeds"
+    seeds = runs.jobs(run).seed.unique()  # summary.csv: a row per method
+    t2 = [t.set_index("method") for t in runs.job_csvs(run, "table2.csv")]
+    low = _budgets(t2[0].reset_index())[0]
+    at = lambda method, col=low: per_job(t2, lambda t: t.loc[method, col])
+    nair, orig, st, mt = at("nair"), at("original"), at("clio_st"), at("clio_mt")
+    every = [
+        all(t.loc["nair", c] >= max(t.loc["clio_st", c], t.loc["clio_mt", c]) for c in _budgets(t.reset_index()))
+        for t in t2
+    ]
+    overall = lambda m: at(m, "accuracy_overall")
+    cost = runs.job_csvs(run, "cost.csv")[0].set_index("method")
+    saved = 1 - cost.loc["nair", "tail_params"] / cost.loc["clio_mt", "tail_params"]
+    abl = [a.set_index("variant").low_latency_accuracy for a in runs.job_csvs(run, "ablation.csv")]
+    neither, penalty, both = (per_job(abl, lambda a, v=v: a[v]) for v in ("nair_neither", "nair_penalty", "nair"))
+    imp = runs.job_csvs(run, "importance.csv")
+    top = lambda m: per_job(imp, lambda i: i[f"share_{m}"].max())
+    budget = f"{1e3 * float(low.split('_')[2]):.0f} ms"
+    rows = [
+        [
+            "The original model collapses when few slices arrive in time; NAIR does not",
+            "16.0% against 91.49% at the lowest latency",
+            f"at {budget}: original {pm(orig)}, NAIR {pm(nair)}",
+            held(nair - orig > 0.2),
+            WHY["nair_original"],
+        ],
+        [
+            "NAIR beats CLIO's single tail at the lowest latency by about double",
+            "91.49% against 43.18%: +112%",
+            f"NAIR {pm(nair)}, CLIO single tail {pm(st)}: {pm(nair / st - 1, unit='%', digits=0)} higher",
+            held(nair > st),
+            WHY["nair_clio_st"],
+        ],
+        [
+            "NAIR is at least as accurate as CLIO (either kind) at every latency",
+            "above CLIO in every column of table II",
+            f"CLIO multi-tail at {budget}: {pm(mt)}",
+            held(every),
+            WHY["nair_every"],
+        ],
+        [
+            "NAIR keeps the original model's accuracy when every slice arrives; CLIO loses some",
+            "93.95% (NAIR), 93.79% (original), 91.53% (CLIO)",
+            f"NAIR {pm(overall('nair'))}, original {pm(overall('original'))},"
+            f" CLIO single / multi-tail {pm(overall('clio_st'))} / {pm(overall('clio_mt'))}",
+            held(
+                (overall("nair") >= overall("original") - 0.01)
+                & (np.maximum(overall("clio_st"), overall("clio_mt")) < overall("original") - 0.01)
+            ),
+            WHY["nair_overall"],
+        ],
+        [
+            "One tail serves every latency: far fewer tail parameters than CLIO's multi-tail",
+            "91.4% fewer",
+            f"{saved:.1%} fewer ({cost.loc['nair', 'tail_params']:,.0f} against"
+            f" {cost.loc['clio_mt', 'tail_params']:,.0f}, {cost.loc['clio_mt', 'num_tails']:.0f} tails)",
+            held([saved > 0.5] * len(seeds)),
+            WHY["nair_tails"],
+        ],
+        [
+            "Table III: the penalty, then the importance weight, each add accuracy at the lowest latency",
+            "77.16% (neither), 89.44% (penalty), 91.49% (both)",
+            f"{pm(neither)}, {pm(penalty)}, {pm(both)}",
+            held((penalty > neither) & (both > penalty)),
+            WHY["nair_ablation"],
+        ],
+        [
+            "Re-tuning concentrates the split layer's importance in its first unit",
+            "top unit's share 9% (original) to 21.6% (NAIR)",
+            f"{pm(top('original'))} to {pm(top('nair'))}",
+            held(top("nair") > top("original")),
+            WHY["nair_importance"],
+        ],
+    ]
+    return claims_table(seeds, rows)
+
+
+# Why each claim came out as it did: hand-written; a number in it only as the runs give it.
+WHY = {
+    "nair_original": "As on the digits: the original model spreads what matters over all its channels, so the first"
+    " slice alone carries little; NAIR sends the most important units first and re-tunes the tail to expect them.",
+    "nair_clio_st": "By far more than the paper's margin: CLIO's single tail, trained on one width per minibatch as"
+    " the paper's eqs. 3-4 and CLIO's code train it, sees the narrowest prefix in one minibatch of eight. Summing"
+    " every width each minibatch closed the gap on the digits (CLIO summed, above).",
+    "nair_every": "The budgets in between are where CLIO comes closest; NAIR stays above both CLIOs at each of them.",
+    "nair_overall": "CLIO's single tail loses the most when every slice arrives, as in the paper. NAIR's re-tuning"
+    " (2 epochs here) gives up part of a point of the complete representation on some seeds, where the paper's"
+    " gained: its importance weight puts every partial slice below 1 and the penalty pulls importance forward.",
+    "nair_tails": "By construction: one tail against one per width (the paper's 12); the tail is a"
+    " larger share of this small network than of the paper's MobileNetV2.",
+    "nair_ablation": "Not reproduced, as on the digits: once re-tuning teaches the tail zero-padded slices, one"
+    " slice of 2 channels already carries nearly all the accuracy, and the three variants lie within the seeds' spread;"
+    " there is no 77% to climb from.",
+    "nair_importance": "As in the paper and on the digits.",
+}
