@@ -31,8 +31,9 @@ def table(entry: dict) -> str:
     """The markdown table of one `vs_flower` result (as run_all stores it: command, load, result)."""
     result = entry["result"]
     cases = result["cases"]
+    started = entry["started_utc"][:16].replace("T", " ")
     lines = [
-        f"`{entry['command']}` ({entry['started_utc']} UTC, load average {entry['load_before']} before, "
+        f"`{entry['command']}` ({started} UTC, load average {entry['load_before']} before, "
         f"{entry['load_after']} after; {result['rounds']} rounds; medians of each case's repeats, wall "
         "seconds from process start to exit):",
         "",
