@@ -336,7 +336,10 @@ def cli() -> None:
     if "--help" in args or "-h" in args:
         from sim.help import help_text
 
-        print(help_text(args))
+        try:
+            print(help_text(args), flush=True)
+        except BrokenPipeError:  # `edgesim --help | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return
     check_group_choices(args)
     opened = [f"++{a}" if a.startswith(OPEN_KEYS) else a for a in args]

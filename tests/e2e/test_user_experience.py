@@ -36,6 +36,9 @@ def test_a_refused_run_says_why_in_one_line_and_leaves_nothing(override: str, me
     assert list(tmp_path.iterdir()) == []  # no outputs/DATE/TIME/.hydra, no empty log
 
 
+ROOT_DIR = Path(__file__).resolve().parents[2]
+
+
 def test_open_dicts_stay_open(run_sim, tmp_path):
     res = run_sim(*TINY, "++workload.app.run_config.note=1", f"hydra.run.dir={tmp_path / 'r'}")
     assert res.returncode == 0, res.stderr[-1500:]
@@ -71,6 +74,19 @@ def test_edgesim_console_script_and_its_completion():
     env = {**os.environ, "COMP_LINE": "edgesim workload.ro", "COMP_POINT": "19"}
     res = subprocess.run([script, "-sc", "query=bash"], capture_output=True, text=True, timeout=120, env=env)
     assert "workload.rounds=" in res.stdout.split()
+
+
+def test_help_piped_into_a_reader_that_stops_early_is_no_traceback():
+    """`edgesim --help | head -5`: the reader closes the pipe; the help ends quietly, status 0."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "sim", "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT_DIR
+    ) as proc:
+        proc.stdout.readline()
+        proc.stdout.close()  # as `head -1` does after its line
+        err = proc.stderr.read().decode()
+        code = proc.wait(timeout=120)
+    assert code == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
 
 
 def test_the_console_names_the_run_and_its_outputs_and_reports_each_round(run_sim, tmp_path):
