@@ -72,7 +72,7 @@ def describe(cfg: Config, uses: frozenset[str]) -> str:
     return ", ".join(parts)
 
 
-def _say(text: str) -> None:
+def say(text: str) -> None:
     """`text` on stdout, and into the run's log file when Hydra keeps one (its file handlers
     only: Hydra's console handler would print it a second time)."""
     import logging
@@ -85,7 +85,7 @@ def _say(text: str) -> None:
 
 
 def start_line(title: str, out_dir: Path | str) -> None:
-    _say(f"edgesim: {title} -> {Path(out_dir).resolve()}")
+    say(f"edgesim: {title} -> {Path(out_dir).resolve()}")
 
 
 def closing(workload: Workload, summary, out_dir: Path | str) -> None:
@@ -95,8 +95,8 @@ def closing(workload: Workload, summary, out_dir: Path | str) -> None:
     patterns = HEADLINES.get(workload.name, ())
     cols = list(dict.fromkeys(c for p in patterns for c in names if fnmatch.fnmatchcase(c, p)))
     if cols and rows:
-        _say(text_table(rows, cols))
-    _say(f"outputs: {Path(out_dir).resolve()}")
+        say(text_table(rows, cols))
+    say(f"outputs: {Path(out_dir).resolve()}")
 
 
 def text_table(rows: list[dict], cols: list[str]) -> str:

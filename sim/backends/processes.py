@@ -5,8 +5,8 @@ The workers are forked (`multiprocessing`'s "fork" start method) from the alread
 process, so none pays the imports of torch and Flower again; they persist from one step to the
 next, each computing with one torch thread (`torch_threads` must be 1: GNU OpenMP is not
 fork-safe, and a forked worker's first parallel region on more threads waits forever for the
-threads of a pool the job's process had started). `processes` workers (null: the cores of
-this process's affinity that the load average says are free, at least 1). `torch_device` must be
+threads of a pool the job's process had started). `processes` workers (null: `free_cores`, the cores
+not busy with other processes, at least 1; the run says how many and why). `torch_device` must be
 `cpu` (checked with the settings): a forked process cannot use CUDA once its parent has.
 
 `execute(app, jobs)` (the federated clients): the workers are forked with the ClientApp in
@@ -32,6 +32,7 @@ when the process that forked them is gone.
 from __future__ import annotations
 
 import atexit
+import math
 import multiprocessing
 import os
 import pickle
@@ -39,6 +40,7 @@ import signal
 from collections import deque
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
+from pathlib import Path
 
 import torch
 
@@ -53,18 +55,49 @@ _PICKLE = pickle.HIGHEST_PROTOCOL
 _NO_APP = object()  # a pool forked for `map` only
 
 
-def free_cores() -> int:
-    """The cores this process may run on (its affinity) less those the 1-minute load average
-    says are busy; at least 1."""
+def free_cores() -> tuple[int, str]:
+    """How many workers the cores free now allow (at least 1), and how that was found, in words.
+
+    The cores this process may run on (its affinity, and the container's CPU quota where one is
+    set) less the load of other processes: the 1-minute load average less this process's own
+    share of it. This process has been runnable since it started (imports, then the job); the
+    load average is an exponential average with a 60 s time constant, so its own share after t
+    seconds is 1 - exp(-t / 60). (Counting the whole load average, as before, took a job's own
+    start-up for another process: 1 worker on an idle 2-core machine.)"""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    if quota is not None and quota < cores:
+        cores = max(1, int(quota))
     try:
-        busy = round(os.getloadavg()[0])
+        load = os.getloadavg()[0]
     except OSError:
-        busy = 0
-    return max(1, cores - busy)
+        return cores, f"{cores} cores, load unknown"
+    own = 1.0 - math.exp(-_age_s() / 60.0)
+    others = max(0.0, load - own)
+    free = max(1, cores - round(others))
+    return free, f"{cores} cores, load {load:.2f} of which this run {own:.2f}"
+
+
+def _age_s() -> float:
+    """Seconds since this process started (Linux: /proc; elsewhere 0, counting none of the load as its own)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _cgroup_quota() -> float | None:
+    """The CPUs a cgroup v2 quota allows this process (`cpu.max`: quota and period), None if unlimited or unknown."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
 
 
 def _warm_up() -> None:
@@ -167,10 +200,14 @@ class ProcessBackend:
             )
         self.optimizer_copies = optimizer_copies
         self.torch_threads = 1
-        self.num_workers = workers or free_cores()
+        self.num_workers, self.chosen = workers, None
+        if not workers:  # chosen here: said at the first step (`processes=N` sets it)
+            self.num_workers, why = free_cores()
+            self.chosen = f"the cores free: {why}; processes=N sets it"
         self._workers: list[_Worker] = []
         self._app = _NO_APP
         self._atexit = False
+        self._announced = False
 
     @property
     def pids(self) -> list[int]:
@@ -180,6 +217,11 @@ class ProcessBackend:
     def _start(self, app) -> None:
         """Fork the pool, with `app` in the workers' memory (replacing a pool forked with another)."""
         self.close()
+        if self.chosen and not self._announced:  # what a user on a busy machine would otherwise not know
+            from sim.console import say
+
+            say(f"backend=processes: {self.num_workers} worker process{'es' * (self.num_workers > 1)} ({self.chosen})")
+            self._announced = True
         _warm_up()  # once here, not once per worker
         conns = []
         try:

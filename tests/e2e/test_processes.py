@@ -16,7 +16,7 @@ import pytest
 import torch
 from flwr.app import Context, RecordDict
 
-from sim.backends import BackendFailure, LocalBackend, make_backend
+from sim.backends import BackendFailure, LocalBackend, make_backend, processes
 from sim.backends.processes import ProcessBackend, free_cores
 from sim.config import ConfigError
 from sim.jobs import run
@@ -53,7 +53,7 @@ def test_make_backend_builds_it_with_its_worker_count() -> None:
     assert isinstance(backend, ProcessBackend) and backend.num_workers == 3 and backend.torch_threads == 1
     assert backend.pids == []  # forked at the first step, not before
     cfg.processes = None
-    assert make_backend(cfg).num_workers == free_cores() >= 1
+    assert make_backend(cfg).num_workers == free_cores()[0] >= 1
     cfg.torch_threads = 2  # a forked worker on more threads would hang in OpenMP: refused
     with pytest.raises(ConfigError, match=r"^torch_threads=2: backend=processes needs 1 "):
         make_backend(cfg)
@@ -187,3 +187,18 @@ def test_map_workload_gives_byte_identical_csvs(workload, tmp_path) -> None:
     local, proc = _csvs(tmp_path / "local"), _csvs(tmp_path / "processes")
     assert len(local) == files and local.keys() == proc.keys()
     assert [name for name in local if local[name] != proc[name]] == []
+
+
+def test_a_worker_count_it_chose_is_said_once(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(processes, "free_cores", lambda: (2, "2 cores, load 1.10 of which this run 0.95"))
+    backend = ProcessBackend(torch_threads=1)
+    try:
+        assert backend.map(_die, [(0,), (2,)]) == [0, 2]
+        assert backend.map(_die, [(3,)]) == [3]
+    finally:
+        backend.close()
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("backend=processes")]
+    assert said == [
+        "backend=processes: 2 worker processes (the cores free: 2 cores, load 1.10 of which this run 0.95; "
+        "processes=N sets it)"
+    ]
