@@ -5,7 +5,7 @@
 The table sits between `<!-- speed:vs_flower -->` and `<!-- /speed -->` in README.md and is
 written here from the `vs_flower` entry that `run_all.py` (or `vs_flower.py --json`) left, never
 by hand: every case (size, or sweep) with each path's median wall time, the best edgesim path,
-its speed-up, the cap the floor sets and whether the target was met. `--check` exits 1 when the
+its speed-up, the caps the floor and the work set and whether the target was met. `--check` exits 1 when the
 README's table differs from the results.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 README = HERE.parent / "README.md"
 BLOCK = re.compile(r"(<!-- speed:vs_flower -->\n)(.*?)(<!-- /speed -->)", re.S)
-PATHS = ("flower", "edgesim-local", "edgesim-processes", "edgesim-ray", "floor")
+PATHS = ("flower", "edgesim-local", "edgesim-processes", "edgesim-ray", "floor", "work")
 
 
 def _case_name(case: dict) -> str:
@@ -37,8 +37,8 @@ def table(entry: dict) -> str:
         f"{entry['load_after']} after; {result['rounds']} rounds; medians of each case's repeats, wall "
         "seconds from process start to exit):",
         "",
-        "| case | repeats | " + " | ".join(PATHS) + " | best edgesim path | x Flower | floor cap | target |",
-        "|---|---|" + "---|" * len(PATHS) + "---|---|---|---|",
+        "| case | repeats | " + " | ".join(PATHS) + " | best edgesim path | x Flower | floor cap | work cap | target |",
+        "|---|---|" + "---|" * len(PATHS) + "---|---|---|---|---|",
     ]
     for c in cases:
         med = c["median_wall_s"]
@@ -47,7 +47,8 @@ def table(entry: dict) -> str:
         met = f">= {c['target']:.2f}x: {'met' if c['target_met'] else 'not met'}" if best else ""
         speed = f"**{c['best_speedup']:.2f}x**" if best else ""
         cap = f"{c['floor_cap']:.2f}x" if best else ""
-        row = [_case_name(c), str(c["repeats"]), *cells, best, speed, cap, met]
+        work = f"{c['work_cap']:.2f}x" if best and "work_cap" in c else ""
+        row = [_case_name(c), str(c["repeats"]), *cells, best, speed, cap, work, met]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 

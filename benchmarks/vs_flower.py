@@ -16,7 +16,15 @@ exit (imports, start-up, the rounds, writing results: what a user waits for):
   process, as many as the load average says cores are free, or `--processes N`);
 * `edgesim-ray`: the same with `backend=ray` (a local Ray instance on all cores);
 * `floor`: a process that only imports what the workload needs (torch, Flower's app modules)
-  and builds one torch optimiser: what any run of this workload pays first, on either side.
+  and builds one torch optimiser: what any run of this workload pays first, on either side;
+* `work`: the floor and the rounds' own work with no runtime at all: the same ClientApp called
+  directly on Flower messages for the same number of clients a round, FedAvg's weighted mean
+  and the server's evaluation, one after another on one core (`--child-work`). No runtime does
+  less; on C cores at best the floor plus this work over C.
+
+Two caps per case: the floor cap (Flower / floor: what the issue's target is held to) and the work
+cap (Flower / (floor + the work past the floor spread over every core)): what no path could beat
+on this machine even with perfect parallelism and a simulator that cost nothing.
 
 Each size of `--nodes` is one case; `--sweep K` (K > 1, in the same list: `--sweep 1,4`) adds
 the case of a sweep: it times a sweep of K such runs (seeds seed..seed+K-1) instead of one, each path in the
@@ -52,7 +60,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import finish, load_note
 
 TARGET = 5.0  # edgesim at least this many times faster than Flower's simulation, end to end
-PATHS = ("flower", "edgesim-local", "edgesim-processes", "edgesim-ray", "floor")
+PATHS = ("flower", "edgesim-local", "edgesim-processes", "edgesim-ray", "floor", "work")
 # what any process that runs this workload pays before its first round: importing torch and
 # Flower's app modules, and the first torch optimiser (which imports torch._dynamo, ~1.2 s here)
 FLOOR_CODE = (
@@ -80,11 +88,11 @@ def _command(
     result = out / "accuracy.json"
     if path == "floor":
         return [sys.executable, "-c", FLOOR_CODE, str(result), str(rounds)]
-    if path == "flower":
+    if path in ("flower", "work"):
         return [
             sys.executable,
             str(Path(__file__).resolve()),
-            "--child-flower",
+            f"--child-{path}",
             "--nodes",
             str(nodes),
             "--rounds",
@@ -227,6 +235,66 @@ def child_flower(nodes: int, rounds: int, seed: int, result_json: str, sweep: in
     print("FLOWER " + json.dumps(phases), flush=True)
 
 
+# --- the work child process: the rounds with no runtime --------------------------------------------
+def child_work(nodes: int, rounds: int, seed: int, result_json: str, sweep: int = 1) -> None:
+    """The rounds' own work, on one core: each round the ClientApp is called directly (a Flower
+    message and context built here) for half the nodes, the replies averaged by examples as
+    FedAvg does, and the server's evaluation run; the result file as the server app writes it
+    (a sweep: the runs of seeds seed..seed+sweep-1 one after another, their rounds' times summed)."""
+    import random
+
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import digits_fl
+
+    torch.set_num_threads(1)
+    fl_s, history = 0.0, {}
+    for k in range(sweep):
+        random.seed(seed + k)
+        torch.manual_seed(seed + k)
+        t0 = time.perf_counter()
+        history = _work_rounds(digits_fl, nodes, rounds)
+        fl_s += time.perf_counter() - t0
+    Path(result_json).write_text(json.dumps({"accuracy": history, "fl_s": fl_s}))
+
+
+def _work_rounds(digits_fl, nodes: int, rounds: int) -> dict[int, float]:
+    import random
+
+    import numpy as np
+    import torch
+    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+
+    from experiments.federated.internals import set_task_identity
+
+    set_task_identity((1, 0, 1))  # a Flower message reads its sender's run from the process (any runtime sets it)
+    arrays = ArrayRecord(digits_fl.net().state_dict())
+    history = {}
+    per_round = max(2, int(nodes * digits_fl.FRACTION_TRAIN))
+    for rnd in range(1, rounds + 1):
+        replies = []
+        for node in random.sample(range(nodes), per_round):
+            msg = Message(
+                content=RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": rnd})}),
+                dst_node_id=node + 1,
+                message_type="train",
+            )
+            ctx = Context(
+                run_id=1, node_id=node + 1, node_config={"partition-id": node}, state=RecordDict(), run_config={}
+            )
+            reply = digits_fl.client_app(msg, ctx)
+            n = reply.content["metrics"]["num-examples"]
+            replies.append((reply.content["arrays"].to_numpy_ndarrays(), n))
+        total = sum(n for _, n in replies)
+        mean = [sum(a[i] * (n / total) for a, n in replies) for i in range(len(replies[0][0]))]
+        model = digits_fl.net()
+        model.load_state_dict(dict(zip(model.state_dict(), (torch.from_numpy(np.asarray(m)) for m in mean))))
+        arrays = ArrayRecord(model.state_dict())
+        history[rnd] = digits_fl.accuracy(model)
+    return history
+
+
 def run_case(paths: list[str], nodes: int, sweep: int, args) -> dict:
     """Every path at one size (`nodes`; a sweep of `sweep` runs), `args.repeats` times in rotating
     order; the medians, the ratios to Flower, and the best edgesim path."""
@@ -269,13 +337,18 @@ def run_case(paths: list[str], nodes: int, sweep: int, args) -> dict:
     case["runs"], case["load_after"] = runs, load_note()
     edgesim = [p for p in paths if p.startswith("edgesim")]
     if "flower" in med and edgesim:
-        case["speedup_vs_flower"] = {p: med["flower"] / med[p] for p in paths if p != "flower"}
+        case["speedup_vs_flower"] = {p: med["flower"] / med[p] for p in paths if p not in ("flower", "work")}
         case["best_path"] = best = min(edgesim, key=lambda p: med[p])
         case["best_speedup"] = med["flower"] / med[best]
         # no path can beat a process that only imports and builds one optimiser: the cap
         cap = med["flower"] / med["floor"] if "floor" in med else float("inf")
         case["floor_cap"], case["target"] = cap, min(TARGET, cap)
         case["target_met"] = case["best_speedup"] >= case["target"]
+        if "work" in med and "floor" in med:
+            # the rounds' own work (past the floor) spread perfectly over every core, and nothing else
+            cpus = os.cpu_count() or 1
+            case["work_floor_s"] = med["floor"] + max(0.0, med["work"] - med["floor"]) / cpus
+            case["work_cap"] = med["flower"] / case["work_floor_s"]
     return case
 
 
@@ -296,9 +369,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--json", default=None, help="also write the result here")
     ap.add_argument("--child-flower", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--child-work", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child_flower:
         child_flower(int(args.nodes), args.rounds, args.seed, args.json, int(args.sweep))
+        return 0
+    if args.child_work:
+        child_work(int(args.nodes), args.rounds, args.seed, args.json, int(args.sweep))
         return 0
     paths = [p for p in args.paths.split(",") if p]
     for p in paths:
@@ -313,14 +390,18 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     results = [run_case(paths, nodes, sweep, args) for nodes, sweep in cases]
-    print(f"\n{'case':<22} {'Flower s':>9} {'best edgesim path':>18} {'s':>7} {'x Flower':>9} {'floor cap':>9}  target")
+    print(
+        f"\n{'case':<22} {'Flower s':>9} {'best edgesim path':>18} {'s':>7} {'x Flower':>9} {'floor cap':>9} "
+        f"{'work cap':>9}  target"
+    )
     for c in results:
         if "best_path" not in c:
             continue
         what = f"{c['nodes']} nodes" + (f", sweep of {c['sweep']}" if c["sweep"] > 1 else "")
         print(
             f"{what:<22} {c['median_wall_s']['flower']:9.2f} {c['best_path']:>18} "
-            f"{c['median_wall_s'][c['best_path']]:7.2f} {c['best_speedup']:9.2f} {c['floor_cap']:9.2f}  "
+            f"{c['median_wall_s'][c['best_path']]:7.2f} {c['best_speedup']:9.2f} {c['floor_cap']:9.2f} "
+            f"{c.get('work_cap', float('nan')):9.2f}  "
             f">= {c['target']:.2f}x: {'met' if c['target_met'] else 'NOT met'}"
         )
     finish({"rounds": args.rounds, "target": TARGET, "cases": results}, args.json)

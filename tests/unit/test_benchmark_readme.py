@@ -35,10 +35,11 @@ def test_the_table_shows_every_case_and_its_verdict():
                     "nodes": 1000,
                     "sweep": 1,
                     "repeats": 1,
-                    "median_wall_s": {"flower": 100.0, "edgesim-local": 20.0, "floor": 5.0},
+                    "median_wall_s": {"flower": 100.0, "edgesim-local": 20.0, "floor": 5.0, "work": 25.0},
                     "best_path": "edgesim-local",
                     "best_speedup": 5.0,
                     "floor_cap": 20.0,
+                    "work_cap": 6.67,
                     "target": 5.0,
                     "target_met": True,
                 }
@@ -46,5 +47,6 @@ def test_the_table_shows_every_case_and_its_verdict():
         },
     }
     text = tool.table(entry)
-    assert "| 1,000 nodes | 1 | 100.0 | 20.0 |  |  | 5.0 | edgesim-local | **5.00x** | 20.00x | >= 5.00x: met |" in text
+    row = "| 1,000 nodes | 1 | 100.0 | 20.0 |  |  | 5.0 | 25.0 | edgesim-local | **5.00x** | 20.00x | 6.67x | >= 5.00x: met |"
+    assert row in text
     assert "2026-12-03 17:46 UTC" in text
