@@ -18,8 +18,8 @@ exit (imports, start-up, the rounds, writing results: what a user waits for):
 * `floor`: a process that only imports what the workload needs (torch, Flower's app modules)
   and builds one torch optimiser: what any run of this workload pays first, on either side;
 * `work`: the floor and the rounds' own work with no runtime at all: the same ClientApp called
-  directly on Flower messages for the same number of clients a round, FedAvg's weighted mean
-  and the server's evaluation, one after another on one core (`--child-work`). No runtime does
+  directly on Flower messages for the same clients a round, FedAvg's `aggregate_train` and the
+  server's evaluation, one after another on one core (`--child-work`). No runtime does
   less; on C cores at best the floor plus this work over C.
 
 Two caps per case: the floor cap (Flower / floor: what the issue's target is held to) and the work
@@ -262,35 +262,30 @@ def child_work(nodes: int, rounds: int, seed: int, result_json: str, sweep: int 
 def _work_rounds(digits_fl, nodes: int, rounds: int) -> dict[int, float]:
     import random
 
-    import numpy as np
-    import torch
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+    from flwr.serverapp.strategy import FedAvg
 
     from experiments.federated.internals import set_task_identity
 
     set_task_identity((1, 0, 1))  # a Flower message reads its sender's run from the process (any runtime sets it)
+    strategy = FedAvg(fraction_train=digits_fl.FRACTION_TRAIN, fraction_evaluate=0.0, min_available_nodes=2)
     arrays = ArrayRecord(digits_fl.net().state_dict())
     history = {}
     per_round = max(2, int(nodes * digits_fl.FRACTION_TRAIN))
     for rnd in range(1, rounds + 1):
         replies = []
-        for node in random.sample(range(nodes), per_round):
+        for node in random.sample(range(nodes), per_round):  # as FedAvg samples nodes 1..N, numbered in order
             msg = Message(
                 content=RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": rnd})}),
                 dst_node_id=node + 1,
                 message_type="train",
             )
-            ctx = Context(
-                run_id=1, node_id=node + 1, node_config={"partition-id": node}, state=RecordDict(), run_config={}
-            )
-            reply = digits_fl.client_app(msg, ctx)
-            n = reply.content["metrics"]["num-examples"]
-            replies.append((reply.content["arrays"].to_numpy_ndarrays(), n))
-        total = sum(n for _, n in replies)
-        mean = [sum(a[i] * (n / total) for a, n in replies) for i in range(len(replies[0][0]))]
+            config = {"partition-id": node}
+            ctx = Context(run_id=1, node_id=node + 1, node_config=config, state=RecordDict(), run_config={})
+            replies.append(digits_fl.client_app(msg, ctx))
+        arrays, _ = strategy.aggregate_train(rnd, replies)  # the strategy's own weighted mean
         model = digits_fl.net()
-        model.load_state_dict(dict(zip(model.state_dict(), (torch.from_numpy(np.asarray(m)) for m in mean))))
-        arrays = ArrayRecord(model.state_dict())
+        model.load_state_dict(arrays.to_torch_state_dict())
         history[rnd] = digits_fl.accuracy(model)
     return history
 

@@ -53,7 +53,7 @@ from sim.federated.report import (
 from sim.meter import WorkMeter
 from sim.net import TIMELINE_COLUMNS
 from sim.net.build import build_network
-from sim.report import plot_accuracy, plot_timeline, write_json, write_rows, write_text
+from sim.report import append_rows, header_of, plot_accuracy, plot_timeline, write_json, write_rows, write_text
 from sim.runfolder import RunFolder
 from sim.seeding import stream
 
@@ -181,12 +181,13 @@ def simulate(
     evals: dict[int, tuple[float, float]] = {}
     budget = cfg.workload.time_budget_s
     bar = _progress(cfg, scfg, task, progress)
+    rows_so_far = _RowsSoFar(folder) if folder is not None else None
 
     def show(done: float) -> None:  # the bar to `done`, with the clock and the latest accuracy
         latest = evals[max(evals)][0] if evals else None
         bar.to(done, t=f"{grid.now_s:.1f} s", **({"accuracy": f"{latest:.3f}"} if latest is not None else {}))
-        if folder is not None:
-            _write_rows_so_far(grid, evals, app_cfg, folder)
+        if rows_so_far is not None:
+            rows_so_far.write(grid, evals, app_cfg)
 
     stopped = ""
     # the server's computations too (aggregation, evaluation) with a fixed thread count: a job's
@@ -229,14 +230,36 @@ def _rows(grid: SimGrid, evals: dict, app_cfg) -> tuple[list, list]:
     return rounds, [c for p in grid.phases for c in p.clients]
 
 
-def _write_rows_so_far(grid: SimGrid, evals: dict, app_cfg, folder: Path) -> None:
-    """The rows of the rounds over so far (all but the latest, whose server work may still be
-    owed), each file replaced whole: a run killed at any moment leaves valid CSVs of its
-    finished rounds. The run's end writes the final ones (a straggler's row ends later)."""
-    rounds, clients = _rows(grid, evals, app_cfg)
-    last = max((r.round for r in rounds), default=0)
-    write_rows([r for r in rounds if r.round < last], folder / "rounds.csv", ROUND_COLUMNS)
-    write_rows([c for c in clients if c.round < last], folder / "clients.csv", CLIENT_COLUMNS)
+class _RowsSoFar:
+    """rounds.csv and clients.csv of the rounds over so far (all but the latest, whose server
+    work may still be owed), as each round ends: a run killed at any moment leaves valid CSVs of
+    its finished rounds. rounds.csv (a row a round) is replaced whole; clients.csv (a row per
+    client and round: 5,000 at 1,000 nodes and 10 rounds) gets the new rounds' rows appended in
+    one write (`append_rows`), replaced whole only when the rows written before are not the
+    start of the rows now (an asynchronous server's late rows). The run's end writes the final
+    files whole (a straggler's row ends later)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.written: list = []  # the client rows in clients.csv, in order
+        self.header: list[str] | None = None
+
+    def write(self, grid: SimGrid, evals: dict, app_cfg) -> None:
+        rounds, clients = _rows(grid, evals, app_cfg)
+        last = max((r.round for r in rounds), default=0)
+        write_rows([r for r in rounds if r.round < last], self.folder / "rounds.csv", ROUND_COLUMNS)
+        done = [c for c in clients if c.round < last]
+        n = len(self.written)
+        if (
+            self.header is not None
+            and len(done) >= n
+            and all(a is b for a, b in zip(done, self.written))
+            and append_rows(done[n:], self.folder / "clients.csv", self.header)
+        ):
+            self.written = done
+            return
+        write_rows(done, self.folder / "clients.csv", CLIENT_COLUMNS)
+        self.written, self.header = done, header_of(done, CLIENT_COLUMNS)
 
 
 def _serve(
