@@ -54,7 +54,6 @@ MNIST5K = {
         "workload.teacher_width=2",
         "workload.teacher_epochs=4",
         "workload.images=400",
-        "workload.steps=20",
         "workload.student_widths=[0.5,2.0]",
         "workload.student_epochs=5",
     ],

@@ -19,16 +19,15 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 warnings.filterwarnings("ignore", category=FutureWarning, module="pyarrow.*")
 
 import hydra
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from sim.config import Config, ConfigError, FleetConfig
 from sim.console import fail, faults_reported
+from sim.hydra_internals import run_single
 from sim.jobs import WORKLOADS, refuse_unknown, refuse_unused, run
 from sim.sweep import job_dir  # noqa: F401  (registers `edgesim_job`, the sweep folders' resolver)
 
@@ -38,40 +37,6 @@ from sim.sweep import job_dir  # noqa: F401  (registers `edgesim_job`, the sweep
 ConfigStore.instance().store(name="base_config", node=Config(fleet=FleetConfig(mix={}), workload=MISSING))
 for _w in WORKLOADS.values():
     ConfigStore.instance().store(group="workload", name=f"{_w.name}_schema", node=_w.schema)
-
-# Settings whose value is a map the user gives whole (profile name -> share of the fleet, or
-# joules): a dict on the command line replaces it. Hydra merges a dict override into the one the
-# config holds (`fleet.mix={odroid_xu4:1}` over the mixed fleet kept its Raspberry Pis and
-# microcontrollers, and over `fleet=rpi` was refused), and has no way to replace one in a
-# structured config (`~fleet.mix` cannot delete a schema's field; Hydra issue #1896).
-# strategy.params, devices and an app's run_config merge, as keyword arguments and additions do.
-REPLACED_DICTS = frozenset({"fleet.mix", "fleet.battery_j"})
-
-
-def replacing_dicts(apply):
-    """Hydra's override application (`ConfigLoaderImpl._apply_overrides_to_config`, which every
-    composition goes through: a run, each job of a sweep, `--cfg job`, `hydra.compose`), except
-    that a dict given to a setting of REPLACED_DICTS (`=`, `+` or `++`) replaces its value."""
-
-    def apply_overrides(overrides, cfg) -> None:
-        for o in overrides:
-            value = None if o.is_delete() or o.is_sweep_override() else o.value()
-            if o.key_or_group not in REPLACED_DICTS or not isinstance(value, dict):
-                apply([o], cfg)
-                continue
-            try:
-                OmegaConf.update(cfg, o.key_or_group, value, merge=False)
-            except OmegaConfBaseException as exc:  # as Hydra reports a value that does not fit
-                raise ConfigCompositionException(f"Error merging override {o.input_line}") from exc
-
-    apply_overrides.replaces_dicts = True
-    return apply_overrides
-
-
-if not getattr(ConfigLoaderImpl._apply_overrides_to_config, "replaces_dicts", False):  # once, if imported twice
-    ConfigLoaderImpl._apply_overrides_to_config = staticmethod(
-        replacing_dicts(ConfigLoaderImpl._apply_overrides_to_config)
-    )
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 OPEN_KEYS = ("workload.app.run_config.", "devices.")
@@ -145,10 +110,15 @@ def precheck(args: list[str]) -> str | None:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return output_dir(compose(config_name="config", overrides=overrides, return_hydra_config=True), "run")
     except Exception as exc:  # Hydra's and OmegaConf's many kinds: one line for each
-        text = str(exc)
-        named = next((a for a in overrides if a in text or f"'{a.lstrip('+~').partition('=')[0]}'" in text), None)
-        cause = str(exc.__cause__ or exc).strip().splitlines()[0]
-        fail(f"{named}: {cause}{_as_integer(named, overrides)}" if named else cause)
+        refuse(exc, overrides)
+
+
+def refuse(exc: Exception, overrides: list[str]) -> None:
+    """A config that does not compose: the one-line error naming the override, exit status 2."""
+    text = str(exc)
+    named = next((a for a in overrides if a in text or f"'{a.lstrip('+~').partition('=')[0]}'" in text), None)
+    cause = str(exc.__cause__ or exc).strip().splitlines()[0]
+    fail(f"{named}: {cause}{_as_integer(named, _composable(overrides))}" if named else cause)
 
 
 def _as_integer(named: str, overrides: list[str]) -> str:
@@ -310,8 +280,8 @@ def compared_params(cfg: Config) -> dict[str, dict]:
     return out
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(dcfg: DictConfig) -> None:
+def job_main(dcfg: DictConfig) -> None:
+    """One job: the composed config checked, converted to typed dataclasses, and run."""
     hc = HydraConfig.get()
     try:
         try:
@@ -327,6 +297,9 @@ def main(dcfg: DictConfig) -> None:
         if hc.mode != RunMode.MULTIRUN:
             _discard_run_dir()
         fail(str(exc))
+
+
+main = hydra.main(version_base="1.3", config_path="conf", config_name="config")(job_main)
 
 
 def cli() -> None:
@@ -350,11 +323,20 @@ def cli() -> None:
         if not any(a.startswith(("hydra.sweep.subdir=", "hydra.job.config.override_dirname")) for a in args):
             # the job folders are named by the swept overrides only (`job_dir`)
             extra = [f"hydra.job.config.override_dirname.exclude_keys=[{','.join(fixed)}]"]
+    elif not any(a.startswith("-") for a in args):  # one run, no Hydra flags: one composition
+        run_single(
+            job_main,
+            "config",
+            opened,
+            refused=lambda exc: refuse(exc, opened),
+            composed=lambda cfg: check_output_dir(output_dir(cfg, "run"), "hydra.run.dir"),
+        )
+        return
     else:
         check_output_dir(precheck(opened) or folder_of(opened, "run"), "hydra.run.dir")
     # an app's run config and the user's device profiles are open (their keys are the user's):
     # set without Hydra's `++`, as `flwr run` takes an app's config
-    sys.argv[1:] = [f"++{a}" if a.startswith(OPEN_KEYS) else a for a in args] + extra
+    sys.argv[1:] = opened + extra
     main()
 
 
