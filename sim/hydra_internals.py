@@ -68,9 +68,9 @@ def run_single(
 ) -> None:
     """Run `task_function` once as `@hydra.main` runs it (`task_function` undecorated; its module
     holds the config folder `conf/` beside it), composing the config once: a composition error
-    goes to `refused` (which ends the process), the composed config (Hydra's part included) to
-    `composed` before the run folder is made, then Hydra's `run_job` runs the task. Errors of
-    the task are reported as Hydra reports them."""
+    goes to `refused` (which ends the process; Hydra's global state cleared for it), the
+    composed config (Hydra's part included) to `composed` before the run folder is made, then
+    Hydra's `run_job` runs the task. Errors of the task are reported as Hydra reports them."""
     from hydra._internal.callbacks import Callbacks
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import (
@@ -99,6 +99,7 @@ def run_single(
                 run_mode=RunMode.RUN,
             )
         except Exception as exc:  # Hydra's and OmegaConf's many kinds
+            GlobalHydra.instance().clear()  # `refused` may compose again (with `hydra.compose`)
             refused(exc)
             raise
         composed(cfg)
