@@ -77,6 +77,18 @@ def _trainings(cfg: Config, teacher: WRN, teacher_key: dict, images: dict, dream
     return trainings, flops
 
 
+@torch.no_grad()
+def _classes_named(teacher, x: torch.Tensor) -> int:
+    """How many classes the teacher's argmax gives over the images `x` (1: it calls them all one thing)."""
+    return int(teacher_logits(teacher, x).argmax(1).unique().numel())
+
+
+@torch.no_grad()
+def _agreement(teacher, x: torch.Tensor, labels: torch.Tensor) -> float:
+    """The fraction of the dreams `x` the teacher puts in the class each was dreamed for (`labels`)."""
+    return float((teacher_logits(teacher, x).argmax(1) == labels).float().mean())
+
+
 def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
     out_dir, d = Path(out_dir), cfg.workload
     try:
@@ -122,6 +134,12 @@ def run(cfg: Config, out_dir, *, in_sweep: bool = False) -> pd.DataFrame:
                 "dream_images": n,
                 "dream_flops": dr.stats["flops"],
                 "dream_activation_error": dr.stats["activation_error"],
+                # what the teacher makes of what it will teach from, and how the dreams look beside
+                # the owner's images (why a source teaches or not: docs/dream.md)
+                "dream_teacher_agreement": _agreement(teacher, dr.images, dr.labels),
+                "random_teacher_classes": _classes_named(teacher, images["random"]) if "random" in images else None,
+                "dream_pixel_mean": float(dr.images.float().mean()),
+                "sample_pixel_mean": float(dr.sample_x.float().mean()),
             }
         ]
     )

@@ -48,6 +48,9 @@ def test_every_source_is_distilled_and_reported(dream_out) -> None:
     assert students.test_accuracy.between(0, 1).all() and (students.distill_flops > 0).all()
     meta = pd.read_csv(tmp / "out" / "metadata.csv").iloc[0]
     assert meta.metadata_bytes > 0 and meta.sample_bytes > 0 and meta.dream_flops > 0
+    # what the teacher makes of the dreams and of the noise, and how the dreams look beside real images
+    assert 0 <= meta.dream_teacher_agreement <= 1 and 1 <= meta.random_teacher_classes <= 10
+    assert 0 < meta.dream_pixel_mean < 1 and 0 < meta.sample_pixel_mean < 1
 
 
 def test_phases_run_in_order_on_the_clock(dream_out) -> None:
