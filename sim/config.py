@@ -170,7 +170,7 @@ class Config:
     # processes forked from this one | ray: in parallel on Ray
     backend: str = "local"
     ray: RayConfig = field(default_factory=RayConfig)
-    # backend=processes: worker processes (null: the cores not busy with other processes, >= 1; the run says)
+    # backend=processes: worker processes (null: the cores other processes leave free now, >= 1; the run says)
     processes: Optional[int] = None
     # torch intra-op threads of every computation of a job, in every workload (the federated
     # clients on every back end and the server; NoNN, NAIR, mcPipe): fixed, so that the results

@@ -55,15 +55,17 @@ _PICKLE = pickle.HIGHEST_PROTOCOL
 _NO_APP = object()  # a pool forked for `map` only
 
 
-def free_cores() -> tuple[int, str]:
+def free_cores(sample_s: float = 0.2) -> tuple[int, str]:
     """How many workers the cores free now allow (at least 1), and how that was found, in words.
 
     The cores this process may run on (its affinity, and the container's CPU quota where one is
-    set) less the load of other processes: the 1-minute load average less this process's own
-    share of it. This process has been runnable since it started (imports, then the job); the
-    load average is an exponential average with a 60 s time constant, so its own share after t
-    seconds is 1 - exp(-t / 60). (Counting the whole load average, as before, took a job's own
-    start-up for another process: 1 worker on an idle 2-core machine.)"""
+    set) less the cores other processes keep busy now: the machine's CPU time over `sample_s`
+    seconds (/proc/stat) less this process's own, while this process waits. Where /proc is not
+    there: the 1-minute load average less this process's own share of it (runnable since it
+    started; the load average is an exponential average with a 60 s time constant, so its own
+    share after t seconds is 1 - exp(-t / 60)). The load average lags: a job started right after
+    another process ended saw that process's load for a minute and started 1 worker on an idle
+    2-core machine (the 1,000-node benchmark, 2026-12-03), as did counting a job's own start-up."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -71,6 +73,9 @@ def free_cores() -> tuple[int, str]:
     quota = _cgroup_quota()
     if quota is not None and quota < cores:
         cores = max(1, int(quota))
+    others = _busy_elsewhere(sample_s)
+    if others is not None:
+        return max(1, cores - round(others)), f"{cores} cores, {others:.2f} of them busy with other processes"
     try:
         load = os.getloadavg()[0]
     except OSError:
@@ -79,6 +84,26 @@ def free_cores() -> tuple[int, str]:
     others = max(0.0, load - own)
     free = max(1, cores - round(others))
     return free, f"{cores} cores, load {load:.2f} of which this run {own:.2f}"
+
+
+def _busy_elsewhere(sample_s: float) -> float | None:
+    """The cores' worth of CPU time other processes used over the next `sample_s` seconds (this
+    process sleeps meanwhile; what it used all the same is taken off); None without /proc/stat."""
+    import time
+
+    def busy_s() -> float:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (
+            int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+        )
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+    try:
+        b0, c0, t0 = busy_s(), time.process_time(), time.monotonic()
+        time.sleep(sample_s)
+        b1, c1, t1 = busy_s(), time.process_time(), time.monotonic()
+    except (OSError, ValueError):
+        return None
+    return max(0.0, ((b1 - b0) - (c1 - c0)) / max(t1 - t0, 1e-9))
 
 
 def _age_s() -> float:
