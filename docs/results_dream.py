@@ -154,8 +154,8 @@ WHY = {
     " at 20 steps a dream (scaled from the paper's 60, used here), missed the targets by more and taught no better.",
     "dream_alternate": "Neither teaches much here (the noise row for scale); on the digits dreams were far above the"
     " photograph patches, which look nothing like pen strokes.",
-    "dream_teacher": "The dreams miss their targets (first row); the real-image students of the same size and"
-    " epochs (the real row) show that the distillation itself works.",
+    "dream_teacher": "The dreams are recognised by the teacher but unlike digits (first row); the real-image"
+    " students of the same size and epochs (the real row) show that the distillation itself works.",
     "dream_real": "As on the digits.",
     "dream_metadata": "Not so on the digits, where the summary was larger than the images it summarised (the costs"
     " paragraph above): a 28x28 image is 784 bytes, and this teacher's average pool has 128 channels, not 256.",
