@@ -95,24 +95,6 @@ def _composable(args: list[str]) -> list[str]:
     ]
 
 
-def precheck(args: list[str]) -> str | None:
-    """Compose the config once before Hydra does, so that a value of the wrong type or a key
-    that does not exist is the one-line error naming the override (exit 2, nothing written)
-    instead of Hydra's multi-line one (exit 1, a run folder left). Sweeps and Hydra's own
-    flags go to Hydra as they are. Returns the run's output folder (`output_dir`), None when
-    the config was left to Hydra."""
-    if any(a.startswith("-") for a in args) or any("," in a.partition("=")[2] for a in args):
-        return None
-    from hydra import compose, initialize_config_dir
-
-    overrides = _composable(args)
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return output_dir(compose(config_name="config", overrides=overrides, return_hydra_config=True), "run")
-    except Exception as exc:  # Hydra's and OmegaConf's many kinds: one line for each
-        refuse(exc, overrides)
-
-
 def refuse(exc: Exception, overrides: list[str]) -> None:
     """A config that does not compose: the one-line error naming the override, exit status 2."""
     text = str(exc)
@@ -185,25 +167,6 @@ def output_dir(composed: DictConfig, mode: str) -> str:
     except Exception:  # OmegaConf's resolution errors
         head = str(OmegaConf.to_container(composed.hydra[mode], resolve=False)["dir"]).split("${", 1)[0]
         return (head if head.endswith("/") else os.path.dirname(head)) or "."
-
-
-def folder_of(args: list[str], mode: str) -> str | None:
-    """The output folder of a run whose config `precheck` left to Hydra (a value with a comma:
-    `compare=[fedavg,fedprox]`): composed with the overrides, or with Hydra's folder settings
-    alone if those do not compose; None with Hydra's flags (`--cfg job`, `-cn NAME`: Hydra's)."""
-    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):
-        return None
-    from hydra import compose, initialize_config_dir
-
-    overrides = _composable(args)
-    dirs = [a for a in overrides if a.lstrip("+~").startswith(DIR_KEYS)]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        for attempt in (overrides, dirs):
-            try:
-                return output_dir(compose(config_name="config", overrides=attempt, return_hydra_config=True), mode)
-            except Exception:  # Hydra's composition errors: Hydra reports them when it runs
-                continue
-    return None
 
 
 def check_output_dir(folder: str | None, key: str) -> None:
@@ -332,8 +295,6 @@ def cli() -> None:
             composed=lambda cfg: check_output_dir(output_dir(cfg, "run"), "hydra.run.dir"),
         )
         return
-    else:
-        check_output_dir(precheck(opened) or folder_of(opened, "run"), "hydra.run.dir")
     # an app's run config and the user's device profiles are open (their keys are the user's):
     # set without Hydra's `++`, as `flwr run` takes an app's config
     sys.argv[1:] = opened + extra

@@ -1,6 +1,6 @@
 """What the command line takes from Hydra's internals (hydra-core 1.3, pinned < 1.4): one adapter,
 kept apart so that a Hydra release that moves them breaks here, and in
-tests/unit/test_hydra_internals.py, not across the project.
+tests/e2e/test_hydra_internals.py, not across the project.
 
 1. **Dicts given whole replace** (`fleet.mix={odroid_xu4:1}`): Hydra merges a dict override into
    the dict the config holds and has no way to replace one in a structured config (`~fleet.mix`
