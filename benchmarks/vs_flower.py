@@ -79,6 +79,11 @@ def _env() -> dict:
         RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO="0",
     )
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    # as on a user's installation, every path's modules run from cached bytecode: pip compiles
+    # site-packages when it installs, Python caches a source checkout's on its first import; a
+    # shell with PYTHONDONTWRITEBYTECODE set (this development machine's) would make edgesim's and
+    # the benchmark's own modules, and those alone, compile from source in every run (~0.1 s)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
