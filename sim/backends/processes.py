@@ -48,24 +48,27 @@ from sim.backends.base import BackendFailure, Execution, Job, call_seeds, run_ca
 from sim.config import ConfigError
 from sim.meter import PROCESS_COSTS
 
-__all__ = ["ProcessBackend", "free_cores"]
+__all__ = ["ProcessBackend", "cpu_readings", "free_cores"]
 
 _FORK = multiprocessing.get_context("fork")
 _PICKLE = pickle.HIGHEST_PROTOCOL
 _NO_APP = object()  # a pool forked for `map` only
+_WINDOW_MAX_S = 2.0  # a longer window since the back end was made: the cores free counted afresh
 
 
-def free_cores(sample_s: float = 0.2) -> tuple[int, str]:
+def free_cores(sample_s: float = 0.2, since: tuple[float, float, float] | None = None) -> tuple[int, str]:
     """How many workers the cores free now allow (at least 1), and how that was found, in words.
 
     The cores this process may run on (its affinity, and the container's CPU quota where one is
-    set) less the cores other processes keep busy now: the machine's CPU time over `sample_s`
-    seconds (/proc/stat) less this process's own, while this process waits. Where /proc is not
-    there: the 1-minute load average less this process's own share of it (runnable since it
-    started; the load average is an exponential average with a 60 s time constant, so its own
-    share after t seconds is 1 - exp(-t / 60)). The load average lags: a job started right after
-    another process ended saw that process's load for a minute and started 1 worker on an idle
-    2-core machine (the 1,000-node benchmark, 2026-12-03), as did counting a job's own start-up."""
+    set) less the cores other processes keep busy now: the machine's CPU time over at least
+    `sample_s` seconds (/proc/stat) less this process's own. `since`: readings taken earlier
+    (`cpu_readings()`), the window's start, so that the job's own set-up fills the window instead
+    of a wait (only what is left of `sample_s` is waited). Where /proc is not there: the 1-minute
+    load average less this process's own share of it (runnable since it started; the load
+    average is an exponential average with a 60 s time constant, so its own share after t seconds
+    is 1 - exp(-t / 60)). The load average lags: a job started right after another process ended
+    saw that process's load for a minute and started 1 worker on an idle 2-core machine (the
+    1,000-node benchmark, 2026-12-03), as did counting a job's own start-up."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -73,7 +76,7 @@ def free_cores(sample_s: float = 0.2) -> tuple[int, str]:
     quota = _cgroup_quota()
     if quota is not None and quota < cores:
         cores = max(1, int(quota))
-    others = _busy_elsewhere(sample_s)
+    others = _busy_elsewhere(sample_s, since)
     if others is not None:
         return max(1, cores - round(others)), f"{cores} cores, {others:.2f} of them busy with other processes"
     try:
@@ -86,23 +89,34 @@ def free_cores(sample_s: float = 0.2) -> tuple[int, str]:
     return free, f"{cores} cores, load {load:.2f} of which this run {own:.2f}"
 
 
-def _busy_elsewhere(sample_s: float) -> float | None:
-    """The cores' worth of CPU time other processes used over the next `sample_s` seconds (this
-    process sleeps meanwhile; what it used all the same is taken off); None without /proc/stat."""
+def cpu_readings() -> tuple[float, float, float] | None:
+    """(the machine's busy CPU seconds from /proc/stat, this process's CPU seconds, a monotonic
+    time) now; None without /proc/stat."""
     import time
 
-    def busy_s() -> float:
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (
-            int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
-        )
-        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
     try:
-        b0, c0, t0 = busy_s(), time.process_time(), time.monotonic()
-        time.sleep(sample_s)
-        b1, c1, t1 = busy_s(), time.process_time(), time.monotonic()
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields)
     except (OSError, ValueError):
         return None
+    busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    return busy, time.process_time(), time.monotonic()
+
+
+def _busy_elsewhere(sample_s: float, since: tuple[float, float, float] | None = None) -> float | None:
+    """The cores' worth of CPU time other processes used from `since` (None: now) over at least
+    `sample_s` seconds (this process sleeps for what is left of them; what it used meanwhile is
+    taken off); None without /proc/stat."""
+    import time
+
+    start = since or cpu_readings()
+    if start is None:
+        return None
+    time.sleep(max(0.0, sample_s - (time.monotonic() - start[2])))
+    end = cpu_readings()
+    if end is None:
+        return None
+    (b0, c0, t0), (b1, c1, t1) = start, end
     return max(0.0, ((b1 - b0) - (c1 - c0)) / max(t1 - t0, 1e-9))
 
 
@@ -225,14 +239,29 @@ class ProcessBackend:
             )
         self.optimizer_copies = optimizer_copies
         self.torch_threads = 1
-        self.num_workers, self.chosen = workers, None
-        if not workers:  # chosen here: said at the first step (`processes=N` sets it)
-            self.num_workers, why = free_cores()
-            self.chosen = f"the cores free: {why}; processes=N sets it"
+        self._num_workers, self.chosen = workers or None, None
+        # without `processes=N`: the CPU readings start now and end when the count is first
+        # needed (the first step forks the pool), so the job's set-up, not a wait, fills the window
+        self._since = None if workers else cpu_readings()
         self._workers: list[_Worker] = []
         self._app = _NO_APP
         self._atexit = False
         self._announced = False
+
+    @property
+    def num_workers(self) -> int:
+        """The worker processes: `processes=N`, else the cores free (`free_cores`), counted once,
+        over the window since the back end was made (a fresh sample where that is over
+        `_WINDOW_MAX_S`: what is free now, not on average since long ago); said at the first step."""
+        if self._num_workers is None:
+            import time
+
+            since = self._since
+            if since is not None and time.monotonic() - since[2] > _WINDOW_MAX_S:
+                since = None
+            self._num_workers, why = free_cores(since=since)
+            self.chosen = f"the cores free: {why}; processes=N sets it"
+        return self._num_workers
 
     @property
     def pids(self) -> list[int]:
@@ -242,6 +271,7 @@ class ProcessBackend:
     def _start(self, app) -> None:
         """Fork the pool, with `app` in the workers' memory (replacing a pool forked with another)."""
         self.close()
+        workers = self.num_workers  # counted now, at the latest
         if self.chosen and not self._announced:  # what a user on a busy machine would otherwise not know
             from sim.console import say
 
@@ -250,7 +280,7 @@ class ProcessBackend:
         _warm_up()  # once here, not once per worker
         conns = []
         try:
-            for _ in range(self.num_workers):
+            for _ in range(workers):
                 parent_end, child_end = _FORK.Pipe()
                 process = _FORK.Process(
                     target=_serve,

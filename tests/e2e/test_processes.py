@@ -54,7 +54,7 @@ def test_make_backend_builds_it_with_its_worker_count(monkeypatch) -> None:
     assert backend.pids == []  # forked at the first step, not before
     cfg.processes = None
     assert free_cores()[0] >= 1
-    monkeypatch.setattr(processes, "free_cores", lambda: (5, "made up"))  # a fixed answer: the load moves
+    monkeypatch.setattr(processes, "free_cores", lambda since=None: (5, "made up"))  # a fixed answer: the load moves
     assert make_backend(cfg).num_workers == 5
     cfg.torch_threads = 2  # a forked worker on more threads would hang in OpenMP: refused
     with pytest.raises(ConfigError, match=r"^torch_threads=2: backend=processes needs 1 "):
@@ -192,7 +192,7 @@ def test_map_workload_gives_byte_identical_csvs(workload, tmp_path) -> None:
 
 
 def test_a_worker_count_it_chose_is_said_once(monkeypatch, capsys) -> None:
-    monkeypatch.setattr(processes, "free_cores", lambda: (2, "2 cores, load 1.10 of which this run 0.95"))
+    monkeypatch.setattr(processes, "free_cores", lambda since=None: (2, "2 cores, load 1.10 of which this run 0.95"))
     backend = ProcessBackend(torch_threads=1)
     try:
         assert backend.map(_die, [(0,), (2,)]) == [0, 2]

@@ -18,7 +18,7 @@ def machine(monkeypatch):
     """A machine of `cores` cores, the load average `load`, this process `age` seconds old, no quota."""
 
     def set_(cores: int, load: float, age: float, quota: float | None = None, busy: float | None = None) -> None:
-        monkeypatch.setattr(processes, "_busy_elsewhere", lambda sample_s: busy)  # None: no /proc/stat
+        monkeypatch.setattr(processes, "_busy_elsewhere", lambda sample_s, since=None: busy)  # None: no /proc/stat
         monkeypatch.setattr(processes.os, "sched_getaffinity", lambda pid: set(range(cores)))
         monkeypatch.setattr(processes.os, "getloadavg", lambda: (load, load, load))
         monkeypatch.setattr(processes, "_age_s", lambda: age)
@@ -85,3 +85,35 @@ def test_age_and_quota_read_this_machine() -> None:
     assert processes._age_s() >= 0.0  # /proc on Linux; 0 elsewhere
     quota = processes._cgroup_quota()
     assert quota is None or quota > 0
+
+
+def test_readings_taken_earlier_fill_the_window_instead_of_a_wait(monkeypatch) -> None:
+    """The job's set-up since the back end was made is the sample: only what is left of it is waited."""
+    import time
+
+    waits: list[float] = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    start = processes.cpu_readings()
+    if start is None:  # no /proc/stat (not Linux)
+        assert processes._busy_elsewhere(0.2, start) is None
+        return
+    busy, own, t = start
+    assert processes._busy_elsewhere(0.2, (busy, own, t - 5.0)) is not None
+    assert waits == [0.0]  # a window of 5 s already: no wait
+    processes._busy_elsewhere(0.2)
+    assert 0.19 < waits[-1] <= 0.2  # no earlier readings: the whole sample is waited
+
+
+def test_the_back_end_counts_the_cores_when_it_first_needs_them(monkeypatch) -> None:
+    calls: list = []
+    monkeypatch.setattr(processes, "free_cores", lambda since=None: calls.append(since) or (3, "3 cores, 0.00 busy"))
+    backend = processes.ProcessBackend(torch_threads=1)
+    assert calls == []  # made: readings taken, nothing counted yet
+    assert backend.num_workers == 3 and backend.num_workers == 3
+    assert len(calls) == 1 and calls[0] == backend._since  # counted once, over the window since it was made
+    stale = processes.ProcessBackend(torch_threads=1)
+    if stale._since is not None:
+        busy, own, t = stale._since
+        stale._since = (busy, own, t - processes._WINDOW_MAX_S - 1)
+        assert stale.num_workers == 3 and calls[-1] is None  # a window too long: counted afresh
+    assert processes.ProcessBackend(torch_threads=1, workers=2).num_workers == 2 and len(calls) <= 2
