@@ -101,8 +101,6 @@ SCALE_RUNS = {
     ],
 }
 
-TIMEOUT_S: float | None = None  # `--timeout`: a run stopped after this many seconds counts as failed
-
 # columns whose values come from the trained weights (may differ in their last bits on a GPU)
 VALUE_COLUMNS = re.compile(
     r"accuracy|loss|divergence|model_finite|collapsed|to_target|activation_error|importance|share_|"
@@ -138,18 +136,21 @@ def write_cifar_like(folder: Path, per_batch: int) -> Path:
     return folder
 
 
-def run_one(name: str, device: str, folder: Path, runs: dict[str, list[str]] = RUNS) -> tuple[float, str]:
-    """`python -m sim` of workload `name` on `device` into `folder`: (wall seconds, '' or the failure)."""
+def run_one(
+    name: str, device: str, folder: Path, runs: dict[str, list[str]] = RUNS, timeout: float | None = None
+) -> tuple[float, str]:
+    """`python -m sim` of workload `name` on `device` into `folder`: (wall seconds, '' or the
+    failure; a run stopped after `timeout` seconds is a failure)."""
     args = [*runs[name], f"torch_device={device}", "progress=false", "plots=false"]
     args += [f"cache_dir={folder / '.cache'}", f"hydra.run.dir={folder}"]
     env = {**os.environ, "PYTHONHASHSEED": "0", "MPLBACKEND": "Agg", "FLWR_TELEMETRY_ENABLED": "0"}
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "sim", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=TIMEOUT_S
+            [sys.executable, "-m", "sim", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout
         )
     except subprocess.TimeoutExpired:
-        return round(time.perf_counter() - t0, 2), f"stopped after {TIMEOUT_S} s (--timeout)"
+        return round(time.perf_counter() - t0, 2), f"stopped after {timeout} s (--timeout)"
     wall = round(time.perf_counter() - t0, 2)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.log").write_text(proc.stdout + proc.stderr)
@@ -236,12 +237,12 @@ def judge(name: str, root: Path, result: dict) -> dict:
     return result
 
 
-def check(name: str, root: Path, rerun: bool, runs: dict[str, list[str]] = RUNS) -> dict:
+def check(name: str, root: Path, rerun: bool, runs: dict[str, list[str]] = RUNS, timeout: float | None = None) -> dict:
     """Workload `name` on cpu, cuda (and cuda again): timings, the comparison, and its verdict."""
     result: dict = {"wall_s": {}, "failures": []}
     labels = [("cpu", "cpu"), ("cuda", "cuda")] + ([("cuda_again", "cuda")] if rerun else [])
     for label, device in labels:
-        wall, failure = run_one(name, device, root / name / label, runs)
+        wall, failure = run_one(name, device, root / name / label, runs, timeout)
         result["wall_s"][label] = wall
         if failure:
             result["failures"].append(f"{label}: {failure}")
@@ -276,18 +277,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judge", default=None, metavar="DIR", help="judge runs already made in DIR (NAME/cpu, ...)")
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="stop any one run after S seconds")
     args = p.parse_args(argv)
-    global TIMEOUT_S
-    TIMEOUT_S = args.timeout
-    import torch
-
     if args.judge:  # runs made elsewhere (on a GPU machine), judged here: no device needed
         root, results = Path(args.judge), {}
-        for folder in sorted(p for p in Path(args.judge).iterdir() if (p / "cpu").is_dir() and (p / "cuda").is_dir()):
+        for folder in sorted(p for p in root.iterdir() if (p / "cpu").is_dir() and (p / "cuda").is_dir()):
             results[folder.name] = judge(folder.name, root, {"failures": []})
             report(folder.name, results[folder.name])
         ok = bool(results) and all(r["ok"] for r in results.values())
         finish({"judged": str(root), "ok": ok, "workloads": results}, args.json)
         return 0 if ok else 1
+    import torch
+
     if not torch.cuda.is_available():
         print(
             "benchmarks/gpu.py: no CUDA device is available here (torch.cuda.is_available() is False): "
@@ -307,12 +306,12 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(json.dumps({**head, "workloads": results}, indent=2))
 
     for name in args.only or list(RUNS):
-        done(name, check(name, root, not args.no_rerun))
+        done(name, check(name, root, not args.no_rerun, timeout=args.timeout))
     if args.scale:
         cifar = str(write_cifar_like(root / "cifar10", args.scale))
         scale_runs = {k: [a.format(cifar=cifar) for a in v] for k, v in SCALE_RUNS.items()}
         for name in scale_runs:
-            done(name, check(name, root, False, scale_runs))
+            done(name, check(name, root, False, scale_runs, args.timeout))
     ok = all(r["ok"] for r in results.values())
     finish({**head, "ok": ok, "workloads": results}, args.json)
     return 0 if ok else 1

@@ -37,6 +37,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
@@ -92,8 +93,6 @@ def free_cores(sample_s: float = 0.2, since: tuple[float, float, float] | None =
 def cpu_readings() -> tuple[float, float, float] | None:
     """(the machine's busy CPU seconds from /proc/stat, this process's CPU seconds, a monotonic
     time) now; None without /proc/stat."""
-    import time
-
     try:
         fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
         user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields)
@@ -107,8 +106,6 @@ def _busy_elsewhere(sample_s: float, since: tuple[float, float, float] | None = 
     """The cores' worth of CPU time other processes used from `since` (None: now) over at least
     `sample_s` seconds (this process sleeps for what is left of them; what it used meanwhile is
     taken off); None without /proc/stat."""
-    import time
-
     start = since or cpu_readings()
     if start is None:
         return None
@@ -254,8 +251,6 @@ class ProcessBackend:
         over the window since the back end was made (a fresh sample where that is over
         `_WINDOW_MAX_S`: what is free now, not on average since long ago); said at the first step."""
         if self._num_workers is None:
-            import time
-
             since = self._since
             if since is not None and time.monotonic() - since[2] > _WINDOW_MAX_S:
                 since = None
@@ -275,7 +270,7 @@ class ProcessBackend:
         if self.chosen and not self._announced:  # what a user on a busy machine would otherwise not know
             from sim.console import say
 
-            say(f"backend=processes: {self.num_workers} worker process{'es' * (self.num_workers > 1)} ({self.chosen})")
+            say(f"backend=processes: {workers} worker process{'es' * (workers > 1)} ({self.chosen})")
             self._announced = True
         _warm_up()  # once here, not once per worker
         conns = []
