@@ -16,11 +16,15 @@ exit (imports, start-up, the rounds, writing results: what a user waits for):
   process, as many as the load average says cores are free, or `--processes N`);
 * `edgesim-ray`: the same with `backend=ray` (a local Ray instance on all cores);
 * `floor`: a process that only imports what the workload needs (torch, Flower's app modules)
-  and builds one torch optimiser: what any run of this workload pays first, on either side;
+  and builds one torch optimiser: what any run of this workload pays first, on either side; it
+  ends as `python -m sim` does, without the interpreter's teardown of torch's modules (~0.7 s
+  that no process needs: `sim.__main__._end_now`; Flower's process pays it, as a script that
+  calls `run_simulation` does);
 * `work`: the floor and the rounds' own work with no runtime at all: the same ClientApp called
   directly on Flower messages for the same clients a round, FedAvg's `aggregate_train` and the
-  server's evaluation, one after another on one core (`--child-work`). No runtime does
-  less; on C cores at best the floor plus this work over C.
+  server's evaluation, one after another on one core (`--child-work`), on the arrays as
+  Flower's messages hold them (edgesim's delivered records read faster: `sim.federated.payload.received`,
+  so it can do a little less than this). On C cores at best the floor plus this work over C.
 
 Two caps per case: the floor cap (Flower / floor: what the issue's target is held to) and the work
 cap (Flower / (floor + the work past the floor spread over every core)): what no path could beat
@@ -62,11 +66,14 @@ from common import finish, load_note
 TARGET = 5.0  # edgesim at least this many times faster than Flower's simulation, end to end
 PATHS = ("flower", "edgesim-local", "edgesim-processes", "edgesim-ray", "floor", "work")
 # what any process that runs this workload pays before its first round: importing torch and
-# Flower's app modules, and the first torch optimiser (which imports torch._dynamo, ~1.2 s here)
+# Flower's app modules, and the first torch optimiser (which imports torch._dynamo, ~1.2 s here);
+# it ends as `python -m sim` does, without the interpreter's teardown of those modules (~0.7 s,
+# which no process needs to pay: `sim.__main__._end_now`), so that the floor stays a floor
 FLOOR_CODE = (
-    "import json, sys, time; t = time.perf_counter(); import torch, flwr.app, flwr.serverapp, flwr.clientapp; "
+    "import json, os, sys; import torch, flwr.app, flwr.serverapp, flwr.clientapp; "
     "torch.optim.SGD([torch.zeros(1, requires_grad=True)]); "
-    "json.dump({'accuracy': {sys.argv[2]: float('nan')}, 'fl_s': 0.0}, open(sys.argv[1], 'w'))"
+    "f = open(sys.argv[1], 'w'); json.dump({'accuracy': {sys.argv[2]: float('nan')}, 'fl_s': 0.0}, f); f.close(); "
+    "os._exit(0)"
 )
 
 
@@ -376,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.child_work:
         child_work(int(args.nodes), args.rounds, args.seed, args.json, int(args.sweep))
-        return 0
+        sys.stdout.flush()
+        os._exit(0)  # as the floor: no teardown of torch's modules (the work is the rounds')
     paths = [p for p in args.paths.split(",") if p]
     for p in paths:
         if p not in PATHS:

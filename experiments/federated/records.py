@@ -38,7 +38,7 @@ def array_view(arr: Array) -> np.ndarray:
     count = math.prod(arr.shape)
     offset = len(arr.data) - count * dtype.itemsize
     if offset <= 0 or b"True" in arr.data[:offset]:  # not .npy, or Fortran order
-        return arr.numpy()
+        return Array.numpy(arr)  # Flower's own (an NpyArray's `numpy` reads through this function)
     return np.frombuffer(arr.data, dtype=dtype, count=count, offset=offset).reshape(arr.shape)
 
 
@@ -67,7 +67,9 @@ class NpyArray(Array):
     def numpy(self) -> np.ndarray:
         if self.stype != "numpy.ndarray":
             return super().numpy()
-        return array_view(self).copy()  # writable, as np.load's
+        values = array_view(self)
+        # writable, as np.load's: a copy of the view of the bytes, or what np.load gave itself (Fortran order)
+        return values if values.flags.writeable else values.copy()
 
     @classmethod
     def direct(cls, dtype: str, shape: tuple[int, ...], data: bytes) -> NpyArray:

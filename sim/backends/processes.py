@@ -11,14 +11,19 @@ not busy with other processes, at least 1; the run says how many and why). `torc
 
 `execute(app, jobs)` (the federated clients): the workers are forked with the ClientApp in
 their memory (a ClientApp need not be picklable); a different ClientApp (the next strategy of a
-comparison) forks a fresh pool. Each job goes, pickled, to the next idle worker and runs there
+comparison) forks a fresh pool. The jobs go, pickled in batches, to the next idle worker and run there
 exactly as on the local back end (`sim.backends.run_job`: its own torch seed, the same number
 of torch threads, the same meter, the process's FLOP cache `sim.meter.PROCESS_COSTS` inherited
 at the fork); the worker returns the `Execution` (reply, FLOPs, peak memory) and what the app
-kept in the job's `Context.state`, pickled. So the CSVs are byte-identical to `backend=local`.
+kept in the job's `Context.state`, a batch's results in one message. So the CSVs are
+byte-identical to `backend=local`. A batch is a quarter of a worker's fair share of what is
+left ("guided" scheduling, `_batch_size`): a round's model, which every message of the round
+carries, is pickled once per batch instead of once per client, and this process wakes once
+per batch; the batches shrink to single tasks at the end of a step, so the workers end it
+within a task of each other.
 
-`map(fn, calls, seeds)` (NoNN, NAIR, mcPipe, DREAM): each call, pickled (`fn` by reference),
-to the next idle worker, under its seed (`sim.backends.run_call`); results in the order of
+`map(fn, calls, seeds)` (NoNN, NAIR, mcPipe, DREAM): the calls, pickled (`fn` by reference),
+batched in the same way, to the next idle worker, under its seed (`sim.backends.run_call`); results in the order of
 `calls`. A call's own exception is raised as it is (the one of the first failing call, once the
 calls already running have ended).
 
@@ -154,7 +159,8 @@ def _signal_name(code: int | None) -> str:
 
 
 def _serve(conn, inherited: list, app, threads: int, optimizer_copies: int) -> None:
-    """A worker's loop: run the tasks its pipe brings until told to stop or its parent is gone."""
+    """A worker's loop: run the batches of tasks its pipe brings, one after another, each
+    batch's results back in one message, until told to stop or its parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us
     for other in inherited:  # the parent's ends of the pipes of the workers forked before this one
         other.close()
@@ -167,29 +173,55 @@ def _serve(conn, inherited: list, app, threads: int, optimizer_copies: int) -> N
             if os.getppid() != parent:  # the job's process died without stopping us
                 return
         try:
-            task = pickle.loads(conn.recv_bytes())
+            batch = pickle.loads(conn.recv_bytes())
         except EOFError:
             return
-        if task is None:
+        if batch is None:
             return
-        kind, index, *rest = task
-        try:
-            with torch_threads(threads):
-                if kind == "job":
-                    message, context, seed, identity = rest
-                    set_task_identity(identity)  # the sender a Flower message built here reads: the driver's
-                    ex = run_job(app, message, context, seed, PROCESS_COSTS, optimizer_copies)
-                    out = (index, True, (ex, context.state))
-                else:
-                    fn, args, seed = rest
-                    out = (index, True, run_call(fn, args, seed))
-            payload = pickle.dumps(out, protocol=_PICKLE)
-        except Exception as exc:  # the computation's own error (or a result that does not pickle)
+        outs = []
+        for kind, index, *rest in batch:
             try:
-                payload = pickle.dumps((index, False, exc), protocol=_PICKLE)
-            except Exception:
-                payload = pickle.dumps((index, False, RuntimeError(f"{type(exc).__name__}: {exc}")), protocol=_PICKLE)
+                with torch_threads(threads):
+                    if kind == "job":
+                        message, context, seed, identity = rest
+                        set_task_identity(identity)  # the sender a Flower message built here reads: the driver's
+                        ex = run_job(app, message, context, seed, PROCESS_COSTS, optimizer_copies)
+                        outs.append((index, True, (ex, context.state)))
+                    else:
+                        fn, args, seed = rest
+                        outs.append((index, True, run_call(fn, args, seed)))
+            except Exception as exc:  # the computation's own error: the batch's other tasks are not run
+                outs.append((index, False, exc))
+                break
+        try:
+            payload = pickle.dumps(outs, protocol=_PICKLE)
+        except Exception:  # a result (or an error) that does not pickle: each one's own, or its error in words
+            payload = pickle.dumps([_picklable(out) for out in outs], protocol=_PICKLE)
         conn.send_bytes(payload)
+
+
+def _picklable(out: tuple) -> tuple:
+    """`out` if it pickles, else its task's error that does: the pickling error of a result, an
+    error in words where the error itself does not pickle."""
+    index, ok, value = out
+    try:
+        pickle.dumps(value, protocol=_PICKLE)
+        return out
+    except Exception as exc:
+        error = exc if ok else value
+    try:
+        pickle.dumps(error, protocol=_PICKLE)
+        return index, False, error
+    except Exception:
+        return index, False, RuntimeError(f"{type(error).__name__}: {error}")
+
+
+def _batch_size(pending: int, workers: int) -> int:
+    """How many of the `pending` tasks the next idle worker takes at once ("guided" scheduling):
+    a quarter of a fair share, so that large batches (one pickle of what a round's messages share,
+    one wake-up of this process for many replies) come first and single tasks last, and the
+    workers finish a step within a task of each other."""
+    return max(1, pending // (4 * workers))
 
 
 class _Worker:
@@ -295,45 +327,49 @@ class ProcessBackend:
             self._atexit = True
 
     def _run(self, tasks: list[tuple], running: str) -> list:
-        """Each task on the next idle worker; the results (index-ordered); a worker that dies is a
-        `BackendFailure`; a task's own exception is raised once the running ones have ended."""
+        """The tasks in batches (`_batch_size`), each batch to the next idle worker; the results
+        (index-ordered); a worker that dies is a `BackendFailure`; a task's own exception is
+        raised once the running ones have ended."""
         results: list = [None] * len(tasks)
         pending = deque(range(len(tasks)))
         idle = list(self._workers)
-        busy: dict[_Worker, int] = {}
+        busy: set[_Worker] = set()
         errors: dict[int, BaseException] = {}
+
+        def dispatch() -> None:
+            while pending and idle and not errors:
+                w = idle.pop()
+                batch = [tasks[pending.popleft()] for _ in range(_batch_size(len(pending), len(self._workers)))]
+                try:  # one pickle per batch: what its tasks share (a round's model) is written once
+                    w.conn.send_bytes(pickle.dumps(batch, protocol=_PICKLE))
+                except OSError:
+                    self._died(w, running)
+                busy.add(w)
+
         try:
-            while pending or busy:
-                while pending and idle and not errors:
-                    w = idle.pop()
-                    i = pending.popleft()
-                    payload = pickle.dumps(tasks[i], protocol=_PICKLE)
-                    try:
-                        w.conn.send_bytes(payload)
-                    except OSError:
-                        self._died(w, running)
-                    busy[w] = i
-                if not busy:
-                    break
+            dispatch()
+            while busy:
                 by_handle = {}
                 for w in busy:
                     by_handle[w.conn] = w
                     by_handle[w.process.sentinel] = w
-                ready = wait(list(by_handle))
-                done = {by_handle[h] for h in ready}
-                for w in done:
+                received = []
+                for w in {by_handle[h] for h in wait(list(by_handle))}:
                     if not w.conn.poll():
                         self._died(w, running)
                     try:
-                        index, ok, value = pickle.loads(w.conn.recv_bytes())
+                        received.append(w.conn.recv_bytes())
                     except (EOFError, OSError):
                         self._died(w, running)
-                    busy.pop(w)
+                    busy.discard(w)
                     idle.append(w)
-                    if ok:
-                        results[index] = value
-                    else:
-                        errors[index] = value
+                dispatch()  # the idle workers get their next batch before the replies are read
+                for payload in received:
+                    for index, ok, value in pickle.loads(payload):
+                        if ok:
+                            results[index] = value
+                        else:
+                            errors[index] = value
         except BaseException:
             # a dead worker, Ctrl-C, a task that does not pickle: the workers may be mid-task; stop
             # them all (the next step forks a fresh pool)

@@ -269,8 +269,9 @@ class SimGrid(PushPull, ClientFaults, Grid):
         plans: list[ClientPlan] = []
         deliverable: list = []
         rows: dict[int, ClientRow] = {}
+        sent: dict = {}  # the messages' contents as received: one conversion for a content they share
         for msg in messages:
-            plans.append(self._downlink(msg, rnd, phase, deliverable))
+            plans.append(self._downlink(msg, rnd, phase, deliverable, sent))
         runs = self.backend.execute(self.client_app, [job for job, _ in deliverable])
         for (_msg, ctx, _seed), _ in deliverable:
             if len(ctx.state) == 0:  # nothing to remember: rebuilt identically next time (no per-device objects)
@@ -335,7 +336,7 @@ class SimGrid(PushPull, ClientFaults, Grid):
             staleness=math.nan,
         )
 
-    def _downlink(self, msg: Message, rnd: int, phase: str, deliverable: list) -> ClientPlan:
+    def _downlink(self, msg: Message, rnd: int, phase: str, deliverable: list, sent: dict) -> ClientPlan:
         node = int(msg.metadata.dst_node_id)
         device = node - 1
         plan = ClientPlan(node_id=node, device=device, unavailable=self.net.unavailable(device))
@@ -353,7 +354,7 @@ class SimGrid(PushPull, ClientFaults, Grid):
             for record in msg.content.values():
                 if isinstance(record, ArrayRecord):
                     self.note_model(rnd - 1, record)
-        msg.content, plan.down_flips = deliver(msg.content, plan.down)
+        msg.content, plan.down_flips = deliver(msg.content, plan.down, sent)
         torch_seed = int(stream(self.seed, "torch", *keys).integers(2**62))
         deliverable.append(((msg, self._context(node), torch_seed), plan))
         return plan

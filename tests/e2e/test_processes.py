@@ -103,6 +103,38 @@ def test_map_and_execute_on_workers_as_on_the_local_back_end() -> None:
     assert backend.pids == [] and _gone(pids)
 
 
+def _unpicklable(i: int):
+    return (lambda: i) if i == 30 else i  # a lambda does not pickle
+
+
+def test_many_calls_go_in_batches_and_come_back_in_order() -> None:
+    """Past a few calls a worker takes several at once (`_batch_size`): the results are still in
+    call order, each under its seed; a failing call's exception, or a result that does not
+    pickle, is raised as with one call a message, and the workers stay in step."""
+    sizes, left = [], 100
+    while left:
+        sizes.append(processes._batch_size(left, 2))
+        left -= sizes[-1]
+    assert sizes[0] == 12 and sizes[-1] == 1 and sizes == sorted(sizes, reverse=True) and len(sizes) < 50
+    shared = torch.arange(3.0)
+    calls = [(float(i), shared) for i in range(100)]
+    seeds = [1000 + i % 7 for i in range(100)]
+    with torch.random.fork_rng(devices=[]):
+        want = _expected(calls, seeds)
+    backend = ProcessBackend(torch_threads=1, workers=2)
+    try:
+        got = backend.map(_draw, calls, seeds)
+        assert all(torch.equal(a, b) for (a, _, _), b in zip(got, want))
+        assert len({pid for _, _, pid in got}) == 2  # both workers took part
+        with pytest.raises(ValueError, match="call 2 failed"):
+            backend.map(_fail, [(i,) for i in range(60)])
+        with pytest.raises(Exception, match="pickle"):
+            backend.map(_unpicklable, [(i,) for i in range(60)])
+        assert backend.map(_fail, [(i,) for i in range(3, 63)]) == list(range(3, 63))
+    finally:
+        backend.close()
+
+
 def test_a_worker_that_dies_is_a_backend_failure_and_no_worker_is_left() -> None:
     backend = ProcessBackend(torch_threads=1, workers=2)
     try:

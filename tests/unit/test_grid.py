@@ -9,6 +9,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from channels import IndependentBits, Link, TransferOutcome
 from devices import build_fleet
+from experiments.federated.records import NpyArray
 from sim.federated.grid import FleetExhausted, SimGrid
 from sim.federated.job import _flower_session
 from sim.federated.payload import deliver as _deliver
@@ -53,7 +54,10 @@ def test_raw_flips_land_on_the_real_array_data_and_spare_the_framing():
 def test_no_flips_delivers_the_same_content():
     content = _content()
     out, flipped = _deliver(content, _flips(100, []))
-    assert out is content and flipped == 0
+    assert flipped == 0 and list(out) == list(content) and out["config"] is content["config"]
+    for name, sent in content["arrays"].items():  # the same bytes, read without np.load (`received`)
+        assert type(out["arrays"][name]) is NpyArray and out["arrays"][name].data is sent.data
+    assert _deliver(out, _flips(100, []))[0] is out  # nothing left to convert
 
 
 def _echo_app() -> ClientApp:

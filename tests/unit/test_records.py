@@ -113,3 +113,36 @@ def test_model_records_take_torchs_own_path_for_buffers_hooks_and_dtypes() -> No
         ModelRecords(torch.nn.Linear(3, 2)).load(
             ArrayRecord({**torch.nn.Linear(3, 2).state_dict(), "extra": torch.ones(1)})
         )
+
+
+def test_received_content_holds_the_same_arrays_read_without_np_load() -> None:
+    """What a link delivers: the same records, every `.npy` array an `NpyArray` with the same
+    fields and bytes (so the same sizes and object ids), read back equal and writable; the
+    other records as they were; a content without plain arrays unchanged; one shared
+    content converted once per memo."""
+    from flwr.app import ConfigRecord, RecordDict
+
+    from sim.federated.payload import message_bytes, received
+
+    sd = _state_dict()
+    content = RecordDict({"arrays": ArrayRecord(sd), "config": ConfigRecord({"lr": 0.1})})
+    got = received(content)
+    assert got is not content and list(got) == list(content) and got["config"] is content["config"]
+    assert all(type(a) is NpyArray for a in got["arrays"].values())
+    for name, theirs in content["arrays"].items():
+        ours = got["arrays"][name]
+        assert (ours.dtype, tuple(ours.shape), ours.stype, ours.data) == (
+            theirs.dtype,
+            tuple(theirs.shape),
+            theirs.stype,
+            theirs.data,
+        )
+        x, y = ours.numpy(), theirs.numpy()
+        assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y) and x.flags.writeable, name
+    assert message_bytes(got) == message_bytes(content)
+    assert got["arrays"].object_id == content["arrays"].object_id
+    assert received(got) is got  # nothing left to convert
+    memo: dict = {}
+    assert received(content, memo) is received(content, memo)
+    fortran = got["arrays"]["transposed"]
+    assert np.isfortran(fortran.numpy()) == np.isfortran(content["arrays"]["transposed"].numpy())
