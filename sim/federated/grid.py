@@ -51,7 +51,7 @@ from sim.federated.pushpull import AGGREGATION_FLOPS_PER_VALUE, Flight, PushPull
 from sim.federated.rows import ClientRow, PhaseStats, VersionBook, VersionStats
 from sim.federated.timeline import ClientPlan, Round, client
 from sim.net import EnergyLedger, Network, Server
-from sim.seeding import stream
+from sim.seeding import LazyStream, stream
 
 __all__ = [
     "ClientRow",
@@ -344,7 +344,7 @@ class SimGrid(PushPull, ClientFaults, Grid):
             return plan
         keys = self._keys(rnd, node, phase)
         plan.down = transfer(
-            self.net.links(device)[1], message_bytes(msg.content), stream(self.seed, "downlink", *keys)
+            self.net.links(device)[1], message_bytes(msg.content), LazyStream(self.seed, "downlink", *keys)
         )
         if not plan.down.delivered:
             return plan
@@ -375,14 +375,14 @@ class SimGrid(PushPull, ClientFaults, Grid):
             plan.error = plan.fits
             if plan.fits:
                 self._error(row, ex.error or (reply.error.reason or f"error code {reply.error.code}" if reply else ""))
-            plan.up = transfer(link, 0, stream(self.seed, "uplink", *self._keys(rnd, plan.node_id, phase)))
+            plan.up = transfer(link, 0, LazyStream(self.seed, "uplink", *self._keys(rnd, plan.node_id, phase)))
             row.bytes_up, row.attempts_up = plan.up.bits_sent // 8, plan.up.attempts  # the error report, on the air
             row.retransmissions += plan.up.retransmissions
             return
         arrays = reply.content.get("arrays") if "arrays" in reply.content else None
         probed = self.probe is not None and phase == "train" and isinstance(arrays, ArrayRecord)
         keys = self._keys(rnd, plan.node_id, phase)
-        plan.up = transfer(link, message_bytes(reply.content), stream(self.seed, "uplink", *keys))
+        plan.up = transfer(link, message_bytes(reply.content), LazyStream(self.seed, "uplink", *keys))
         reply.content, flips = deliver(reply.content, plan.up)
         row.bytes_up = plan.up.bits_sent // 8
         row.attempts_up = plan.up.attempts
