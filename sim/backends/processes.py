@@ -37,6 +37,7 @@ when the process that forked them is gone.
 from __future__ import annotations
 
 import atexit
+import gc
 import math
 import multiprocessing
 import os
@@ -305,6 +306,10 @@ class ProcessBackend:
             say(f"backend=processes: {workers} worker process{'es' * (workers > 1)} ({self.chosen})")
             self._announced = True
         _warm_up()  # once here, not once per worker
+        # the objects this process holds now (torch's and Flower's modules, the data) out of the
+        # collector's reach: a worker's collections then do not walk them, which would write
+        # to every page of the heap the workers share with this process and copy it, worker by worker
+        gc.freeze()
         conns = []
         try:
             for _ in range(workers):
