@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sim.report import frame, write_csv, write_rows
+from sim.report import _any_cells, _cells, frame, write_csv, write_rows
 
 
 @dataclass
@@ -38,6 +40,40 @@ def test_rows_are_written_as_pandas_writes_them(tmp_path, name) -> None:
     rows = TABLES[name]
     ours = write_rows(rows, tmp_path / "rows.csv").read_bytes()
     assert ours == write_csv(frame(rows), tmp_path / "pandas.csv").read_bytes()
+
+
+_CELL = st.one_of(
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.none(),
+    st.just(math.nan),
+    st.booleans(),
+    st.text(max_size=3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(st.integers(-(10**12), 10**12), st.floats(), st.none()), max_size=8)
+    | st.lists(_CELL, max_size=8)
+)
+def test_a_column_of_plain_numbers_is_formatted_by_the_general_rule(values) -> None:
+    """The fast path for ints, floats and None gives what the rule for any values gives."""
+    assert _cells(values) == _any_cells(values)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries({"a": _CELL, "b": st.one_of(st.integers(0, 9), st.none(), st.floats(0, 1))}),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_any_rows_are_written_as_pandas_writes_them(tmp_path_factory, rows) -> None:
+    folder = tmp_path_factory.mktemp("rows")
+    ours = write_rows(rows, folder / "rows.csv").read_bytes()
+    assert ours == write_csv(frame(rows), folder / "pandas.csv").read_bytes()
 
 
 def test_an_empty_table_keeps_its_header(tmp_path) -> None:
