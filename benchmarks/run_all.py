@@ -34,7 +34,19 @@ ROOT = HERE.parent
 
 BENCHMARKS = {
     "vs_flower": (
-        ["vs_flower.py", "--nodes", "10,100,1000", "--sweep", "1,4", "--rounds", "10", "--repeats", "2", "--repeats-large", "2"],
+        [
+            "vs_flower.py",
+            "--nodes",
+            "10,100,1000",
+            "--sweep",
+            "1,4",
+            "--rounds",
+            "10",
+            "--repeats",
+            "2",
+            "--repeats-large",
+            "2",
+        ],
         ["vs_flower.py", "--nodes", "10", "--sweep", "1,2", "--rounds", "2", "--paths", "edgesim-local,floor"],
     ),
     "overhead": (
