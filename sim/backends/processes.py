@@ -307,8 +307,9 @@ class ProcessBackend:
             self._announced = True
         _warm_up()  # once here, not once per worker
         # the objects this process holds now (torch's and Flower's modules, the data) out of the
-        # collector's reach: a worker's collections then do not walk them, which would write
-        # to every page of the heap the workers share with this process and copy it, worker by worker
+        # collector's reach for the workers forked below: their collections then do not walk them,
+        # which would write to every page of the heap they share with this process and copy it,
+        # worker by worker; this process takes them back once the workers are forked
         gc.freeze()
         conns = []
         try:
@@ -326,6 +327,8 @@ class ProcessBackend:
         except BaseException:
             self.close(kill=True)
             raise
+        finally:
+            gc.unfreeze()  # here, cyclic garbage among them is collected as before
         self._app = app
         if not self._atexit:  # registered after multiprocessing's own exit hook, so it runs first
             atexit.register(self.close, True)
