@@ -17,9 +17,10 @@ exit (imports, start-up, the rounds, writing results: what a user waits for):
 * `edgesim-ray`: the same with `backend=ray` (a local Ray instance on all cores);
 * `floor`: a process that only imports what the workload needs (torch, Flower's app modules)
   and builds one torch optimiser: what any run of this workload pays first, on either side; it
-  ends as `python -m sim` does, without the interpreter's teardown of torch's modules (~0.7 s
-  that no process needs: `sim.__main__._end_now`; Flower's process pays it, as a script that
-  calls `run_simulation` does);
+  imports with Python's cyclic collector paused and ends without the interpreter's teardown of
+  torch's modules, as `python -m sim` does (~0.5 s and ~0.7 s that no process needs:
+  `sim.collector`, `sim.__main__._end_now`; Flower's process pays both, as a script that calls
+  `run_simulation` does);
 * `work`: the floor and the rounds' own work with no runtime at all: the same ClientApp called
   directly on Flower messages for the same clients a round, FedAvg's `aggregate_train` and the
   server's evaluation, one after another on one core (`--child-work`), on the arrays as
@@ -67,10 +68,11 @@ TARGET = 5.0  # edgesim at least this many times faster than Flower's simulation
 PATHS = ("flower", "edgesim-local", "edgesim-processes", "edgesim-ray", "floor", "work")
 # what any process that runs this workload pays before its first round: importing torch and
 # Flower's app modules, and the first torch optimiser (which imports torch._dynamo, ~1.2 s here);
-# it ends as `python -m sim` does, without the interpreter's teardown of those modules (~0.7 s,
-# which no process needs to pay: `sim.__main__._end_now`), so that the floor stays a floor
+# it imports with Python's cyclic collector paused and ends without the interpreter's teardown of
+# those modules, as `python -m sim` does (`sim.collector`: ~0.5 s; `sim.__main__._end_now`:
+# ~0.7 s; neither needed by any process), so that the floor stays a floor
 FLOOR_CODE = (
-    "import json, os, sys; import torch, flwr.app, flwr.serverapp, flwr.clientapp; "
+    "import gc, json, os, sys; gc.disable(); import torch, flwr.app, flwr.serverapp, flwr.clientapp; "
     "torch.optim.SGD([torch.zeros(1, requires_grad=True)]); "
     "f = open(sys.argv[1], 'w'); json.dump({'accuracy': {sys.argv[2]: float('nan')}, 'fl_s': 0.0}, f); f.close(); "
     "os._exit(0)"
@@ -253,13 +255,17 @@ def child_work(nodes: int, rounds: int, seed: int, result_json: str, sweep: int 
     message and context built here) for half the nodes, the replies averaged by examples as
     FedAvg does, and the server's evaluation run; the result file as the server app writes it
     (a sweep: the runs of seeds seed..seed+sweep-1 one after another, their rounds' times summed)."""
+    import gc
     import random
 
+    gc.disable()  # imported as edgesim does (`sim.collector`): the collector paused, then what lives frozen
     import torch
 
     sys.path.insert(0, str(ROOT))
     from benchmarks import digits_fl
 
+    gc.freeze()
+    gc.enable()
     torch.set_num_threads(1)
     fl_s, history = 0.0, {}
     for k in range(sweep):

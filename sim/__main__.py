@@ -35,6 +35,10 @@ def _end_now() -> None:
 
 
 atexit.register(_end_now)
+if __name__ == "__main__":  # `python -m sim` (the `edgesim` script pauses it in `console`)
+    from sim import collector
+
+    collector.pause()  # until the job has imported torch: `sim.collector`
 warnings.filterwarnings("ignore", category=FutureWarning, module="pyarrow.*")
 
 import hydra
@@ -324,7 +328,13 @@ def console() -> None:
     """The command line (`python -m sim`, the `edgesim` script): `cli`, then, if it ended well,
     the end of the process without the interpreter's teardown (`_end_now`)."""
     global _finished
-    cli()
+    from sim import collector
+
+    collector.pause()  # until the job has imported torch: `sim.collector`
+    try:
+        cli()
+    finally:  # a command that ran no job (--help, a refused setting) collects again as before
+        collector.resume(freeze=False)
     _finished = True
 
 

@@ -127,10 +127,12 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
     """Validate `cfg`, run its workload's job and write its reports under `out_dir`; returns the
     summary rows. Every computation of the job runs with `torch_threads` threads, on `torch_device`."""
     from sim.backends.base import torch_threads  # torch: imported when a job runs, not for --help
+    from sim.collector import resume
     from sim.console import closing, describe, start_line
     from sim.html import write_run_report
     from sim.tracking import track
 
+    resume()  # the command's start-up is over: torch and the libraries are imported
     validate(cfg)
     w = workload_of(cfg)
     folder = RunFolder(out_dir)

@@ -162,6 +162,10 @@ def _signal_name(code: int | None) -> str:
 def _serve(conn, inherited: list, app, threads: int, optimizer_copies: int) -> None:
     """A worker's loop: run the batches of tasks its pipe brings, one after another, each
     batch's results back in one message, until told to stop or its parent is gone."""
+    # what the worker was forked with (torch's and Flower's modules, the data, the app) out of the
+    # collector's reach: its collections then walk only what it makes, not the heap it shares with
+    # the job's process, whose pages they would write to (the reference bits) and so copy
+    gc.freeze()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us
     for other in inherited:  # the parent's ends of the pipes of the workers forked before this one
         other.close()
@@ -271,7 +275,8 @@ class ProcessBackend:
         self.torch_threads = 1
         self._num_workers, self.chosen = workers or None, None
         # without `processes=N`: the CPU readings start now and end when the count is first
-        # needed (the first step forks the pool), so the job's set-up, not a wait, fills the window
+        # needed (the first step forks the pool, after `_warm_up`), so the job's set-up and the
+        # warm-up, not a wait, fill the window
         self._since = None if workers else cpu_readings()
         self._workers: list[_Worker] = []
         self._app = _NO_APP
@@ -299,18 +304,13 @@ class ProcessBackend:
     def _start(self, app) -> None:
         """Fork the pool, with `app` in the workers' memory (replacing a pool forked with another)."""
         self.close()
+        _warm_up()  # once here, not once per worker; first, so that it fills the CPU readings' window
         workers = self.num_workers  # counted now, at the latest
         if self.chosen and not self._announced:  # what a user on a busy machine would otherwise not know
             from sim.console import say
 
             say(f"backend=processes: {workers} worker process{'es' * (workers > 1)} ({self.chosen})")
             self._announced = True
-        _warm_up()  # once here, not once per worker
-        # the objects this process holds now (torch's and Flower's modules, the data) out of the
-        # collector's reach for the workers forked below: their collections then do not walk them,
-        # which would write to every page of the heap they share with this process and copy it,
-        # worker by worker; this process takes them back once the workers are forked
-        gc.freeze()
         conns = []
         try:
             for _ in range(workers):
@@ -327,8 +327,6 @@ class ProcessBackend:
         except BaseException:
             self.close(kill=True)
             raise
-        finally:
-            gc.unfreeze()  # here, cyclic garbage among them is collected as before
         self._app = app
         if not self._atexit:  # registered after multiprocessing's own exit hook, so it runs first
             atexit.register(self.close, True)

@@ -135,6 +135,26 @@ def test_many_calls_go_in_batches_and_come_back_in_order() -> None:
         backend.close()
 
 
+def _collector_state() -> tuple[bool, int]:
+    import gc
+
+    return gc.isenabled(), gc.get_freeze_count()
+
+
+def test_workers_freeze_what_they_were_forked_with_and_the_job_does_not() -> None:
+    """A worker's collections skip the heap it shares with the job's process (`gc.freeze` in the
+    worker: they would write to its pages and copy them); the job's own heap is left as it was."""
+    import gc
+
+    backend = ProcessBackend(torch_threads=1, workers=2)
+    try:
+        states = backend.map(_collector_state, [()] * 4)
+    finally:
+        backend.close()
+    assert all(enabled and frozen > 1000 for enabled, frozen in states)
+    assert gc.get_freeze_count() == 0
+
+
 def test_a_worker_that_dies_is_a_backend_failure_and_no_worker_is_left() -> None:
     backend = ProcessBackend(torch_threads=1, workers=2)
     try:
