@@ -79,10 +79,10 @@ def child(devices: int, sampled: int, rounds: int, seed: int, plain: bool = Fals
     spent = {"clients": 0.0, "evaluation": 0.0, "clients_run": 0}
 
     class TimedBackend(LocalBackend):
-        def execute(self, app, jobs):
+        def execute(self, app, jobs, done=None):
             t0 = time.perf_counter()
             try:
-                return super().execute(app, jobs)
+                return super().execute(app, jobs, done)
             finally:
                 spent["clients"] += time.perf_counter() - t0
                 spent["clients_run"] += len(jobs)

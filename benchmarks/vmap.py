@@ -89,11 +89,11 @@ class RecordingBackend(LocalBackend):
         self.rounds: list[tuple[object, list]] = []
         self.execute_s = 0.0
 
-    def execute(self, app, jobs):
+    def execute(self, app, jobs, done=None):
         self.rounds.append((app, list(jobs)))
         t0 = time.perf_counter()
         try:
-            return self.inner.execute(app, jobs) if self.inner else super().execute(app, jobs)
+            return self.inner.execute(app, jobs, done) if self.inner else super().execute(app, jobs, done)
         finally:
             self.execute_s += time.perf_counter() - t0
 

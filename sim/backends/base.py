@@ -45,8 +45,10 @@ __all__ = [
     "Backend",
     "BackendFailure",
     "Execution",
+    "Done",
     "Job",
     "call_seeds",
+    "report",
     "run_call",
     "run_job",
     "torch_seeded",
@@ -56,6 +58,7 @@ __all__ = [
 BACKENDS = ("local", "processes", "ray")
 
 Job = tuple  # (Message, Context, torch seed): one message that reached its device
+Done = Callable[[int, "Execution"], None]  # told of each job of a step as it finishes (`Backend.execute`)
 
 
 @dataclass
@@ -152,6 +155,14 @@ def run_job(
     return Execution(reply, meter.flops, meter.peak_bytes + outside[0], error)
 
 
+def report(done: Done | None, runs: list[Execution]) -> list[Execution]:
+    """`runs`, each told to `done` first, in order: a back end that finishes a step all at once."""
+    if done is not None:
+        for i, ex in enumerate(runs):
+            done(i, ex)
+    return runs
+
+
 def call_seeds(calls: Sequence[tuple], seeds: Sequence[int] | None) -> list[int]:
     """The torch seed of each call: `seeds` (one per call), or 0 for every call."""
     if seeds is None:
@@ -172,9 +183,15 @@ class Backend(Protocol):
 
     name: str
 
-    def execute(self, app, jobs: Sequence[Job]) -> list[Execution]:
+    def execute(self, app, jobs: Sequence[Job], done: Done | None = None) -> list[Execution]:
         """Run `app` on each job's message (its own torch seed, under a work meter); in job order.
-        What an app keeps in a job's `Context.state` is there afterwards."""
+        What an app keeps in a job's `Context.state` is there afterwards.
+
+        `done(i, execution)`, where given, is called for every job in job order, as soon as that
+        job and every one before it have finished (its context state in place) and before
+        `execute` returns: a caller's work on the first replies (the journal, the uplinks) then
+        overlaps the computation of the rest where the back end runs them in parallel. An
+        exception from `done` ends the step: the back end stops what it runs, and it propagates."""
         ...
 
     def map(self, fn: Callable, calls: Sequence[tuple], seeds: Sequence[int] | None = None) -> list:

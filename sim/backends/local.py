@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from sim.backends.base import Execution, Job, call_seeds, run_call, run_job, torch_threads
+from sim.backends.base import Done, Execution, Job, call_seeds, report, run_call, run_job, torch_threads
 from sim.meter import PROCESS_COSTS
 
 __all__ = ["LocalBackend"]
@@ -21,9 +21,10 @@ class LocalBackend:
         self.torch_threads = torch_threads
         self._cost_cache = PROCESS_COSTS  # FLOP counts are the same for every job of the process
 
-    def execute(self, app, jobs: Sequence[Job]) -> list[Execution]:
+    def execute(self, app, jobs: Sequence[Job], done: Done | None = None) -> list[Execution]:
         with torch_threads(self.torch_threads):
-            return [run_job(app, *job, self._cost_cache, self.optimizer_copies) for job in jobs]
+            runs = [run_job(app, *job, self._cost_cache, self.optimizer_copies) for job in jobs]
+        return report(done, runs)  # one after another here: nothing to overlap
 
     def map(self, fn: Callable, calls: Sequence[tuple], seeds: Sequence[int] | None = None) -> list:
         """`[fn(*args) for args in calls]`, one after another, each under its seed (default 0)."""

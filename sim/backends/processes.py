@@ -51,7 +51,7 @@ from pathlib import Path
 
 import torch
 
-from sim.backends.base import BackendFailure, Execution, Job, call_seeds, run_call, run_job, torch_threads
+from sim.backends.base import BackendFailure, Done, Execution, Job, call_seeds, run_call, run_job, torch_threads
 from sim.config import ConfigError
 from sim.meter import PROCESS_COSTS
 
@@ -332,11 +332,14 @@ class ProcessBackend:
             atexit.register(self.close, True)
             self._atexit = True
 
-    def _run(self, tasks: list[tuple], running: str) -> list:
+    def _run(self, tasks: list[tuple], running: str, arrived: Callable[[int, object], None] | None = None) -> list:
         """The tasks in batches (`_batch_size`), each batch to the next idle worker; the results
-        (index-ordered); a worker that dies is a `BackendFailure`; a task's own exception is
-        raised once the running ones have ended."""
+        (index-ordered), each told to `arrived` in index order once it and those before it are
+        in, while the workers run the next batches; a worker that dies is a `BackendFailure`; a
+        task's own exception is raised once the running ones have ended."""
         results: list = [None] * len(tasks)
+        have = [False] * len(tasks)
+        told = 0  # the results told to `arrived` so far: a prefix
         pending = deque(range(len(tasks)))
         idle = list(self._workers)
         busy: set[_Worker] = set()
@@ -373,9 +376,13 @@ class ProcessBackend:
                 for payload in received:
                     for index, ok, value in pickle.loads(payload):
                         if ok:
-                            results[index] = value
+                            results[index], have[index] = value, True
                         else:
                             errors[index] = value
+                if arrived is not None:
+                    while told < len(tasks) and have[told]:
+                        arrived(told, results[told])
+                        told += 1
         except BaseException:
             # a dead worker, Ctrl-C, a task that does not pickle: the workers may be mid-task; stop
             # them all (the next step forks a fresh pool)
@@ -393,7 +400,7 @@ class ProcessBackend:
             f"pid {w.pid}, {_signal_name(w.process.exitcode)}",
         )
 
-    def execute(self, app, jobs: Sequence[Job]) -> list[Execution]:
+    def execute(self, app, jobs: Sequence[Job], done: Done | None = None) -> list[Execution]:
         if not jobs:
             return []
         from experiments.federated.internals import task_identity
@@ -402,10 +409,16 @@ class ProcessBackend:
             self._start(app)
         identity = task_identity()
         tasks = [("job", i, message, context, seed, identity) for i, (message, context, seed) in enumerate(jobs)]
-        results = []
-        for (_message, context, _seed), (ex, state) in zip(jobs, self._run(tasks, "running the ClientApp")):
-            context.state = state  # what the ClientApp kept in its context
+        results: list[Execution] = []
+
+        def arrived(index: int, value: tuple) -> None:
+            ex, state = value
+            jobs[index][1].state = state  # what the ClientApp kept in its context
             results.append(ex)
+            if done is not None:
+                done(index, ex)
+
+        self._run(tasks, "running the ClientApp", arrived)
         return results
 
     def map(self, fn: Callable, calls: Sequence[tuple], seeds: Sequence[int] | None = None) -> list:

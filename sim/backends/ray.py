@@ -49,7 +49,7 @@ import torch
 from flwr.app import Context, Message
 
 from experiments.federated.internals import set_task_identity, task_identity
-from sim.backends.base import BackendFailure, Execution, call_seeds, run_call, run_job, torch_threads
+from sim.backends.base import BackendFailure, Done, Execution, call_seeds, report, run_call, run_job, torch_threads
 from sim.config import ConfigError
 from sim.meter import PROCESS_COSTS
 
@@ -272,7 +272,7 @@ class RayBackend:
             self._app, self._app_box = app, [ray.put(app)]
         return self._app_box
 
-    def execute(self, app, jobs: list[tuple[Message, Context, int]]) -> list[Execution]:
+    def execute(self, app, jobs: list[tuple[Message, Context, int]], done: Done | None = None) -> list[Execution]:
         if not jobs:
             return []
         identity = task_identity()
@@ -289,7 +289,7 @@ class RayBackend:
             for index, ex, state in part:
                 results[index] = ex
                 jobs[index][1].state = state  # what the ClientApp kept in its context
-        return results
+        return report(done, results)  # a worker's jobs come back together, at its batch's end
 
     def map(self, fn, calls, seeds=None) -> list:
         """`[fn(*args) for args in calls]` as Ray tasks of 1 CPU, `slots` at a time (the next

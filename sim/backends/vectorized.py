@@ -19,7 +19,7 @@ import torch
 
 from experiments.federated.task import FederatedTask
 from experiments.federated.vectorized import group_jobs, train_messages
-from sim.backends.base import Execution, Job, run_job, torch_threads
+from sim.backends.base import Done, Execution, Job, report, run_job, torch_threads
 from sim.backends.local import LocalBackend
 from sim.meter import WorkMeter
 
@@ -37,9 +37,10 @@ class VectorizedBackend(LocalBackend):
         super().__init__(optimizer_copies, torch_threads)
         self.task = task
 
-    def execute(self, app, jobs: Sequence[Job]) -> list[Execution]:
+    def execute(self, app, jobs: Sequence[Job], done: Done | None = None) -> list[Execution]:
         with torch_threads(self.torch_threads):
-            return execute(self.task, app, list(jobs), self._cost_cache, self.optimizer_copies)
+            runs = execute(self.task, app, list(jobs), self._cost_cache, self.optimizer_copies)
+        return report(done, runs)
 
 
 def execute(

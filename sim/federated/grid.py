@@ -272,13 +272,15 @@ class SimGrid(PushPull, ClientFaults, Grid):
         sent: dict = {}  # the messages' contents as received: one conversion for a content they share
         for msg in messages:
             plans.append(self._downlink(msg, rnd, phase, deliverable, sent))
-        runs = self.backend.execute(self.client_app, [job for job, _ in deliverable])
+        replies: dict[int, tuple[Message, ArrayRecord | None]] = {}
+
+        def arrived(index: int, ex: Execution) -> None:  # in job order, while the back end runs the rest
+            self._uplink(deliverable[index][1], ex, rnd, phase, replies, rows)
+
+        self.backend.execute(self.client_app, [job for job, _ in deliverable], arrived)
         for (_msg, ctx, _seed), _ in deliverable:
             if len(ctx.state) == 0:  # nothing to remember: rebuilt identically next time (no per-device objects)
                 self._contexts.pop(ctx.node_id, None)
-        replies: dict[int, tuple[Message, ArrayRecord | None]] = {}
-        for (_, plan), ex in zip(deliverable, runs):
-            self._uplink(plan, ex, rnd, phase, replies, rows)
         stats.clients = [rows.get(plan.node_id) or self._row(plan, rnd, phase) for plan in plans]
         for row in stats.clients:
             row.status = ""  # the clock says how each one ends

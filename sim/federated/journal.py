@@ -32,7 +32,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 
 from experiments.common.files import atomic_path
-from sim.backends.base import Backend, Execution, Job
+from sim.backends.base import Backend, Done, Execution, Job, report
 
 __all__ = ["Journal", "JournalMismatch"]
 
@@ -166,8 +166,11 @@ class Journal:
         self.index += 1
 
     # --- what is journaled ----------------------------------------------------------------
-    def execute(self, backend: Backend, app, jobs: Sequence[Job]) -> list[Execution]:
-        """`backend.execute(app, jobs)`, or its journaled outcome: replies and context states."""
+    def execute(self, backend: Backend, app, jobs: Sequence[Job], done: Done | None = None) -> list[Execution]:
+        """`backend.execute(app, jobs, done)`, or its journaled outcome: replies and context states.
+        Each job's part of the entry is encoded as the back end reports the job (before `done`
+        sees it), so the encoding overlaps the computation of the jobs after it; the entry is
+        written once the step is over."""
         key = [str(msg.metadata.message_id) for msg, _ctx, _seed in jobs]
         found = self._read("clients", key) if self.folder.is_dir() else None
         if found is not None:
@@ -176,19 +179,24 @@ class Journal:
             for (msg, ctx, _seed), run in zip(jobs, manifest["runs"]):
                 ctx.state = _decode(run["state"], blobs)
                 runs.append(Execution(self._reply(run["reply"], msg, blobs), run["flops"], run["peak"], run["error"]))
-            return runs
-        runs = backend.execute(app, jobs)
+            return report(done, runs)
         blobs = _Blobs()
-        entries = [
-            {
-                "flops": int(ex.flops),
-                "peak": int(ex.peak_bytes),
-                "error": ex.error,
-                "reply": self._reply_doc(ex.reply, blobs),
-                "state": _encode(ctx.state, blobs),
-            }
-            for (_msg, ctx, _seed), ex in zip(jobs, runs)
-        ]
+        entries = []
+
+        def journaled(index: int, ex: Execution) -> None:
+            entries.append(
+                {
+                    "flops": int(ex.flops),
+                    "peak": int(ex.peak_bytes),
+                    "error": ex.error,
+                    "reply": self._reply_doc(ex.reply, blobs),
+                    "state": _encode(jobs[index][1].state, blobs),
+                }
+            )
+            if done is not None:
+                done(index, ex)
+
+        runs = backend.execute(app, jobs, journaled)
         self._write("clients", {"key": key, "runs": entries}, blobs)
         return runs
 
@@ -226,8 +234,8 @@ class JournaledBackend:
         self.backend, self.journal = backend, journal
         self.name = backend.name
 
-    def execute(self, app, jobs: Sequence[Job]) -> list[Execution]:
-        return self.journal.execute(self.backend, app, jobs)
+    def execute(self, app, jobs: Sequence[Job], done: Done | None = None) -> list[Execution]:
+        return self.journal.execute(self.backend, app, jobs, done)
 
     def map(self, fn, calls, seeds=None):
         return self.backend.map(fn, calls, seeds)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from flwr.app import Context, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
 
 from sim.backends import BackendFailure, LocalBackend, make_backend, processes
 from sim.backends.processes import ProcessBackend, free_cores
@@ -101,6 +102,66 @@ def test_map_and_execute_on_workers_as_on_the_local_back_end() -> None:
     finally:
         backend.close()
     assert backend.pids == [] and _gone(pids)
+
+
+def _waiting_app(flag: Path, last: int) -> ClientApp:
+    """Node `last` waits (up to 10 s) for `flag` to exist and replies whether it saw it; the others reply at once."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, ctx: Context) -> Message:
+        saw = ctx.node_id != last
+        for _ in range(1000):
+            if saw or flag.exists():
+                saw = True
+                break
+            time.sleep(0.01)
+        ctx.state["seen"] = ConfigRecord({"node": ctx.node_id})
+        return Message(content=RecordDict({"metrics": MetricRecord({"saw": int(saw)})}), reply_to=msg)
+
+    return app
+
+
+def test_execute_tells_each_job_in_order_while_the_later_ones_run(tmp_path) -> None:
+    """`done` hears of each job in job order, with its context state in place, while the jobs
+    after it still run: the last job waits for a file that `done` makes on hearing of the first
+    (one after the other, it would wait in vain). An exception from `done` ends the step and
+    the pool; the next step forks a fresh one and runs as before."""
+    flag = tmp_path / "first-job-told"
+    contexts = {n: Context(run_id=1, node_id=n, node_config={}, state=RecordDict(), run_config={}) for n in range(1, 9)}
+    jobs = _jobs(contexts)
+    heard = []
+
+    def done(index: int, ex) -> None:
+        heard.append((index, ex, int(jobs[index][1].state["seen"]["node"])))
+        flag.touch()
+
+    backend = ProcessBackend(torch_threads=1, workers=2)
+    try:
+        runs = backend.execute(_waiting_app(flag, last=8), jobs, done)
+        assert [i for i, _, _ in heard] == list(range(8))
+        assert [ex for _, ex, _ in heard] == runs and [n for _, _, n in heard] == list(range(1, 9))
+        assert [int(ex.reply.content["metrics"]["saw"]) for ex in runs] == [1] * 8  # the last job saw the file
+
+        def fails(index: int, ex) -> None:
+            if index == 2:
+                raise KeyError("a caller's own error")
+
+        pids = backend.pids
+        with pytest.raises(KeyError, match="a caller's own error"):
+            backend.execute(_waiting_app(flag, last=8), _jobs(contexts), fails)
+        assert backend.pids == [] and _gone(pids)
+        again = backend.execute(_waiting_app(flag, last=8), _jobs(contexts))
+        assert [int(ex.reply.content["metrics"]["saw"]) for ex in again] == [1] * 8
+    finally:
+        backend.close()
+
+
+def test_the_other_back_ends_tell_each_job_in_order() -> None:
+    contexts = {n: Context(run_id=1, node_id=n, node_config={}, state=RecordDict(), run_config={}) for n in range(1, 6)}
+    heard = []
+    runs = LocalBackend(torch_threads=1).execute(_stateful_app(), _jobs(contexts), lambda i, ex: heard.append((i, ex)))
+    assert heard == list(enumerate(runs))
 
 
 def _unpicklable(i: int):

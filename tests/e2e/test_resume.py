@@ -28,14 +28,14 @@ def _csvs(folder: Path) -> dict[str, bytes]:
 
 def _crash_after(monkeypatch, executions: int) -> None:
     """The run dies when it starts its `executions + 1`-th batch of client computations."""
-    done = {"n": 0}
+    started = {"n": 0}
     real = LocalBackend.execute
 
-    def execute(self, app, jobs):
-        if done["n"] == executions:
+    def execute(self, app, jobs, done=None):
+        if started["n"] == executions:
             raise Crash
-        done["n"] += 1
-        return real(self, app, jobs)
+        started["n"] += 1
+        return real(self, app, jobs, done)
 
     monkeypatch.setattr(LocalBackend, "execute", execute)
 
@@ -60,9 +60,9 @@ def _resume_matches(tmp_path, monkeypatch, cfg, crash_at: int) -> None:
     replayed = {"n": 0}
     real = LocalBackend.execute
 
-    def counting(self, app, jobs):
+    def counting(self, app, jobs, done=None):
         replayed["n"] += 1
-        return real(self, app, jobs)
+        return real(self, app, jobs, done)
 
     monkeypatch.setattr(LocalBackend, "execute", counting)
     run(cfg, out)
