@@ -157,7 +157,9 @@ def test_execute_tells_each_job_in_order_while_the_later_ones_run(tmp_path) -> N
         backend.close()
 
 
-def test_the_other_back_ends_tell_each_job_in_order() -> None:
+def test_the_local_back_end_tells_each_job_in_order_once_the_step_is_over() -> None:
+    """A back end that finishes a step at once (local; vectorized and Ray likewise, through
+    `sim.backends.base.report`) tells `done` of every job, in order, with the runs it returns."""
     contexts = {n: Context(run_id=1, node_id=n, node_config={}, state=RecordDict(), run_config={}) for n in range(1, 6)}
     heard = []
     runs = LocalBackend(torch_threads=1).execute(_stateful_app(), _jobs(contexts), lambda i, ex: heard.append((i, ex)))
