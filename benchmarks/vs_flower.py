@@ -17,10 +17,11 @@ exit (imports, start-up, the rounds, writing results: what a user waits for):
 * `edgesim-ray`: the same with `backend=ray` (a local Ray instance on all cores);
 * `floor`: a process that only imports what the workload needs (torch, Flower's app modules)
   and builds one torch optimiser: what any run of this workload pays first, on either side; it
-  imports with Python's cyclic collector paused and ends without the interpreter's teardown of
-  torch's modules, as `python -m sim` does (~0.5 s and ~0.7 s that no process needs:
-  `sim.collector`, `sim.__main__._end_now`; Flower's process pays both, as a script that calls
-  `run_simulation` does);
+  imports with Python's cyclic collector paused, builds the optimiser with torch._dynamo
+  deferred, and ends without the interpreter's teardown of torch's modules, as `python -m sim`
+  does (~0.5 s, ~0.9 s and ~0.7 s that no process needs: `sim.collector`,
+  `sim.torch_internals`, `sim.__main__._end_now`; Flower's process and its Ray workers pay all
+  three, as a script that calls `run_simulation` does);
 * `work`: the floor and the rounds' own work with no runtime at all: the same ClientApp called
   directly on Flower messages for the same clients a round, FedAvg's `aggregate_train` and the
   server's evaluation, one after another on one core (`--child-work`), on the arrays as
@@ -42,7 +43,7 @@ floor is still one process's imports.
 The paths run one after another, in rotating order over `--repeats`; the medians and the
 ratios flower / edgesim are printed, end to end and for the rounds alone (the wall time of
 `strategy.start` inside the ServerApp: no interpreter start, imports or Ray start-up, but the
-first round's lazy imports, e.g. torch's optimiser importing torch._dynamo, are in it), with the
+first round's lazy imports, e.g. torch's optimiser importing torch._dynamo in Flower's workers, are in it), with the
 final accuracy of each path (the same training
 and sampling seed; Flower numbers its nodes at random, so the sampled partitions, and hence
 the accuracies, can differ a little). The last line is `RESULT {json}`.
@@ -67,12 +68,14 @@ from common import finish, load_note
 TARGET = 5.0  # edgesim at least this many times faster than Flower's simulation, end to end
 PATHS = ("flower", "edgesim-local", "edgesim-processes", "edgesim-ray", "floor", "work")
 # what any process that runs this workload pays before its first round: importing torch and
-# Flower's app modules, and the first torch optimiser (which imports torch._dynamo, ~1.2 s here);
-# it imports with Python's cyclic collector paused and ends without the interpreter's teardown of
-# those modules, as `python -m sim` does (`sim.collector`: ~0.5 s; `sim.__main__._end_now`:
-# ~0.7 s; neither needed by any process), so that the floor stays a floor
+# Flower's app modules, and the first torch optimiser; it imports with Python's cyclic collector
+# paused, builds the optimiser without importing torch._dynamo and ends without the interpreter's
+# teardown of those modules, as `python -m sim` does (`sim.collector`: ~0.5 s;
+# `sim.torch_internals`: ~0.9 s; `sim.__main__._end_now`: ~0.7 s; none needed by any process), so
+# that the floor stays a floor
 FLOOR_CODE = (
     "import gc, json, os, sys; gc.disable(); import torch, flwr.app, flwr.serverapp, flwr.clientapp; "
+    "from sim.torch_internals import defer_dynamo; defer_dynamo(); "
     "torch.optim.SGD([torch.zeros(1, requires_grad=True)]); "
     "f = open(sys.argv[1], 'w'); json.dump({'accuracy': {sys.argv[2]: float('nan')}, 'fl_s': 0.0}, f); f.close(); "
     "os._exit(0)"
@@ -262,6 +265,9 @@ def child_work(nodes: int, rounds: int, seed: int, result_json: str, sweep: int 
     import torch
 
     sys.path.insert(0, str(ROOT))
+    from sim.torch_internals import defer_dynamo
+
+    defer_dynamo()  # and the optimisers train without importing the compiler, as in edgesim's job
     from benchmarks import digits_fl
 
     gc.freeze()

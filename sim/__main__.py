@@ -25,7 +25,7 @@ def _end_now() -> None:
     """Registered before any library is imported, so it runs last at exit, after every other
     exit handler (Ray's shutdown, the worker processes' stop, logging's flush): once a command
     has finished, the process ends here instead of tearing down its modules one by one, which
-    costs ~0.7 s after torch (and torch._dynamo, which torch's first optimiser imports) were
+    costs ~0.7 s after torch (and, if something compiled, torch._dynamo) were
     imported and saves nothing: the results are written and closed by then."""
     if _finished:
         for stream in (sys.stdout, sys.stderr):

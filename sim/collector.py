@@ -1,7 +1,8 @@
 """Python's cyclic garbage collector while a command starts.
 
-Importing torch, torch._dynamo (which torch's first optimiser imports), Flower and Hydra makes
-some 525,000 objects that the collector tracks, nearly all of which live as long as the process.
+Importing torch, Flower and Hydra (and torch._dynamo, which torch's first optimiser imports
+unless `sim.torch_internals` defers it) makes up to some 525,000 objects that the collector
+tracks, nearly all of which live as long as the process.
 While they pile up, the collector walks them again and again (each full collection the whole heap
 so far): ~0.5 s of a 2.3 s start on this machine, to find ~6 MiB of garbage. So a command pauses
 it before its first import (`pause`, from `python -m sim` and the `edgesim` script) and a job

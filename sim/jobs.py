@@ -130,9 +130,11 @@ def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):
     from sim.collector import resume
     from sim.console import closing, describe, start_line
     from sim.html import write_run_report
+    from sim.torch_internals import defer_dynamo
     from sim.tracking import track
 
     resume()  # the command's start-up is over: torch and the libraries are imported
+    defer_dynamo()  # torch's optimisers then train without importing the compiler: `sim.torch_internals`
     validate(cfg)
     w = workload_of(cfg)
     folder = RunFolder(out_dir)

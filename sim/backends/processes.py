@@ -144,7 +144,9 @@ def _cgroup_quota() -> float | None:
 
 def _warm_up() -> None:
     """What this process would otherwise import lazily in every worker: torch's first optimiser
-    imports torch._dynamo (over a second of CPU; several on a busy machine)."""
+    imports torch._dynamo (over a second of CPU; several on a busy machine), unless a job has
+    deferred it to the first compilation (`sim.torch_internals`, as `sim.jobs.run` does), when
+    this builds an optimiser and imports nothing."""
     torch.optim.SGD([torch.zeros(1, requires_grad=True)])
 
 
