@@ -36,9 +36,10 @@ def _end_now() -> None:
 
 atexit.register(_end_now)
 if __name__ == "__main__":  # `python -m sim` (the `edgesim` script pauses it in `console`)
-    from sim import collector
+    from sim import collector, cpu
 
     collector.pause()  # until the job has imported torch: `sim.collector`
+    cpu.note_start()  # the window the processes back end counts the cores free over: `sim.cpu`
 warnings.filterwarnings("ignore", category=FutureWarning, module="pyarrow.*")
 
 import hydra
@@ -328,9 +329,10 @@ def console() -> None:
     """The command line (`python -m sim`, the `edgesim` script): `cli`, then, if it ended well,
     the end of the process without the interpreter's teardown (`_end_now`)."""
     global _finished
-    from sim import collector
+    from sim import collector, cpu
 
     collector.pause()  # until the job has imported torch: `sim.collector`
+    cpu.note_start()  # the window the processes back end counts the cores free over: `sim.cpu`
     try:
         cli()
     finally:  # a command that ran no job (--help, a refused setting) collects again as before

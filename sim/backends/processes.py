@@ -53,6 +53,7 @@ import torch
 
 from sim.backends.base import BackendFailure, Done, Execution, Job, call_seeds, run_call, run_job, torch_threads
 from sim.config import ConfigError
+from sim.cpu import cpu_readings, start_readings
 from sim.meter import PROCESS_COSTS
 
 __all__ = ["ProcessBackend", "cpu_readings", "free_cores"]
@@ -60,7 +61,7 @@ __all__ = ["ProcessBackend", "cpu_readings", "free_cores"]
 _FORK = multiprocessing.get_context("fork")
 _PICKLE = pickle.HIGHEST_PROTOCOL
 _NO_APP = object()  # a pool forked for `map` only
-_WINDOW_MAX_S = 2.0  # a longer window since the back end was made: the cores free counted afresh
+_WINDOW_MAX_S = 4.0  # a window longer than this: the cores free counted afresh (what is free now)
 
 
 def free_cores(sample_s: float = 0.2, since: tuple[float, float, float] | None = None) -> tuple[int, str]:
@@ -96,16 +97,12 @@ def free_cores(sample_s: float = 0.2, since: tuple[float, float, float] | None =
     return free, f"{cores} cores, load {load:.2f} of which this run {own:.2f}"
 
 
-def cpu_readings() -> tuple[float, float, float] | None:
-    """(the machine's busy CPU seconds from /proc/stat, this process's CPU seconds, a monotonic
-    time) now; None without /proc/stat."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields)
-    except (OSError, ValueError):
-        return None
-    busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-    return busy, time.process_time(), time.monotonic()
+def _window_start() -> tuple[float, float, float] | None:
+    """Where the CPU readings' window starts: the command's first reading if recent, else now."""
+    start = start_readings()
+    if start is not None and time.monotonic() - start[2] <= _WINDOW_MAX_S:
+        return start
+    return cpu_readings()
 
 
 def _busy_elsewhere(sample_s: float, since: tuple[float, float, float] | None = None) -> float | None:
@@ -276,10 +273,11 @@ class ProcessBackend:
         self.optimizer_copies = optimizer_copies
         self.torch_threads = 1
         self._num_workers, self.chosen = workers or None, None
-        # without `processes=N`: the CPU readings start now and end when the count is first
-        # needed (the first step forks the pool, after `_warm_up`), so the job's set-up and the
-        # warm-up, not a wait, fill the window
-        self._since = None if workers else cpu_readings()
+        # without `processes=N`: the CPU readings start at the command's start (`sim.cpu`; now,
+        # where that is over `_WINDOW_MAX_S` ago or unknown) and end when the count is first
+        # needed (the first step forks the pool), so the start-up and the job's set-up, not a
+        # wait, fill the window
+        self._since = None if workers else _window_start()
         self._workers: list[_Worker] = []
         self._app = _NO_APP
         self._atexit = False
@@ -288,8 +286,9 @@ class ProcessBackend:
     @property
     def num_workers(self) -> int:
         """The worker processes: `processes=N`, else the cores free (`free_cores`), counted once,
-        over the window since the back end was made (a fresh sample where that is over
-        `_WINDOW_MAX_S`: what is free now, not on average since long ago); said at the first step."""
+        over the window since the command started or the back end was made (a fresh sample where
+        that is over `_WINDOW_MAX_S`: what is free now, not on average since long ago); said at
+        the first step."""
         if self._num_workers is None:
             since = self._since
             if since is not None and time.monotonic() - since[2] > _WINDOW_MAX_S:
@@ -306,7 +305,7 @@ class ProcessBackend:
     def _start(self, app) -> None:
         """Fork the pool, with `app` in the workers' memory (replacing a pool forked with another)."""
         self.close()
-        _warm_up()  # once here, not once per worker; first, so that it fills the CPU readings' window
+        _warm_up()  # once here, not once per worker
         workers = self.num_workers  # counted now, at the latest
         if self.chosen and not self._announced:  # what a user on a busy machine would otherwise not know
             from sim.console import say

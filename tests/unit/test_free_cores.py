@@ -117,3 +117,36 @@ def test_the_back_end_counts_the_cores_when_it_first_needs_them(monkeypatch) -> 
         stale._since = (busy, own, t - processes._WINDOW_MAX_S - 1)
         assert stale.num_workers == 3 and calls[-1] is None  # a window too long: counted afresh
     assert processes.ProcessBackend(torch_threads=1, workers=2).num_workers == 2 and len(calls) <= 2
+
+
+def test_the_window_starts_at_the_command_s_start_when_that_is_recent(monkeypatch) -> None:
+    """`python -m sim` takes a reading as it starts (`sim.cpu.note_start`): the back end's window
+    spans the imports and the set-up, so forking the pool waits for nothing; a reading older
+    than `_WINDOW_MAX_S` (a later job of a sweep) is not used: the window starts anew."""
+    import time
+
+    now = processes.cpu_readings()
+    if now is None:  # no /proc/stat (not Linux)
+        return
+    busy, own, t = now
+    recent, old = (busy, own, t - 1.0), (busy, own, t - processes._WINDOW_MAX_S - 1.0)
+    monkeypatch.setattr(processes, "start_readings", lambda: recent)
+    assert processes.ProcessBackend(torch_threads=1)._since == recent
+    assert processes.ProcessBackend(torch_threads=1, workers=2)._since is None  # processes=N: nothing to count
+    monkeypatch.setattr(processes, "start_readings", lambda: old)
+    assert processes.ProcessBackend(torch_threads=1)._since[2] >= t
+    monkeypatch.setattr(processes, "start_readings", lambda: None)  # `sim` as a library: no command start
+    assert processes.ProcessBackend(torch_threads=1)._since[2] >= t
+    waits: list[float] = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    assert processes._busy_elsewhere(0.2, recent) is not None and waits == [0.0]
+
+
+def test_a_command_notes_its_start_once() -> None:
+    from sim import cpu
+
+    cpu.note_start()
+    first = cpu.start_readings()
+    cpu.note_start()
+    assert cpu.start_readings() is first
+    assert first is None or len(first) == 3
