@@ -208,6 +208,9 @@ def simulate(
             stopped = f"fleet exhausted: {exc}"
         except TimeBudgetReached as exc:  # the run's planned end
             stopped = str(exc)
+        finally:
+            if journal is not None:
+                journal.settle()  # its last entry on disk before the run reports
     end_s = grid.finish()
     rounds, clients = _rows(grid, evals, app_cfg)
     if task is None and rounds and all(math.isnan(r.accuracy) for r in rounds):

@@ -17,7 +17,9 @@ running any.
 Format: one numpy `.npz` per entry (loaded with `allow_pickle=False`, so loading runs no code),
 holding a JSON manifest and each array's raw bytes; written to a temporary file and renamed, so an
 entry is whole or absent (a write that fails is the run's one-line `OutputError`). The entries
-of a run killed mid-batch end at the last whole one.
+of a run killed mid-batch end at the last whole one. A step's clients' entry is written on a
+thread while the run goes on to the step's end (`Journal._write`); the next step, and the run's
+end, wait for it first (`Journal.settle`), so at most one is in flight and they land in order.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -136,6 +139,8 @@ class Journal:
         self.folder = Path(folder)
         self.index = 0
         self.replayed = 0  # entries taken from disk so far
+        self._writing: threading.Thread | None = None  # the entry being written, if any
+        self._failed: BaseException | None = None  # how it failed
 
     def __len__(self) -> int:
         return len(list(self.folder.glob("*.npz"))) if self.folder.is_dir() else 0
@@ -159,18 +164,46 @@ class Journal:
         self.replayed += 1
         return manifest, _Blobs(stored)
 
-    def _write(self, kind: str, manifest: dict, blobs: _Blobs) -> None:
-        arrays = {**blobs.to_arrays(), "manifest": np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)}
-        with atomic_path(self._path(kind)) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+    def _write(self, kind: str, manifest: dict, blobs: _Blobs, background: bool = False) -> None:
+        """Write the entry (`background`: on a thread, while the run goes on: a round's clients'
+        entry, ~10 MB at 1,000 nodes, is written while the clock plays the round out and the
+        server aggregates, on a core the workers leave idle then; its file writes and checksums
+        let go of the GIL). One write at a time, in order: each waits for the one before."""
+        self.settle()
+        path = self._path(kind)
         self.index += 1
+
+        def write() -> None:
+            try:
+                arrays = {**blobs.to_arrays(), "manifest": np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)}
+                with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                    np.savez(f, **arrays)
+            except BaseException as exc:  # raised in the run's thread by `settle`
+                self._failed = exc
+
+        if background:
+            self._writing = threading.Thread(target=write, name="edgesim-journal")
+            self._writing.start()
+        else:
+            write()
+            self.settle()
+
+    def settle(self) -> None:
+        """Wait for the entry being written; its failure (an `OutputError`) is raised here."""
+        if self._writing is not None:
+            self._writing.join()
+            self._writing = None
+        failed, self._failed = self._failed, None
+        if failed is not None:
+            raise failed
 
     # --- what is journaled ----------------------------------------------------------------
     def execute(self, backend: Backend, app, jobs: Sequence[Job], done: Done | None = None) -> list[Execution]:
         """`backend.execute(app, jobs, done)`, or its journaled outcome: replies and context states.
         Each job's part of the entry is encoded as the back end reports the job (before `done`
         sees it), so the encoding overlaps the computation of the jobs after it; the entry is
-        written once the step is over."""
+        written once the step is over, on a thread (`_write`), waited for by the next step or
+        `settle`."""
         key = [str(msg.metadata.message_id) for msg, _ctx, _seed in jobs]
         found = self._read("clients", key) if self.folder.is_dir() else None
         if found is not None:
@@ -196,8 +229,9 @@ class Journal:
             if done is not None:
                 done(index, ex)
 
+        self.settle()  # the entry before this one is on disk (or its failure raised) before more is computed
         runs = backend.execute(app, jobs, journaled)
-        self._write("clients", {"key": key, "runs": entries}, blobs)
+        self._write("clients", {"key": key, "runs": entries}, blobs, background=True)
         return runs
 
     def evaluation(self, version: int, arrays: ArrayRecord, evaluate: Callable[[], tuple]) -> tuple:
