@@ -4,9 +4,9 @@ or inf kept from the server (`rejects`), whether each server model was all finit
 
 from __future__ import annotations
 
-from flwr.app import ArrayRecord, Message, RecordDict
+from flwr.app import ArrayRecord, RecordDict
 
-from sim.federated.payload import finite
+from sim.federated.payload import Arrival, finite
 from sim.federated.rows import ClientRow
 
 __all__ = ["ClientFaults"]
@@ -20,10 +20,10 @@ class ClientFaults:
         if version not in self.model_finite:
             self.model_finite[version] = finite(RecordDict({"arrays": arrays}))
 
-    def rejects(self, reply: Message, row: ClientRow) -> bool:
+    def rejects(self, got: Arrival, row: ClientRow) -> bool:
         """A reply whose arrays hold NaN or inf is kept from the server (unless it accepts them):
         its row says `non_finite`."""
-        if self.accept_non_finite or finite(reply.content):
+        if self.accept_non_finite or got.finite:
             return False
         row.status = "non_finite"
         return True

@@ -46,7 +46,7 @@ from sim.backends.base import Backend, Execution
 from sim.backends.local import LocalBackend
 from sim.federated.app import RunConfig, missing_key_error, missing_key_of
 from sim.federated.faults import ClientFaults
-from sim.federated.payload import deliver, message_bytes, phase_of, value_count
+from sim.federated.payload import Arrival, deliver, message_bytes, phase_of
 from sim.federated.pushpull import AGGREGATION_FLOPS_PER_VALUE, Flight, PushPull
 from sim.federated.rows import ClientRow, PhaseStats, VersionBook, VersionStats
 from sim.federated.timeline import ClientPlan, Round, client
@@ -227,15 +227,16 @@ class SimGrid(PushPull, ClientFaults, Grid):
         accepted = []
         for plan, row in zip(plans, stats.clients):
             if row.status == "received":
-                reply, sent = replies[plan.node_id]
-                if self.rejects(reply, row):
+                got = replies[plan.node_id]
+                if self.rejects(got, row):
                     continue
+                reply = got.reply
                 accepted.append(reply)
                 row.staleness = 0.0  # nothing is aggregated while the server waits
                 row.age_s = row.arrival_s - row.dispatch_s
-                self.server_flops += AGGREGATION_FLOPS_PER_VALUE * value_count(reply.content)
-                if sent is not None:
-                    stats.activations.append(self.probe(sent))
+                self.server_flops += AGGREGATION_FLOPS_PER_VALUE * got.values
+                if got.sent is not None:
+                    stats.activations.append(self.probe(got.sent))
                 metrics = [v for v in reply.content.values() if isinstance(v, MetricRecord)]
                 if phase == "evaluate" and metrics:
                     stats.eval_metrics.append((plan.node_id, dict(metrics[0])))
@@ -272,7 +273,7 @@ class SimGrid(PushPull, ClientFaults, Grid):
         sent: dict = {}  # the messages' contents as received: one conversion for a content they share
         for msg in messages:
             plans.append(self._downlink(msg, rnd, phase, deliverable, sent))
-        replies: dict[int, tuple[Message, ArrayRecord | None]] = {}
+        replies: dict[int, Arrival] = {}
 
         def arrived(index: int, ex: Execution) -> None:  # in job order, while the back end runs the rest
             self._uplink(deliverable[index][1], ex, rnd, phase, replies, rows)
@@ -390,4 +391,4 @@ class SimGrid(PushPull, ClientFaults, Grid):
         row.attempts_up = plan.up.attempts
         row.retransmissions += plan.up.retransmissions
         row.bits_flipped += flips
-        replies[plan.node_id] = (reply, arrays if probed else None)  # the weights before the uplink's flips
+        replies[plan.node_id] = Arrival.of(reply, arrays if probed else None)  # the weights before the uplink's flips

@@ -4,13 +4,15 @@ the real arrays it carries."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, RecordDict
 
 from channels import TransferOutcome, corrupt_arrays
 from experiments.federated.records import NpyArray, array_view, npy_array
 
-__all__ = ["deliver", "finite", "message_bytes", "phase_of", "received", "value_count"]
+__all__ = ["Arrival", "deliver", "finite", "message_bytes", "phase_of", "received", "value_count"]
 
 NPY = "numpy.ndarray"  # an Array's `stype` for `.npy` bytes
 
@@ -25,6 +27,22 @@ def _arrays(content: RecordDict) -> list[tuple[str, ArrayRecord]]:
 
 def value_count(content: RecordDict) -> int:
     return sum(array_view(arr).size for _, rec in _arrays(content) for arr in rec.values())
+
+
+class Arrival(NamedTuple):
+    """A reply as the server received it (past the uplink's bit flips), with what the server asks
+    of every reply it takes: whether its arrays are all finite (`SimGrid.rejects`) and how many
+    values it aggregates (its aggregation's FLOPs). Found as each reply arrives (`Arrival.of`),
+    while the back end runs the step's other jobs, not after the step, when they would wait."""
+
+    reply: Message
+    sent: ArrayRecord | None  # the weights before the uplink's flips, for the activation probe
+    finite: bool
+    values: int
+
+    @classmethod
+    def of(cls, reply: Message, sent: ArrayRecord | None) -> Arrival:
+        return cls(reply, sent, finite(reply.content), value_count(reply.content))
 
 
 def finite(content: RecordDict) -> bool:

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from flwr.app import ArrayRecord, Error, Message, MetricRecord
+from flwr.app import Error, Message, MetricRecord
 from flwr.common.constant import ErrorCode
 
-from sim.federated.payload import phase_of, value_count
+from sim.federated.payload import Arrival, phase_of
 from sim.federated.rows import ClientRow
 from sim.federated.timeline import Round
 
@@ -31,7 +31,7 @@ class Flight:
     row: ClientRow
     clock: Round
     index: int  # in its clock's rows
-    reply: tuple[Message, ArrayRecord | None] | None  # what the device sends back, and the weights to probe
+    reply: Arrival | None  # what the device sends back, with the weights to probe
     expires_s: float  # dispatch + time-to-live
 
     def replied(self) -> bool:
@@ -113,17 +113,18 @@ class PushPull:
         if row.status == "out_of_memory":
             reason = f"the work needs {row.peak_memory_bytes} bytes, the device has {row.device_memory_bytes}"
             return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=f.message)
-        reply, sent = f.reply if f.reply is not None else (None, None)
+        got = f.reply
+        reply = got.reply if got is not None else None
         if row.status == "error" or reply is None:
             if reply is not None and reply.has_error():
                 return reply
             return Message(
                 Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason="the ClientApp failed"), reply_to=f.message
             )
-        if self.rejects(reply, row):
+        if self.rejects(got, row):
             reason = "the reply's arrays hold NaN or inf (kept from the server: workload.accept_non_finite)"
             return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=f.message)
-        self.server_flops += AGGREGATION_FLOPS_PER_VALUE * value_count(reply.content)
+        self.server_flops += AGGREGATION_FLOPS_PER_VALUE * got.values
         metrics = [v for v in reply.content.values() if isinstance(v, MetricRecord)]
         if row.phase == "evaluate":
             if metrics:
@@ -131,5 +132,5 @@ class PushPull:
         else:
             row.staleness = float(self.book.version - f.version)
             building.applied.append(row)
-            building.activations.append(self.probe(sent) if sent is not None else None)
+            building.activations.append(self.probe(got.sent) if got.sent is not None else None)
         return reply
