@@ -1,4 +1,6 @@
-"""Every private internal of Flower or torch the project relies on, in one place.
+"""Every private internal of Flower or torch the workloads' computation relies on, in one place
+(the engine's own, each in one adapter of its own with its test: `sim/hydra_internals.py` for
+Hydra's, `sim/torch_internals.py` for torch's lazy import of its compiler).
 
 Each is kept for a measured gain or because no public API does it (docs/scale.md has the
 figures); `tests/unit/test_internals.py` holds each to the installed version's behaviour, so an
