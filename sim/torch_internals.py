@@ -18,7 +18,8 @@ wrapper to switch off, and a graph break breaks no graph. `defer_dynamo` puts a 
 torch._dynamo in `sys.modules` (torch reaches its lazy submodules through `sys.modules`) that
 answers exactly those two calls without the import: `disable(fn, recursive, wrapping=False)`
 gives `fn` itself back, `graph_break()` does nothing. Anything else asked of it (`torch.compile`,
-a user's own `torch._dynamo.disable`, any other attribute, the import of a submodule) first
+a user's own `torch._dynamo.disable`, any other attribute but a dunder one, the import of a
+submodule) first
 imports the real torch._dynamo into its place and takes back every `fn` it handed out (their
 next call asks the real one for its wrapper), then answers from it. A process that compiles
 nothing never imports the compiler; one that compiles gets the whole compiler, as if the
@@ -57,6 +58,10 @@ class _DeferredDynamo(types.ModuleType):
         """Nothing compiles while the stand-in is there (compiling imports the real module first)."""
 
     def __getattr__(self, name: str):
+        if name.startswith("__") and name.endswith("__"):
+            # what code that walks every module asks of each (`inspect.getmodule`: `__file__`),
+            # often in the middle of another import: not a use, and no moment to import the compiler
+            raise AttributeError(name)
         return getattr(_real(), name)
 
 

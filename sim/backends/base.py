@@ -39,6 +39,7 @@ import torch
 from flwr.app import Context, Message
 
 from sim.meter import WorkMeter
+from sim.torch_internals import defer_dynamo
 
 __all__ = [
     "BACKENDS",
@@ -143,6 +144,7 @@ def run_job(
     user's ClientApp (unless marked `python_memory = False`) may hold memory outside torch: its Python
     allocations are traced too, and their peak added to the torch peak (an upper bound: the two
     peaks need not coincide)."""
+    defer_dynamo()  # in whichever process runs it (a worker, a Ray actor or task): `sim.torch_internals`
     with torch_seeded(torch_seed), python_memory(getattr(app, "python_memory", True)) as outside:
         meter = WorkMeter(cost_cache, optimizer_copies)
         try:
@@ -174,6 +176,7 @@ def call_seeds(calls: Sequence[tuple], seeds: Sequence[int] | None) -> list[int]
 
 def run_call(fn: Callable, args: tuple, torch_seed: int):
     """`fn(*args)` under its own torch seed; torch's global generator is restored after (both back ends)."""
+    defer_dynamo()  # as `run_job`
     with torch_seeded(torch_seed):
         return fn(*args)
 

@@ -130,3 +130,21 @@ def test_a_run_with_worker_processes_trains_without_importing_the_compiler(tmp_p
     assert "sim.torch_internals" in imported and "torch.optim" in imported
     assert not [m for m in imported if m.startswith("torch._dynamo")]
     assert (tmp_path / "clients.csv").is_file()
+
+
+def test_code_that_walks_every_module_leaves_the_stand_in_alone() -> None:
+    """`inspect.getmodule` asks each module in `sys.modules` for `__file__`, here in the middle of
+    torch.distributed's import (which `torch.testing.assert_close` triggers): the stand-in says it
+    has none rather than importing the compiler then (a circular import)."""
+    out = _run(
+        """
+import inspect, json, sys
+import torch
+from sim.torch_internals import defer_dynamo, dynamo_deferred
+defer_dynamo()
+torch.testing.assert_close(torch.ones(2), torch.ones(2))
+found = inspect.getmodule(json.dumps) is json
+out = {"found": found, "has_file": hasattr(sys.modules["torch._dynamo"], "__file__"), "deferred": dynamo_deferred()}
+"""
+    )
+    assert out == {"found": True, "has_file": False, "deferred": True}
