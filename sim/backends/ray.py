@@ -184,9 +184,6 @@ class _Worker:
     """Runs jobs of one or more ClientApps; keeps the last apps (FLOP counts: its process's cache)."""
 
     def __init__(self, optimizer_copies: int, threads: int):
-        from sim.torch_internals import defer_dynamo
-
-        defer_dynamo()  # the ClientApps' optimisers train without importing the compiler, as in the job's process
         self.optimizer_copies = optimizer_copies
         self.threads = threads
         self.apps: dict[str, object] = {}

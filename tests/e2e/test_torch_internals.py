@@ -132,6 +132,30 @@ def test_a_run_with_worker_processes_trains_without_importing_the_compiler(tmp_p
     assert (tmp_path / "clients.csv").is_file()
 
 
+def test_a_back_end_s_call_defers_the_compiler_in_whichever_process_runs_it() -> None:
+    """`run_call` and `run_job` (every back end's, a Ray task's and actor's too) defer it
+    themselves: a worker that never ran `sim.jobs.run` trains without importing the compiler."""
+    out = _run(
+        """
+import json, sys
+import torch
+from sim.backends.base import run_call
+from sim.torch_internals import dynamo_deferred
+
+def train():
+    w = torch.zeros(3, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=0.5)
+    (w - 1).pow(2).sum().backward()
+    opt.step()
+    return w.tolist()
+
+w = run_call(train, (), 0)
+out = {"w": w, "deferred": dynamo_deferred(), "real_loaded": "torch._dynamo.convert_frame" in sys.modules}
+"""
+    )
+    assert out == {"w": [1.0, 1.0, 1.0], "deferred": True, "real_loaded": False}
+
+
 def test_code_that_walks_every_module_leaves_the_stand_in_alone() -> None:
     """`inspect.getmodule` asks each module in `sys.modules` for `__file__`, here in the middle of
     torch.distributed's import (which `torch.testing.assert_close` triggers): the stand-in says it
