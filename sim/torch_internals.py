@@ -19,9 +19,8 @@ torch._dynamo in `sys.modules` (torch reaches its lazy submodules through `sys.m
 answers exactly those two calls without the import: `disable(fn, recursive, wrapping=False)`
 gives `fn` itself back, `graph_break()` does nothing. Anything else asked of it (`torch.compile`,
 a user's own `torch._dynamo.disable`, any other attribute but a dunder one, the import of a
-submodule) first
-imports the real torch._dynamo into its place and takes back every `fn` it handed out (their
-next call asks the real one for its wrapper), then answers from it. A process that compiles
+submodule) first imports the real torch._dynamo into its place and takes back every `fn` it
+handed out (their next call asks the real one for its wrapper), then answers from it. A process that compiles
 nothing never imports the compiler; one that compiles gets the whole compiler, as if the
 stand-in had never been there. The numbers are the same either way: the optimiser's arithmetic
 does not go through torch._dynamo.
