@@ -35,11 +35,10 @@ def _end_now() -> None:
 
 
 atexit.register(_end_now)
-if __name__ == "__main__":  # `python -m sim` (the `edgesim` script pauses it in `console`)
-    from sim import collector, cpu
+if __name__ == "__main__":  # `python -m sim` (the `edgesim` script begins in `sim.script`)
+    from sim.start import begin
 
-    collector.pause()  # until the job has imported torch: `sim.collector`
-    cpu.note_start()  # the window the processes back end counts the cores free over: `sim.cpu`
+    begin(sys.argv[1:])  # the collector paused, the first CPU reading, torch imported first: `sim.start`
 warnings.filterwarnings("ignore", category=FutureWarning, module="pyarrow.*")
 
 import hydra
@@ -53,6 +52,7 @@ from sim.config import Config, ConfigError, FleetConfig
 from sim.console import fail, faults_reported
 from sim.hydra_internals import run_single
 from sim.jobs import WORKLOADS, refuse_unknown, refuse_unused, run
+from sim.start import CONF_DIR, check_group_choices, group_options
 from sim.sweep import job_dir  # noqa: F401  (registers `edgesim_job`, the sweep folders' resolver)
 
 # OmegaConf merges dicts: with the schema's default mix in place, `fleet=mcu` would add the
@@ -62,9 +62,7 @@ ConfigStore.instance().store(name="base_config", node=Config(fleet=FleetConfig(m
 for _w in WORKLOADS.values():
     ConfigStore.instance().store(group="workload", name=f"{_w.name}_schema", node=_w.schema)
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
 OPEN_KEYS = ("workload.app.run_config.", "devices.")
-GROUPS = ("fleet", "channel", "strategy", "dataset", "workload", "experiment")
 
 
 def _discard_run_dir() -> None:
@@ -84,24 +82,6 @@ def _discard_run_dir() -> None:
         shutil.rmtree(out / hc.output_subdir, ignore_errors=True)
     (out / f"{hc.job.name}.log").unlink(missing_ok=True)  # empty, or the refused run's start line
     discard(out)  # the run folder and its parents, those the run made
-
-
-def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
-def check_group_choices(args: list[str]) -> None:
-    """A one-line error for an unknown config-group option (`strategy=nosuch`), before
-    Hydra's multi-line one; sweeps (`strategy=fedavg,fedprox`) are checked option by option."""
-    for arg in args:
-        key, eq, value = arg.lstrip("+~").partition("=")
-        if not eq or key not in GROUPS:
-            continue
-        options = group_options(key)
-        for choice in value.strip("[]").split(","):
-            choice = choice.strip()
-            if choice and not choice.startswith(("glob(", "choice(", "range(")) and choice not in options:
-                fail(f"{key}={choice!r}: unknown option; allowed: {', '.join(options)}")
 
 
 # Hydra's settings that place a run's outputs (composed with the config, to find its folder)
@@ -329,10 +309,10 @@ def console() -> None:
     """The command line (`python -m sim`, the `edgesim` script): `cli`, then, if it ended well,
     the end of the process without the interpreter's teardown (`_end_now`)."""
     global _finished
-    from sim import collector, cpu
+    from sim import collector
+    from sim.start import begin
 
-    collector.pause()  # until the job has imported torch: `sim.collector`
-    cpu.note_start()  # the window the processes back end counts the cores free over: `sim.cpu`
+    begin(sys.argv[1:])  # done already by `python -m sim` and `sim.script`: then nothing more
     try:
         cli()
     finally:  # a command that ran no job (--help, a refused setting) collects again as before
