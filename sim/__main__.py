@@ -38,7 +38,7 @@ atexit.register(_end_now)
 if __name__ == "__main__":  # `python -m sim` (the `edgesim` script begins in `sim.script`)
     from sim.start import begin
 
-    begin(sys.argv[1:])  # the collector paused, the first CPU reading, torch imported first: `sim.start`
+    begin(sys.argv[1:], may_split=True)  # the collector paused, the first CPU reading, torch first: `sim.start`
 warnings.filterwarnings("ignore", category=FutureWarning, module="pyarrow.*")
 
 import hydra
@@ -48,10 +48,11 @@ from hydra.types import RunMode
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from sim import split
 from sim.config import Config, ConfigError, FleetConfig
 from sim.console import fail, faults_reported
 from sim.hydra_internals import run_single
-from sim.jobs import WORKLOADS, refuse_unknown, refuse_unused, run
+from sim.jobs import WORKLOADS, refuse_unknown, refuse_unused
 from sim.start import CONF_DIR, check_group_choices, group_options
 from sim.sweep import job_dir  # noqa: F401  (registers `edgesim_job`, the sweep folders' resolver)
 
@@ -259,7 +260,7 @@ def job_main(dcfg: DictConfig) -> None:
         refuse_unused(cfg, list(hc.overrides.task))
         cfg.compared = compared_params(cfg)
         with faults_reported():
-            run(cfg, hc.runtime.output_dir, in_sweep=hc.mode == RunMode.MULTIRUN)
+            split.run(cfg, hc.runtime.output_dir, in_sweep=hc.mode == RunMode.MULTIRUN)  # here or in the job's process
     except ConfigError as exc:
         if hc.mode != RunMode.MULTIRUN:
             _discard_run_dir()
@@ -315,8 +316,9 @@ def console() -> None:
     begin(sys.argv[1:])  # done already by `python -m sim` and `sim.script`: then nothing more
     try:
         cli()
-    finally:  # a command that ran no job (--help, a refused setting) collects again as before
-        collector.resume(freeze=False)
+    finally:  # a command that ran no job (--help, a refused setting) collects again as before;
+        if not split.began():  # the command line of a split command ends now: a collection (~20 ms) would only delay it
+            collector.resume(freeze=False)
     _finished = True
 
 

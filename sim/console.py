@@ -162,7 +162,7 @@ def faults_reported():
     it catches as a traceback, so every way into a run (the job, the sweep's comparison) goes
     through here."""
     from experiments.common.files import OutputError
-    from sim.backends.base import BackendFailure
+    from sim.faults import BackendFailure
 
     try:
         yield

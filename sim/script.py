@@ -14,7 +14,7 @@ from sim.start import begin
 
 
 def main() -> None:
-    begin(sys.argv[1:])
+    begin(sys.argv[1:], may_split=True)
     from sim.__main__ import console
 
     console()

@@ -2,7 +2,10 @@
 `sim.script`).
 
 `begin` pauses Python's cyclic collector (`sim.collector`), takes the first CPU reading
-(`sim.cpu`) and, when the command will run a job, imports torch before anything else.
+(`sim.cpu`) and, when the command will run a job, either splits it into two processes, the
+job's importing torch while the command line imports Hydra and composes the config on another
+core (`sim.split`, where two cores or more are free to it), or imports torch here before
+anything else.
 
 Why torch first: as torch is imported it registers some hundred operators of its own
 (`torch.library.custom_op`), and each registration looks up the file it was made in through
@@ -14,9 +17,10 @@ either way), and the whole run went from 1.52 to 1.40 s (medians of 10, alternat
 CSVs; `docs/scale.md`, section 5).
 
 A command that runs no job (`--help`, Hydra's `--cfg`, `--info`, shell completion: any flag but
-`-m`/`--multirun`) does not import torch here, and an unknown option of a config group
-(`strategy=nosuch`) is refused before it; a setting that Hydra's composition refuses (a key
-misspelt) now waits for torch's import too (~0.8 s), as one refused by the job's checks always did.
+`-m`/`--multirun`) neither splits nor imports torch here, and an unknown option of a config group
+(`strategy=nosuch`) is refused before either; in one process, a setting that Hydra's composition
+refuses (a key misspelt) waits for torch's import too (~0.8 s), as one refused by the job's checks
+always did; split, the command line refuses it while the job's process is still importing.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ def check_group_choices(args: list[str]) -> None:
         for choice in value.strip("[]").split(","):
             choice = choice.strip()
             if choice and not choice.startswith(("glob(", "choice(", "range(")) and choice not in options:
+                from sim.console import fail
+
                 fail(f"{key}={choice!r}: unknown option; allowed: {', '.join(options)}")
 
 
@@ -56,12 +62,18 @@ def runs_a_job(args: list[str]) -> bool:
     return not any(a.startswith("-") and a not in SWEEP_FLAGS for a in args)
 
 
-def begin(args: list[str]) -> None:
-    """The command's first steps, before its first import of a library (repeated calls: no-ops)."""
-    from sim import collector, cpu
+def begin(args: list[str], *, may_split: bool = False) -> None:
+    """The command's first steps, before its first import of a library (repeated calls: no-ops).
+    `may_split` (the command's own entry points, not a caller in a process of its own): the
+    command may start as two processes (`sim.split`), this one going on as the command line
+    without torch, its parent running the jobs."""
+    from sim import collector, cpu, split
 
     collector.pause()  # until the job has imported torch: `sim.collector`
     cpu.note_start()  # the window the processes back end counts the cores free over: `sim.cpu`
-    if runs_a_job(args) and "torch" not in sys.modules:
+    if runs_a_job(args) and "torch" not in sys.modules and not split.began():
         check_group_choices(args)  # an unknown option is refused without waiting for torch
+        if may_split and split.wanted():
+            split.split()  # returns in the command line's process: the job's imports torch
+            return
         import torch  # noqa: F401  (first: see above)

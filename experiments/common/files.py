@@ -28,6 +28,9 @@ class OutputError(Exception):
         self.path, self.cause = Path(path), cause
         super().__init__(f"cannot write {self.path}: {cause.strerror or cause}")
 
+    def __reduce__(self):  # whole across processes (`sim.split`)
+        return type(self), (self.path, self.cause)
+
 
 def _file_mode() -> int:
     """The mode `open()` gives a new file: 0666 less the process's umask (0644 under the usual

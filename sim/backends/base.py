@@ -38,6 +38,7 @@ from typing import Protocol
 import torch
 from flwr.app import Context, Message
 
+from sim.faults import BackendFailure
 from sim.meter import WorkMeter
 from sim.torch_internals import defer_dynamo
 
@@ -70,18 +71,6 @@ class Execution:
     flops: int
     peak_bytes: int
     error: str = ""
-
-
-class BackendFailure(RuntimeError):
-    """The back end itself failed: a process or node that ran the computations died, or it lost
-    their results. Not a computation's own error (a ClientApp's exception is its error reply; a
-    call's exception is raised as it is). The command line ends the run with it in one line,
-    `backend=NAME failed: WHAT (DETAIL)`, exit status 1 (`sim/__main__.py`); what the run wrote
-    so far stays on disk."""
-
-    def __init__(self, backend: str, what: str, detail: str = ""):
-        self.backend, self.what, self.detail = backend, what, detail
-        super().__init__(f"backend={backend} failed: {what}" + (f" ({detail})" if detail else ""))
 
 
 @contextlib.contextmanager

@@ -32,15 +32,16 @@ def test_which_command_lines_run_a_job(args, expected) -> None:
 
 
 def _imported(args: list[str]) -> tuple[subprocess.CompletedProcess, list[str]]:
-    """`python -X importtime -m sim ARGS`: the process, and the top-level packages in the order
-    their imports finished."""
+    """`python -X importtime -m sim ARGS` in one process (`EDGESIM_SPLIT_START=0`: split, the
+    job's process imports no Hydra at all, tests/e2e/test_split.py): the process, and the
+    top-level packages in the order their imports finished."""
     res = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "sim", *args],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=REPO,
-        env=sim_env(),
+        env=dict(sim_env(), EDGESIM_SPLIT_START="0"),
     )
     order = [line.rpartition("|")[2].strip() for line in res.stderr.splitlines() if line.startswith("import time:")]
     return res, [name for name in order if "." not in name]
