@@ -122,12 +122,9 @@ def _alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"  # a zombie has ended
 
 
-def _waiting_job(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+def _waiting_job(tmp_path: Path, **popen) -> tuple[subprocess.Popen, Path]:
     started = tmp_path / "started.json"
-    proc = _sim(
-        _app("waiting_app", started, tmp_path / "r"),
-        tmp_path,
-    )
+    proc = _sim(_app("waiting_app", started, tmp_path / "r"), tmp_path, **popen)
     deadline = time.monotonic() + 120
     while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -156,6 +153,15 @@ def test_killing_the_started_process_ends_the_command_line_too(tmp_path) -> None
     while _alive(command_line) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not _alive(command_line)
+
+
+def test_ctrl_c_interrupts_the_job_and_the_command_ends_as_interrupted(tmp_path) -> None:
+    proc, _ = _waiting_job(tmp_path, start_new_session=True)  # its own process group, as a terminal's job
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: both processes get it
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert "KeyboardInterrupt" in err and "raised in the job's process" in err
+    assert "ended by signal" not in err  # the interrupt is told once, by the command line
 
 
 def test_the_switch_off_runs_one_process(tmp_path) -> None:
