@@ -11,11 +11,10 @@ import inspect
 import io
 import textwrap
 import tokenize
-from pathlib import Path
+
+from sim.start import CONF_DIR
 
 __all__ = ["help_text"]
-
-CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def _comments(cls: type) -> dict[str, str]:
