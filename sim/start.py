@@ -4,8 +4,8 @@
 `begin` pauses Python's cyclic collector (`sim.collector`), takes the first CPU reading
 (`sim.cpu`) and, when the command will run a job, either splits it into two processes, the
 job's importing torch while the command line imports Hydra and composes the config on another
-core (`sim.split`, where two cores or more are free to it), or imports torch here before
-anything else.
+core (`sim.split`: a single run, where two cores or more are free to it), or imports torch here
+before anything else.
 
 Why torch first: as torch is imported it registers some hundred operators of its own
 (`torch.library.custom_op`), and each registration looks up the file it was made in through
@@ -64,16 +64,16 @@ def runs_a_job(args: list[str]) -> bool:
 
 def begin(args: list[str], *, may_split: bool = False) -> None:
     """The command's first steps, before its first import of a library (repeated calls: no-ops).
-    `may_split` (the command's own entry points, not a caller in a process of its own): the
-    command may start as two processes (`sim.split`), this one going on as the command line
-    without torch, its parent running the jobs."""
+    `may_split` (the command's own entry points, not a caller in a process of its own): a single
+    run may start as two processes (`sim.split`), this one going on as the command line without
+    torch, its parent running the job."""
     from sim import collector, cpu, split
 
     collector.pause()  # until the job has imported torch: `sim.collector`
     cpu.note_start()  # the window the processes back end counts the cores free over: `sim.cpu`
     if runs_a_job(args) and "torch" not in sys.modules and not split.began():
         check_group_choices(args)  # an unknown option is refused without waiting for torch
-        if may_split and split.wanted():
+        if may_split and split.wanted() and not any(a in SWEEP_FLAGS for a in args):  # a sweep: see `sim.split`
             split.split()  # returns in the command line's process: the job's imports torch
             return
         import torch  # noqa: F401  (first: see above)
