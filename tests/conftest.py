@@ -49,16 +49,18 @@ def sim_env() -> dict[str, str]:
     return env
 
 
-def start_sim(args: list[str], cwd: Path) -> subprocess.Popen:
-    """`python -m sim ARGS` in `cwd`, started (collect with `finish`)."""
+def start_sim(args: list[str], cwd: Path, env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
+    """`python -m sim ARGS` in `cwd`, started (collect with `finish`); `env`: variables set beside
+    `sim_env()`'s; `popen`: more of `subprocess.Popen`'s arguments."""
     return subprocess.Popen(
         [sys.executable, "-m", "sim", *args],
         cwd=cwd,
-        env=sim_env(),
+        env={**sim_env(), **(env or {})},
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
+        **popen,
     )
 
 

@@ -10,13 +10,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_OVERRIDES, sim_env
+from tests.conftest import TINY_OVERRIDES, finish, start_sim
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the split start forks")
 
@@ -29,23 +28,11 @@ def _app(name: str, result: Path, out: Path) -> list[str]:
 
 
 def _sim(args: list[str], cwd: Path, split: str = "1", **popen) -> subprocess.Popen:
-    env = dict(sim_env(), EDGESIM_SPLIT_START=split)
-    return subprocess.Popen(
-        [sys.executable, "-m", "sim", *args],
-        cwd=cwd,
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        **popen,
-    )
+    return start_sim(args, cwd, {"EDGESIM_SPLIT_START": split}, **popen)
 
 
 def _run(args: list[str], cwd: Path, split: str = "1") -> subprocess.CompletedProcess:
-    proc = _sim(args, cwd, split)
-    out, err = proc.communicate(timeout=180)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return finish(_sim(args, cwd, split))
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -72,7 +59,7 @@ def test_a_sweep_runs_in_one_process(tmp_path) -> None:
     facts = tmp_path / "facts.json"
     args = [*_app("where_app", facts, tmp_path / "r")[:-1], "seed=0", f"hydra.sweep.dir={tmp_path / 's'}"]
     proc = _sim(["-m", *args], tmp_path)
-    _, err = proc.communicate(timeout=180)
+    err = finish(proc).stderr
     assert proc.returncode == 0, err[-2000:]
     assert json.loads(facts.read_text()) == {"pid": proc.pid, "hydra": True, "omegaconf": True}
 
@@ -83,7 +70,7 @@ def test_the_job_runs_in_the_started_process_without_hydra(tmp_path) -> None:
         _app("where_app", facts, tmp_path / "r"),
         tmp_path,
     )
-    _, err = proc.communicate(timeout=180)
+    err = finish(proc).stderr
     assert proc.returncode == 0, err[-2000:]
     seen = json.loads(facts.read_text())
     assert seen == {"pid": proc.pid, "hydra": False, "omegaconf": False}
@@ -139,7 +126,7 @@ def test_killing_the_command_line_mid_job_ends_the_command_with_its_signal(tmp_p
     (command_line,) = _children(proc.pid)
     os.kill(command_line, signal.SIGKILL)
     started.with_suffix(".go").touch()  # the job ends; its outcome has nobody to go to
-    _, err = proc.communicate(timeout=60)
+    err = finish(proc, timeout=60).stderr
     assert proc.returncode == 128 + signal.SIGKILL
     assert f"error: the command line's process (pid {command_line}) was ended by signal 9" in err
 
@@ -149,7 +136,7 @@ def test_killing_the_started_process_ends_the_command_line_too(tmp_path) -> None
     proc, _ = _waiting_job(tmp_path)
     (command_line,) = _children(proc.pid)
     proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)  # the pipes close once the command line has ended too
+    finish(proc, timeout=60)  # the pipes close once the command line has ended too
     deadline = time.monotonic() + 10
     while _alive(command_line) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -159,7 +146,7 @@ def test_killing_the_started_process_ends_the_command_line_too(tmp_path) -> None
 def test_ctrl_c_interrupts_the_job_and_the_command_ends_as_interrupted(tmp_path) -> None:
     proc, _ = _waiting_job(tmp_path, start_new_session=True)  # its own process group, as a terminal's job
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: both processes get it
-    _, err = proc.communicate(timeout=60)
+    err = finish(proc, timeout=60).stderr
     assert proc.returncode == 128 + signal.SIGINT
     assert "KeyboardInterrupt" in err and "raised in the job's process" in err
     assert "ended by signal" not in err  # the interrupt is told once, by the command line
