@@ -45,7 +45,6 @@ CHOICES = ("auto", "0", "1")
 # in the command line's process after a split: the pipe's ends to and from the job's process
 _jobs_out = None
 _outcomes_in = None
-_command_pid: int | None = None
 _environ_at_split: dict[str, str] = {}
 
 
@@ -63,14 +62,15 @@ def wanted() -> bool:
 
 
 def began() -> bool:
-    """Whether this process is the command line of a split command."""
-    return _jobs_out is not None and os.getpid() == _command_pid
+    """Whether this process is the command line of a split command (a process it forks is not:
+    `_forget`)."""
+    return _jobs_out is not None
 
 
 def split() -> None:
     """Fork: returns in the child, which goes on as the command line; the parent becomes the
     job's process and never returns (it ends with the command line's exit status)."""
-    global _jobs_out, _outcomes_in, _command_pid, _environ_at_split
+    global _jobs_out, _outcomes_in, _environ_at_split
     jobs_r, jobs_w = os.pipe()
     outcomes_r, outcomes_w = os.pipe()
     _environ_at_split = dict(os.environ)
@@ -82,7 +82,6 @@ def split() -> None:
         os.close(jobs_r)
         os.close(outcomes_w)
         _jobs_out, _outcomes_in = os.fdopen(jobs_w, "wb"), os.fdopen(outcomes_r, "rb")
-        _command_pid = os.getpid()
         os.register_at_fork(after_in_child=_forget)  # a process it forks is not the command line
         return
     os.close(jobs_w)
@@ -107,9 +106,9 @@ def _end_with_parent() -> None:
 
 
 def _forget() -> None:
-    global _jobs_out, _outcomes_in, _command_pid
+    global _jobs_out, _outcomes_in
     _detach(_jobs_out, _outcomes_in)
-    _jobs_out = _outcomes_in = _command_pid = None
+    _jobs_out = _outcomes_in = None
 
 
 def _detach(*ends) -> None:
@@ -167,12 +166,11 @@ def _job_logging() -> tuple | None:
 
 
 def _serve(jobs_in, outcomes_out, command_pid: int) -> None:
-    """The job's process: torch and a job's first modules imported, each job sent run, then the
-    end with the command line's exit status. While no job runs, the command line's end (a refused
-    setting, a finished command) ends this process at once, torch's import unfinished or not."""
+    """The job's process: torch and a job's first modules imported, the job sent run, then the
+    end with the command line's exit status. Until the job arrives, the command line's end (a
+    refused setting) ends this process at once, torch's import unfinished or not."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C while no job runs: the command line's
-    waiting = lambda *_: _end_if_ended(command_pid)  # noqa: E731
-    signal.signal(signal.SIGCHLD, waiting)
+    signal.signal(signal.SIGCHLD, lambda *_: _end_if_ended(command_pid))
     _end_if_ended(command_pid)  # if it ended before the handler was set
     os.register_at_fork(after_in_child=lambda: _detach(jobs_in, outcomes_out))  # its workers hold no end
     import torch  # noqa: F401  (first: `sim.start`)
@@ -180,25 +178,24 @@ def _serve(jobs_in, outcomes_out, command_pid: int) -> None:
     import sim.backends.base  # noqa: F401  (what `sim.jobs.run` imports first)
     import sim.jobs  # noqa: F401
 
-    while True:
-        try:
-            job = pickle.load(jobs_in)
-        except EOFError:  # the command line has ended
-            break
-        except Exception as exc:  # a job that cannot be read here: its error is the outcome, then no more
-            job = None
-            outcome = _portable(exc), _trace()
-        else:
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # a job's worker processes end as they do
-            outcome = _run_sent(*job)
-            signal.signal(signal.SIGCHLD, waiting)
-        try:
-            pickle.dump(outcome, outcomes_out, protocol=pickle.HIGHEST_PROTOCOL)
-            outcomes_out.flush()
-        except BrokenPipeError:  # the command line has ended (killed)
-            break
-        if job is None:
-            break
+    try:
+        job = pickle.load(jobs_in)
+    except EOFError:  # the command line has ended without sending it
+        _wait_and_end(command_pid)
+    except Exception as exc:  # a job that cannot be read here: its error is the outcome
+        outcome = _portable(exc), _trace()
+    else:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the job's worker processes end as they do
+        outcome = _run_sent(*job)
+    try:
+        pickle.dump(outcome, outcomes_out, protocol=pickle.HIGHEST_PROTOCOL)
+        outcomes_out.flush()
+    except BrokenPipeError:  # the command line has ended (killed)
+        pass
+    _wait_and_end(command_pid)
+
+
+def _wait_and_end(command_pid: int) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     _end(command_pid, os.waitpid(command_pid, 0)[1])
 
