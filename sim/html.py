@@ -12,12 +12,11 @@ import html
 import math
 from pathlib import Path
 
-import yaml
-
+from sim import yamltext
 from sim.config import Config
 from sim.report import write_text
 
-__all__ = ["write_page", "write_run_report", "write_sweep_report"]
+__all__ = ["settings_text", "write_page", "write_run_report", "write_sweep_report"]
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -82,8 +81,9 @@ def write_page(root: Path | str, title: str, settings: str | None, tables: list[
     return write_text("\n".join(parts) + "\n", root / "report.html")
 
 
-def _settings_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False, default_flow_style=None, width=100)
+def settings_text(cfg: Config) -> str:
+    """The settings that ran, as report.html shows them (and a run's `config.yaml`: `sim.yamltext`)."""
+    return yamltext.dump(dataclasses.asdict(cfg), sort_keys=False, default_flow_style=None, width=100)
 
 
 def write_run_report(cfg: Config, title: str, out_dir: Path | str) -> Path:
@@ -94,7 +94,7 @@ def write_run_report(cfg: Config, title: str, out_dir: Path | str) -> Path:
     else:
         tables = sorted(root.rglob("summary.csv"), key=lambda p: (len(p.parts), str(p)))
     plots = sorted(root.rglob("*.png"), key=lambda p: (len(p.parts), str(p)))
-    return write_page(root, f"edgesim: {title}", _settings_yaml(cfg), tables, plots)
+    return write_page(root, f"edgesim: {title}", settings_text(cfg), tables, plots)
 
 
 def write_sweep_report(sweep_dir: Path | str, jobs: list[Path]) -> Path:

@@ -21,7 +21,7 @@ from sim.offload import WORKLOAD as OFFLOAD
 from sim.runfolder import RunFolder
 from sim.typecheck import check_types
 
-__all__ = ["WORKLOADS", "default_config", "refuse_unused", "run", "validate", "workload_of"]
+__all__ = ["WORKLOADS", "default_config", "refuse_unused", "render_settings", "run", "validate", "workload_of"]
 
 WORKLOADS: dict[str, Workload] = {w.name: w for w in (FEDERATED, NONN, NAIR, MCPIPE, OFFLOAD, DREAM)}
 
@@ -121,6 +121,17 @@ def validate(cfg: Config) -> None:
     validate_common(cfg)
     validate_network(cfg)  # the medium, per-device links, availability, batteries, traces
     workload_of(cfg).validate(cfg)
+
+
+def render_settings(cfg: Config) -> None:
+    """The YAML texts of its settings a job of `cfg` writes (`settings.yaml`, report.html's and,
+    with one strategy, `config.yaml`), rendered now (`sim.yamltext`): by a split command's line
+    before it sends the job, so that the job's process need not."""
+    from sim.html import settings_text as shown
+    from sim.runfolder import settings_text as state
+
+    state(cfg)
+    shown(cfg)
 
 
 def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):

@@ -19,20 +19,20 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+from sim import yamltext
 from sim.config import Config, ConfigError
 
-__all__ = ["RunFolder"]
+__all__ = ["RunFolder", "settings_text"]
 
 STATE = ".edgesim"
 # settings that change what is shown or where it runs, never a number in a CSV
 PRESENTATION = ("resume", "progress", "plots", "log_level", "tracking", "tracking_uri", "backend", "ray", "processes")
 
 
-def _settings(cfg: Config) -> dict:
-    import yaml
-
+def settings_text(cfg: Config) -> str:
+    """`settings.yaml`: the settings that decide the results, as YAML (`sim.yamltext`)."""
     tree = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in PRESENTATION}
-    return yaml.safe_load(yaml.safe_dump(tree, sort_keys=True))  # as it reads back from disk
+    return yamltext.dump(tree, sort_keys=True)
 
 
 def _first_difference(old, new, path: str = "") -> str:
@@ -57,9 +57,7 @@ class RunFolder:
     def begin(self, cfg: Config) -> str:
         """`fresh`, `resume` or `complete`, after checking that the folder's run is this one
         (`ConfigError` if not)."""
-        import yaml
-
-        saved, settings = self.state / "settings.yaml", _settings(cfg)
+        saved, text = self.state / "settings.yaml", settings_text(cfg)
         self._existed = self.out_dir.is_dir()
         self._before = set(self.out_dir.rglob("*")) if self._existed else set()
         if not saved.exists():
@@ -68,9 +66,11 @@ class RunFolder:
             shutil.rmtree(self.state / "journal", ignore_errors=True)
             from sim.report import write_text
 
-            write_text(yaml.safe_dump(settings, sort_keys=True), saved)
+            write_text(text, saved)
             return "fresh"
-        old = yaml.safe_load(saved.read_text())
+        import yaml
+
+        old, settings = yaml.safe_load(saved.read_text()), yaml.safe_load(text)  # as each reads back from disk
         done = (self.state / "complete").exists()
         if old != settings:
             kind = "a complete" if done else "an interrupted"

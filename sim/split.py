@@ -130,7 +130,14 @@ def run(cfg, out_dir, *, in_sweep: bool = False) -> None:
 
         run_here(cfg, out_dir, in_sweep=in_sweep)
         return
-    context = {"cwd": os.getcwd(), "environ": dict(os.environ), "logging": _job_logging()}
+    from sim import yamltext
+    from sim.jobs import render_settings
+
+    try:
+        render_settings(cfg)  # here, idle while the job's process imports torch: `sim.yamltext`
+    except Exception:  # settings YAML cannot show: the job's process renders them and fails as it would alone
+        pass
+    context = {"cwd": os.getcwd(), "environ": dict(os.environ), "logging": _job_logging(), "texts": yamltext.rendered()}
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     try:
@@ -254,9 +261,12 @@ def _portable(exc: BaseException) -> BaseException:
 
 
 def _take(context: dict) -> None:
-    """The command line's working folder, environment (what it changed since the split) and
-    Hydra's logging of the job, here."""
+    """The command line's working folder, environment (what it changed since the split),
+    Hydra's logging of the job and the texts it rendered of the job's settings, here."""
+    from sim import yamltext
+
     os.chdir(context["cwd"])
+    yamltext.take(context["texts"])
     environ = context["environ"]
     for key in [k for k in os.environ if k in _environ_at_split and k not in environ]:
         del os.environ[key]

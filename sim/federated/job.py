@@ -81,13 +81,12 @@ def _flower_session(seed: int, log_level: str) -> Iterator[None]:
 
 def _resolved(cfg: Config, scfg: StrategyConfig) -> str:
     """The settings one compared strategy ran with, as YAML: `strategy` is that strategy's own
-    (Hydra's saved config names only the selected one)."""
+    (Hydra's saved config names only the selected one); with one strategy, report.html's."""
     import dataclasses
 
-    import yaml
+    from sim.html import settings_text
 
-    tree = dataclasses.asdict(dataclasses.replace(cfg, strategy=scfg, compared={}))
-    return yaml.safe_dump(tree, sort_keys=False, default_flow_style=None, width=100)
+    return settings_text(dataclasses.replace(cfg, strategy=scfg, compared={}))
 
 
 def warn(text: str) -> None:

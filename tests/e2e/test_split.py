@@ -61,10 +61,12 @@ def test_a_sweep_runs_in_one_process(tmp_path) -> None:
     proc = _sim(["-m", *args], tmp_path)
     err = finish(proc).stderr
     assert proc.returncode == 0, err[-2000:]
-    assert json.loads(facts.read_text()) == {"pid": proc.pid, "hydra": True, "omegaconf": True}
+    assert json.loads(facts.read_text()) == {"pid": proc.pid, "hydra": True, "omegaconf": True, "yaml": True}
 
 
-def test_the_job_runs_in_the_started_process_without_hydra(tmp_path) -> None:
+def test_the_job_runs_in_the_started_process_without_hydra_or_yaml(tmp_path) -> None:
+    # the YAML of the run's settings (settings.yaml, config.yaml, report.html's) is the command
+    # line's, rendered while the job's process imported torch: `sim.yamltext`
     facts = tmp_path / "facts.json"
     proc = _sim(
         _app("where_app", facts, tmp_path / "r"),
@@ -73,7 +75,7 @@ def test_the_job_runs_in_the_started_process_without_hydra(tmp_path) -> None:
     err = finish(proc).stderr
     assert proc.returncode == 0, err[-2000:]
     seen = json.loads(facts.read_text())
-    assert seen == {"pid": proc.pid, "hydra": False, "omegaconf": False}
+    assert seen == {"pid": proc.pid, "hydra": False, "omegaconf": False, "yaml": False}
 
 
 def test_a_setting_the_jobs_checks_refuse_is_one_line_and_nothing_written(tmp_path) -> None:

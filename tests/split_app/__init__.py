@@ -1,5 +1,5 @@
 """ServerApps for tests/e2e/test_split.py: one that tells which process runs the job (its pid and
-whether Hydra is imported there, into the run config's `result-json`), one that raises, one
+whether Hydra, OmegaConf and PyYAML are imported there, into the run config's `result-json`), one that raises, one
 that waits (for a file the test writes, or 60 s) so that the test can end a process mid-job."""
 
 import json
@@ -16,7 +16,7 @@ where_app = ServerApp()
 
 @where_app.main()
 def where(grid: Grid, context: Context) -> None:
-    facts = {"pid": os.getpid(), "hydra": "hydra" in sys.modules, "omegaconf": "omegaconf" in sys.modules}
+    facts = {"pid": os.getpid(), **{name: name in sys.modules for name in ("hydra", "omegaconf", "yaml")}}
     Path(str(context.run_config["result-json"])).write_text(json.dumps(facts))
 
 
