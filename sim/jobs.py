@@ -15,7 +15,6 @@ from sim.dream import WORKLOAD as DREAM
 from sim.federated import WORKLOAD as FEDERATED
 from sim.mcpipe import WORKLOAD as MCPIPE
 from sim.nair import WORKLOAD as NAIR
-from sim.net.build import validate as validate_network
 from sim.nonn import WORKLOAD as NONN
 from sim.offload import WORKLOAD as OFFLOAD
 from sim.runfolder import RunFolder
@@ -119,6 +118,8 @@ def validate(cfg: Config) -> None:
     check_types(cfg)  # each setting of its schema's type first: the checks below compare values
     register_devices(cfg)
     validate_common(cfg)
+    from sim.net.build import validate as validate_network  # numpy and SimPy: not for the command line's checks
+
     validate_network(cfg)  # the medium, per-device links, availability, batteries, traces
     workload_of(cfg).validate(cfg)
 

@@ -1,6 +1,6 @@
 """`sim.start`: a command that runs a job imports torch before Hydra and everything else
 (torch's import walks every module loaded before it); one that runs no job, or names an
-unknown option, does not import it."""
+unknown option, does not import it, nor numpy."""
 
 from __future__ import annotations
 
@@ -61,3 +61,6 @@ def test_help_and_an_unknown_option_do_not_wait_for_torch(args, status) -> None:
     assert res.returncode == status, res.stderr[-800:]
     assert ("workload" in res.stdout) if status == 0 else ("strategy='nosuch': unknown option" in res.stderr)
     assert "torch" not in order
+    # nor for numpy and SimPy: the command line's modules (as a split command's, `sim.split`)
+    # check settings without them (`devices` names its fleets lazily, `sim.jobs` its network)
+    assert "numpy" not in order and "simpy" not in order
