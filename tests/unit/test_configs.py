@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -17,7 +19,7 @@ from sim.jobs import WORKLOADS, refuse_unused, run, validate
 from sim.net import build_link
 from strategies import STRATEGIES, build_strategy
 
-from ..conftest import CONF_DIR
+from ..conftest import CONF_DIR, REPO
 
 GROUPS = ("fleet", "channel", "strategy", "dataset", "workload")
 NEEDS_PATH = {"mnist", "cifar10"}  # datasets read from a local folder (`path: ???`)
@@ -101,6 +103,22 @@ def test_experiment_composes_and_validates(experiment: str) -> None:
     cfg = _compose([f"+experiment={experiment}"])
     validate(cfg)
     assert isinstance(cfg.workload, WORKLOADS[cfg.workload.name].schema)
+
+
+def test_the_registry_names_each_workload_as_its_package_does() -> None:
+    assert [WORKLOADS[name].name for name in WORKLOADS] == list(WORKLOADS)
+    assert "nosuch" not in WORKLOADS and WORKLOADS.get("nosuch") is None
+
+
+def test_a_jobs_process_imports_only_its_own_workload() -> None:
+    # the registry imports a workload's package when it is looked up (`sim.jobs.Registry`)
+    code = (
+        "import sys; from sim.jobs import WORKLOADS, default_config, validate; validate(default_config('federated')); "
+        "print(*[m for m in sorted(sys.modules) if m.startswith('sim.') and m.count('.') == 1 and m[4:] in WORKLOADS])"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-800:]
+    assert res.stdout.split() == ["sim.federated"]
 
 
 @pytest.mark.parametrize("name", sorted(WORKLOADS))
