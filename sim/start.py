@@ -42,8 +42,6 @@ def group_options(group: str) -> list[str]:
 def check_group_choices(args: list[str]) -> None:
     """A one-line error for an unknown config-group option (`strategy=nosuch`), before
     Hydra's multi-line one; sweeps (`strategy=fedavg,fedprox`) are checked option by option."""
-    from sim.console import fail
-
     for arg in args:
         key, eq, value = arg.lstrip("+~").partition("=")
         if not eq or key not in GROUPS:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,8 @@ def resolve_app(cfg: Config) -> None:
         raise ConfigError(
             f"workload.app.path={app.path!r}: no pyproject.toml there (a Flower app folder, as flwr new makes)"
         )
+    import tomllib  # an app folder's only
+
     try:
         meta = tomllib.loads(toml.read_text()).get("tool", {}).get("flwr", {}).get("app", {})
     except tomllib.TOMLDecodeError as exc:
