@@ -10,10 +10,11 @@ cores or more the command forks before its first import (`split`, from `sim.star
   with the command line's working folder, environment and Hydra's logging of the job;
 * its child is the command line, unchanged up to the job: Hydra composes the config, the checks
   refuse a bad setting (one line, exit status 2, nothing written), `@hydra.main`'s run folder,
-  `.hydra/` files and log are made; where the job would run, `run` sends the typed config to
-  the job's process and waits for the outcome, then handles it as it would a job run in its own
-  process (a refused setting's line and status 2, a fault's line and status 1, any other
-  exception Hydra's traceback, with the job process's own traceback added as a note);
+  `.hydra/` files and log are made; where the job would run, `run` renders the YAML of the
+  job's settings (`sim.yamltext`: PyYAML is loaded here already) and sends it with the typed
+  config to the job's process, waits for the outcome, then handles it as it would a job run in
+  its own process (a refused setting's line and status 2, a fault's line and status 1, any
+  other exception Hydra's traceback, with the job process's own traceback added as a note);
 * when the command line ends, the job's process ends with its exit status.
 
 A sweep (`-m`) does not split: its command line composes and checks every job before the first
