@@ -32,6 +32,9 @@ class Registry(Mapping[str, Workload]):
             raise KeyError(name)
         return importlib.import_module(f"sim.{name}").WORKLOAD
 
+    def __contains__(self, name: object) -> bool:  # without importing the package
+        return name in self._names
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)
 
@@ -141,15 +144,18 @@ def validate(cfg: Config) -> None:
     workload_of(cfg).validate(cfg)
 
 
-def render_settings(cfg: Config) -> None:
+def render_settings(cfg: Config) -> dict[tuple, str]:
     """The YAML texts of its settings a job of `cfg` writes (`settings.yaml`, report.html's and,
-    with one strategy, `config.yaml`), rendered now (`sim.yamltext`): by a split command's line
-    before it sends the job, so that the job's process need not."""
+    with one strategy, `config.yaml`), rendered now, by key (`sim.yamltext`): by a split
+    command's line before it sends the job, so that the job's process need not."""
+    from sim import yamltext
     from sim.html import settings_text as shown
     from sim.runfolder import settings_text as state
 
-    state(cfg)
-    shown(cfg)
+    with yamltext.recording() as texts:
+        state(cfg)
+        shown(cfg)
+    return texts
 
 
 def run(cfg: Config, out_dir: Path | str, *, in_sweep: bool = False):

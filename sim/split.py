@@ -131,14 +131,13 @@ def run(cfg, out_dir, *, in_sweep: bool = False) -> None:
 
         run_here(cfg, out_dir, in_sweep=in_sweep)
         return
-    from sim import yamltext
     from sim.jobs import render_settings
 
     try:
-        render_settings(cfg)  # here, idle while the job's process imports torch: `sim.yamltext`
+        texts = render_settings(cfg)  # here, idle while the job's process imports torch: `sim.yamltext`
     except Exception:  # settings YAML cannot show: the job's process renders them and fails as it would alone
-        pass
-    context = {"cwd": os.getcwd(), "environ": dict(os.environ), "logging": _job_logging(), "texts": yamltext.rendered()}
+        texts = {}
+    context = {"cwd": os.getcwd(), "environ": dict(os.environ), "logging": _job_logging(), "texts": texts}
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     try:
