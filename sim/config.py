@@ -66,6 +66,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class FleetConfig:
+    """The devices of a run: how many, the mix of profiles, their availability and placement (`fleet.*`)."""
+
     # profile name -> count (integers summing to num_devices) or fraction; `fleet.mix={odroid_xu4:1}`
     # is the whole mix (it replaces the fleet option's), `fleet.mix.odroid_xu4=1` sets one share
     mix: dict[str, float] = field(
@@ -90,6 +92,8 @@ class FleetConfig:
 
 @dataclass
 class ChannelConfig:
+    """The radio links' defaults: bandwidth, latency, bit errors and how a payload crosses them (`channel.*`)."""
+
     model: str = "independent"  # independent | gilbert_elliott
     ber: float = 0.0  # mean bit error rate
     bandwidth_bps: float = 1.0e6
@@ -122,6 +126,8 @@ class ChannelConfig:
 
 @dataclass
 class StrategyConfig:
+    """Flower's aggregation strategy and its sampling of nodes per round (`strategy.*`)."""
+
     name: str = "fedavg"
     fraction_train: float = 0.3
     fraction_evaluate: float = 0.0
@@ -132,6 +138,8 @@ class StrategyConfig:
 
 @dataclass
 class DatasetConfig:
+    """The data set and how it is split across the devices (`dataset.*`)."""
+
     name: str = "digits"  # digits | mnist5k | synthetic | mnist | cifar10
     path: Optional[str] = None  # local folder for mnist / cifar10
     num_samples: Optional[int] = None  # synthetic only
@@ -159,6 +167,8 @@ class RayConfig:
 
 @dataclass
 class Config:
+    """Every setting of a job: the common sections above and the workload's own (`workload.*`)."""
+
     seed: int = 0
     # continue the interrupted run in the output folder (hydra.run.dir=...); rerunning the same
     # settings into that folder resumes it too (sim/runfolder.py)

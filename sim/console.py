@@ -120,11 +120,13 @@ class Progress:
     def __init__(self, name: str, total: float | None, unit: str, enabled: bool, bar_format: str | None = None):
         import sys
 
-        from tqdm import tqdm
-
         self.name, self.total, self.unit, self.enabled, self.n = name, total, unit, enabled, 0.0
         self.tty = enabled and sys.stderr.isatty()
-        self.bar = tqdm(total=total, desc=name, unit=unit, disable=not self.tty, leave=True, bar_format=bar_format)
+        self.bar = None  # off a terminal no bar: a disabled tqdm still makes a multiprocessing lock (a semaphore)
+        if self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=name, unit=unit, leave=True, bar_format=bar_format)
 
     def to(self, n: float, **shown) -> None:
         """Advance to `n` done (never back) and show `shown` (name -> text)."""
@@ -143,7 +145,8 @@ class Progress:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def fail(message: str, status: int = 2) -> None:

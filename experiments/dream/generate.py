@@ -27,6 +27,8 @@ __all__ = ["Priors", "dream_images", "dream_targets", "total_variation"]
 
 @dataclass(frozen=True)
 class Priors:
+    """The image priors a dream's optimisation adds to its loss."""
+
     tv: float = 0.0  # weight of the total variation
     l2: float = 0.0  # weight of the mean squared pixel
     jitter: int = 0  # pixels of random shift per step

@@ -38,6 +38,8 @@ class Record:
 
 @dataclass
 class Cost:
+    """The work of one stage's pass: FLOPs by kind and its largest transient copy."""
+
     flops: int = 0  # the pass itself
     rebuild_flops: int = 0  # mcPipe: weight versions rebuilt from stored pairs
     update_flops: int = 0  # weight gradients and optimiser steps

@@ -31,6 +31,8 @@ NAIR_VARIANTS = {"nair_neither": (False, False), "nair_penalty": (False, True), 
 
 @dataclass
 class Models:
+    """NAIR's trained networks: the original, one per method, and CLIO's tails."""
+
     original: SplitNet
     nets: dict[str, SplitNet]  # method -> the network whose head runs on the device
     clio_tails: list[Tail]  # CLIO multi-tail: one tail per width (j units)

@@ -39,6 +39,8 @@ class DreamGeneration:
 
 @dataclass
 class DreamSettings(DreamGeneration):
+    """Dream Distillation's teacher, its synthetic images and the student trained on them (`workload.*`)."""
+
     name: str = "dream"
     # the teacher: NoNN's (WRN-16-4 on the training set less the validation split), from the cache
     teacher_depth: int = 16

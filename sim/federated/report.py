@@ -61,6 +61,8 @@ CLIENT_COLUMNS = [f.name for f in fields(ClientRow)]
 
 @dataclass
 class VariantResult:
+    """One strategy's run: its round and client rows, summary and timeline."""
+
     strategy: str
     rounds: list[RoundRow]
     clients: list[ClientRow]

@@ -40,6 +40,8 @@ class AppConfig:
 
 @dataclass
 class FederatedSettings:
+    """Federated training: the model, rounds, local training and the app that runs it (`workload.*`)."""
+
     name: str = "federated"
     model: str = "cnn"  # cnn | mlp | fedmax_cifar_cnn
     rounds: int = 30

@@ -19,6 +19,8 @@ MAX_FC_DEPTH = 256
 
 @dataclass
 class McpipeSettings:
+    """mcPipe's models, pipeline sizes, schedules and devices compared (`workload.*`)."""
+
     name: str = "mcpipe"
     # models trained under every schedule: vgg (VGG-style CNN) | fc (fully connected)
     models: list[str] = field(default_factory=lambda: ["vgg"])

@@ -37,6 +37,8 @@ METHODS = SLICE_METHODS + RAW_METHODS
 
 @dataclass
 class MethodResult:
+    """One method's figures over the latency budgets, and its first episodes."""
+
     rows: list[dict]  # per budget
     overall: float  # accuracy with every unit (or the whole image) and no errors
     payload_bytes: float  # everything, error-free

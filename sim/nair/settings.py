@@ -14,6 +14,8 @@ __all__ = ["NairSettings", "validate"]
 
 @dataclass
 class NairSettings:
+    """NAIR's head/tail split, its slicing and quantisation, and the budgets compared (`workload.*`)."""
+
     name: str = "nair"
     # the network and the split
     split: int = 3  # O_k sent after stage k of the MobileNetV2-style net: 1 (stem) .. 8 (last 1x1 conv)

