@@ -172,3 +172,26 @@ out = {"found": found, "has_file": hasattr(sys.modules["torch._dynamo"], "__file
 """
     )
     assert out == {"found": True, "has_file": False, "deferred": True}
+
+
+def test_torchs_import_loads_the_gates_module_half_way() -> None:
+    """`sim.split`'s gate opens at `IMPORT_MIDPOINT`: `import torch` itself must import it, after
+    most of its burst of module loading and well before its end (by module count, which does not
+    depend on the machine). A torch that moved it fails here: pick the module again."""
+    out = _run(
+        """
+import json, sys
+from sim.torch_internals import IMPORT_MIDPOINT
+seen = []
+class Recorder:
+    def find_spec(self, name, path=None, target=None):
+        seen.append((name, IMPORT_MIDPOINT in sys.modules))
+sys.meta_path.insert(0, Recorder())
+import torch
+torch_modules = [n for n, _ in seen if n.startswith("torch")]
+before = sum(1 for n, past in seen if n.startswith("torch") and not past)
+out = {"imported": IMPORT_MIDPOINT in sys.modules, "fraction": before / len(torch_modules), "before": before}
+"""
+    )
+    assert out["imported"]
+    assert 0.4 <= out["fraction"] <= 0.8 and out["before"] >= 300, out
