@@ -39,15 +39,12 @@ import types
 
 __all__ = ["IMPORT_MIDPOINT", "defer_dynamo", "dynamo_deferred"]
 
-# **Where torch's import is past its burst of module loading** (`sim.split`'s gate): torch 2.13's
-# `import torch` loads ~1,000 modules, some 800 of them in its first half (after its libraries
-# are loaded), then spends its second half registering operators. The import of `torch.fx`
-# begins at ~48% of the import's time and ~60% of its modules. A split command's line waits
-# for it before it imports Hydra: two processes importing at once slow each other (measured: the
-# job's imports 75-93 ms slower beside the command line's work than alone, 30 paired runs;
-# -12 ms, i.e. none, with the command line waiting for this module). A torch that no longer
-# imports it there opens the gate when its import ends, which is slower but not wrong
-# (tests/e2e/test_torch_internals.py checks where it comes).
+# **Where torch's import is past its burst of module loading**: torch 2.13's `import torch`
+# loads ~1,000 modules, ~800 of them in its first half, then spends the rest registering
+# operators; `torch.fx` begins at ~48% of the import's time and 61% of its modules. `sim.split`'s
+# command line waits for it (why, and what it was measured to save: that module's docstring). A
+# torch that no longer imports it there opens the gate when its import ends, slower but not
+# wrong; tests/e2e/test_torch_internals.py checks where it comes.
 IMPORT_MIDPOINT = "torch.fx"
 
 _NAME = "torch._dynamo"
