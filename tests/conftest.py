@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -50,8 +52,8 @@ def sim_env() -> dict[str, str]:
 
 
 def start_sim(args: list[str], cwd: Path, env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
-    """`python -m sim ARGS` in `cwd`, started (collect with `finish`); `env`: variables set beside
-    `sim_env()`'s; `popen`: more of `subprocess.Popen`'s arguments."""
+    """`python -m sim ARGS` in `cwd`, started (collect with `finish`) in a process group of its
+    own; `env`: variables set beside `sim_env()`'s; `popen`: more of `subprocess.Popen`'s arguments."""
     return subprocess.Popen(
         [sys.executable, "-m", "sim", *args],
         cwd=cwd,
@@ -60,16 +62,21 @@ def start_sim(args: list[str], cwd: Path, env: dict[str, str] | None = None, **p
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
-        **popen,
+        **{"start_new_session": True, **popen},
     )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Wait for a `start_sim` process; past `timeout` s, kill its whole process group (a child
+    of its that held its output open would make the wait endless) and return what it printed."""
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(proc.pid) == proc.pid:  # a group of its own (`start_sim`'s default), not pytest's
+                os.killpg(proc.pid, signal.SIGKILL)
         proc.kill()
-        out, err = proc.communicate()
+        out, err = proc.communicate(timeout=60)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 

@@ -28,6 +28,13 @@ A Ray process that dies under a step (a worker: killed, out of memory, or a Clie
 its process; a raylet or a node), or a result Ray loses, is a `BackendFailure` naming what died:
 the run ends with that one line (`sim/__main__.py`), not with Ray's traceback. A ClientApp's
 exception stays its error reply, and a `map` call's exception is raised as it is.
+
+The actors are never killed while Ray is still creating them (`stop_workers` waits for them to
+start): Ray can lose the CPU of an actor killed in the millisecond its worker is leased (the GCS
+logs "Ignoring granted lease for canceled lease request" and the lease is never returned; seen
+here with Ray 2.55, ray-project/ray#17369), and the next actors then wait for that CPU forever.
+Actors that cannot be placed at all (a cluster whose CPUs other jobs hold) are a `BackendFailure`
+after `START_TIMEOUT_S`, saying how many CPUs are free, not a silent wait.
 """
 
 from __future__ import annotations
@@ -58,6 +65,8 @@ __all__ = ["RayBackend", "cluster_address", "run_parallel", "start_ray", "stop_r
 ROOT = Path(__file__).resolve().parent.parent.parent
 SWEEP_JOB_ENV = "EDGESIM_RAY_SWEEP_JOB"  # set in the Ray tasks that run a sweep's jobs
 _APPS_KEPT = 2  # ClientApps a worker keeps deserialised (the runner's strategies run one after another)
+START_TIMEOUT_S = 300.0  # how long the actors may take to be placed and started (~3 s here: torch's import)
+STOP_WAIT_S = 60.0  # how long `stop_workers` waits for actors still starting before it kills them anyway
 
 
 def _reachable(address: str) -> None:
@@ -262,10 +271,25 @@ class RayBackend:
     def _started_workers(self) -> list:
         """The actors, once every one has started (an actor that died starting: `BackendFailure`)."""
         if self._starting:
+            pending = self._wait_starting(START_TIMEOUT_S)
+            if pending:
+                starting, self._starting = len(self._starting), []  # `close` need not wait for them again
+                free = ray.available_resources().get("CPU", 0.0)
+                total = ray.cluster_resources().get("CPU", 0.0)
+                raise BackendFailure(
+                    "ray",
+                    f"{len(pending)} of its {starting} workers could not start within {START_TIMEOUT_S:g} s",
+                    f"each needs 1 CPU; the cluster has {free:g} of {total:g} free",
+                )
             with _failures("starting its workers"):
                 ray.get(self._starting)
             self._starting = []
         return self._workers
+
+    def _wait_starting(self, timeout_s: float) -> list:
+        """Wait (at most `timeout_s`) until every actor has started or died; those still pending."""
+        _, pending = ray.wait(self._starting, num_returns=len(self._starting), timeout=timeout_s)
+        return pending
 
     def _box(self, app) -> list:
         if app is not self._app:  # ship each ClientApp once
@@ -335,7 +359,10 @@ class RayBackend:
         return results
 
     def stop_workers(self) -> None:
-        """Free the workers' CPUs (Ray stays up if this back end started it, until `close`)."""
+        """Free the workers' CPUs (Ray stays up if this back end started it, until `close`);
+        actors still being created are waited for first (the module's docstring tells why)."""
+        if self._starting:
+            self._wait_starting(STOP_WAIT_S)
         for w in self._workers:
             ray.kill(w)
         self._workers, self._starting = [], []

@@ -171,6 +171,60 @@ def test_ray_runs_jobs_in_order_with_their_seeds_and_keeps_context_state(ray_up)
     assert np.isfinite([d for _, _, d in outcomes["ray"]]).all()
 
 
+def test_actors_are_not_killed_while_ray_creates_them(ray_up, monkeypatch) -> None:
+    """`stop_workers` right after the back end is made (the module's fixture does so) waits
+    until its actors have started: Ray can lose the CPU of an actor killed while its worker is
+    being leased, and the next back end's actors then wait for it forever (seen in CI)."""
+    import ray
+
+    import sim.backends.ray as ray_backend
+
+    started_when_killed = []
+    real_kill = ray.kill
+
+    def kill(actor, **kw):
+        ready = [ref for w, ref in zip(backend._workers, starting) if w is actor]
+        started_when_killed.append(bool(ray.wait(ready, timeout=0)[0]))
+        real_kill(actor, **kw)
+
+    backend = ray_up(torch_threads=1)
+    starting = list(backend._starting)
+    monkeypatch.setattr(ray_backend.ray, "kill", kill)
+    backend.stop_workers()
+    monkeypatch.undo()
+    assert started_when_killed == [True] * len(starting) and len(starting) == 2
+    again = ray_up(torch_threads=1)  # both CPUs free again: its actors start
+    try:
+        assert len(again._started_workers()) == 2
+    finally:
+        again.close()
+
+
+def test_workers_that_cannot_be_placed_are_a_backend_failure_not_a_wait(ray_up, monkeypatch) -> None:
+    import ray
+
+    import sim.backends.ray as ray_backend
+    from sim.backends import BackendFailure
+
+    holder = ray_up(torch_threads=1)
+    holder._started_workers()  # its two actors hold the instance's two CPUs
+    monkeypatch.setattr(ray_backend, "START_TIMEOUT_S", 2.0)
+    blocked = ray_up(torch_threads=1)
+    starting = list(blocked._starting)
+    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+    try:
+        with pytest.raises(BackendFailure) as caught:
+            blocked.execute(_stateful_app(), _jobs({1: context}))
+        assert str(caught.value) == (
+            "backend=ray failed: 2 of its 2 workers could not start within 2 s "
+            "(each needs 1 CPU; the cluster has 0 of 2 free)"
+        )
+    finally:
+        blocked.close()
+        ray.wait(starting, num_returns=len(starting), timeout=30)  # dead, their leases cancelled ...
+        holder.close()  # ... before the CPUs they waited for come free
+
+
 def test_a_sweep_on_the_ray_launcher_gives_the_sequential_comparison(ray_address, tmp_path) -> None:
     """`hydra/launcher=edgesim_ray` (joining the module's Ray) against Hydra's basic launcher."""
     args = [*TINY_OVERRIDES, "channel.ber=0,1e-4", "seed=1,2"]
